@@ -1,0 +1,175 @@
+using Xmem.Interop;
+using Xmem.Layout;
+using Xmem.SharedMemory;
+
+namespace Xmem;
+
+// Crash recovery (docs/layout.md, "Crash rules"). A process-table entry is alive exactly while some open file
+// description holds the write lock on its liveness byte; the kernel drops that lock when the process dies, however it
+// dies. Whoever takes the lock of a non-free entry owns its recovery, and impersonates the dead process (same lock
+// tag, same holdings) so that recovery follows the very protocol of a normal release: a recoverer that dies half-way
+// leaves a state the next recoverer finishes. A process whose state cannot be told (the lock query fails) is alive.
+public sealed unsafe partial class BufferPool
+{
+    /// <summary>Reclaims every entry whose process is dead. Returns how many entries were reclaimed.</summary>
+    internal int ReclaimDeadProcesses()
+    {
+        int reclaimed = 0;
+        for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
+        {
+            if (i != _me && Volatile.Read(ref _procs[i].State) != LayoutConstants.ProcessFree && TryRecoverEntry(i))
+            {
+                reclaimed++;
+            }
+        }
+
+        return reclaimed;
+    }
+
+    /// <summary>Recovers entry <paramref name="i"/> if its process is dead. False when it is alive (or being
+    /// recovered by another process).</summary>
+    internal bool TryRecoverEntry(int i)
+    {
+        if (i == _me || (uint)i >= LayoutConstants.MaxProcesses)
+        {
+            return false;
+        }
+
+        lock (_recoveryGate)
+        {
+            if (_me < 0 || Volatile.Read(ref _procs[i].State) == LayoutConstants.ProcessFree && !HasLockedSlots(i + 1))
+            {
+                return false;
+            }
+
+            if (!Libc.TryLockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i)))
+            {
+                return false; // alive, or another process is recovering it
+            }
+
+            try
+            {
+                RecoverEntryLocked(i);
+            }
+            finally
+            {
+                Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i));
+            }
+
+            return true;
+        }
+    }
+
+    private bool HasLockedSlots(int tag)
+    {
+        for (int s = 0; s < _capacity; s++)
+        {
+            if (SlotWord.Owner(Volatile.Read(ref _slots[s].Word)) == tag)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>With entry <paramref name="i"/>'s liveness lock held by this descriptor: repairs the slots its
+    /// process left locked, releases the references it held, takes off its waiters, and frees the entry.</summary>
+    private void RecoverEntryLocked(int i)
+    {
+        int tag = i + 1;
+        string obj = PoolName.HoldingsObject(_bare, _instance, i);
+        MappedRegion? region = null;
+        ulong* holdings = null;
+        SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
+        if (fd is not null)
+        {
+            using (fd)
+            {
+                long size = SegmentFile.SizeOf(fd, obj);
+                if (size >= 8L * _capacity)
+                {
+                    region = MappedRegion.Map(fd.Fd, 8L * _capacity, writable: true, PoolName.PathOf(obj));
+                    holdings = (ulong*)region.Address;
+                }
+            }
+        }
+
+        try
+        {
+            for (int s = 0; s < _capacity; s++)
+            {
+                RepairLockedSlot(s, tag, holdings);
+            }
+
+            if (holdings is not null)
+            {
+                ReleaseAllHoldings(i, holdings);
+            }
+
+            ProcessEntry* e = &_procs[i];
+            int waiters = Interlocked.Exchange(ref e->Waiters, 0);
+            if (waiters > 0)
+            {
+                Interlocked.Add(ref _header->Waiters, -waiters);
+            }
+
+            _ = SegmentFile.Unlink(obj);
+            Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
+        }
+        finally
+        {
+            region?.Dispose();
+        }
+    }
+
+    /// <summary>Finishes or rolls back the locked section that a dead process (tag) left on slot <paramref name="s"/>.</summary>
+    private void RepairLockedSlot(int s, int tag, ulong* holdings)
+    {
+        SlotRecord* r = &_slots[s];
+        ulong w = Volatile.Read(ref r->Word);
+        if (SlotWord.Owner(w) != tag)
+        {
+            return;
+        }
+
+        // The journal names the dead owner only between saving the old holding and finishing the new one: put the
+        // old one back. The count in the word never changed (it is published with the unlock), so it stays.
+        if (Volatile.Read(ref r->JournalOwner) == (uint)tag)
+        {
+            if (holdings is not null)
+            {
+                Volatile.Write(ref holdings[s], r->JournalHoldings);
+            }
+
+            Volatile.Write(ref r->JournalOwner, 0u);
+        }
+
+        uint state = SlotWord.State(w);
+        if (state == SlotWord.Live)
+        {
+            Volatile.Write(ref r->Word, SlotWord.WithOwner(w, 0));
+        }
+        else
+        {
+            // Acquiring (or anything else): the acquire never published, so the slot goes back to Free. Its memory
+            // record is consistent (capacity is set only once the segment exists); an orphaned segment is removed by gc.
+            Volatile.Write(ref r->Word, SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)));
+            AfterFreed(s);
+        }
+    }
+
+    /// <summary>Releases every reference recorded in <paramref name="holdings"/> for entry <paramref name="i"/>.</summary>
+    private void ReleaseAllHoldings(int i, ulong* holdings)
+    {
+        int tag = i + 1;
+        for (int s = 0; s < _capacity; s++)
+        {
+            ulong h = Volatile.Read(ref holdings[s]);
+            if (Holding.Count(h) > 0)
+            {
+                _ = ReleaseAttributed(s, Holding.Gen(h), Holding.Count(h), holdings, tag, forget: false);
+            }
+        }
+    }
+}

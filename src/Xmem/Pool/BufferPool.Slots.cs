@@ -1,0 +1,804 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using Xmem.Errors;
+using Xmem.Interop;
+using Xmem.Layout;
+using Xmem.Pool;
+using Xmem.SharedMemory;
+
+namespace Xmem;
+
+// Slot operations. The protocol (docs/layout.md, "Slot protocol"):
+// - A slot's word is changed only by CAS. Unattributed count changes (AddRef, Release, SetRefCount) are one CAS on an
+//   unlocked word. Attributed changes (guards) lock the word (owner = entry + 1), journal the process's holding in the
+//   slot, write the holding, clear the journal, and publish the new count with the unlock in one release store.
+// - A process that dies inside a locked section is repaired by whoever takes its liveness lock: the journal restores
+//   its holding, the unchanged count in the word is kept (nothing was published), and the lock is dropped.
+// Interlocked operations are full fences in .NET; Volatile.Write is a release store, Volatile.Read an acquire load.
+public sealed unsafe partial class BufferPool
+{
+    private const int LockWaitLimitMs = 5000;
+
+    /// <summary>Acquires a read-write buffer of <paramref name="size"/> bytes in the lowest free slot (one whose kept
+    /// memory fits, if any). Its count is 1, held by the returned guard. Throws <see cref="PoolFullException"/> at
+    /// once when every slot is live, and <see cref="XmemOutOfMemoryException"/> when the memory cannot be had.</summary>
+    public BufferGuard AcquireCpu(long size)
+    {
+        ThrowIfDisposed();
+        ValidateSize(size);
+        int s = ClaimSlot(size, reclaim: true);
+        if (s < 0)
+        {
+            ThrowHelper.ThrowPoolFull(_bare, _capacity);
+        }
+
+        return PublishAcquired(s, size, attributed: true)!;
+    }
+
+    /// <summary>Like <see cref="AcquireCpu(long)"/>, but waits up to <paramref name="timeout"/> for a slot to be
+    /// freed by any thread or process (sleeping in the kernel on a futex). False when none came in time.</summary>
+    public bool TryAcquireCpu(long size, TimeSpan timeout, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out BufferGuard? guard)
+    {
+        ThrowIfDisposed();
+        ValidateSize(size);
+        long timeoutNs = timeout == Timeout.InfiniteTimeSpan ? -1 : (long)(timeout.TotalMilliseconds * 1_000_000);
+        if (timeoutNs < -1)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "timeout must be non-negative or Timeout.InfiniteTimeSpan.");
+        }
+
+        int s = WaitForSlot(size, timeoutNs, CancellationToken.None);
+        guard = s < 0 ? null : PublishAcquired(s, size, attributed: true);
+        return guard is not null;
+    }
+
+    /// <summary>Acquires a buffer, waiting for a free slot until <paramref name="cancellationToken"/> is cancelled.
+    /// The wait sleeps in the kernel on a dedicated thread and wakes when a slot is released.</summary>
+    public Task<BufferGuard> AcquireCpuAsync(long size, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        ValidateSize(size);
+        int fast = ClaimSlot(size, reclaim: false);
+        if (fast >= 0)
+        {
+            return Task.FromResult(PublishAcquired(fast, size, attributed: true)!);
+        }
+
+        return Task.Factory.StartNew(
+            () =>
+            {
+                int s = WaitForSlot(size, -1, cancellationToken);
+                return PublishAcquired(s, size, attributed: true)!;
+            },
+            cancellationToken,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default);
+    }
+
+    /// <summary>Acquires <paramref name="count"/> buffers of <paramref name="size"/> bytes and leaves each live with
+    /// count 1 held by no guard (in flight, owned by no process). Returns their meta indexes. All or nothing.</summary>
+    public int[] PreallocateCpu(long size, int count)
+    {
+        ThrowIfDisposed();
+        ValidateSize(size);
+        if (count < 0 || count > _capacity)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(count), count, $"count must be 0..{_capacity} (the pool's capacity).");
+        }
+
+        var result = new int[count];
+        int done = 0;
+        try
+        {
+            for (; done < count; done++)
+            {
+                int s = ClaimSlot(size, reclaim: true);
+                if (s < 0)
+                {
+                    ThrowHelper.ThrowPoolFull(_bare, _capacity);
+                }
+
+                PublishAcquired(s, size, attributed: false);
+                result[done] = s;
+            }
+        }
+        catch
+        {
+            for (int i = 0; i < done; i++)
+            {
+                _ = Release(result[i]);
+            }
+
+            throw;
+        }
+
+        return result;
+    }
+
+    /// <summary>A read-only guard on a live slot; its count goes up by one. Throws for an index outside the pool or a
+    /// slot with no live buffer, changing no count.</summary>
+    public BufferGuard Get(int metaIndex) => GetGuard(metaIndex, writable: false);
+
+    /// <summary>A read-write guard on a live slot; its count goes up by one.</summary>
+    public BufferGuard GetMut(int metaIndex) => GetGuard(metaIndex, writable: true);
+
+    /// <summary>Sets the slot's count (0..16,777,215). The count is in flight, owned by no process; 0 recycles the slot.</summary>
+    public void SetRefCount(int metaIndex, int count)
+    {
+        ThrowIfDisposed();
+        CheckIndex(metaIndex);
+        if (count < 0 || count > SlotWord.MaxCount)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(count), count, $"count must be 0..{SlotWord.MaxCount}.");
+        }
+
+        ref ulong word = ref _slots[metaIndex].Word;
+        while (true)
+        {
+            ulong w = WaitUnlocked(metaIndex);
+            RequireLive(metaIndex, w);
+            ulong next = count == 0 ? SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)) : SlotWord.Make(count, SlotWord.Live, 0, SlotWord.Gen(w));
+            if (Interlocked.CompareExchange(ref word, next, w) == w)
+            {
+                if (count == 0)
+                {
+                    AfterFreed(metaIndex);
+                }
+
+                return;
+            }
+        }
+    }
+
+    /// <summary>Adds one in-flight reference (owned by no process) and returns the new count.</summary>
+    public int AddRef(int metaIndex)
+    {
+        ThrowIfDisposed();
+        CheckIndex(metaIndex);
+        ref ulong word = ref _slots[metaIndex].Word;
+        while (true)
+        {
+            ulong w = Volatile.Read(ref word);
+            if (SlotWord.Owner(w) != 0)
+            {
+                w = WaitUnlocked(metaIndex);
+            }
+
+            RequireLive(metaIndex, w);
+            int c = SlotWord.Count(w);
+            if (c == SlotWord.MaxCount)
+            {
+                ThrowHelper.ThrowArgumentOutOfRange(nameof(metaIndex), metaIndex, $"slot {metaIndex}'s count is at its maximum ({SlotWord.MaxCount}).");
+            }
+
+            // One CAS: the count changes only if nothing else changed the word (state, lock, generation) meanwhile.
+            if (Interlocked.CompareExchange(ref word, w + 1, w) == w)
+            {
+                return c + 1;
+            }
+        }
+    }
+
+    /// <summary>Drops one in-flight reference and returns the new count; at 0 the slot is recycled.</summary>
+    public int Release(int metaIndex)
+    {
+        ThrowIfDisposed();
+        CheckIndex(metaIndex);
+        ref ulong word = ref _slots[metaIndex].Word;
+        while (true)
+        {
+            ulong w = Volatile.Read(ref word);
+            if (SlotWord.Owner(w) != 0)
+            {
+                w = WaitUnlocked(metaIndex);
+            }
+
+            RequireLive(metaIndex, w);
+            int c = SlotWord.Count(w);
+            ulong next = c == 1 ? SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)) : w - 1;
+            if (Interlocked.CompareExchange(ref word, next, w) == w)
+            {
+                if (c == 1)
+                {
+                    AfterFreed(metaIndex);
+                }
+
+                return c - 1;
+            }
+        }
+    }
+
+    /// <summary>The slot's current count: 0 for a slot with no live buffer. No system call, no lock.</summary>
+    public int RefCount(int metaIndex)
+    {
+        ThrowIfDisposed();
+        CheckIndex(metaIndex);
+        ulong w = Volatile.Read(ref _slots[metaIndex].Word);
+        return SlotWord.State(w) == SlotWord.Live ? SlotWord.Count(w) : 0;
+    }
+
+    /// <summary>Gives back the memory of free slots: their data segments are unlinked (and unmapped here; other
+    /// processes drop their mappings when they next touch the slot). Returns the bytes given back.</summary>
+    public long Trim()
+    {
+        ThrowIfDisposed();
+        long freed = 0;
+        for (int s = 0; s < _capacity; s++)
+        {
+            ref ulong word = ref _slots[s].Word;
+            ulong w = Volatile.Read(ref word);
+            if (SlotWord.State(w) != SlotWord.Free || SlotWord.Owner(w) != 0 || Volatile.Read(ref _slots[s].DataCapacity) == 0)
+            {
+                continue;
+            }
+
+            // Take the slot as if acquiring it, so no acquirer uses the memory while it goes away.
+            if (Interlocked.CompareExchange(ref word, SlotWord.Make(0, SlotWord.Acquiring, _tag, SlotWord.Gen(w)), w) != w)
+            {
+                continue;
+            }
+
+            freed += DropMemoryLocked(s);
+            Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)));
+        }
+
+        return freed;
+    }
+
+    // ---------------------------------------------------------------- acquire
+
+    private static void ValidateSize(long size)
+    {
+        if (size < 1 || size > (1L << 46))
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(size), size, "size must be at least 1 byte (and at most 64 TiB).");
+        }
+    }
+
+    private void CheckIndex(int metaIndex)
+    {
+        if ((uint)metaIndex >= (uint)_capacity)
+        {
+            ThrowHelper.ThrowIndexOutOfRange(metaIndex, _capacity);
+        }
+    }
+
+    private void RequireLive(int metaIndex, ulong w)
+    {
+        if (SlotWord.State(w) != SlotWord.Live || SlotWord.Count(w) == 0)
+        {
+            ThrowHelper.ThrowSlotNotLive(metaIndex);
+        }
+    }
+
+    /// <summary>Finds and claims a free slot (Free → Acquiring, locked by this process, generation + 1).
+    /// Returns -1 when none is free, after repairing lost hints and, when <paramref name="reclaim"/>, reclaiming
+    /// what dead processes held.</summary>
+    private int ClaimSlot(long size, bool reclaim)
+    {
+        int s = TryClaimHinted(size);
+        if (s >= 0)
+        {
+            return s;
+        }
+
+        // Slow path (pool looks full): hints can be lost by a process that died between freeing a slot and setting
+        // its hint, and dead processes may hold slots. Repair both, then look again.
+        bool changed = RepairHints();
+        if (reclaim)
+        {
+            changed |= ReclaimDeadProcesses() > 0;
+        }
+
+        return changed ? TryClaimHinted(size) : -1;
+    }
+
+    private int TryClaimHinted(long size)
+    {
+        for (int round = 0; round < 1024; round++)
+        {
+            int pick = PickHinted(size);
+            if (pick < 0)
+            {
+                return -1;
+            }
+
+            ulong bit = 1UL << (pick & 63);
+            // Clearing the hint first makes this thread the one claimer that acts on it; a stale hint (slot in use)
+            // is simply dropped, since the slot's releaser sets it again.
+            ulong old = Interlocked.And(ref _hints[pick >> 6], ~bit);
+            if ((old & bit) == 0)
+            {
+                continue;
+            }
+
+            ref ulong word = ref _slots[pick].Word;
+            while (true)
+            {
+                ulong w = Volatile.Read(ref word);
+                if (SlotWord.State(w) != SlotWord.Free)
+                {
+                    break; // stale hint
+                }
+
+                if (SlotWord.Owner(w) != 0)
+                {
+                    _ = WaitUnlocked(pick);
+                    continue;
+                }
+
+                ulong claimed = SlotWord.Make(0, SlotWord.Acquiring, _tag, SlotWord.Gen(w) + 1);
+                if (Interlocked.CompareExchange(ref word, claimed, w) == w)
+                {
+                    return pick;
+                }
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>The lowest hinted slot whose kept memory fits, else the lowest with no memory, else the lowest.</summary>
+    private int PickHinted(long size)
+    {
+        int firstEmpty = -1, firstAny = -1, looked = 0;
+        for (int wi = 0; wi < _hintWords; wi++)
+        {
+            ulong bits = Volatile.Read(ref _hints[wi]);
+            while (bits != 0)
+            {
+                int s = (wi << 6) + BitOperations.TrailingZeroCount(bits);
+                bits &= bits - 1;
+                if (s >= _capacity)
+                {
+                    break; // a hint past the end (written by someone else): ignore it
+                }
+
+                long cap = Volatile.Read(ref _slots[s].DataCapacity);
+                if (cap >= size)
+                {
+                    return s;
+                }
+
+                if (cap == 0 && firstEmpty < 0)
+                {
+                    firstEmpty = s;
+                }
+
+                if (firstAny < 0)
+                {
+                    firstAny = s;
+                }
+
+                if (++looked >= 64 && (firstEmpty >= 0 || firstAny >= 0))
+                {
+                    return firstEmpty >= 0 ? firstEmpty : firstAny;
+                }
+            }
+        }
+
+        return firstEmpty >= 0 ? firstEmpty : firstAny;
+    }
+
+    /// <summary>Sets the hint of every free, unlocked slot whose hint is clear. True when any was set.</summary>
+    private bool RepairHints()
+    {
+        bool any = false;
+        for (int s = 0; s < _capacity; s++)
+        {
+            ulong w = Volatile.Read(ref _slots[s].Word);
+            ulong bit = 1UL << (s & 63);
+            if (SlotWord.State(w) == SlotWord.Free && SlotWord.Owner(w) == 0 && (Volatile.Read(ref _hints[s >> 6]) & bit) == 0)
+            {
+                Interlocked.Or(ref _hints[s >> 6], bit);
+                any = true;
+            }
+        }
+
+        return any;
+    }
+
+    /// <summary>Blocks until a slot is claimed (returns it), the timeout passes (-1) or the token is cancelled.</summary>
+    private int WaitForSlot(long size, long timeoutNs, CancellationToken token)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        uint* epoch = &_header->FreeEpoch;
+        // Waiters are counted so that a release makes the futex wake call only when someone sleeps; the count is kept
+        // per process too, so that a dead waiter's share can be taken off (see Recovery).
+        Interlocked.Increment(ref _header->Waiters);
+        Interlocked.Increment(ref _procs[_me].Waiters);
+        CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
+        try
+        {
+            while (true)
+            {
+                token.ThrowIfCancellationRequested();
+                uint seen = Volatile.Read(ref *epoch);
+                int s = ClaimSlot(size, reclaim: true);
+                if (s >= 0)
+                {
+                    return s;
+                }
+
+                long waitNs = 100_000_000; // wake at least every 100 ms to look for dead holders
+                if (timeoutNs >= 0)
+                {
+                    long left = timeoutNs - (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds;
+                    if (left <= 0)
+                    {
+                        return -1;
+                    }
+
+                    waitNs = Math.Min(waitNs, left);
+                }
+
+                _ = Libc.FutexWait((nint)epoch, seen, waitNs);
+            }
+        }
+        finally
+        {
+            reg.Dispose();
+            Interlocked.Decrement(ref _procs[_me].Waiters);
+            Interlocked.Decrement(ref _header->Waiters);
+        }
+    }
+
+    /// <summary>Gives the claimed slot memory of at least <paramref name="size"/> bytes, fills in its record and
+    /// publishes it Live with count 1 (attributed to this process, or in flight).</summary>
+    private BufferGuard? PublishAcquired(int s, long size, bool attributed)
+    {
+        SlotRecord* r = &_slots[s];
+        ref ulong word = ref r->Word;
+        ulong w = Volatile.Read(ref word);
+        uint gen = SlotWord.Gen(w);
+        DataMapping map;
+        try
+        {
+            map = EnsureMemoryLocked(s, size);
+        }
+        catch
+        {
+            Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, gen));
+            AfterFreed(s);
+            throw;
+        }
+
+        r->Size = size;
+        r->Kind = LayoutConstants.KindCpu;
+        r->DeviceId = -1;
+        r->CudaOffset = 0;
+        r->CudaAllocSize = 0;
+        r->DescVersion = 0;
+        r->DType = 0;
+        r->NDim = 0;
+        r->Seq = 0;
+        r->TimestampNs = 0;
+        new Span<byte>(r->Shape, 8 * 8 * 2).Clear(); // shape and strides are adjacent
+        new Span<byte>(r->ContentType, 64).Clear();  // content type and producer tag are adjacent
+        BufferGuard? guard = null;
+        if (attributed)
+        {
+            map.Region.DangerousAddRefChecked();
+            JournalHolding(r, s, _holdings, _tag, Holding.Make(gen, 1));
+            _control.DangerousAddRefChecked();
+            guard = new BufferGuard(this, s, gen, map, size, readOnly: false);
+        }
+
+        // Publication: every field above is visible before the slot reads Live (release store).
+        Volatile.Write(ref word, SlotWord.Make(1, SlotWord.Live, 0, gen));
+        return guard;
+    }
+
+    /// <summary>With slot <paramref name="s"/> claimed: keeps its memory when it fits, else replaces it by a new data
+    /// segment (pages reserved now). Returns this process's mapping of it.</summary>
+    private DataMapping EnsureMemoryLocked(int s, long size)
+    {
+        SlotRecord* r = &_slots[s];
+        long cap = Volatile.Read(ref r->DataCapacity);
+        if (cap >= size && r->Kind == LayoutConstants.KindCpu)
+        {
+            return MapSlot(s, r->MemGen, cap, size);
+        }
+
+        _ = DropMemoryLocked(s);
+        uint memGen = r->MemGen + 1;
+        long newCap = LayoutConstants.AlignUp(size, LayoutConstants.PageSize);
+        string obj = PoolName.DataObject(_bare, _instance, s, memGen);
+        SafeFd fd;
+        try
+        {
+            fd = SegmentFile.CreateExclusive(obj, Volatile.Read(ref _header->Mode));
+        }
+        catch (PoolExistsException)
+        {
+            _ = SegmentFile.Unlink(obj); // left by a process that died while replacing this slot's memory
+            fd = SegmentFile.CreateExclusive(obj, Volatile.Read(ref _header->Mode));
+        }
+
+        using (fd)
+        {
+            MappedRegion region;
+            try
+            {
+                SegmentFile.Size(fd, newCap, reserve: true, obj);
+                region = MappedRegion.Map(fd.Fd, newCap, writable: true, PoolName.PathOf(obj));
+            }
+            catch
+            {
+                _ = SegmentFile.Unlink(obj);
+                throw;
+            }
+
+            r->MemGen = memGen;
+            r->Kind = LayoutConstants.KindCpu;
+            Volatile.Write(ref r->DataCapacity, newCap);
+            var map = new DataMapping(region, memGen);
+            lock (_mapLock)
+            {
+                DataMapping? old = _maps[s];
+                _maps[s] = map;
+                old?.Region.Dispose();
+            }
+
+            return map;
+        }
+    }
+
+    /// <summary>With slot <paramref name="s"/> claimed: unlinks its data segment and drops this process's mapping.</summary>
+    private long DropMemoryLocked(int s)
+    {
+        SlotRecord* r = &_slots[s];
+        long cap = Volatile.Read(ref r->DataCapacity);
+        Volatile.Write(ref r->DataCapacity, 0);
+        if (cap > 0)
+        {
+            _ = SegmentFile.Unlink(PoolName.DataObject(_bare, _instance, s, r->MemGen));
+        }
+
+        lock (_mapLock)
+        {
+            _maps[s]?.Region.Dispose();
+            _maps[s] = null;
+        }
+
+        r->Kind = LayoutConstants.KindNone;
+        return cap;
+    }
+
+    /// <summary>This process's mapping of slot <paramref name="s"/>'s data segment generation
+    /// <paramref name="memGen"/>: cached after the first call, so later calls make no system call. Every value read
+    /// from the slot is checked against the segment before it is used.</summary>
+    private DataMapping MapSlot(int s, uint memGen, long cap, long size)
+    {
+        DataMapping? m = Volatile.Read(ref _maps[s]);
+        if (m is not null && m.MemGen == memGen && m.Length >= size)
+        {
+            return m;
+        }
+
+        return MapSlotSlow(s, memGen, cap, size);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private DataMapping MapSlotSlow(int s, uint memGen, long cap, long size)
+    {
+        if (cap <= 0 || size < 1 || size > cap)
+        {
+            ThrowHelper.ThrowCorrupt(_bare, $"slot {s} says it holds {size} bytes in {cap} bytes of memory");
+        }
+
+        lock (_mapLock)
+        {
+            DataMapping? m = _maps[s];
+            if (m is not null && m.MemGen == memGen && m.Length >= size)
+            {
+                return m;
+            }
+
+            string obj = PoolName.DataObject(_bare, _instance, s, memGen);
+            using SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
+                ?? throw new CorruptSegmentException($"pool '{_bare}': slot {s}'s data segment {obj} is missing (removed by hand, or the slot record is damaged).");
+            long fileSize = SegmentFile.SizeOf(fd, obj);
+            if (fileSize < cap)
+            {
+                ThrowHelper.ThrowCorrupt(_bare, $"slot {s}'s data segment is {fileSize} bytes, less than the {cap} the slot claims");
+            }
+
+            var map = new DataMapping(MappedRegion.Map(fd.Fd, cap, writable: true, PoolName.PathOf(obj)), memGen);
+            DataMapping? old = _maps[s];
+            Volatile.Write(ref _maps[s], map);
+            old?.Region.Dispose();
+            return map;
+        }
+    }
+
+    // ---------------------------------------------------------------- get / guard release
+
+    private BufferGuard GetGuard(int metaIndex, bool writable)
+    {
+        ThrowIfDisposed();
+        CheckIndex(metaIndex);
+        SlotRecord* r = &_slots[metaIndex];
+        ulong w = LockLive(metaIndex);
+        uint gen = SlotWord.Gen(w);
+        DataMapping map;
+        long size;
+        try
+        {
+            size = r->Size;
+            map = MapSlot(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+            map.Region.DangerousAddRefChecked();
+        }
+        catch
+        {
+            Volatile.Write(ref r->Word, w); // unlock, nothing changed
+            throw;
+        }
+
+        ulong h = _holdings[metaIndex];
+        JournalHolding(r, metaIndex, _holdings, _tag, Holding.Make(gen, Holding.CountFor(h, gen) + 1));
+        Volatile.Write(ref r->Word, SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));
+        _control.DangerousAddRefChecked();
+        return new BufferGuard(this, metaIndex, gen, map, size, readOnly: !writable);
+    }
+
+    /// <summary>Locks a live slot for an attributed change and returns its word as it was (unlocked).</summary>
+    private ulong LockLive(int s)
+    {
+        ref ulong word = ref _slots[s].Word;
+        while (true)
+        {
+            ulong w = Volatile.Read(ref word);
+            if (SlotWord.Owner(w) != 0)
+            {
+                w = WaitUnlocked(s);
+            }
+
+            RequireLive(s, w);
+            if (SlotWord.Count(w) == SlotWord.MaxCount)
+            {
+                ThrowHelper.ThrowArgumentOutOfRange("metaIndex", s, $"slot {s}'s count is at its maximum ({SlotWord.MaxCount}).");
+            }
+
+            if (Interlocked.CompareExchange(ref word, SlotWord.WithOwner(w, _tag), w) == w)
+            {
+                return w;
+            }
+        }
+    }
+
+    /// <summary>Releases (<paramref name="forget"/> false) or hands off to no process (true) one reference of
+    /// <paramref name="gen"/> held by this process through a guard. Does nothing when this process no longer holds
+    /// one (the pool was disposed and released it, or another process recycled the slot).</summary>
+    internal void ReleaseGuardReference(int s, uint gen, bool forget)
+    {
+        if (_me < 0)
+        {
+            return;
+        }
+
+        _ = ReleaseAttributed(s, gen, 1, _holdings, _tag, forget);
+    }
+
+    /// <summary>Drops up to <paramref name="n"/> of the references that the holdings at <paramref name="holdings"/>
+    /// (entry tag <paramref name="tag"/>) keep on slot <paramref name="s"/> of generation <paramref name="gen"/>;
+    /// <paramref name="forget"/> leaves them in the count as in-flight references instead. Returns how many.</summary>
+    private int ReleaseAttributed(int s, uint gen, int n, ulong* holdings, int tag, bool forget)
+    {
+        SlotRecord* r = &_slots[s];
+        ref ulong word = ref r->Word;
+        ulong w;
+        while (true)
+        {
+            w = Volatile.Read(ref word);
+            if (SlotWord.Owner(w) != 0)
+            {
+                w = WaitUnlocked(s);
+            }
+
+            if (SlotWord.State(w) != SlotWord.Live || SlotWord.Gen(w) != gen)
+            {
+                return 0; // recycled under us (someone released references that were not theirs)
+            }
+
+            if (Interlocked.CompareExchange(ref word, SlotWord.WithOwner(w, tag), w) == w)
+            {
+                break;
+            }
+        }
+
+        int held = Holding.CountFor(holdings[s], gen);
+        int drop = Math.Min(held, n);
+        if (drop == 0)
+        {
+            Volatile.Write(ref word, w);
+            return 0;
+        }
+
+        JournalHolding(r, s, holdings, tag, Holding.Make(gen, held - drop));
+        if (forget)
+        {
+            Volatile.Write(ref word, w);
+            return drop;
+        }
+
+        int count = Math.Max(SlotWord.Count(w) - drop, 0);
+        if (count == 0)
+        {
+            Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, gen));
+            AfterFreed(s);
+        }
+        else
+        {
+            Volatile.Write(ref word, SlotWord.Make(count, SlotWord.Live, 0, gen));
+        }
+
+        return drop;
+    }
+
+    /// <summary>Under the slot's lock: saves the old holding in the slot's journal, writes the new one, clears the
+    /// journal. A death at any point leaves either the journal (restore the saved value) or the finished write.</summary>
+    private static void JournalHolding(SlotRecord* r, int s, ulong* holdings, int tag, ulong value)
+    {
+        r->JournalHoldings = holdings[s];
+        Volatile.Write(ref r->JournalOwner, (uint)tag); // release: the saved value is visible before the owner is
+        Volatile.Write(ref holdings[s], value);          // release: the journal is visible before the new holding
+        Volatile.Write(ref r->JournalOwner, 0u);
+    }
+
+    /// <summary>After a slot became Free: hint it, advance the free epoch and wake sleepers, if any.</summary>
+    private void AfterFreed(int s)
+    {
+        Interlocked.Or(ref _hints[s >> 6], 1UL << (s & 63));
+        Interlocked.Increment(ref _header->FreeEpoch);
+        // The increments above are full fences, so a waiter that counted itself before reading the epoch is seen here.
+        if (Volatile.Read(ref _header->Waiters) > 0)
+        {
+            _ = Libc.FutexWakeAll((nint)(&_header->FreeEpoch));
+        }
+    }
+
+    /// <summary>Waits while slot <paramref name="s"/> is locked and returns its unlocked word. A lock held by a dead
+    /// process is repaired; one held longer than 5 s by a live one is an error, never a hang.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong WaitUnlocked(int s)
+    {
+        ref ulong word = ref _slots[s].Word;
+        var spin = new SpinWait();
+        long start = Environment.TickCount64;
+        int checks = 0;
+        while (true)
+        {
+            ulong w = Volatile.Read(ref word);
+            int owner = SlotWord.Owner(w);
+            if (owner == 0)
+            {
+                return w;
+            }
+
+            if (owner > LayoutConstants.MaxProcesses)
+            {
+                ThrowHelper.ThrowCorrupt(_bare, $"slot {s} is locked by process entry {owner - 1}, which does not exist");
+            }
+
+            spin.SpinOnce(sleep1Threshold: -1);
+            if (spin.Count < 100)
+            {
+                continue;
+            }
+
+            // Held for long: its holder may be dead, or descheduled.
+            if ((++checks & 63) == 1 && owner - 1 != _me)
+            {
+                _ = TryRecoverEntry(owner - 1);
+            }
+
+            if (Environment.TickCount64 - start > LockWaitLimitMs)
+            {
+                throw new XmemTimeoutException($"pool '{_bare}': slot {s} has been locked by live process entry {owner - 1} for over {LockWaitLimitMs / 1000} s. That process is stopped or misbehaving; see `xmem stat {_bare}`.");
+            }
+
+            Thread.Sleep(0);
+        }
+    }
+}

@@ -1,0 +1,539 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using Xmem.Errors;
+using Xmem.Interop;
+using Xmem.Layout;
+using Xmem.Pool;
+using Xmem.SharedMemory;
+
+namespace Xmem;
+
+/// <summary>
+/// A named pool of buffer slots in shared memory, shared by every process that opens it. A producer acquires a
+/// buffer, writes it, and hands its <c>MetaIndex</c> to other processes, which <see cref="Get"/> the same memory
+/// without a copy. Each slot's reference count lives in shared memory; at zero the slot is recycled and its memory
+/// kept for the next acquire that fits. Every member is safe to call from any thread of any process, except that
+/// <see cref="Dispose"/> must not race with other calls on the same instance (guards are safe at any time).
+/// </summary>
+public sealed unsafe partial class BufferPool : IDisposable
+{
+    private readonly string _bare;
+    private readonly SafeFd _controlFd;
+    private readonly MappedRegion _control;
+    private readonly PoolHeader* _header;
+    private readonly ProcessEntry* _procs;
+    private readonly ulong* _hints;
+    private readonly SlotRecord* _slots;
+    private readonly int _capacity;
+    private readonly int _hintWords;
+    private readonly ulong _instance;
+    private readonly DataMapping?[] _maps;
+    private readonly Lock _mapLock = new();
+    private readonly Lock _recoveryGate = new();
+    private int _me = -1;
+    private int _tag;
+    private MappedRegion? _holdingsRegion;
+    private ulong* _holdings;
+    private volatile bool _disposed;
+
+    private BufferPool(string bare, SafeFd fd, MappedRegion control)
+    {
+        _bare = bare;
+        _controlFd = fd;
+        _control = control;
+        _header = (PoolHeader*)control.Address;
+        _capacity = _header->Capacity;
+        _instance = _header->InstanceId;
+        _hintWords = (_capacity + 63) / 64;
+        _procs = (ProcessEntry*)(control.Address + (nint)LayoutConstants.ProcessTableOffset);
+        _hints = (ulong*)(control.Address + (nint)LayoutConstants.FreeHintsOffset);
+        _slots = (SlotRecord*)(control.Address + (nint)LayoutConstants.SlotTableOffset(_capacity));
+        _maps = new DataMapping?[_capacity];
+    }
+
+    /// <summary>The pool's name, without the optional leading '/'.</summary>
+    public string Name => _bare;
+
+    /// <summary>The number of slots.</summary>
+    public int Capacity => _capacity;
+
+    /// <summary>True when the pool outlives its processes until removed (<c>xmem rm</c>).</summary>
+    public bool IsPersistent => (Volatile.Read(ref _header->Flags) & LayoutConstants.PoolFlagPersistent) != 0;
+
+    /// <summary>This process's entry in the pool's process table.</summary>
+    internal int ProcessEntryIndex => _me;
+
+    /// <summary>Creates a pool. Throws <see cref="ArgumentException"/> for a bad name, capacity or mode,
+    /// <see cref="PoolExistsException"/> when a live pool has the name.</summary>
+    /// <param name="name">An optional '/' and 1–200 of [A-Za-z0-9._-]; "/cam0" and "cam0" are the same pool.</param>
+    /// <param name="capacity">Number of slots, 1..1,048,576.</param>
+    /// <param name="mode">Permission bits of the pool's segments: 0600 (owner only) by default, 0660 to share with the group.</param>
+    /// <param name="persistent">Keep the pool when its last process detaches, until <see cref="Remove"/>.</param>
+    public static BufferPool Create(string name, int capacity = 1024, int mode = 0x180 /* 0600 */, bool persistent = false)
+    {
+        string bare = PoolName.Normalize(name);
+        if (capacity < 1 || capacity > LayoutConstants.MaxCapacity)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(capacity), capacity, $"capacity must be 1..{LayoutConstants.MaxCapacity}.");
+        }
+
+        if ((mode & ~0x1FF) != 0 || (mode & 0x180) != 0x180)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), Convert.ToString(mode, 8), "mode must be permission bits within 0777 that include owner read and write (0600), e.g. 0600 or 0660.");
+        }
+
+        string obj = PoolName.ControlObject(bare);
+        for (int attempt = 0; ; attempt++)
+        {
+            SafeFd fd;
+            try
+            {
+                fd = SegmentFile.CreateExclusive(obj, (uint)mode);
+            }
+            catch (PoolExistsException) when (attempt < 3)
+            {
+                if (TryRemoveStale(bare))
+                {
+                    continue;
+                }
+
+                throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
+            }
+
+            return InitializeNew(bare, fd, capacity, (uint)mode, persistent);
+        }
+    }
+
+    private static BufferPool InitializeNew(string bare, SafeFd fd, int capacity, uint mode, bool persistent)
+    {
+        string obj = PoolName.ControlObject(bare);
+        MappedRegion? region = null;
+        ulong instance = 0;
+        try
+        {
+            // Entry 0's liveness lock marks the creator alive while the header is still being written.
+            if (!Libc.TryLockByte(fd.Fd, LayoutConstants.LivenessLockByte(0)))
+            {
+                throw new XmemException(XmemStatus.Internal, "could not lock a freshly created segment");
+            }
+
+            long size = LayoutConstants.SegmentSize(capacity);
+            SegmentFile.Size(fd, size, reserve: true, obj);
+            region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
+            var h = (PoolHeader*)region.Address;
+            h->Magic = LayoutConstants.Magic;
+            h->LayoutVersion = LayoutConstants.LayoutVersion;
+            h->Capacity = capacity;
+            h->MaxProcesses = LayoutConstants.MaxProcesses;
+            h->SegmentSize = size;
+            instance = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
+            h->InstanceId = instance;
+            h->HeaderSize = LayoutConstants.HeaderSize;
+            h->SlotSize = LayoutConstants.SlotSize;
+            h->ProcessTableOffset = LayoutConstants.ProcessTableOffset;
+            h->FreeHintsOffset = LayoutConstants.FreeHintsOffset;
+            h->SlotTableOffset = LayoutConstants.SlotTableOffset(capacity);
+            h->Flags = persistent ? LayoutConstants.PoolFlagPersistent : 0;
+            h->Mode = mode;
+            h->CreatedUnixNs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000;
+            h->CreatorPid = Environment.ProcessId;
+            var hints = (ulong*)(region.Address + (nint)LayoutConstants.FreeHintsOffset);
+            for (int i = 0; i < capacity; i++)
+            {
+                hints[i / 64] |= 1UL << (i % 64);
+            }
+
+            var pool = new BufferPool(bare, fd, region);
+            pool.RegisterEntry(0);
+
+            // Published last, with release ordering: a reader that sees Ready sees every field above.
+            Volatile.Write(ref h->State, LayoutConstants.PoolStateReady);
+            return pool;
+        }
+        catch
+        {
+            region?.Dispose();
+            if (instance != 0)
+            {
+                RemoveInstanceSegments(bare, instance);
+            }
+
+            _ = SegmentFile.Unlink(obj);
+            fd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Attaches to an existing pool. Throws <see cref="PoolNotFoundException"/> when there is none,
+    /// <see cref="PoolPermissionException"/> when its mode does not admit this user, and
+    /// <see cref="CorruptSegmentException"/> or <see cref="IncompatibleLayoutException"/> for a segment that is not a
+    /// valid pool of this layout version.</summary>
+    public static BufferPool Open(string name)
+    {
+        string bare = PoolName.Normalize(name);
+        string obj = PoolName.ControlObject(bare);
+        SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
+            ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(obj)}). Create it first with BufferPool.Create, or check XMEM_SHM_DIR.", PoolName.PathOf(obj), Errno.ENOENT);
+        MappedRegion? region = null;
+        try
+        {
+            long size = WaitForSize(fd, obj, bare);
+            region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
+            WaitForReady(fd, (PoolHeader*)region.Address, bare);
+            Validate((PoolHeader*)region.Address, size, bare);
+            var pool = new BufferPool(bare, fd, region);
+            pool.Attach();
+            return pool;
+        }
+        catch
+        {
+            region?.Dispose();
+            fd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Tells whether a pool of this name exists (a control segment is present).</summary>
+    public static bool Exists(string name) => File.Exists(PoolName.PathOf(PoolName.ControlObject(PoolName.Normalize(name))));
+
+    private static long WaitForSize(SafeFd fd, string obj, string bare)
+    {
+        // A creator sizes the file right after creating it; wait for it while it is alive, at most 2 s.
+        long deadline = Environment.TickCount64 + 2000;
+        while (true)
+        {
+            long size = SegmentFile.SizeOf(fd, obj);
+            if (size >= LayoutConstants.HeaderSize)
+            {
+                return size;
+            }
+
+            if (!Libc.IsByteLockedByOther(fd.Fd, LayoutConstants.LivenessLockByte(0)) || Environment.TickCount64 > deadline)
+            {
+                ThrowHelper.ThrowCorrupt(bare, $"the control segment is {size} bytes, smaller than its header (its creator died while creating it)");
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    private static void WaitForReady(SafeFd fd, PoolHeader* h, string bare)
+    {
+        long deadline = Environment.TickCount64 + 2000;
+        while (true)
+        {
+            uint state = Volatile.Read(ref h->State);
+            if (state == LayoutConstants.PoolStateReady)
+            {
+                return;
+            }
+
+            if (state == LayoutConstants.PoolStateRemoving)
+            {
+                throw new PoolNotFoundException($"pool '{bare}' is being removed. Create it again with BufferPool.Create.", PoolName.PathOf(PoolName.ControlObject(bare)));
+            }
+
+            if (state != LayoutConstants.PoolStateInitializing)
+            {
+                ThrowHelper.ThrowCorrupt(bare, $"pool state {state} is not a known state");
+            }
+
+            if (!Libc.IsByteLockedByOther(fd.Fd, LayoutConstants.LivenessLockByte(0)) || Environment.TickCount64 > deadline)
+            {
+                ThrowHelper.ThrowCorrupt(bare, "the pool was never finished: its creator died while creating it");
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    /// <summary>Checks every header field against the layout before any of it is used (never trust shared memory).</summary>
+    internal static void Validate(PoolHeader* h, long fileSize, string bare)
+    {
+        if (h->Magic != LayoutConstants.Magic)
+        {
+            ThrowHelper.ThrowCorrupt(bare, "the control segment does not start with xmem's magic number");
+        }
+
+        if (h->LayoutVersion != LayoutConstants.LayoutVersion)
+        {
+            throw new IncompatibleLayoutException($"pool '{bare}' uses layout version {h->LayoutVersion}, this xmem reads version {LayoutConstants.LayoutVersion}. Use the same xmem version in every process, or remove the pool (`xmem rm {bare}`).");
+        }
+
+        int cap = h->Capacity;
+        if (cap < 1 || cap > LayoutConstants.MaxCapacity)
+        {
+            ThrowHelper.ThrowCorrupt(bare, $"capacity {cap} is outside 1..{LayoutConstants.MaxCapacity}");
+        }
+
+        if (h->HeaderSize != LayoutConstants.HeaderSize || h->SlotSize != LayoutConstants.SlotSize || h->MaxProcesses != LayoutConstants.MaxProcesses
+            || h->ProcessTableOffset != LayoutConstants.ProcessTableOffset || h->FreeHintsOffset != LayoutConstants.FreeHintsOffset
+            || h->SlotTableOffset != LayoutConstants.SlotTableOffset(cap))
+        {
+            ThrowHelper.ThrowCorrupt(bare, "header sizes or offsets do not match the layout");
+        }
+
+        long need = LayoutConstants.SegmentSize(cap);
+        if (h->SegmentSize != need || fileSize < need)
+        {
+            ThrowHelper.ThrowCorrupt(bare, $"the segment is {fileSize} bytes (header says {h->SegmentSize}) but capacity {cap} needs {need}");
+        }
+    }
+
+    /// <summary>Removes a pool and all its segments. Processes still attached keep their mappings until they
+    /// detach, as with an unlinked file. Returns false when there was no such pool.</summary>
+    public static bool Remove(string name)
+    {
+        string bare = PoolName.Normalize(name);
+        string obj = PoolName.ControlObject(bare);
+        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: false);
+        if (fd is null)
+        {
+            return false;
+        }
+
+        ulong instance = ReadInstance(fd, obj);
+        RemoveInstanceSegments(bare, instance);
+        return SegmentFile.Unlink(obj);
+    }
+
+    private static ulong ReadInstance(SafeFd fd, string obj)
+    {
+        long size = SegmentFile.SizeOf(fd, obj);
+        if (size < LayoutConstants.HeaderSize)
+        {
+            return 0;
+        }
+
+        using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: false, PoolName.PathOf(obj));
+        return ((PoolHeader*)r.Address)->InstanceId;
+    }
+
+    /// <summary>Unlinks the data and holdings segments of one pool instance (instance 0: of every instance).</summary>
+    private static void RemoveInstanceSegments(string bare, ulong instance)
+    {
+        string dir = SharedMemoryDirectory.Path;
+        string prefix = instance == 0 ? LayoutConstants.ObjectPrefix + bare + "." : PoolName.InstancePrefix(bare, instance);
+        try
+        {
+            foreach (string path in Directory.EnumerateFiles(dir, prefix + "*"))
+            {
+                string file = Path.GetFileName(path);
+                if (instance == 0 && !LooksLikeInstanceSegment(file, bare))
+                {
+                    continue; // another pool whose name merely starts with this one's
+                }
+
+                _ = SegmentFile.Unlink(file);
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static bool LooksLikeInstanceSegment(string file, string bare)
+    {
+        // xmem.v1.<bare>.<16 hex>.(s|p)...
+        string rest = file[(LayoutConstants.ObjectPrefix.Length + bare.Length + 1)..];
+        return rest.Length > 18 && rest[16] == '.' && rest.AsSpan(0, 16).IndexOfAnyExcept(HexDigits) < 0;
+    }
+
+    private static readonly System.Buffers.SearchValues<char> HexDigits = System.Buffers.SearchValues.Create("0123456789abcdef");
+
+
+    /// <summary>Removes the pool at <paramref name="bare"/> when no live process is attached and it is not
+    /// persistent. Returns true when removed (or gone already).</summary>
+    internal static bool TryRemoveStale(string bare)
+    {
+        string obj = PoolName.ControlObject(bare);
+        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
+        if (fd is null)
+        {
+            return true;
+        }
+
+        if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
+        {
+            return false; // someone else is removing or replacing it
+        }
+
+        try
+        {
+            if (HasLiveProcess(fd))
+            {
+                return false;
+            }
+
+            long size = SegmentFile.SizeOf(fd, obj);
+            if (size >= LayoutConstants.HeaderSize)
+            {
+                using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: false, PoolName.PathOf(obj));
+                var h = (PoolHeader*)r.Address;
+                if (h->Magic == LayoutConstants.Magic && (h->Flags & LayoutConstants.PoolFlagPersistent) != 0
+                    && Volatile.Read(ref h->State) == LayoutConstants.PoolStateReady)
+                {
+                    return false;
+                }
+
+                RemoveInstanceSegments(bare, h->Magic == LayoutConstants.Magic ? h->InstanceId : 0);
+            }
+
+            // While we hold the removal lock nobody else unlinks this name, so it still names this file.
+            _ = SegmentFile.Unlink(obj);
+            return true;
+        }
+        finally
+        {
+            Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
+        }
+    }
+
+    /// <summary>True when any process-table entry's liveness byte is locked by a live process.</summary>
+    internal static bool HasLiveProcess(SafeFd fd)
+    {
+        for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
+        {
+            if (Libc.IsByteLockedByOther(fd.Fd, LayoutConstants.LivenessLockByte(i)))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Detaches this process: releases the references its guards still hold (as if it had died), and
+    /// unmaps the pool once no guard of this process points into it any more.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        GC.SuppressFinalize(this);
+        lock (_recoveryGate)
+        {
+            if (_me >= 0)
+            {
+                ReleaseAllHoldings(_me, _holdings);
+                ProcessEntry* e = &_procs[_me];
+                Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
+                _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, _me));
+                _holdingsRegion?.Dispose();
+                Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(_me));
+                _me = -1;
+            }
+        }
+
+        lock (_mapLock)
+        {
+            for (int i = 0; i < _maps.Length; i++)
+            {
+                _maps[i]?.Region.Dispose();
+                _maps[i] = null;
+            }
+        }
+
+        bool removeNow = !IsPersistent && !HasLiveProcess(_controlFd);
+        _control.Dispose();
+        if (removeNow)
+        {
+            _ = TryRemoveStale(_bare);
+        }
+
+        _controlFd.Dispose();
+    }
+
+    /// <summary>Drops the lease a guard held on the control segment's mapping.</summary>
+    internal void ReleaseControlLease() => _control.DangerousRelease();
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed)
+        {
+            ThrowHelper.ThrowPoolDisposed(_bare);
+        }
+    }
+
+    // ---------------------------------------------------------------- process registry
+
+    /// <summary>Takes a free process-table entry: its liveness byte is locked first (so a process that dies at any
+    /// later point is seen as dead), then its holdings segment is made, then the entry is published Active.</summary>
+    private void Attach()
+    {
+        for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
+        {
+            if (!Libc.TryLockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i)))
+            {
+                continue; // a live process has it
+            }
+
+            RegisterEntry(i);
+            return;
+        }
+
+        throw new TooManyProcessesException($"pool '{_bare}' already has {LayoutConstants.MaxProcesses} attached processes; detach some (Dispose) before attaching more.");
+    }
+
+    /// <summary>Registers this process in entry <paramref name="i"/>, whose liveness byte this descriptor holds.</summary>
+    private void RegisterEntry(int i)
+    {
+        try
+        {
+            lock (_recoveryGate)
+            {
+                ProcessEntry* e = &_procs[i];
+                if (Volatile.Read(ref e->State) != LayoutConstants.ProcessFree)
+                {
+                    RecoverEntryLocked(i); // its previous owner died without detaching
+                }
+
+                string holdingsObj = PoolName.HoldingsObject(_bare, _instance, i);
+                SafeFd hfd;
+                try
+                {
+                    hfd = SegmentFile.CreateExclusive(holdingsObj, Volatile.Read(ref _header->Mode));
+                }
+                catch (PoolExistsException)
+                {
+                    // Left by a process that died between making it and publishing its entry: no operation ever
+                    // used it, so it holds nothing.
+                    _ = SegmentFile.Unlink(holdingsObj);
+                    hfd = SegmentFile.CreateExclusive(holdingsObj, Volatile.Read(ref _header->Mode));
+                }
+
+                using (hfd)
+                {
+                    long bytes = Math.Max(8L * _capacity, LayoutConstants.PageSize);
+                    SegmentFile.Size(hfd, bytes, reserve: true, holdingsObj);
+                    _holdingsRegion = MappedRegion.Map(hfd.Fd, bytes, writable: true, PoolName.PathOf(holdingsObj));
+                    _holdings = (ulong*)_holdingsRegion.Address;
+                }
+
+                int pid = Environment.ProcessId;
+                e->Pid = pid;
+                e->StartTime = ProcessInfo.StartTime(pid);
+                e->Waiters = 0;
+                e->Incarnation++;
+                string comm = ProcessInfo.Comm(pid);
+                Span<byte> commBytes = new(e->Comm, 16);
+                commBytes.Clear();
+                System.Text.Encoding.UTF8.GetBytes(comm.AsSpan(0, Math.Min(comm.Length, 15)), commBytes);
+                _me = i;
+                _tag = i + 1;
+                Volatile.Write(ref e->State, LayoutConstants.ProcessActive);
+            }
+        }
+        catch
+        {
+            Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i));
+            throw;
+        }
+    }
+}

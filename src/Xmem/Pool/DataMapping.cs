@@ -1,0 +1,13 @@
+using Xmem.SharedMemory;
+
+namespace Xmem.Pool;
+
+/// <summary>This process's mapping of one generation of one slot's data segment. The pool's cache holds one lease
+/// on the region; each guard holds another, so the memory stays mapped while any guard (or view) points into it.</summary>
+internal sealed class DataMapping(MappedRegion region, uint memGen)
+{
+    internal MappedRegion Region { get; } = region;
+    internal uint MemGen { get; } = memGen;
+    internal nint Address => Region.Address;
+    internal long Length => Region.Length;
+}

@@ -1,0 +1,46 @@
+namespace Xmem.Pool;
+
+/// <summary>Facts about the current process recorded in its process-table entry (for `xmem stat`).</summary>
+internal static class ProcessInfo
+{
+    /// <summary>Start time of this process in clock ticks since boot (/proc/self/stat field 22); 0 if unreadable.</summary>
+    internal static ulong StartTime(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            int close = stat.LastIndexOf(')');
+            string[] fields = stat[(close + 2)..].Split(' ');
+            return ulong.Parse(fields[19], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+        catch (FormatException)
+        {
+            return 0;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>The process's command name (/proc/self/comm), at most 15 bytes.</summary>
+    internal static string Comm(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/comm").Trim();
+        }
+        catch (IOException)
+        {
+            return "?";
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return "?";
+        }
+    }
+}

@@ -1,0 +1,55 @@
+using System.Runtime.InteropServices;
+using Xmem.Interop;
+
+namespace Xmem.SharedMemory;
+
+/// <summary>
+/// One mmap'd range. SafeHandle's own reference count is the process-local lease count: every guard (and every
+/// Python or C view) that points into the range holds a DangerousAddRef, so the range is unmapped only after the last
+/// of them lets go — a pointer handed out never outlives its mapping.
+/// </summary>
+internal sealed class MappedRegion : SafeHandle
+{
+    private MappedRegion(nint address, long length) : base(Libc.MapFailed, ownsHandle: true)
+    {
+        SetHandle(address);
+        Length = length;
+    }
+
+    /// <summary>Bytes mapped.</summary>
+    internal long Length { get; }
+
+    /// <summary>The first mapped byte.</summary>
+    internal nint Address => handle;
+
+    public override bool IsInvalid => handle == Libc.MapFailed || handle == 0;
+
+    /// <summary>Maps <paramref name="length"/> bytes of <paramref name="fd"/> shared, read-write or read-only.</summary>
+    internal static MappedRegion Map(int fd, long length, bool writable, string pathForErrors, bool populate = false)
+    {
+        int prot = Libc.PROT_READ | (writable ? Libc.PROT_WRITE : 0);
+        int flags = Libc.MAP_SHARED | (populate ? Libc.MAP_POPULATE : 0);
+        nint p = Libc.MMap(0, (nuint)length, prot, flags, fd, 0);
+        if (p == Libc.MapFailed)
+        {
+            Errors.ThrowHelper.ThrowOsError("mmap", Marshal.GetLastPInvokeError(), pathForErrors);
+        }
+
+        return new MappedRegion(p, length);
+    }
+
+    protected override bool ReleaseHandle() => Libc.MUnmap(handle, (nuint)Length) == 0;
+}
+
+/// <summary>An owned file descriptor: closed exactly once, never a raw int in a field.</summary>
+internal sealed class SafeFd : SafeHandle
+{
+    internal SafeFd(int fd) : base(-1, ownsHandle: true) => SetHandle(fd);
+
+    public override bool IsInvalid => handle == -1;
+
+    /// <summary>The descriptor number, valid while this handle is not closed.</summary>
+    internal int Fd => (int)handle;
+
+    protected override bool ReleaseHandle() => Libc.Close((int)handle) == 0;
+}

@@ -1,0 +1,85 @@
+using System.Runtime.InteropServices;
+using Xmem.Errors;
+using Xmem.Interop;
+
+namespace Xmem.SharedMemory;
+
+/// <summary>Creating, opening, sizing and removing the files behind segments (open(2) in the shm directory,
+/// which is what shm_open does, but with a configurable directory).</summary>
+internal static class SegmentFile
+{
+    /// <summary>Creates a new object exclusively with exactly <paramref name="mode"/>. Throws PoolExistsException on EEXIST.</summary>
+    internal static SafeFd CreateExclusive(string objectName, uint mode)
+    {
+        string path = PoolName.PathOf(objectName);
+        int fd = Libc.Open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, mode);
+        if (fd < 0)
+        {
+            ThrowHelper.ThrowOsError("create shared-memory object", Marshal.GetLastPInvokeError(), path);
+        }
+
+        var handle = new SafeFd(fd);
+        if (Libc.FChmod(fd, mode) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            handle.Dispose();
+            _ = Libc.Unlink(path);
+            ThrowHelper.ThrowOsError("fchmod", errno, path);
+        }
+
+        return handle;
+    }
+
+    /// <summary>Opens an existing object, or returns null when there is none (ENOENT).</summary>
+    internal static SafeFd? TryOpen(string objectName, bool writable)
+    {
+        string path = PoolName.PathOf(objectName);
+        int fd = Libc.Open(path, (writable ? Libc.O_RDWR : Libc.O_RDONLY) | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno == Errno.ENOENT)
+            {
+                return null;
+            }
+
+            ThrowHelper.ThrowOsError("open shared-memory object", errno, path);
+        }
+
+        return new SafeFd(fd);
+    }
+
+    /// <summary>Sets the size and, when <paramref name="reserve"/>, reserves every page now so that a full file
+    /// system fails here with an out-of-space error instead of a SIGBUS on first touch.</summary>
+    internal static void Size(SafeFd fd, long size, bool reserve, string objectName)
+    {
+        if (Libc.FTruncate(fd.Fd, size) != 0)
+        {
+            ThrowHelper.ThrowOsError("ftruncate", Marshal.GetLastPInvokeError(), PoolName.PathOf(objectName));
+        }
+
+        if (reserve)
+        {
+            int rc = Libc.PosixFallocate(fd.Fd, 0, size);
+            if (rc != 0 && rc != Errno.EOPNOTSUPP && rc != Errno.EINVAL)
+            {
+                ThrowHelper.ThrowOsError("posix_fallocate", rc, PoolName.PathOf(objectName));
+            }
+        }
+    }
+
+    /// <summary>The object's current size in bytes.</summary>
+    internal static long SizeOf(SafeFd fd, string objectName)
+    {
+        long size = Libc.LSeek(fd.Fd, 0, Libc.SEEK_END);
+        if (size < 0)
+        {
+            ThrowHelper.ThrowOsError("lseek", Marshal.GetLastPInvokeError(), PoolName.PathOf(objectName));
+        }
+
+        return size;
+    }
+
+    /// <summary>Removes the object's name; true when it existed. Mappings stay valid until unmapped.</summary>
+    internal static bool Unlink(string objectName) => Libc.Unlink(PoolName.PathOf(objectName)) == 0;
+}
