@@ -12,7 +12,7 @@ namespace Xmem;
 /// collected without being disposed releases it too. <see cref="Forget"/> hands the reference off to no process
 /// (for another process to release), after which the guard is invalid.
 /// </summary>
-public sealed unsafe class BufferGuard : IDisposable
+public sealed unsafe partial class BufferGuard : IDisposable
 {
     private const int StateValid = 0, StateDone = 1;
 

@@ -1,0 +1,1 @@
+namespace Xmem.Native; internal static class Placeholder { }
