@@ -49,6 +49,40 @@ public sealed unsafe partial class BufferPool : IDisposable
         _hints = (ulong*)(control.Address + (nint)LayoutConstants.FreeHintsOffset);
         _slots = (SlotRecord*)(control.Address + (nint)LayoutConstants.SlotTableOffset(_capacity));
         _maps = new DataMapping?[_capacity];
+        lock (s_open)
+        {
+            s_open.Add(new WeakReference<BufferPool>(this));
+        }
+    }
+
+    private static readonly List<WeakReference<BufferPool>> s_open = CreateOpenList();
+
+    /// <summary>Pools still open when the process exits normally are detached then, so that a process that forgot
+    /// Dispose still gives back its references and removes a pool it was the last user of.</summary>
+    private static List<WeakReference<BufferPool>> CreateOpenList()
+    {
+        AppDomain.CurrentDomain.ProcessExit += static (_, _) =>
+        {
+            BufferPool[] pools;
+            lock (s_open)
+            {
+                pools = [.. s_open.Select(w => w.TryGetTarget(out BufferPool? p) ? p : null).OfType<BufferPool>()];
+                s_open.Clear();
+            }
+
+            foreach (BufferPool p in pools)
+            {
+                try
+                {
+                    p.Dispose();
+                }
+                catch (Exception)
+                {
+                    // Exiting anyway; the next process to attach recovers what is left.
+                }
+            }
+        };
+        return [];
     }
 
     /// <summary>The pool's name, without the optional leading '/'.</summary>
@@ -183,6 +217,16 @@ public sealed unsafe partial class BufferPool : IDisposable
             Validate((PoolHeader*)region.Address, size, bare);
             var pool = new BufferPool(bare, fd, region);
             pool.Attach();
+            try
+            {
+                pool.WaitWhileRemoving();
+            }
+            catch
+            {
+                pool.Dispose();
+                throw;
+            }
+
             return pool;
         }
         catch
@@ -190,6 +234,27 @@ public sealed unsafe partial class BufferPool : IDisposable
             region?.Dispose();
             fd.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>After attaching: if a remover marked the pool Removing, wait for it to give up (it saw us alive) or
+    /// finish (then the pool is gone and opening fails cleanly).</summary>
+    private void WaitWhileRemoving()
+    {
+        long deadline = Environment.TickCount64 + 2000;
+        while (Volatile.Read(ref _header->State) == LayoutConstants.PoolStateRemoving)
+        {
+            if (!Libc.IsByteLockedByOther(_controlFd.Fd, LayoutConstants.RemovalLockByte) || Environment.TickCount64 > deadline)
+            {
+                if (Volatile.Read(ref _header->State) != LayoutConstants.PoolStateRemoving)
+                {
+                    return;
+                }
+
+                throw new PoolNotFoundException($"pool '{_bare}' was removed while this process opened it. Create it again with BufferPool.Create.", PoolName.PathOf(PoolName.ControlObject(_bare)));
+            }
+
+            Thread.Sleep(1);
         }
     }
 
@@ -363,24 +428,40 @@ public sealed unsafe partial class BufferPool : IDisposable
 
         try
         {
-            if (HasLiveProcess(fd))
+            long size = SegmentFile.SizeOf(fd, obj);
+            if (size < LayoutConstants.HeaderSize)
+            {
+                if (HasLiveProcess(fd))
+                {
+                    return false; // its creator is still sizing it
+                }
+
+                _ = SegmentFile.Unlink(obj);
+                return true;
+            }
+
+            using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: true, PoolName.PathOf(obj));
+            var h = (PoolHeader*)r.Address;
+            bool ours = h->Magic == LayoutConstants.Magic;
+            if (ours && (h->Flags & LayoutConstants.PoolFlagPersistent) != 0 && Volatile.Read(ref h->State) == LayoutConstants.PoolStateReady)
             {
                 return false;
             }
 
-            long size = SegmentFile.SizeOf(fd, obj);
-            if (size >= LayoutConstants.HeaderSize)
+            // Removing is published before the liveness checks, and an opener locks its entry before it reads the
+            // state: either we see the opener alive, or the opener sees Removing (docs/layout.md, "Removal").
+            uint before = ours ? Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoving) : 0;
+            if (HasLiveProcess(fd))
             {
-                using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: false, PoolName.PathOf(obj));
-                var h = (PoolHeader*)r.Address;
-                if (h->Magic == LayoutConstants.Magic && (h->Flags & LayoutConstants.PoolFlagPersistent) != 0
-                    && Volatile.Read(ref h->State) == LayoutConstants.PoolStateReady)
+                if (ours)
                 {
-                    return false;
+                    Volatile.Write(ref h->State, before);
                 }
 
-                RemoveInstanceSegments(bare, h->Magic == LayoutConstants.Magic ? h->InstanceId : 0);
+                return false;
             }
+
+            RemoveInstanceSegments(bare, ours ? h->InstanceId : 0);
 
             // While we hold the removal lock nobody else unlinks this name, so it still names this file.
             _ = SegmentFile.Unlink(obj);
@@ -416,7 +497,11 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _disposed = true;
-        GC.SuppressFinalize(this);
+        lock (s_open)
+        {
+            s_open.RemoveAll(w => !w.TryGetTarget(out BufferPool? p) || ReferenceEquals(p, this));
+        }
+
         lock (_recoveryGate)
         {
             if (_me >= 0)
