@@ -240,6 +240,8 @@ public sealed unsafe partial class BufferPool
 
             freed += DropMemoryLocked(s);
             Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)));
+            // An acquirer that met the hint while we held the slot dropped it as stale: set it again.
+            Interlocked.Or(ref _hints[s >> 6], 1UL << (s & 63));
         }
 
         return freed;
@@ -497,7 +499,15 @@ public sealed unsafe partial class BufferPool
         long cap = Volatile.Read(ref r->DataCapacity);
         if (cap >= size && r->Kind == LayoutConstants.KindCpu)
         {
-            return MapSlot(s, r->MemGen, cap, size);
+            try
+            {
+                return MapSlot(s, r->MemGen, cap, size);
+            }
+            catch (CorruptSegmentException)
+            {
+                // The kept memory is unusable (its segment was removed by hand or the record is damaged): replace it
+                // rather than fail every later acquire that picks this slot.
+            }
         }
 
         _ = DropMemoryLocked(s);
