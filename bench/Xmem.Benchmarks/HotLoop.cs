@@ -1,0 +1,137 @@
+using System.Diagnostics;
+using System.Globalization;
+using Xmem.Benchmarks.Interop;
+using Xmem.Benchmarks.Micro;
+
+namespace Xmem.Benchmarks;
+
+/// <summary>
+/// <c>hot-loop OP N</c>: runs one pool operation N times in a plain loop, between two marker writes to stderr
+/// ("xmem-hot-loop:begin" / "xmem-hot-loop:end"), so that <c>strace -f</c> can count the system calls made inside
+/// the loop (scripts/strace-hot-loop.sh does this and divides by N). The loop is warmed up first (same N, before the
+/// begin marker) so that JIT work is not inside the window. Also prints ns/op from a Stopwatch.
+/// OP: acquire (AcquireCpu + Dispose of a recycled frame), get (Get + Dispose), addref (AddRef + Release),
+/// refcount, lifecycle (Create, Open, Dispose timed separately; N rounds, no strace window).
+/// </summary>
+internal static unsafe class HotLoop
+{
+    internal static int Run(string[] args)
+    {
+        if (args.Length != 3 || !int.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out int n))
+        {
+            Console.Error.WriteLine("usage: hot-loop acquire|get|addref|refcount|lifecycle N");
+            return 2;
+        }
+
+        string op = args[1];
+        if (op == "lifecycle")
+        {
+            return Lifecycle(n);
+        }
+
+        using BufferPool pool = BufferPool.Create(BenchNames.Pool("hotloop"), capacity: 8);
+        using (BufferGuard g = pool.AcquireCpu(BenchNames.FrameBytes))
+        {
+            g.Span.Fill(1);
+        }
+
+        int live = pool.PreallocateCpu(BenchNames.FrameBytes, 1)[0];
+        Action<int> body = op switch
+        {
+            "acquire" => count =>
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    using BufferGuard g = pool.AcquireCpu(BenchNames.FrameBytes);
+                }
+            },
+            "get" => count =>
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    using BufferGuard g = pool.Get(live);
+                }
+            },
+            "addref" => count =>
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    _ = pool.AddRef(live);
+                    _ = pool.Release(live);
+                }
+            },
+            "refcount" => count =>
+            {
+                int sum = 0;
+                for (int i = 0; i < count; i++)
+                {
+                    sum += pool.RefCount(live);
+                }
+
+                GC.KeepAlive(sum);
+            },
+            _ => throw new ArgumentException($"hot-loop: unknown operation '{op}'"),
+        };
+
+        body(n); // warm-up: tier-up and OSR happen here, outside the window
+        Thread.Sleep(300);
+        body(Math.Min(n, 100_000));
+        GC.Collect();
+        Marker("xmem-hot-loop:begin\n");
+        long t0 = Stopwatch.GetTimestamp();
+        body(n);
+        TimeSpan elapsed = Stopwatch.GetElapsedTime(t0);
+        Marker("xmem-hot-loop:end\n");
+        Console.WriteLine($"hot-loop {op}: {n} ops, {elapsed.TotalNanoseconds / Math.Max(n, 1):F1} ns/op, gen0 GCs so far {GC.CollectionCount(0)}");
+        return 0;
+    }
+
+    /// <summary>Writes a marker straight to fd 2 with one write(2), visible in strace output.</summary>
+    private static void Marker(string text)
+    {
+        byte[] bytes = System.Text.Encoding.ASCII.GetBytes(text);
+        fixed (byte* p = bytes)
+        {
+            BenchLibc.WriteExactly(2, p, bytes.Length);
+        }
+    }
+
+    /// <summary>Create, Open and Dispose timed one by one (median of N): the halves that the Create+Dispose and
+    /// Open+Dispose benchmarks measure together.</summary>
+    private static int Lifecycle(int n)
+    {
+        foreach (int capacity in new[] { 16, 1024 })
+        {
+            string name = BenchNames.Pool($"life{capacity}");
+            string openName = BenchNames.Pool($"lifeopen{capacity}");
+            using BufferPool keeper = BufferPool.Create(openName, capacity);
+            var create = new double[n];
+            var disposeLast = new double[n];
+            var open = new double[n];
+            var detach = new double[n];
+            for (int round = -Math.Min(n, 50); round < n; round++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                BufferPool p = BufferPool.Create(name, capacity);
+                long t1 = Stopwatch.GetTimestamp();
+                p.Dispose();
+                long t2 = Stopwatch.GetTimestamp();
+                BufferPool q = BufferPool.Open(openName);
+                long t3 = Stopwatch.GetTimestamp();
+                q.Dispose();
+                long t4 = Stopwatch.GetTimestamp();
+                if (round >= 0)
+                {
+                    create[round] = Stopwatch.GetElapsedTime(t0, t1).TotalMicroseconds;
+                    disposeLast[round] = Stopwatch.GetElapsedTime(t1, t2).TotalMicroseconds;
+                    open[round] = Stopwatch.GetElapsedTime(t2, t3).TotalMicroseconds;
+                    detach[round] = Stopwatch.GetElapsedTime(t3, t4).TotalMicroseconds;
+                }
+            }
+
+            Console.WriteLine($"capacity {capacity}: median of {n}: Create {Handoff.RunStats.Median(create):F1} µs, Dispose (last process, removes) {Handoff.RunStats.Median(disposeLast):F1} µs, Open {Handoff.RunStats.Median(open):F1} µs, Dispose (detach) {Handoff.RunStats.Median(detach):F1} µs");
+        }
+
+        return 0;
+    }
+}

@@ -1,1 +1,0 @@
-namespace Xmem.Native; internal static class Placeholder { }
