@@ -110,6 +110,7 @@ internal unsafe struct SlotRecord
     [FieldOffset(197)] public byte NDim;
     [FieldOffset(200)] public ulong Seq;
     [FieldOffset(208)] public long TimestampNs;
+    [FieldOffset(216)] public ulong JournalWord;
     [FieldOffset(224)] public fixed long Shape[8];
     [FieldOffset(288)] public fixed long Strides[8];
     [FieldOffset(352)] public fixed byte ContentType[32];

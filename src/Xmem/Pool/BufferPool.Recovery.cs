@@ -116,6 +116,7 @@ public sealed unsafe partial class BufferPool
 
             _ = SegmentFile.Unlink(obj);
             Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
+            RemoveOrphanDataSegments();
         }
         finally
         {
@@ -133,11 +134,12 @@ public sealed unsafe partial class BufferPool
             return;
         }
 
-        // The journal names the dead owner only between saving the old holding and finishing the new one: put the
-        // old one back. The count in the word never changed (it is published with the unlock), so it stays.
+        // A journal naming the dead owner with the word unchanged since it was saved: the count was never published,
+        // so the holding goes back. With the word changed, everything but the unlock was done: keep it. No journal:
+        // nothing was done yet, or everything but the unlock.
         if (Volatile.Read(ref r->JournalOwner) == (uint)tag)
         {
-            if (holdings is not null)
+            if (holdings is not null && w == r->JournalWord)
             {
                 Volatile.Write(ref holdings[s], r->JournalHoldings);
             }
@@ -152,8 +154,9 @@ public sealed unsafe partial class BufferPool
         }
         else
         {
-            // Acquiring (or anything else): the acquire never published, so the slot goes back to Free. Its memory
-            // record is consistent (capacity is set only once the segment exists); an orphaned segment is removed by gc.
+            // Free (a release to zero that was not unlocked), or Acquiring (an acquire that never published): Free.
+            // The memory record is consistent (capacity is set only once the segment exists); orphaned segments are
+            // removed below.
             Volatile.Write(ref r->Word, SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)));
             AfterFreed(s);
         }
@@ -171,5 +174,61 @@ public sealed unsafe partial class BufferPool
                 _ = ReleaseAttributed(s, Holding.Gen(h), Holding.Count(h), holdings, tag, forget: false);
             }
         }
+    }
+
+    /// <summary>Unlinks data segments that no slot records (left by a process that died while replacing a slot's
+    /// memory). A slot is looked at only while this process holds it claimed, so no live acquirer is working on it.</summary>
+    internal int RemoveOrphanDataSegments()
+    {
+        string prefix = PoolName.InstancePrefix(_bare, _instance) + "s";
+        var bySlot = new Dictionary<int, List<(uint Gen, string File)>>();
+        try
+        {
+            foreach (string path in Directory.EnumerateFiles(SharedMemoryDirectory.Path, prefix + "*"))
+            {
+                string file = Path.GetFileName(path);
+                string[] parts = file[prefix.Length..].Split(".g");
+                if (parts.Length == 2 && int.TryParse(parts[0], out int slot) && uint.TryParse(parts[1], out uint g) && (uint)slot < (uint)_capacity)
+                {
+                    if (!bySlot.TryGetValue(slot, out var list))
+                    {
+                        bySlot[slot] = list = [];
+                    }
+
+                    list.Add((g, file));
+                }
+            }
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+
+        int removed = 0;
+        foreach ((int s, var files) in bySlot)
+        {
+            SlotRecord* r = &_slots[s];
+            ulong w = Volatile.Read(ref r->Word);
+            if (SlotWord.State(w) != SlotWord.Free || SlotWord.Owner(w) != 0
+                || Interlocked.CompareExchange(ref r->Word, SlotWord.Make(0, SlotWord.Acquiring, _tag, SlotWord.Gen(w)), w) != w)
+            {
+                continue;
+            }
+
+            uint memGen = r->MemGen;
+            bool hasMemory = Volatile.Read(ref r->DataCapacity) > 0;
+            foreach ((uint g, string file) in files)
+            {
+                if (!(hasMemory && g == memGen) && SegmentFile.Unlink(file))
+                {
+                    removed++;
+                }
+            }
+
+            Volatile.Write(ref r->Word, SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)));
+            Interlocked.Or(ref _hints[s >> 6], 1UL << (s & 63));
+        }
+
+        return removed;
     }
 }

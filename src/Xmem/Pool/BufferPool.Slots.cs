@@ -481,13 +481,16 @@ public sealed unsafe partial class BufferPool
         if (attributed)
         {
             map.Region.DangerousAddRefChecked();
-            JournalHolding(r, s, _holdings, _tag, Holding.Make(gen, 1));
-            _control.DangerousAddRefChecked();
+            _lease.DangerousAddRefChecked();
             guard = new BufferGuard(this, s, gen, map, size, readOnly: false);
+            // Publication: every field above is visible before the slot reads Live (release stores).
+            CommitAttributed(r, s, _holdings, _tag, w, Holding.Make(gen, 1), SlotWord.Make(1, SlotWord.Live, 0, gen));
+        }
+        else
+        {
+            Volatile.Write(ref word, SlotWord.Make(1, SlotWord.Live, 0, gen));
         }
 
-        // Publication: every field above is visible before the slot reads Live (release store).
-        Volatile.Write(ref word, SlotWord.Make(1, SlotWord.Live, 0, gen));
         return guard;
     }
 
@@ -646,9 +649,8 @@ public sealed unsafe partial class BufferPool
         }
 
         ulong h = _holdings[metaIndex];
-        JournalHolding(r, metaIndex, _holdings, _tag, Holding.Make(gen, Holding.CountFor(h, gen) + 1));
-        Volatile.Write(ref r->Word, SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));
-        _control.DangerousAddRefChecked();
+        CommitAttributed(r, metaIndex, _holdings, _tag, SlotWord.WithOwner(w, _tag), Holding.Make(gen, Holding.CountFor(h, gen) + 1), SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));
+        _lease.DangerousAddRefChecked();
         return new BufferGuard(this, metaIndex, gen, map, size, readOnly: !writable);
     }
 
@@ -725,35 +727,42 @@ public sealed unsafe partial class BufferPool
             return 0;
         }
 
-        JournalHolding(r, s, holdings, tag, Holding.Make(gen, held - drop));
+        ulong locked = SlotWord.WithOwner(w, tag);
+        ulong hold = Holding.Make(gen, held - drop);
         if (forget)
         {
-            Volatile.Write(ref word, w);
+            CommitAttributed(r, s, holdings, tag, locked, hold, w);
             return drop;
         }
 
         int count = Math.Max(SlotWord.Count(w) - drop, 0);
         if (count == 0)
         {
-            Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, gen));
+            CommitAttributed(r, s, holdings, tag, locked, hold, SlotWord.Make(0, SlotWord.Free, 0, gen));
             AfterFreed(s);
         }
         else
         {
-            Volatile.Write(ref word, SlotWord.Make(count, SlotWord.Live, 0, gen));
+            CommitAttributed(r, s, holdings, tag, locked, hold, SlotWord.Make(count, SlotWord.Live, 0, gen));
         }
 
         return drop;
     }
 
-    /// <summary>Under the slot's lock: saves the old holding in the slot's journal, writes the new one, clears the
-    /// journal. A death at any point leaves either the journal (restore the saved value) or the finished write.</summary>
-    private static void JournalHolding(SlotRecord* r, int s, ulong* holdings, int tag, ulong value)
+    /// <summary>Under the slot's lock (<paramref name="locked"/> is the word as locked): journals the old holding and
+    /// word, writes the new holding, publishes the new word still locked, clears the journal, unlocks. A death at any
+    /// point is resolved by recovery: no journal means nothing or everything was done; a journal with the word still
+    /// equal to the saved one means the count was never published (the old holding goes back); a journal with a
+    /// changed word means everything but the unlock was done (docs/layout.md, "Slot protocol").</summary>
+    private static void CommitAttributed(SlotRecord* r, int s, ulong* holdings, int tag, ulong locked, ulong holding, ulong unlocked)
     {
         r->JournalHoldings = holdings[s];
-        Volatile.Write(ref r->JournalOwner, (uint)tag); // release: the saved value is visible before the owner is
-        Volatile.Write(ref holdings[s], value);          // release: the journal is visible before the new holding
+        r->JournalWord = locked;
+        Volatile.Write(ref r->JournalOwner, (uint)tag);                 // release: the saved values are visible first
+        Volatile.Write(ref holdings[s], holding);                       // release: after the journal
+        Volatile.Write(ref r->Word, SlotWord.WithOwner(unlocked, tag)); // release: count published, still locked
         Volatile.Write(ref r->JournalOwner, 0u);
+        Volatile.Write(ref r->Word, unlocked);                          // release: unlock
     }
 
     /// <summary>After a slot became Free: hint it, advance the free epoch and wake sleepers, if any.</summary>

@@ -20,6 +20,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     private readonly string _bare;
     private readonly SafeFd _controlFd;
     private readonly MappedRegion _control;
+    private readonly PoolLease _lease;
     private readonly PoolHeader* _header;
     private readonly ProcessEntry* _procs;
     private readonly ulong* _hints;
@@ -41,6 +42,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         _bare = bare;
         _controlFd = fd;
         _control = control;
+        _lease = new PoolLease(control);
         _header = (PoolHeader*)control.Address;
         _capacity = _header->Capacity;
         _instance = _header->InstanceId;
@@ -510,7 +512,6 @@ public sealed unsafe partial class BufferPool : IDisposable
                 ProcessEntry* e = &_procs[_me];
                 Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
                 _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, _me));
-                _holdingsRegion?.Dispose();
                 Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(_me));
                 _me = -1;
             }
@@ -526,7 +527,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         bool removeNow = !IsPersistent && !HasLiveProcess(_controlFd);
-        _control.Dispose();
+        _lease.Dispose(); // the mappings go once no guard of this process holds a lease
         if (removeNow)
         {
             _ = TryRemoveStale(_bare);
@@ -536,7 +537,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     }
 
     /// <summary>Drops the lease a guard held on the control segment's mapping.</summary>
-    internal void ReleaseControlLease() => _control.DangerousRelease();
+    internal void ReleaseControlLease() => _lease.DangerousRelease();
 
     private void ThrowIfDisposed()
     {
@@ -599,6 +600,7 @@ public sealed unsafe partial class BufferPool : IDisposable
                     SegmentFile.Size(hfd, bytes, reserve: true, holdingsObj);
                     _holdingsRegion = MappedRegion.Map(hfd.Fd, bytes, writable: true, PoolName.PathOf(holdingsObj));
                     _holdings = (ulong*)_holdingsRegion.Address;
+                    _lease.AdoptHoldings(_holdingsRegion);
                 }
 
                 int pid = Environment.ProcessId;
