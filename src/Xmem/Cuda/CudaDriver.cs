@@ -1,0 +1,320 @@
+using System.Runtime.InteropServices;
+using Xmem.Interop;
+
+namespace Xmem.Cuda;
+
+/// <summary>
+/// <see cref="ICudaDriver"/> over the real driver (<c>libcuda.so.1</c>). The library is loaded, <c>cuInit</c> called and
+/// the devices counted once per process, on first use; the outcome (or the reason CUDA is unusable) is kept. Each
+/// device's <em>primary</em> context is retained on first use and kept for the life of the process: it is the context
+/// the CUDA runtime (PyTorch, CuPy) uses too, so pointers, events and IPC mappings are shared with them.
+/// </summary>
+internal sealed unsafe class CudaDriver : ICudaDriver
+{
+    private static readonly Lazy<CudaDriver> s_shared = new(() => new CudaDriver(), LazyThreadSafetyMode.ExecutionAndPublication);
+
+    private readonly LibCuda.Api? _api;
+    private readonly string? _unavailable;
+    private readonly int _deviceCount;
+    private readonly nint[] _contexts;
+    private readonly Lock _contextLock = new();
+
+    private CudaDriver()
+    {
+        _contexts = [];
+        if (!LibCuda.TryLoad(out _api, out string reason))
+        {
+            _unavailable = reason;
+            return;
+        }
+
+        int rc = _api.cuInit(0);
+        if (rc != LibCuda.CUDA_SUCCESS)
+        {
+            _unavailable = rc switch
+            {
+                CudaResult.NoDevice => $"cuInit found no CUDA device ({Text(rc)}): the driver is installed but sees no GPU (check CUDA_VISIBLE_DEVICES and that the container was given the GPU)",
+                CudaResult.StubLibrary => $"{LibCuda.LibraryName} is the CUDA toolkit's stub library, not the driver ({Text(rc)}): install the NVIDIA driver, or remove the stubs directory from the loader path",
+                CudaResult.InsufficientDriver or CudaResult.SystemDriverMismatch => $"the NVIDIA kernel driver and {LibCuda.LibraryName} do not match or are too old ({Text(rc)})",
+                _ => $"cuInit failed: {Text(rc)}",
+            };
+            return;
+        }
+
+        int count = 0;
+        rc = _api.cuDeviceGetCount(&count);
+        if (rc != LibCuda.CUDA_SUCCESS || count <= 0)
+        {
+            _unavailable = rc != LibCuda.CUDA_SUCCESS ? $"cuDeviceGetCount failed: {Text(rc)}" : "the CUDA driver reports no device";
+            return;
+        }
+
+        _deviceCount = count;
+        _contexts = new nint[count];
+    }
+
+    /// <summary>The process's one driver binding.</summary>
+    internal static CudaDriver Shared => s_shared.Value;
+
+    /// <inheritdoc />
+    public string? UnavailableReason => _unavailable;
+
+    /// <inheritdoc />
+    public int DeviceCount
+    {
+        get
+        {
+            ThrowIfUnavailable();
+            return _deviceCount;
+        }
+    }
+
+    private LibCuda.Api Api
+    {
+        get
+        {
+            ThrowIfUnavailable();
+            return _api!;
+        }
+    }
+
+    /// <inheritdoc />
+    public ulong Allocate(int device, long bytes)
+    {
+        using ContextScope scope = Enter(device);
+        ulong p;
+        Check(Api.cuMemAlloc(&p, (nuint)bytes), $"cuMemAlloc({bytes} bytes on device {device})");
+        return p;
+    }
+
+    /// <inheritdoc />
+    public void Free(int device, ulong pointer)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuMemFree(pointer), $"cuMemFree(0x{pointer:x} on device {device})");
+    }
+
+    /// <inheritdoc />
+    public (ulong Base, long Size) GetAddressRange(int device, ulong pointer)
+    {
+        using ContextScope scope = Enter(device);
+        ulong b;
+        nuint size;
+        Check(Api.cuMemGetAddressRange(&b, &size, pointer), $"cuMemGetAddressRange(0x{pointer:x} on device {device})");
+        return (b, (long)size);
+    }
+
+    /// <inheritdoc />
+    public CuIpcHandle GetMemHandle(int device, ulong basePointer)
+    {
+        using ContextScope scope = Enter(device);
+        CuIpcHandle h;
+        Check(Api.cuIpcGetMemHandle(&h, basePointer), $"cuIpcGetMemHandle(0x{basePointer:x} on device {device})");
+        return h;
+    }
+
+    /// <inheritdoc />
+    public ulong OpenMemHandle(int device, in CuIpcHandle handle)
+    {
+        using ContextScope scope = Enter(device);
+        ulong p;
+        // Lazy peer access: the mapping becomes usable from other devices only when they first touch it, so
+        // opening costs nothing for devices that never do.
+        Check(Api.cuIpcOpenMemHandle(&p, handle, LibCuda.CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS), $"cuIpcOpenMemHandle(device {device})");
+        return p;
+    }
+
+    /// <inheritdoc />
+    public void CloseMemHandle(int device, ulong basePointer)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuIpcCloseMemHandle(basePointer), $"cuIpcCloseMemHandle(0x{basePointer:x} on device {device})");
+    }
+
+    /// <inheritdoc />
+    public nint CreateInterprocessEvent(int device, out CuIpcHandle handle)
+    {
+        using ContextScope scope = Enter(device);
+        nint ev;
+        // Interprocess events must be created without timing.
+        Check(Api.cuEventCreate(&ev, LibCuda.CU_EVENT_DISABLE_TIMING | LibCuda.CU_EVENT_INTERPROCESS), $"cuEventCreate(interprocess, device {device})");
+        CuIpcHandle h;
+        int rc = Api.cuIpcGetEventHandle(&h, ev);
+        if (rc != LibCuda.CUDA_SUCCESS)
+        {
+            _ = _api!.cuEventDestroy(ev);
+            Check(rc, $"cuIpcGetEventHandle(device {device})");
+        }
+
+        handle = h;
+        return ev;
+    }
+
+    /// <inheritdoc />
+    public nint OpenEventHandle(int device, in CuIpcHandle handle)
+    {
+        using ContextScope scope = Enter(device);
+        nint ev;
+        Check(Api.cuIpcOpenEventHandle(&ev, handle), $"cuIpcOpenEventHandle(device {device})");
+        return ev;
+    }
+
+    /// <inheritdoc />
+    public void DestroyEvent(int device, nint ev)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuEventDestroy(ev), $"cuEventDestroy(device {device})");
+    }
+
+    /// <inheritdoc />
+    public void RecordEvent(int device, nint ev, nint stream)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuEventRecord(ev, stream), $"cuEventRecord(device {device}, stream 0x{stream:x})");
+    }
+
+    /// <inheritdoc />
+    public void StreamWaitEvent(int device, nint stream, nint ev)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuStreamWaitEvent(stream, ev, 0), $"cuStreamWaitEvent(device {device}, stream 0x{stream:x})");
+    }
+
+    /// <inheritdoc />
+    public void SynchronizeEvent(int device, nint ev)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuEventSynchronize(ev), $"cuEventSynchronize(device {device})");
+    }
+
+    /// <inheritdoc />
+    public void SynchronizeDevice(int device)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuCtxSynchronize(), $"cuCtxSynchronize(device {device})");
+    }
+
+    /// <inheritdoc />
+    public void CopyDeviceToDevice(int device, ulong destination, ulong source, long bytes)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuMemcpyDtoD(destination, source, (nuint)bytes), $"cuMemcpyDtoD({bytes} bytes on device {device})");
+    }
+
+    /// <inheritdoc />
+    public void CopyPeer(int destinationDevice, ulong destination, int sourceDevice, ulong source, long bytes)
+    {
+        nint dstCtx = Context(destinationDevice), srcCtx = Context(sourceDevice);
+        using (Enter(destinationDevice))
+        {
+            Check(Api.cuMemcpyPeer(destination, dstCtx, source, srcCtx, (nuint)bytes), $"cuMemcpyPeer({bytes} bytes, device {sourceDevice} → {destinationDevice})");
+            // A peer copy may return before it completes; its ordering against either context's streams is not
+            // documented, so wait for it here (a slow path: cross-device copies are explicit and rare).
+            Check(Api.cuCtxSynchronize(), $"cuCtxSynchronize(device {destinationDevice})");
+        }
+    }
+
+    /// <inheritdoc />
+    public void CopyHostToDevice(int device, ulong destination, nint source, long bytes)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuMemcpyHtoD(destination, (void*)source, (nuint)bytes), $"cuMemcpyHtoD({bytes} bytes to device {device})");
+    }
+
+    /// <inheritdoc />
+    public void CopyDeviceToHost(int device, nint destination, ulong source, long bytes)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuMemcpyDtoH((void*)destination, source, (nuint)bytes), $"cuMemcpyDtoH({bytes} bytes from device {device})");
+    }
+
+    // ---------------------------------------------------------------- contexts and errors
+
+    private void ThrowIfUnavailable()
+    {
+        if (_unavailable is not null)
+        {
+            throw new CudaUnavailableException($"CUDA is unavailable: {_unavailable}. CPU buffers work as usual.");
+        }
+    }
+
+    /// <summary>The device's primary context, retained on first use and kept for the life of the process.</summary>
+    private nint Context(int device)
+    {
+        ThrowIfUnavailable();
+        if ((uint)device >= (uint)_deviceCount)
+        {
+            throw new CudaUnavailableException($"CUDA device {device} does not exist: this process sees {_deviceCount} device(s), 0..{_deviceCount - 1} (CUDA_VISIBLE_DEVICES renumbers them).");
+        }
+
+        nint ctx = Volatile.Read(ref _contexts[device]);
+        if (ctx != 0)
+        {
+            return ctx;
+        }
+
+        lock (_contextLock)
+        {
+            if (_contexts[device] == 0)
+            {
+                int dev;
+                Check(_api!.cuDeviceGet(&dev, device), $"cuDeviceGet({device})");
+                nint c;
+                Check(_api.cuDevicePrimaryCtxRetain(&c, dev), $"cuDevicePrimaryCtxRetain(device {device})");
+                Volatile.Write(ref _contexts[device], c);
+            }
+
+            return _contexts[device];
+        }
+    }
+
+    /// <summary>Makes the device's primary context current on this thread until disposed, then restores the
+    /// caller's: the context stack is per thread, so a framework's current context is never disturbed.</summary>
+    private ContextScope Enter(int device)
+    {
+        nint ctx = Context(device);
+        Check(_api!.cuCtxPushCurrent(ctx), $"cuCtxPushCurrent(device {device})");
+        return new ContextScope(_api);
+    }
+
+    private readonly struct ContextScope(LibCuda.Api api) : IDisposable
+    {
+        public void Dispose()
+        {
+            nint popped;
+            _ = api.cuCtxPopCurrent(&popped);
+        }
+    }
+
+    private void Check(int rc, string what)
+    {
+        if (rc != LibCuda.CUDA_SUCCESS)
+        {
+            throw CudaResult.ToException(what, rc, Text(rc));
+        }
+    }
+
+    /// <summary>"NAME: description" from the driver, or the fallback name.</summary>
+    private string Text(int rc)
+    {
+        string name = CudaResult.Name(rc);
+        if (_api is null)
+        {
+            return name;
+        }
+
+        byte* p = null;
+        if (_api.cuGetErrorName(rc, &p) == LibCuda.CUDA_SUCCESS && p is not null)
+        {
+            name = Marshal.PtrToStringUTF8((nint)p) ?? name;
+        }
+
+        p = null;
+        if (_api.cuGetErrorString(rc, &p) == LibCuda.CUDA_SUCCESS && p is not null)
+        {
+            return $"{name}: {Marshal.PtrToStringUTF8((nint)p)}";
+        }
+
+        return name;
+    }
+}

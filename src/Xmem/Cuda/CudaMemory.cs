@@ -1,0 +1,174 @@
+using Xmem.Interop;
+
+namespace Xmem.Cuda;
+
+/// <summary>
+/// One CUDA allocation as this process sees it, for one slot memory generation: either <em>exported</em> (this
+/// process allocated it, owns its interprocess event, and is the only one that may free it) or <em>imported</em>
+/// (opened from another process's IPC handles; closing unmaps it here and leaves the exporter's memory alone).
+/// <see cref="Release"/> frees or closes it exactly once.
+/// </summary>
+internal sealed class CudaMemory
+{
+    private readonly ICudaDriver _driver;
+    private int _released;
+
+    private CudaMemory(ICudaDriver driver, bool exported, int device, uint memGen, ulong basePointer, long offset, long allocSize, nint ev)
+    {
+        _driver = driver;
+        IsExport = exported;
+        Device = device;
+        MemGen = memGen;
+        Base = basePointer;
+        Offset = offset;
+        AllocSize = allocSize;
+        Event = ev;
+    }
+
+    /// <summary>True when this process allocated the memory (and must free it).</summary>
+    internal bool IsExport { get; }
+
+    /// <summary>The CUDA device ordinal.</summary>
+    internal int Device { get; }
+
+    /// <summary>The slot's memory generation this allocation belongs to.</summary>
+    internal uint MemGen { get; }
+
+    /// <summary>The allocation's base in this process.</summary>
+    internal ulong Base { get; }
+
+    /// <summary>Offset of the buffer in the allocation.</summary>
+    internal long Offset { get; }
+
+    /// <summary>The buffer's first byte in this process.</summary>
+    internal ulong Pointer => Base + (ulong)Offset;
+
+    /// <summary>Bytes of the allocation.</summary>
+    internal long AllocSize { get; }
+
+    /// <summary>The slot's interprocess event in this process (created here, or opened).</summary>
+    internal nint Event { get; }
+
+    /// <summary>The allocation's IPC handle (exports only).</summary>
+    internal CuIpcHandle MemHandle { get; private init; }
+
+    /// <summary>The event's IPC handle (exports only).</summary>
+    internal CuIpcHandle EventHandle { get; private init; }
+
+    /// <summary>True once freed or closed.</summary>
+    internal bool IsReleased => Volatile.Read(ref _released) != 0;
+
+    /// <summary>Allocates <paramref name="allocSize"/> bytes on <paramref name="device"/> with an interprocess event
+    /// and the IPC handles of both. All or nothing.</summary>
+    internal static CudaMemory Export(ICudaDriver driver, int device, long allocSize, uint memGen)
+    {
+        ulong p = driver.Allocate(device, allocSize);
+        try
+        {
+            // The handle must name the allocation's base; cuMemAlloc returns the base, but ask rather than assume.
+            (ulong b, long size) = driver.GetAddressRange(device, p);
+            if (size < allocSize || p < b)
+            {
+                throw new CudaException($"cuMemGetAddressRange says the allocation at 0x{p:x} is {size} bytes from 0x{b:x}, less than the {allocSize} allocated", CudaResult.Unknown);
+            }
+
+            CuIpcHandle memHandle = driver.GetMemHandle(device, b);
+            nint ev = driver.CreateInterprocessEvent(device, out CuIpcHandle evHandle);
+            return new CudaMemory(driver, exported: true, device, memGen, b, (long)(p - b), allocSize, ev)
+            {
+                MemHandle = memHandle,
+                EventHandle = evHandle,
+            };
+        }
+        catch
+        {
+            _ = TryOrIgnore(() => driver.Free(device, p));
+            throw;
+        }
+    }
+
+    /// <summary>Opens another process's allocation and event. <paramref name="info"/> has been validated.</summary>
+    internal static CudaMemory Import(ICudaDriver driver, in CudaSlotInfo info)
+    {
+        ulong b = driver.OpenMemHandle(info.Device, info.MemHandle);
+        try
+        {
+            (ulong rb, long size) = driver.GetAddressRange(info.Device, b);
+            if (rb != b || size < info.Offset + info.Size)
+            {
+                throw new CorruptSegmentException($"the CUDA allocation opened for a slot is {size} bytes, less than the {info.Offset + info.Size} its record claims (the slot record is damaged)");
+            }
+
+            nint ev = driver.OpenEventHandle(info.Device, info.EventHandle);
+            return new CudaMemory(driver, exported: false, info.Device, info.MemGen, b, info.Offset, info.AllocSize, ev);
+        }
+        catch
+        {
+            int device = info.Device;
+            _ = TryOrIgnore(() => driver.CloseMemHandle(device, b));
+            throw;
+        }
+    }
+
+    /// <summary>Frees (export) or closes (import) the memory and destroys the event, once. Returns the bytes freed
+    /// on the device (0 for an import, or when the driver refused: memory of a context that is gone, e.g.).</summary>
+    internal long Release()
+    {
+        if (Interlocked.Exchange(ref _released, 1) != 0)
+        {
+            return 0;
+        }
+
+        // Failures here cannot be acted on (the memory's context may be gone with its process): the slot is
+        // forgotten either way.
+        _ = TryOrIgnore(() => _driver.DestroyEvent(Device, Event));
+        if (IsExport)
+        {
+            return TryOrIgnore(() => _driver.Free(Device, Base)) ? AllocSize : 0;
+        }
+
+        _ = TryOrIgnore(() => _driver.CloseMemHandle(Device, Base));
+        return 0;
+    }
+
+    private static bool TryOrIgnore(Action a)
+    {
+        try
+        {
+            a();
+            return true;
+        }
+        catch (XmemException)
+        {
+            return false;
+        }
+    }
+}
+
+/// <summary>A slot's CUDA fields as read from shared memory (to be validated before use).</summary>
+internal readonly struct CudaSlotInfo
+{
+    internal uint MemGen { get; init; }
+    internal int Device { get; init; }
+    internal long Offset { get; init; }
+    internal long AllocSize { get; init; }
+    internal long Size { get; init; }
+    internal CuIpcHandle MemHandle { get; init; }
+    internal CuIpcHandle EventHandle { get; init; }
+
+    /// <summary>Null when the fields are consistent, else what is wrong (never trust shared memory).</summary>
+    internal string? Problem(int deviceCount)
+    {
+        if ((uint)Device >= (uint)deviceCount)
+        {
+            return $"its CUDA device {Device} is not one of this process's {deviceCount} device(s) (is CUDA_VISIBLE_DEVICES the same in every process?)";
+        }
+
+        if (AllocSize <= 0 || Offset < 0 || Size < 1 || Size > AllocSize - Offset)
+        {
+            return $"it says it holds {Size} bytes at offset {Offset} of a {AllocSize}-byte CUDA allocation";
+        }
+
+        return null;
+    }
+}
