@@ -1,0 +1,88 @@
+"""xmem: a cross-process shared-memory buffer pool.
+
+A producer acquires a buffer from a named pool, fills it, and hands its
+``meta_index`` to other processes, which map the same memory without a copy::
+
+    import xmem
+
+    with xmem.BufferPool("cam0", capacity=64) as pool:
+        with pool.acquire_cpu(1 << 20) as buf:
+            buf.numpy()[:] = 7            # zero-copy view
+            pool.add_ref(buf.meta_index)  # one reference for the consumer
+            send(buf.meta_index)          # any IPC
+
+    # in another process
+    pool = xmem.BufferPool.open("cam0")
+    with pool.get(meta_index) as buf:     # read-only guard, count + 1
+        frame = numpy.from_dlpack(buf)
+    pool.release(meta_index)              # the consumer's reference
+
+The native library is ``libxmem.so`` (xmem's C# core compiled with NativeAOT), loaded with ctypes from
+``$XMEM_LIBRARY`` when set, else from this package.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    CanceledError,
+    CorruptSegmentError,
+    CudaError,
+    CudaUnavailableError,
+    GuardInvalidError,
+    IncompatibleVersionError,
+    IndexOutOfRangeError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidHandleError,
+    InvalidNameError,
+    OutOfMemoryError,
+    PermissionDeniedError,
+    PoolClosedError,
+    PoolExistsError,
+    PoolFullError,
+    PoolNotFoundError,
+    ReadOnlyError,
+    SlotNotLiveError,
+    Status,
+    TooManyProcessesError,
+    WouldBlockError,
+    XmemError,
+    XmemOSError,
+    XmemTimeoutError,
+)
+from ._native import library_path
+from ._pool import BufferGuard, BufferPool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BufferPool",
+    "BufferGuard",
+    "Status",
+    "XmemError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "IndexOutOfRangeError",
+    "PoolNotFoundError",
+    "PoolExistsError",
+    "PermissionDeniedError",
+    "PoolFullError",
+    "OutOfMemoryError",
+    "XmemTimeoutError",
+    "ReadOnlyError",
+    "GuardInvalidError",
+    "SlotNotLiveError",
+    "CorruptSegmentError",
+    "IncompatibleVersionError",
+    "CudaUnavailableError",
+    "CudaError",
+    "CanceledError",
+    "TooManyProcessesError",
+    "PoolClosedError",
+    "XmemOSError",
+    "InvalidHandleError",
+    "WouldBlockError",
+    "InternalError",
+    "library_path",
+    "__version__",
+]

@@ -1,0 +1,51 @@
+using System.Runtime.InteropServices;
+
+namespace Xmem.Native.Exports;
+
+/// <summary><c>xmem_buffer_info</c> in xmem.h (40 bytes).</summary>
+[StructLayout(LayoutKind.Explicit, Size = 40)]
+internal struct BufferInfo
+{
+    internal const uint FlagReadOnly = 0x1, FlagCuda = 0x2;
+
+    [FieldOffset(0)] internal long Size;
+    [FieldOffset(8)] internal nint CpuPtr;
+    [FieldOffset(16)] internal ulong CudaPtr;
+    [FieldOffset(24)] internal int MetaIndex;
+    [FieldOffset(28)] internal int DeviceId;
+    [FieldOffset(32)] internal uint Flags;
+    [FieldOffset(36)] internal uint Reserved;
+
+    internal static unsafe void Fill(BufferInfo* info, BufferGuard g)
+    {
+        if (info is null)
+        {
+            return;
+        }
+
+        info->Size = g.Size;
+        info->CpuPtr = g.CpuPointer;
+        info->CudaPtr = 0;
+        info->MetaIndex = g.MetaIndex;
+        info->DeviceId = -1;
+        info->Flags = g.IsReadOnly ? FlagReadOnly : 0;
+        info->Reserved = 0;
+    }
+}
+
+/// <summary><c>xmem_dlpack_request</c> in xmem.h (40 bytes).</summary>
+[StructLayout(LayoutKind.Explicit, Size = 40)]
+internal unsafe struct DLPackRequest
+{
+    internal const uint FlagVersioned = 0x1, FlagReadOnly = 0x2;
+
+    [FieldOffset(0)] internal byte DTypeCode;
+    [FieldOffset(1)] internal byte DTypeBits;
+    [FieldOffset(2)] internal ushort DTypeLanes;
+    [FieldOffset(4)] internal int NDim;
+    [FieldOffset(8)] internal long* Shape;
+    [FieldOffset(16)] internal long* Strides;
+    [FieldOffset(24)] internal ulong ByteOffset;
+    [FieldOffset(32)] internal uint Flags;
+    [FieldOffset(36)] internal uint Reserved;
+}
