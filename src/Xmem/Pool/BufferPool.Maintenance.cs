@@ -12,4 +12,10 @@ public sealed partial class BufferPool
         ThrowIfDisposed();
         return ReclaimDeadProcesses();
     }
+
+    /// <summary>Removes the pool named <paramref name="name"/> if it is stale: no live process is attached and it is
+    /// not persistent (or its control segment is damaged and no live process holds it). Decided under the pool's
+    /// removal lock, so a pool that a process attaches to meanwhile is kept. Returns true when it was removed or
+    /// was gone already.</summary>
+    public static bool RemoveIfStale(string name) => TryRemoveStale(SharedMemory.PoolName.Normalize(name));
 }
