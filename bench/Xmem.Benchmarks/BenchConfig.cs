@@ -15,8 +15,7 @@ internal static class BenchConfig
     internal static IConfig Create(bool userChoseJob)
     {
         ManualConfig config = ManualConfig.Create(DefaultConfig.Instance)
-            .AddDiagnoser(MemoryDiagnoser.Default)
-            .WithOptions(ConfigOptions.JoinSummary);
+            .AddDiagnoser(MemoryDiagnoser.Default);
         if (!userChoseJob)
         {
             _ = config.AddJob(Job.Default
