@@ -1,0 +1,59 @@
+using System.Diagnostics.CodeAnalysis;
+
+namespace Xmem;
+
+/// <summary>One subscriber of a fan-out <see cref="BufferChannel"/>: receives every buffer sent after it joined,
+/// each with its own reference. Disposing it leaves the channel and releases what was still waiting for it; a
+/// subscriber whose process dies is removed the same way by the next sender that finds its queue full.</summary>
+public sealed class ChannelSubscription : IDisposable
+{
+    private readonly BufferChannel _channel;
+    private readonly int _ring;
+    private int _disposed;
+
+    internal ChannelSubscription(BufferChannel channel, int ring)
+    {
+        _channel = channel;
+        _ring = ring;
+    }
+
+    /// <summary>The channel subscribed to.</summary>
+    public BufferChannel Channel => _channel;
+
+    /// <summary>Buffers waiting for this subscriber (approximate).</summary>
+    public int Count => (int)_channel.Segment.Backlog(_ring);
+
+    /// <summary>Receives the next buffer, waiting for one. Read-only unless <paramref name="writable"/>.</summary>
+    public BufferGuard Receive(bool writable = false) => _channel.ReceiveCore(Ring(), writable, -1, CancellationToken.None)!;
+
+    /// <summary>Receives the next buffer, waiting at most <paramref name="timeout"/> (zero: do not wait).</summary>
+    public bool TryReceive(TimeSpan timeout, [NotNullWhen(true)] out BufferGuard? guard, bool writable = false)
+    {
+        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "timeout must be non-negative or Timeout.InfiniteTimeSpan.");
+        }
+
+        guard = _channel.ReceiveCore(Ring(), writable, timeout == Timeout.InfiniteTimeSpan ? -1 : (long)timeout.TotalNanoseconds, CancellationToken.None);
+        return guard is not null;
+    }
+
+    /// <summary>Receives the next buffer on a dedicated thread, until <paramref name="cancellationToken"/> is cancelled.</summary>
+    public Task<BufferGuard> ReceiveAsync(bool writable = false, CancellationToken cancellationToken = default) =>
+        _channel.ReceiveAsyncCore(Ring(), writable, cancellationToken);
+
+    private int Ring()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return _ring;
+    }
+
+    /// <summary>Leaves the channel, releasing the buffers still waiting for this subscriber.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _channel.Unsubscribe(_ring);
+        }
+    }
+}
