@@ -56,6 +56,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         get
         {
             ThrowIfInvalid();
+            ThrowIfCuda();
             return _map.Address;
         }
     }
@@ -66,6 +67,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         get
         {
             ThrowIfInvalid();
+            ThrowIfCuda();
             if (IsReadOnly)
             {
                 ThrowHelper.ThrowReadOnly();
@@ -81,6 +83,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         get
         {
             ThrowIfInvalid();
+            ThrowIfCuda();
             return new ReadOnlySpan<byte>((void*)_map.Address, checked((int)Size));
         }
     }
@@ -91,6 +94,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         get
         {
             ThrowIfInvalid();
+            ThrowIfCuda();
             if (IsReadOnly)
             {
                 ThrowHelper.ThrowReadOnly();
@@ -116,6 +120,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         }
 
         GC.SuppressFinalize(this);
+        RecordWritesOnRelease();
         _pool.ReleaseGuardReference(MetaIndex, _gen, forget: true);
         ReleaseLeases();
     }
@@ -129,6 +134,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         }
 
         GC.SuppressFinalize(this);
+        RecordWritesOnRelease();
         _pool.ReleaseGuardReference(MetaIndex, _gen, forget: false);
         ReleaseLeases();
     }
@@ -143,6 +149,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         }
 
         GC.SuppressFinalize(this);
+        RecordWritesOnRelease();
         ReleaseLeases();
         return true;
     }
@@ -172,6 +179,15 @@ public sealed unsafe partial class BufferGuard : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfCuda()
+    {
+        if (_cudaMemory is not null)
+        {
+            throw new XmemException(XmemStatus.InvalidArgument, $"buffer {MetaIndex} is in CUDA device memory: use CudaPointer, or CopyToCpu() for a CPU copy.");
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void ThrowIfInvalid()
     {
         if (Volatile.Read(ref _state) != StateValid)
@@ -187,6 +203,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         public override MemoryHandle Pin(int elementIndex = 0)
         {
             guard.ThrowIfInvalid();
+            guard.ThrowIfCuda();
             return new MemoryHandle((byte*)guard._map.Address + elementIndex);
         }
 

@@ -244,7 +244,7 @@ public sealed unsafe partial class BufferPool
             Interlocked.Or(ref _hints[s >> 6], 1UL << (s & 63));
         }
 
-        return freed;
+        return freed + TrimCuda();
     }
 
     // ---------------------------------------------------------------- acquire
@@ -340,10 +340,11 @@ public sealed unsafe partial class BufferPool
         return -1;
     }
 
-    /// <summary>The lowest hinted slot whose kept memory fits, else the lowest with no memory, else the lowest.</summary>
+    /// <summary>The lowest hinted slot whose kept CPU memory fits, else the lowest with no memory, else the lowest
+    /// with CPU memory (replaced), else the lowest CUDA slot (its device memory is given back first).</summary>
     private int PickHinted(long size)
     {
-        int firstEmpty = -1, firstAny = -1, looked = 0;
+        int firstEmpty = -1, firstCpu = -1, firstCuda = -1, looked = 0;
         for (int wi = 0; wi < _hintWords; wi++)
         {
             ulong bits = Volatile.Read(ref _hints[wi]);
@@ -356,30 +357,33 @@ public sealed unsafe partial class BufferPool
                     break; // a hint past the end (written by someone else): ignore it
                 }
 
+                ushort kind = Volatile.Read(ref _slots[s].Kind);
                 long cap = Volatile.Read(ref _slots[s].DataCapacity);
-                if (cap >= size)
+                if (kind == LayoutConstants.KindCuda)
+                {
+                    firstCuda = firstCuda < 0 ? s : firstCuda;
+                }
+                else if (cap >= size && kind == LayoutConstants.KindCpu)
                 {
                     return s;
                 }
-
-                if (cap == 0 && firstEmpty < 0)
+                else if (cap == 0 && kind == LayoutConstants.KindNone)
                 {
-                    firstEmpty = s;
+                    firstEmpty = firstEmpty < 0 ? s : firstEmpty;
+                }
+                else
+                {
+                    firstCpu = firstCpu < 0 ? s : firstCpu;
                 }
 
-                if (firstAny < 0)
+                if (++looked >= 64 && (firstEmpty >= 0 || firstCpu >= 0))
                 {
-                    firstAny = s;
-                }
-
-                if (++looked >= 64 && (firstEmpty >= 0 || firstAny >= 0))
-                {
-                    return firstEmpty >= 0 ? firstEmpty : firstAny;
+                    return firstEmpty >= 0 ? firstEmpty : firstCpu;
                 }
             }
         }
 
-        return firstEmpty >= 0 ? firstEmpty : firstAny;
+        return firstEmpty >= 0 ? firstEmpty : firstCpu >= 0 ? firstCpu : firstCuda;
     }
 
     /// <summary>Sets the hint of every free, unlocked slot whose hint is clear. True when any was set.</summary>
@@ -561,6 +565,7 @@ public sealed unsafe partial class BufferPool
     private long DropMemoryLocked(int s)
     {
         SlotRecord* r = &_slots[s];
+        long cudaFreed = r->Kind == LayoutConstants.KindCuda ? DropCudaMemoryLocked(s) : 0;
         long cap = Volatile.Read(ref r->DataCapacity);
         Volatile.Write(ref r->DataCapacity, 0);
         if (cap > 0)
@@ -575,7 +580,7 @@ public sealed unsafe partial class BufferPool
         }
 
         r->Kind = LayoutConstants.KindNone;
-        return cap;
+        return cap + cudaFreed;
     }
 
     /// <summary>This process's mapping of slot <paramref name="s"/>'s data segment generation
@@ -633,6 +638,11 @@ public sealed unsafe partial class BufferPool
         CheckIndex(metaIndex);
         SlotRecord* r = &_slots[metaIndex];
         ulong w = LockLive(metaIndex);
+        if (r->Kind == LayoutConstants.KindCuda)
+        {
+            return CompleteCudaGet(metaIndex, w, writable);
+        }
+
         uint gen = SlotWord.Gen(w);
         DataMapping map;
         long size;

@@ -509,6 +509,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             if (_me >= 0)
             {
                 ReleaseAllHoldings(_me, _holdings);
+                DetachCuda();
                 ProcessEntry* e = &_procs[_me];
                 Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
                 _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, _me));
