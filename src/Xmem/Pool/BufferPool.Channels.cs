@@ -222,7 +222,7 @@ public sealed unsafe partial class BufferPool
     }
 
     /// <summary>The lease every guard holds on the pool's shared mappings.</summary>
-    private void TakeGuardLease() => _control.DangerousAddRefChecked();
+    private void TakeGuardLease() => _lease.DangerousAddRefChecked();
 
     /// <summary>Locks slot <paramref name="s"/> whatever its state and returns its word as it was (unlocked).</summary>
     private ulong LockAny(int s)
