@@ -61,10 +61,27 @@ _fork_state = [False]
 _open_pools: "weakref.WeakSet[BufferPool]" = weakref.WeakSet()
 
 
+# The core's messages name its C# API; say the same in this package's words.
+_PYTHON_NAMES = (
+    ("TryAcquireCpu/AcquireCpuAsync", "acquire_cpu(size, timeout=seconds)"),
+    ("BufferPool.Create", "BufferPool(name, capacity)"),
+    ("BufferPool.Open", "BufferPool.open(name)"),
+    ("Get/GetMut", "get/get_mut"),
+    ("GetMut", "get_mut"),
+    ("AddRef", "add_ref"),
+    ("SetRefCount", "set_ref_count"),
+    ("(Dispose)", "(close)"),
+)
+
+
 def _last_error_for(rc: int) -> Exception:
     """The exception for status ``rc`` with this thread's last native message."""
-    msg = _last_error()
-    return error_for(rc, msg.decode("utf-8", "replace") if msg else "xmem call failed", _last_native_error())
+    raw = _last_error()
+    msg = raw.decode("utf-8", "replace") if raw else "xmem call failed (status %d)" % rc
+    for cs, py in _PYTHON_NAMES:
+        if cs in msg:
+            msg = msg.replace(cs, py)
+    return error_for(rc, msg, _last_native_error())
 
 
 def _check(rc: int) -> None:
@@ -421,6 +438,7 @@ class BufferGuard:
     _lease: Optional[_ViewLease]
 
     def __init__(self) -> None:
+        self._h = 0
         raise TypeError("BufferGuard objects come from BufferPool.acquire_cpu, get and get_mut.")
 
     # ------------------------------------------------------------------ properties

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Tests the C ABI and the Python package against what scripts/build-native.sh built:
+#   1. tests/c/check_abi.py: xmem.h, `nm -D libxmem.so`, the C# entry points and the Python declarations agree
+#   2. tests/c/roundtrip.c, compiled with gcc against include/xmem.h only, runs a round trip
+#   3. builds the C# helper process (tests/Xmem.TestChild) for the cross-language tests
+#   4. a fresh venv (artifacts/venv-python, --system-site-packages for numpy/torch/pytest), the wheel installed
+#      offline (--no-index), and pytest tests/python run from that venv against the INSTALLED package
+# Exits non-zero on any failure, including pytest finding no tests (exit 5).
+#
+# Usage: scripts/test-python.sh [pytest args...]      (env: PYTHON=/usr/bin/python3, XMEM_CONFIG=Release)
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+python=${PYTHON:-/usr/bin/python3}
+config=${XMEM_CONFIG:-Release}
+lib=artifacts/native/libxmem.so
+fail() { echo "test-python: FAILED: $*" >&2; exit 1; }
+
+[[ -f "$lib" ]] || fail "$lib is missing; run scripts/build-native.sh first."
+shopt -s nullglob
+wheels=(dist/xmem-*.whl)
+[[ ${#wheels[@]} -eq 1 ]] || fail "expected one dist/xmem-*.whl, found ${#wheels[@]}; run scripts/build-native.sh."
+wheel=${wheels[0]}
+
+echo "test-python: [1/4] C ABI consistency"
+"$python" tests/c/check_abi.py --lib "$lib" || fail "xmem.h, libxmem.so exports, C# entry points and Python disagree."
+
+echo "test-python: [2/4] C round trip (gcc against include/xmem.h)"
+gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/roundtrip.c -L artifacts/native -lxmem -lpthread \
+    -Wl,-rpath,'$ORIGIN' -o artifacts/native/roundtrip || fail "tests/c/roundtrip.c does not compile against include/xmem.h."
+timeout 120 artifacts/native/roundtrip || fail "tests/c/roundtrip failed."
+
+echo "test-python: [3/4] C# test child"
+dotnet build tests/Xmem.TestChild/Xmem.TestChild.csproj -c "$config" -nologo -v:q >artifacts/native/testchild-build.log 2>&1 \
+    || { tail -30 artifacts/native/testchild-build.log >&2; fail "tests/Xmem.TestChild does not build."; }
+export XMEM_TESTCHILD_DLL="$root/tests/Xmem.TestChild/bin/$config/net10.0/Xmem.TestChild.dll"
+
+echo "test-python: [4/4] venv + wheel (offline) + pytest"
+venv=artifacts/venv-python
+rm -rf "$venv"
+"$python" -m venv --system-site-packages "$venv" || fail "could not create a venv with $python -m venv."
+"$venv/bin/python" -m pip install --no-index --no-deps --force-reinstall --quiet --disable-pip-version-check "$wheel" \
+    || fail "pip could not install $wheel offline."
+
+timeout_args=()
+if "$venv/bin/python" -c "import pytest_timeout" 2>/dev/null; then
+    timeout_args=(--timeout=180)
+fi
+# Run outside the source tree so that `import xmem` can only find the installed package (conftest.py checks it).
+# XMEM_LIBRARY is unset: the tests load the library packaged in the wheel (one test sets it explicitly).
+(cd "$venv" && env -u XMEM_LIBRARY XMEM_EXPECT_INSTALLED=1 "$root/$venv/bin/python" -m pytest "$root/tests/python" \
+    -p no:cacheprovider -q "${timeout_args[@]}" "$@")
+rc=$?
+case $rc in
+    0) echo "test-python: ok" ;;
+    5) fail "pytest collected no tests." ;;
+    *) fail "pytest exited with $rc." ;;
+esac

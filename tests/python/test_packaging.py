@@ -1,0 +1,81 @@
+"""The installed package: where it loads the library from, XMEM_LIBRARY, the ImportError that says what to do."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import xmem
+from conftest import REPO_ROOT
+
+
+def run_python(code, env_extra=None, cwd=None):
+    env = dict(os.environ)
+    env.pop("XMEM_LIBRARY", None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+
+
+def test_package_ships_the_library_and_type_information():
+    here = os.path.dirname(xmem.__file__)
+    assert os.path.isfile(os.path.join(here, "libxmem.so"))
+    assert os.path.isfile(os.path.join(here, "py.typed"))
+    if "XMEM_LIBRARY" not in os.environ:
+        assert os.path.samefile(xmem.library_path, os.path.join(here, "libxmem.so"))
+    assert xmem.__version__ == "0.1.0"
+
+
+@pytest.mark.skipif(os.environ.get("XMEM_EXPECT_INSTALLED") != "1", reason="only meaningful against the installed wheel")
+def test_imported_from_the_installed_wheel_not_the_source_tree():
+    where = os.path.realpath(xmem.__file__)
+    assert not where.startswith(os.path.join(REPO_ROOT, "python") + os.sep)
+    assert "site-packages" in where
+
+
+def test_public_api_is_annotated_and_documented():
+    for obj in (xmem.BufferPool, xmem.BufferGuard, xmem.BufferPool.acquire_cpu, xmem.BufferPool.get,
+                xmem.BufferGuard.numpy, xmem.BufferGuard.forget, xmem.BufferPool.open):
+        assert obj.__doc__ and len(obj.__doc__) > 20
+    assert "return" in xmem.BufferPool.acquire_cpu.__annotations__
+
+
+def test_xmem_library_points_at_another_build(tmp_path):
+    copy = tmp_path / "libxmem-other.so"
+    shutil.copy(xmem.library_path, copy)
+    res = run_python("import xmem; print(xmem.library_path)", {"XMEM_LIBRARY": str(copy)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(copy)
+
+
+@pytest.mark.parametrize("what", ["missing", "not-a-library"])
+def test_bad_xmem_library_is_an_import_error_that_says_what_to_do(tmp_path, what):
+    path = tmp_path / "libxmem.so"
+    if what == "not-a-library":
+        path.write_text("not an ELF file")
+    res = run_python("import xmem", {"XMEM_LIBRARY": str(path)})
+    assert res.returncode != 0
+    assert "ImportError" in res.stderr and "XMEM_LIBRARY" in res.stderr
+    assert "scripts/build-native.sh" in res.stderr
+
+
+def test_missing_packaged_library_is_an_import_error_that_says_what_to_do(tmp_path):
+    pkg = tmp_path / "xmem"
+    shutil.copytree(os.path.dirname(xmem.__file__), pkg, ignore=shutil.ignore_patterns("libxmem.so", "__pycache__"))
+    res = run_python("import xmem", {"PYTHONPATH": str(tmp_path)}, cwd=str(tmp_path))
+    assert res.returncode != 0
+    assert "ImportError" in res.stderr and "missing" in res.stderr and "build-native.sh" in res.stderr
+
+
+def test_abi_of_the_loaded_library():
+    from xmem import _native
+    assert _native.lib.xmem_abi_version() == _native.ABI_VERSION
+    assert _native.lib.xmem_version() == xmem.__version__.encode()
+
+
+def test_header_exports_csharp_and_python_agree():
+    script = os.path.join(REPO_ROOT, "tests", "c", "check_abi.py")
+    res = subprocess.run([sys.executable, script, "--lib", xmem.library_path, "--root", REPO_ROOT],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
