@@ -66,4 +66,17 @@ internal static partial class Libc
 
         return fl.Type != F_UNLCK;
     }
+
+    /// <summary>True when another open file description holds a lock on any byte of the range (one query for the
+    /// whole range). A failure to ask counts as held.</summary>
+    internal static unsafe bool IsRangeLockedByOther(int fd, long offset, long length)
+    {
+        Flock fl = new() { Type = F_WRLCK, Whence = 0, Start = offset, Length = length };
+        if (FcntlLock(fd, F_OFD_GETLK, &fl) != 0)
+        {
+            return true;
+        }
+
+        return fl.Type != F_UNLCK;
+    }
 }

@@ -30,6 +30,7 @@ internal static class LayoutConstants
 
     internal const uint ProcessFree = 0;
     internal const uint ProcessActive = 1;
+    internal const uint ProcessRegistering = 2;
 
     internal const ushort KindNone = 0;
     internal const ushort KindCpu = 1;

@@ -184,9 +184,14 @@ public sealed unsafe partial class BufferPool
         var bySlot = new Dictionary<int, List<(uint Gen, string File)>>();
         try
         {
-            foreach (string path in Directory.EnumerateFiles(SharedMemoryDirectory.Path, prefix + "*"))
+            foreach (string path in Directory.EnumerateFiles(SharedMemoryDirectory.Path))
             {
                 string file = Path.GetFileName(path);
+                if (!file.StartsWith(prefix, StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
                 string[] parts = file[prefix.Length..].Split(".g");
                 if (parts.Length == 2 && int.TryParse(parts[0], out int slot) && uint.TryParse(parts[1], out uint g) && (uint)slot < (uint)_capacity)
                 {

@@ -251,9 +251,14 @@ public sealed unsafe partial class BufferPool
 
     private static void ValidateSize(long size)
     {
-        if (size < 1 || size > (1L << 46))
+        if (size < 1)
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(size), size, "size must be at least 1 byte (and at most 64 TiB).");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(size), size, "size must be at least 1 byte.");
+        }
+
+        if (size > (1L << 60))
+        {
+            throw new XmemOutOfMemoryException($"a buffer of {size} bytes is more than any machine can give; ask for less.", Errno.ENOMEM);
         }
     }
 

@@ -51,10 +51,17 @@ public sealed unsafe partial class BufferPool : IDisposable
         _hints = (ulong*)(control.Address + (nint)LayoutConstants.FreeHintsOffset);
         _slots = (SlotRecord*)(control.Address + (nint)LayoutConstants.SlotTableOffset(_capacity));
         _maps = new DataMapping?[_capacity];
+    }
+
+    /// <summary>Registers a pool that finished attaching, so that it is detached at process exit.</summary>
+    private BufferPool Track()
+    {
         lock (s_open)
         {
             s_open.Add(new WeakReference<BufferPool>(this));
         }
+
+        return this;
     }
 
     private static readonly List<WeakReference<BufferPool>> s_open = CreateOpenList();
@@ -184,7 +191,7 @@ public sealed unsafe partial class BufferPool : IDisposable
 
             // Published last, with release ordering: a reader that sees Ready sees every field above.
             Volatile.Write(ref h->State, LayoutConstants.PoolStateReady);
-            return pool;
+            return pool.Track();
         }
         catch
         {
@@ -229,7 +236,7 @@ public sealed unsafe partial class BufferPool : IDisposable
                 throw;
             }
 
-            return pool;
+            return pool.Track();
         }
         catch
         {
@@ -383,12 +390,13 @@ public sealed unsafe partial class BufferPool : IDisposable
         string prefix = instance == 0 ? LayoutConstants.ObjectPrefix + bare + "." : PoolName.InstancePrefix(bare, instance);
         try
         {
-            foreach (string path in Directory.EnumerateFiles(dir, prefix + "*"))
+            foreach (string path in Directory.EnumerateFiles(dir))
             {
+                // Filtered here rather than by a search pattern, whose "name.*" would match "name" itself.
                 string file = Path.GetFileName(path);
-                if (instance == 0 && !LooksLikeInstanceSegment(file, bare))
+                if (!file.StartsWith(prefix, StringComparison.Ordinal) || (instance == 0 && !LooksLikeInstanceSegment(file, bare)))
                 {
-                    continue; // another pool whose name merely starts with this one's
+                    continue; // not ours, or another pool whose name merely starts with this one's
                 }
 
                 _ = SegmentFile.Unlink(file);
@@ -405,7 +413,13 @@ public sealed unsafe partial class BufferPool : IDisposable
     private static bool LooksLikeInstanceSegment(string file, string bare)
     {
         // xmem.v1.<bare>.<16 hex>.(s|p)...
-        string rest = file[(LayoutConstants.ObjectPrefix.Length + bare.Length + 1)..];
+        int start = LayoutConstants.ObjectPrefix.Length + bare.Length + 1;
+        if (file.Length <= start)
+        {
+            return false;
+        }
+
+        string rest = file[start..];
         return rest.Length > 18 && rest[16] == '.' && rest.AsSpan(0, 16).IndexOfAnyExcept(HexDigits) < 0;
     }
 
@@ -475,19 +489,10 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
     }
 
-    /// <summary>True when any process-table entry's liveness byte is locked by a live process.</summary>
-    internal static bool HasLiveProcess(SafeFd fd)
-    {
-        for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
-        {
-            if (Libc.IsByteLockedByOther(fd.Fd, LayoutConstants.LivenessLockByte(i)))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
+    /// <summary>True when any process-table entry's liveness byte is locked by another open file description: one
+    /// F_OFD_GETLK over the whole table answers it.</summary>
+    internal static bool HasLiveProcess(SafeFd fd) =>
+        Libc.IsRangeLockedByOther(fd.Fd, LayoutConstants.ProcessTableOffset, (long)LayoutConstants.MaxProcesses * LayoutConstants.ProcessEntrySize);
 
     /// <summary>Detaches this process: releases the references its guards still hold (as if it had died), and
     /// unmaps the pool once no guard of this process points into it any more.</summary>
@@ -527,7 +532,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             }
         }
 
-        bool removeNow = !IsPersistent && !HasLiveProcess(_controlFd);
+        bool removeNow = !IsPersistent; // TryRemoveStale checks for live processes under the removal lock
         _lease.Dispose(); // the mappings go once no guard of this process holds a lease
         if (removeNow)
         {
@@ -575,11 +580,19 @@ public sealed unsafe partial class BufferPool : IDisposable
         {
             lock (_recoveryGate)
             {
+                // We hold entry i's lock, so we act as entry i from here on: recovering its dead previous owner
+                // (same tag), and any other dead entry whose locked slot the recovery meets.
+                _me = i;
+                _tag = i + 1;
                 ProcessEntry* e = &_procs[i];
                 if (Volatile.Read(ref e->State) != LayoutConstants.ProcessFree)
                 {
                     RecoverEntryLocked(i); // its previous owner died without detaching
                 }
+
+                // Registering before the holdings segment exists: a death from here on leaves a non-free entry,
+                // which recovery frees together with the segment.
+                Volatile.Write(ref e->State, LayoutConstants.ProcessRegistering);
 
                 string holdingsObj = PoolName.HoldingsObject(_bare, _instance, i);
                 SafeFd hfd;
@@ -606,20 +619,26 @@ public sealed unsafe partial class BufferPool : IDisposable
 
                 int pid = Environment.ProcessId;
                 e->Pid = pid;
-                e->StartTime = ProcessInfo.StartTime(pid);
+                e->StartTime = ProcessInfo.OwnStartTime;
                 e->Waiters = 0;
                 e->Incarnation++;
-                string comm = ProcessInfo.Comm(pid);
+                string comm = ProcessInfo.OwnComm;
                 Span<byte> commBytes = new(e->Comm, 16);
                 commBytes.Clear();
                 System.Text.Encoding.UTF8.GetBytes(comm.AsSpan(0, Math.Min(comm.Length, 15)), commBytes);
-                _me = i;
-                _tag = i + 1;
                 Volatile.Write(ref e->State, LayoutConstants.ProcessActive);
             }
         }
         catch
         {
+            if (_me == i)
+            {
+                Volatile.Write(ref _procs[i].State, LayoutConstants.ProcessFree);
+                _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, i));
+                _me = -1;
+                _tag = 0;
+            }
+
             Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i));
             throw;
         }

@@ -4,6 +4,15 @@ namespace Xmem.Pool;
 internal static class ProcessInfo
 {
     /// <summary>Start time of this process in clock ticks since boot (/proc/self/stat field 22); 0 if unreadable.</summary>
+    private static ulong s_ownStartTime;
+    private static string? s_ownComm;
+
+    /// <summary>This process's start time, read once.</summary>
+    internal static ulong OwnStartTime => s_ownStartTime != 0 ? s_ownStartTime : s_ownStartTime = StartTime(Environment.ProcessId);
+
+    /// <summary>This process's command name, read once.</summary>
+    internal static string OwnComm => s_ownComm ??= Comm(Environment.ProcessId);
+
     internal static ulong StartTime(int pid)
     {
         try
