@@ -125,8 +125,7 @@ public sealed unsafe partial class BufferPool
     /// <summary>Sets the slot's count (0..16,777,215). The count is in flight, owned by no process; 0 recycles the slot.</summary>
     public void SetRefCount(int metaIndex, int count)
     {
-        ThrowIfDisposed();
-        CheckIndex(metaIndex);
+        CheckIndex(metaIndex); // also refuses every index once the pool is disposed
         if (count < 0 || count > SlotWord.MaxCount)
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(count), count, $"count must be 0..{SlotWord.MaxCount}.");
@@ -153,8 +152,7 @@ public sealed unsafe partial class BufferPool
     /// <summary>Adds one in-flight reference (owned by no process) and returns the new count.</summary>
     public int AddRef(int metaIndex)
     {
-        ThrowIfDisposed();
-        CheckIndex(metaIndex);
+        CheckIndex(metaIndex); // also refuses every index once the pool is disposed
         ref ulong word = ref _slots[metaIndex].Word;
         while (true)
         {
@@ -182,8 +180,7 @@ public sealed unsafe partial class BufferPool
     /// <summary>Drops one in-flight reference and returns the new count; at 0 the slot is recycled.</summary>
     public int Release(int metaIndex)
     {
-        ThrowIfDisposed();
-        CheckIndex(metaIndex);
+        CheckIndex(metaIndex); // also refuses every index once the pool is disposed
         ref ulong word = ref _slots[metaIndex].Word;
         while (true)
         {
@@ -211,8 +208,7 @@ public sealed unsafe partial class BufferPool
     /// <summary>The slot's current count: 0 for a slot with no live buffer. No system call, no lock.</summary>
     public int RefCount(int metaIndex)
     {
-        ThrowIfDisposed();
-        CheckIndex(metaIndex);
+        CheckIndex(metaIndex); // also refuses every index once the pool is disposed
         ulong w = Volatile.Read(ref _slots[metaIndex].Word);
         return SlotWord.State(w) == SlotWord.Live ? SlotWord.Count(w) : 0;
     }
@@ -262,12 +258,22 @@ public sealed unsafe partial class BufferPool
         }
     }
 
+    /// <summary>One compare for both checks: <see cref="_liveCapacity"/> is the capacity while the pool is open
+    /// and 0 once it is disposed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void CheckIndex(int metaIndex)
     {
-        if ((uint)metaIndex >= (uint)_capacity)
+        if ((uint)metaIndex >= (uint)_liveCapacity)
         {
-            ThrowHelper.ThrowIndexOutOfRange(metaIndex, _capacity);
+            ThrowBadIndex(metaIndex);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadIndex(int metaIndex)
+    {
+        ThrowIfDisposed();
+        ThrowHelper.ThrowIndexOutOfRange(metaIndex, _capacity);
     }
 
     private void RequireLive(int metaIndex, ulong w)
@@ -639,8 +645,7 @@ public sealed unsafe partial class BufferPool
 
     private BufferGuard GetGuard(int metaIndex, bool writable)
     {
-        ThrowIfDisposed();
-        CheckIndex(metaIndex);
+        CheckIndex(metaIndex); // also refuses every index once the pool is disposed
         SlotRecord* r = &_slots[metaIndex];
         ulong w = LockLive(metaIndex);
         if (r->Kind == LayoutConstants.KindCuda)

@@ -36,6 +36,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     private MappedRegion? _holdingsRegion;
     private ulong* _holdings;
     private volatile bool _disposed;
+    private int _liveCapacity;
 
     private BufferPool(string bare, SafeFd fd, MappedRegion control)
     {
@@ -45,6 +46,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         _lease = new PoolLease(control);
         _header = (PoolHeader*)control.Address;
         _capacity = _header->Capacity;
+        _liveCapacity = _capacity;
         _instance = _header->InstanceId;
         _hintWords = (_capacity + 63) / 64;
         _procs = (ProcessEntry*)(control.Address + (nint)LayoutConstants.ProcessTableOffset);
@@ -504,6 +506,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _disposed = true;
+        Volatile.Write(ref _liveCapacity, 0);
         lock (s_open)
         {
             s_open.RemoveAll(w => !w.TryGetTarget(out BufferPool? p) || ReferenceEquals(p, this));
