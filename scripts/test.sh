@@ -46,11 +46,18 @@ dotnet test tests/Xmem.Tests/Xmem.Tests.csproj --no-build -c Release \
     --logger "console;verbosity=normal" "$@" 2>&1 | tee "$work/xunit.log"
 xunit_rc=${PIPESTATUS[0]}
 set -e
-# The console logger's summary: "Failed!  - Failed: 1, Passed: 120, Skipped: 2, Total: 123, ..." (or "Passed!  - ...").
+# The console logger's summary: either one line, "Failed!  - Failed: 1, Passed: 120, Skipped: 2, Total: 123, ...",
+# or a block ("Total tests: 123" then "     Passed: 120", "     Failed: 1", ...; a count that is 0 may be left out).
 summary="$(grep -E '(Passed|Failed)! +- +Failed: +[0-9]+, +Passed: +[0-9]+' "$work/xunit.log" | tail -n 1 || true)"
 if [[ -n "$summary" ]]; then
     x_failed="$(sed -E 's/.*Failed: +([0-9]+),.*/\1/' <<<"$summary")"
     x_passed="$(sed -E 's/.*Passed: +([0-9]+),.*/\1/' <<<"$summary")"
+elif grep -qE '^Total tests: +[0-9]+' "$work/xunit.log"; then
+    summary="$(sed -n '/^Total tests:/,$p' "$work/xunit.log")"
+    x_passed="$(grep -E '^ +Passed: +[0-9]+ *$' <<<"$summary" | head -n 1 | grep -oE '[0-9]+' || echo 0)"
+    x_failed="$(grep -E '^ +Failed: +[0-9]+ *$' <<<"$summary" | head -n 1 | grep -oE '[0-9]+' || echo 0)"
+fi
+if [[ -n "$summary" ]]; then
     passed=$((passed + x_passed))
     failed=$((failed + x_failed))
 fi
@@ -75,8 +82,8 @@ if [[ -x scripts/test-python.sh ]]; then
     ./scripts/test-python.sh 2>&1 | tee "$work/pytest.log"
     py_rc=${PIPESTATUS[0]}
     set -e
-    # pytest's last line: "==== 12 passed, 1 failed, 2 skipped in 3.21s ====" (any of the parts may be missing).
-    py_summary="$(grep -E '^=+ .*\b(passed|failed|error|errors|no tests ran)\b.* in [0-9.]+s' "$work/pytest.log" | tail -n 1 || true)"
+    # pytest's summary line: "[====] 12 passed, 1 failed, 2 skipped, 1 warning in 3.21s [====]" (parts may be missing).
+    py_summary="$(grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+ in [0-9.]+s( =+)?$|no tests ran' "$work/pytest.log" | tail -n 1 || true)"
     py_passed="$(grep -oE '[0-9]+ passed' <<<"$py_summary" | grep -oE '[0-9]+' || echo 0)"
     py_failed="$(grep -oE '[0-9]+ failed' <<<"$py_summary" | grep -oE '[0-9]+' || echo 0)"
     py_errors="$(grep -oE '[0-9]+ errors?' <<<"$py_summary" | grep -oE '[0-9]+' || echo 0)"
@@ -92,7 +99,7 @@ fi
 
 step "leftovers in $shm_dir"
 # Entries that exist now and did not before the run. Another program on this machine may be making pools at the
-# same time: only what is still there after a few seconds counts.
+# same time: only what is still there after a few seconds counts (a concurrent run's leak still shows up here).
 leaks=""
 for _ in 1 2 3; do
     shm_snapshot > "$work/shm-after"

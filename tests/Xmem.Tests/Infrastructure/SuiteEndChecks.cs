@@ -4,8 +4,11 @@ namespace Xmem.Tests.Infrastructure;
 public sealed class SuiteEndChecks
 {
     [Fact]
-    public void SuiteLeavesNothingInSharedMemoryDirectory()
+    public void SuiteLeavesNoChildRunning_AndNothingInTheSharedMemoryDirectory()
     {
+        // A child process still running could still make segments: stop those first (and report them).
+        List<string> children = TestChild.KillForgottenChildren();
+
         // Finalizers of guards dropped without Dispose may still be pending: let them run first.
         GC.Collect();
         GC.WaitForPendingFinalizers();
@@ -15,6 +18,7 @@ public sealed class SuiteEndChecks
             File.Delete(Path.Combine(Shm.Directory, f));
         }
 
+        Assert.True(children.Count == 0, $"tests left {children.Count} test children running: {string.Join("; ", children)}");
         Assert.True(left.Length == 0, $"the suite left {left.Length} entries with its prefix '{Shm.SuitePrefix}' in {Shm.Directory}: {string.Join(", ", left)}");
     }
 }

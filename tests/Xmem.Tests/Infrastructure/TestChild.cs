@@ -13,6 +13,9 @@ internal sealed class TestChild : IDisposable
     /// <summary>How long any single answer may take. Generous: the machine is small and shared.</summary>
     public static readonly TimeSpan Watchdog = TimeSpan.FromSeconds(60);
 
+    /// <summary>Children started and not yet disposed (the suite-end check kills and reports any left running).</summary>
+    private static readonly ConcurrentDictionary<TestChild, byte> s_live = new();
+
     private readonly Process _process;
     private readonly BlockingCollection<string?> _lines = new();
     private readonly StringBuilder _stderr = new();
@@ -99,6 +102,7 @@ internal sealed class TestChild : IDisposable
             }
         };
         process.Start();
+        s_live[child] = 0;
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return child;
@@ -200,8 +204,30 @@ internal sealed class TestChild : IDisposable
         }
     }
 
+    /// <summary>Kills every child that a test started and never disposed; returns their descriptions.</summary>
+    public static List<string> KillForgottenChildren()
+    {
+        var forgotten = new List<string>();
+        foreach (TestChild c in s_live.Keys)
+        {
+            forgotten.Add($"{c._description} (pid {c._process.Id})");
+            try
+            {
+                c._process.Kill(entireProcessTree: true);
+            }
+            catch (InvalidOperationException)
+            {
+            }
+
+            c.Dispose();
+        }
+
+        return forgotten;
+    }
+
     public void Dispose()
     {
+        s_live.TryRemove(this, out _);
         try
         {
             if (!_process.HasExited)
