@@ -20,6 +20,12 @@ internal static class Program
             DemoCommand.CreateConsumer(),
         };
 
+        if (args.Length == 0)
+        {
+            _ = root.Parse(["--help"]).Invoke();
+            return ExitCodes.Usage;
+        }
+
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -40,7 +46,7 @@ internal static class Program
         catch (Exception e)
         {
             Console.Error.WriteLine($"xmem: {OneLine(e)}");
-            return e is ArgumentException && e is not ArgumentOutOfRangeException { ParamName: null } ? ExitCodes.Usage : ExitCodes.Error;
+            return e is ArgumentException ? ExitCodes.Usage : ExitCodes.Error; // a malformed name or value given on the command line
         }
     }
 

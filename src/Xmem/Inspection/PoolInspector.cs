@@ -106,8 +106,9 @@ public static partial class PoolInspector
         }
     }
 
-    // xmem.v1.<pool>.<instance: 16 hex>.s<slot>.g<memgen> (data) or .p<entry> (holdings)
-    [GeneratedRegex(@"^xmem\.v1\.(?<pool>.+)\.(?<inst>[0-9a-f]{16})\.(?:s[0-9]+\.g[0-9]+|p[0-9]+)$", RegexOptions.CultureInvariant)]
+    // xmem.v1.<pool>.<instance: 16 hex>.<kind>: s<slot>.g<memgen> (data), p<entry> (holdings), and whatever other
+    // per-instance segments the pool has (channels, descriptions): every one carries the instance it belongs to.
+    [GeneratedRegex(@"^xmem\.v1\.(?<pool>.+)\.(?<inst>[0-9a-f]{16})\.[A-Za-z0-9_-][A-Za-z0-9._-]*$", RegexOptions.CultureInvariant)]
     private static partial Regex InstanceSegmentName();
 
     /// <summary>Pool names of the control segments in the directory; <paramref name="segments"/> gets the files
