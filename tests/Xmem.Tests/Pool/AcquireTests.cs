@@ -39,12 +39,13 @@ public sealed class AcquireTests : PoolTest
         AssertUntouched(pool);
     }
 
-    [Fact(Skip = "core bug (contract): the issue says a huge size such as 1 PiB throws XmemOutOfMemoryException, but " +
-        "BufferPool.ValidateSize (src/Xmem/Pool/BufferPool.Slots.cs) refuses sizes over 64 TiB with ArgumentOutOfRangeException.")]
-    public void AcquireCpu_OnePebibyte_ThrowsOutOfMemory_AndChangesNothing()
+    [Theory]
+    [InlineData(1L << 50)]        // 1 PiB
+    [InlineData(long.MaxValue)]
+    public void AcquireCpu_HugeSize_ThrowsOutOfMemory_AndChangesNothing(long size)
     {
         using BufferPool pool = NewPool(2);
-        var e = Assert.Throws<XmemOutOfMemoryException>(() => pool.AcquireCpu(1L << 50));
+        var e = Assert.Throws<XmemOutOfMemoryException>(() => pool.AcquireCpu(size));
         Assert.Equal(XmemStatus.OutOfMemory, e.Status);
         AssertUntouched(pool);
     }

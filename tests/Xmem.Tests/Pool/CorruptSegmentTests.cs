@@ -54,25 +54,13 @@ public sealed class CorruptSegmentTests : PoolTest
 
         // A refused open leaves the file as it was: it attached nothing and made no segment.
         Assert.Equal(new[] { LayoutConstants.ObjectPrefix + name }, Shm.EntriesOf(name));
-        if (bytes.Length >= LayoutConstants.HeaderSize)
-        {
-            Assert.True(BufferPool.Remove(name));
-            Assert.Empty(Shm.EntriesOf(name));
-        }
-        else
-        {
-            Shm.ForceRemove(name); // Remove of a short segment: see Remove_ControlSegmentShorterThanItsHeader
-        }
+        Assert.True(BufferPool.Remove(name));
+        Assert.Empty(Shm.EntriesOf(name));
     }
 
-    private const string ShortSegmentBug =
-        "core bug: BufferPool.RemoveInstanceSegments(bare, instance 0) enumerates \"xmem.v1.<bare>.*\", which (Win32 " +
-        "wildcard rules) also matches the control segment \"xmem.v1.<bare>\" itself; LooksLikeInstanceSegment then " +
-        "slices past its end and throws ArgumentOutOfRangeException (src/Xmem/Pool/BufferPool.cs, LooksLikeInstanceSegment).";
-
     [Theory]
-    [InlineData(0, Skip = ShortSegmentBug)]
-    [InlineData(100, Skip = ShortSegmentBug)]
+    [InlineData(0)]
+    [InlineData(100)]
     public void Remove_ControlSegmentShorterThanItsHeader_RemovesIt(int length)
     {
         string name = Forge(new byte[length]);
@@ -216,8 +204,7 @@ public sealed class CorruptSegmentTests : PoolTest
     [Theory]
     [InlineData(0)]
     [InlineData(100)]
-    [InlineData(8192, Skip = "core bug: TryRemoveStale calls RemoveInstanceSegments(bare, 0) for a segment without xmem's magic; " +
-        "see ShortSegmentBug: Create then throws ArgumentOutOfRangeException instead of taking the stale name over.")]
+    [InlineData(8192)]
     public void Create_OverAStaleSegmentThatIsNoPool_TakesTheNameOver(int length)
     {
         // Zeros: no magic, no instance id, no live process.
