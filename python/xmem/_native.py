@@ -56,13 +56,22 @@ class DLPackRequest(ctypes.Structure):
     ]
 
 
+class GuardOut(ctypes.Structure):
+    """A guard handle followed by its ``xmem_buffer_info``: one allocation for both out-parameters of the acquire and
+    get functions (``byref(out)`` and ``byref(out, 8)``), read back without a nested structure."""
+
+    _fields_ = [("guard", c_uint64)] + BufferInfo._fields_
+
+
 DLPACK_VERSIONED = 0x1
 DLPACK_READ_ONLY = 0x2
 
-assert ctypes.sizeof(BufferInfo) == 40 and ctypes.sizeof(DLPackRequest) == 40
+assert ctypes.sizeof(BufferInfo) == 40 and ctypes.sizeof(DLPackRequest) == 40 and ctypes.sizeof(GuardOut) == 48
 
 _P = c_uint64  # every handle kind is an opaque uint64
 _S = c_int32  # xmem_status
+
+_OUT = c_void_p  # an out-parameter filled through byref(GuardOut[, 8]) (see GuardOut)
 
 #: name -> (restype, argtypes), in the order of include/xmem.h. tests/c/check_abi.py checks it against the header.
 SIGNATURES = {
@@ -79,13 +88,13 @@ SIGNATURES = {
     "xmem_pool_exists": (_S, [c_char_p, POINTER(c_int32)]),
     "xmem_pool_name": (_S, [_P, c_char_p, c_size_t, POINTER(c_size_t)]),
     "xmem_pool_capacity": (_S, [_P, POINTER(c_int32)]),
-    "xmem_pool_acquire_cpu": (_S, [_P, c_int64, POINTER(_P), POINTER(BufferInfo)]),
-    "xmem_pool_acquire_cpu_wait": (_S, [_P, c_int64, c_int64, POINTER(_P), POINTER(BufferInfo)]),
-    "xmem_pool_acquire_cuda": (_S, [_P, c_int64, c_int32, POINTER(_P), POINTER(BufferInfo)]),
+    "xmem_pool_acquire_cpu": (_S, [_P, c_int64, _OUT, _OUT]),
+    "xmem_pool_acquire_cpu_wait": (_S, [_P, c_int64, c_int64, _OUT, _OUT]),
+    "xmem_pool_acquire_cuda": (_S, [_P, c_int64, c_int32, _OUT, _OUT]),
     "xmem_pool_preallocate_cpu": (_S, [_P, c_int64, c_int32, POINTER(c_int32)]),
     "xmem_pool_preallocate_cuda": (_S, [_P, c_int64, c_int32, c_int32, POINTER(c_int32)]),
-    "xmem_pool_get": (_S, [_P, c_int32, POINTER(_P), POINTER(BufferInfo)]),
-    "xmem_pool_get_mut": (_S, [_P, c_int32, POINTER(_P), POINTER(BufferInfo)]),
+    "xmem_pool_get": (_S, [_P, c_int32, _OUT, _OUT]),
+    "xmem_pool_get_mut": (_S, [_P, c_int32, _OUT, _OUT]),
     "xmem_pool_set_ref_count": (_S, [_P, c_int32, c_int32]),
     "xmem_pool_add_ref": (_S, [_P, c_int32, POINTER(c_int32)]),
     "xmem_pool_release": (_S, [_P, c_int32, POINTER(c_int32)]),

@@ -21,7 +21,7 @@ from ._errors import (
     XmemTimeoutError,
     error_for,
 )
-from ._native import BufferInfo, DLPackRequest
+from ._native import DLPackRequest, GuardOut
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -254,17 +254,22 @@ class BufferPool:
         """
         if size.__class__ is not int or not 0 < size <= _I64_MAX:
             size = _as_int(size, "size", 1, _I64_MAX)
-        h = c_uint64()
-        info = BufferInfo()
+        out = GuardOut()
         if timeout is None:
-            rc = _pool_acquire_cpu(self._h, size, byref(h), byref(info))
+            rc = _pool_acquire_cpu(self._h, size, byref(out), byref(out, 8))
         else:
-            rc = self._acquire_wait(size, timeout, h, info)
+            rc = self._acquire_wait(size, timeout, out)
         if rc:
             raise self._fail(rc)
-        return _new_guard(self, h.value, info.meta_index, info.size, info.cpu_ptr, False)
+        g = _new_object(BufferGuard)
+        g._h = out.guard
+        g._pool = self
+        g._out = out
+        g._ro = False
+        g._lease = None
+        return g
 
-    def _acquire_wait(self, size: int, timeout: float, h: c_uint64, info: BufferInfo) -> int:
+    def _acquire_wait(self, size: int, timeout: float, out: GuardOut) -> int:
         timeout = float(timeout)
         if not timeout >= 0:
             raise InvalidArgumentError("timeout is %r; it must be None, a number of seconds >= 0, or math.inf." % timeout)
@@ -273,7 +278,7 @@ class BufferPool:
             left = deadline - time.monotonic()
             # Wait in slices of at most 100 ms: between them Python runs its signal handlers (Ctrl-C works).
             slice_s = min(max(left, 0.0), 0.1)
-            rc = _pool_acquire_cpu_wait(self._h, size, int(slice_s * 1e9), byref(h), byref(info))
+            rc = _pool_acquire_cpu_wait(self._h, size, int(slice_s * 1e9), byref(out), byref(out, 8))
             if rc != Status.TIMEOUT:
                 return rc
             if left <= slice_s:
@@ -285,12 +290,11 @@ class BufferPool:
         """Acquires a buffer in CUDA device memory. Raises :class:`CudaUnavailableError` in this CPU-only build."""
         size = _as_int(size, "size", 1, _I64_MAX)
         device_id = _as_int(device_id, "device_id", 0, _I32_MAX)
-        h = c_uint64()
-        info = BufferInfo()
-        rc = _pool_acquire_cuda(self._h, size, device_id, byref(h), byref(info))
+        out = GuardOut()
+        rc = _pool_acquire_cuda(self._h, size, device_id, byref(out), byref(out, 8))
         if rc:
             raise self._fail(rc)
-        return _new_guard(self, h.value, info.meta_index, info.size, info.cpu_ptr, False)
+        return _new_guard(self, out, False)
 
     def preallocate_cpu(self, size: int, count: int) -> List[int]:
         """Acquires ``count`` buffers of ``size`` bytes and leaves each live with count 1 owned by no process (for
@@ -321,23 +325,33 @@ class BufferPool:
         released). Raises :class:`SlotNotLiveError` for a slot with no live buffer."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        h = c_uint64()
-        info = BufferInfo()
-        rc = _pool_get(self._h, meta_index, byref(h), byref(info))
+        out = GuardOut()
+        rc = _pool_get(self._h, meta_index, byref(out), byref(out, 8))
         if rc:
             raise self._fail(rc)
-        return _new_guard(self, h.value, info.meta_index, info.size, info.cpu_ptr, True)
+        g = _new_object(BufferGuard)
+        g._h = out.guard
+        g._pool = self
+        g._out = out
+        g._ro = True
+        g._lease = None
+        return g
 
     def get_mut(self, meta_index: int) -> "BufferGuard":
         """A read-write guard on a live slot; the slot's count goes up by one."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        h = c_uint64()
-        info = BufferInfo()
-        rc = _pool_get_mut(self._h, meta_index, byref(h), byref(info))
+        out = GuardOut()
+        rc = _pool_get_mut(self._h, meta_index, byref(out), byref(out, 8))
         if rc:
             raise self._fail(rc)
-        return _new_guard(self, h.value, info.meta_index, info.size, info.cpu_ptr, False)
+        g = _new_object(BufferGuard)
+        g._h = out.guard
+        g._pool = self
+        g._out = out
+        g._ro = False
+        g._lease = None
+        return g
 
     def set_ref_count(self, meta_index: int, count: int) -> None:
         """Sets a live slot's count (0..16,777,215), owned by no process; 0 recycles the slot."""
@@ -427,13 +441,13 @@ class BufferGuard:
     processes and the bytes a view shows may change. Keep the guard while you use the data.
     """
 
-    __slots__ = ("_h", "_pool", "_meta_index", "_size", "_ptr", "_ro", "_lease", "__weakref__")
+    # _out is the native GuardOut the guard came with (handle, size, pointer, meta index): read lazily, so that
+    # acquiring costs one structure and no field copies.
+    __slots__ = ("_h", "_pool", "_out", "_ro", "_lease", "__weakref__")
 
     _h: int
     _pool: BufferPool
-    _meta_index: int
-    _size: int
-    _ptr: int
+    _out: GuardOut
     _ro: bool
     _lease: Optional[_ViewLease]
 
@@ -453,14 +467,14 @@ class BufferGuard:
         """The slot's index, to hand to other processes."""
         if not self._h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
-        return self._meta_index
+        return self._out.meta_index
 
     @property
     def size(self) -> int:
         """Size of the buffer in bytes."""
         if not self._h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
-        return self._size
+        return self._out.size
 
     @property
     def is_read_only(self) -> bool:
@@ -472,7 +486,7 @@ class BufferGuard:
         """Address of the first byte in this process."""
         if not self._h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
-        return self._ptr
+        return self._out.cpu_ptr or 0
 
     @property
     def cpu_ptr_mut(self) -> int:
@@ -481,8 +495,8 @@ class BufferGuard:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
         if self._ro:
             raise ReadOnlyError(
-                "the guard on slot %d is read-only (from get); take it with get_mut for write access." % self._meta_index)
-        return self._ptr
+                "the guard on slot %d is read-only (from get); take it with get_mut for write access." % self._out.meta_index)
+        return self._out.cpu_ptr or 0
 
     @property
     def cuda_ptr(self) -> int:
@@ -494,7 +508,7 @@ class BufferGuard:
         """The device pointer of a CUDA buffer, for writing."""
         if self._h and self._ro:
             raise ReadOnlyError(
-                "the guard on slot %d is read-only (from get); take it with get_mut for write access." % self._meta_index)
+                "the guard on slot %d is read-only (from get); take it with get_mut for write access." % self._out.meta_index)
         return self._cuda_ptr(_lib.xmem_guard_cuda_ptr_mut)
 
     def _cuda_ptr(self, fn: Any) -> int:
@@ -527,7 +541,9 @@ class BufferGuard:
         self._h = 0
         self._lease = None
         if not _fork_state[0]:
-            _check(_guard_release(h))
+            rc = _guard_release(h)
+            if rc:
+                raise _last_error_for(rc)
 
     def __enter__(self) -> "BufferGuard":
         return self
@@ -541,7 +557,10 @@ class BufferGuard:
                 _guard_release(h)
 
     def __del__(self, _release: Any = _guard_release, _fork_state: List[bool] = _fork_state) -> None:
-        h = self._h
+        try:
+            h = self._h
+        except AttributeError:  # construction failed before the handle was set
+            return
         if h and not _fork_state[0]:
             self._h = 0
             _release(h)
@@ -549,7 +568,7 @@ class BufferGuard:
     def __repr__(self) -> str:
         if not self._h:
             return "<xmem.BufferGuard released>"
-        return "<xmem.BufferGuard slot=%d size=%d %s>" % (self._meta_index, self._size, "read-only" if self._ro else "read-write")
+        return "<xmem.BufferGuard slot=%d size=%d %s>" % (self._out.meta_index, self._out.size, "read-only" if self._ro else "read-write")
 
     # ------------------------------------------------------------------ views
 
@@ -590,19 +609,19 @@ class BufferGuard:
         mv = self.memoryview()
         itemsize = dt.itemsize
         if shape is None:
-            if itemsize == 0 or self._size % itemsize:
+            if itemsize == 0 or self._out.size % itemsize:
                 raise InvalidArgumentError(
                     "the buffer's %d bytes are not a whole number of %s items (%d bytes each); pass shape=."
-                    % (self._size, dt, itemsize))
+                    % (self._out.size, dt, itemsize))
             return np.frombuffer(mv, dtype=dt)
         dims = (shape,) if isinstance(shape, int) else tuple(shape)
         count = 1
         for d in dims:
             d = _as_int(d, "shape entry", 0, _I64_MAX)
             count *= d
-        if count * itemsize > self._size:
+        if count * itemsize > self._out.size:
             raise InvalidArgumentError(
-                "shape %r of %s needs %d bytes; the buffer has %d." % (dims, dt, count * itemsize, self._size))
+                "shape %r of %s needs %d bytes; the buffer has %d." % (dims, dt, count * itemsize, self._out.size))
         return np.frombuffer(mv, dtype=dt, count=count).reshape(dims)
 
     # ------------------------------------------------------------------ DLPack
@@ -621,20 +640,21 @@ class BufferGuard:
         if copy:
             raise BufferError("xmem exports zero-copy views only; copy the array after importing it.")
         versioned = max_version is not None and int(max_version[0]) >= 1
-        return _export_dlpack(self._h, self._size, self._ro, versioned)
+        return _export_dlpack(self._h, self._out.size, self._ro, versioned)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         """``(kDLCPU, 0)``."""
         return (_KDL_CPU, 0)
 
 
-def _new_guard(pool: BufferPool, h: int, meta_index: int, size: int, ptr: Optional[int], ro: bool) -> BufferGuard:
-    g = object.__new__(BufferGuard)
-    g._h = h
+_new_object = object.__new__
+
+
+def _new_guard(pool: BufferPool, out: GuardOut, ro: bool) -> BufferGuard:
+    g = _new_object(BufferGuard)
+    g._h = out.guard
     g._pool = pool
-    g._meta_index = meta_index
-    g._size = size
-    g._ptr = ptr or 0
+    g._out = out
     g._ro = ro
     g._lease = None
     return g
