@@ -76,7 +76,17 @@ internal static class GcCommand
             Console.WriteLine($"{verb}: {a.Detail}{(a.Bytes > 0 ? $" ({Units.Bytes(a.Bytes)})" : "")}");
         }
 
-        Console.WriteLine(actions.Count == 0 ? "gc: nothing to collect" : $"gc: {Units.Bytes(freed)} of shared memory {would}given back");
+        if (actions.Count == 0)
+        {
+            Console.WriteLine("gc: nothing to collect");
+        }
+        else
+        {
+            int pools = actions.Count(a => a.Action is "removed-stale-pool" or "removed-corrupt-pool");
+            int recovered = actions.Count(a => a.Action == "recovered-dead-processes");
+            int orphans = actions.Count(a => a.Action == "removed-orphan-segment");
+            Console.WriteLine($"gc: {pools} pool(s) {would}removed, {recovered} pool(s) {would}recovered, {orphans} orphaned segment(s) {would}removed; {Units.Bytes(freed)} of shared memory {would}given back");
+        }
         return ExitCodes.Ok;
     }
 
