@@ -252,21 +252,41 @@ public sealed unsafe partial class BufferPool : IDisposable
     /// finish (then the pool is gone and opening fails cleanly).</summary>
     private void WaitWhileRemoving()
     {
-        long deadline = Environment.TickCount64 + 2000;
+        long deadline = Environment.TickCount64 + 5000;
         while (Volatile.Read(ref _header->State) == LayoutConstants.PoolStateRemoving)
         {
-            if (!Libc.IsByteLockedByOther(_controlFd.Fd, LayoutConstants.RemovalLockByte) || Environment.TickCount64 > deadline)
+            if (Libc.IsByteLockedByOther(_controlFd.Fd, LayoutConstants.RemovalLockByte))
             {
-                if (Volatile.Read(ref _header->State) != LayoutConstants.PoolStateRemoving)
+                if (Environment.TickCount64 > deadline)
                 {
-                    return;
+                    throw new XmemTimeoutException($"pool '{_bare}' has been marked as being removed for over 5 s by a live process; try again, or see `xmem ls`.");
                 }
 
+                Thread.Sleep(1);
+                continue;
+            }
+
+            // No remover at work: it either finished (the name is gone or names another instance) or died half-way.
+            if (!NameStillNamesThisInstance())
+            {
                 throw new PoolNotFoundException($"pool '{_bare}' was removed while this process opened it. Create it again with BufferPool.Create.", PoolName.PathOf(PoolName.ControlObject(_bare)));
             }
 
-            Thread.Sleep(1);
+            // A remover died between marking Removing and putting Ready back: repair it under the removal lock.
+            if (Libc.TryLockByte(_controlFd.Fd, LayoutConstants.RemovalLockByte))
+            {
+                _ = Interlocked.CompareExchange(ref _header->State, LayoutConstants.PoolStateReady, LayoutConstants.PoolStateRemoving);
+                Libc.UnlockByte(_controlFd.Fd, LayoutConstants.RemovalLockByte);
+            }
         }
+    }
+
+    /// <summary>True when the pool's name still names the control segment of this instance.</summary>
+    private bool NameStillNamesThisInstance()
+    {
+        string obj = PoolName.ControlObject(_bare);
+        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: false);
+        return fd is not null && ReadInstance(fd, obj) == _instance;
     }
 
     /// <summary>Tells whether a pool of this name exists (a control segment is present).</summary>
@@ -306,7 +326,7 @@ public sealed unsafe partial class BufferPool : IDisposable
 
             if (state == LayoutConstants.PoolStateRemoving)
             {
-                throw new PoolNotFoundException($"pool '{bare}' is being removed. Create it again with BufferPool.Create.", PoolName.PathOf(PoolName.ControlObject(bare)));
+                return; // attach first, then decide (WaitWhileRemoving): see docs/layout.md, "Removal"
             }
 
             if (state != LayoutConstants.PoolStateInitializing)
@@ -473,7 +493,8 @@ public sealed unsafe partial class BufferPool : IDisposable
             {
                 if (ours)
                 {
-                    Volatile.Write(ref h->State, before);
+                    // A Removing found here was left by a remover that died (we hold the removal lock): put Ready.
+                    Volatile.Write(ref h->State, before == LayoutConstants.PoolStateInitializing ? before : LayoutConstants.PoolStateReady);
                 }
 
                 return false;
@@ -535,7 +556,9 @@ public sealed unsafe partial class BufferPool : IDisposable
             }
         }
 
-        bool removeNow = !IsPersistent; // TryRemoveStale checks for live processes under the removal lock
+        // One lock query without the removal lock first, so that detaching from a pool others still use does not
+        // mark it Removing even for a moment; TryRemoveStale checks again under the lock.
+        bool removeNow = !IsPersistent && !HasLiveProcess(_controlFd) && NameStillNamesThisInstance();
         _lease.Dispose(); // the mappings go once no guard of this process holds a lease
         if (removeNow)
         {
