@@ -79,3 +79,12 @@ def test_header_exports_csharp_and_python_agree():
     res = subprocess.run([sys.executable, script, "--lib", xmem.library_path, "--root", REPO_ROOT],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def test_sources_are_python_3_8_syntax():
+    import ast
+    here = os.path.dirname(xmem.__file__)
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name)) as f:
+                ast.parse(f.read(), filename=name, feature_version=(3, 8))
