@@ -78,3 +78,18 @@ def test_infinite_wait_is_woken_by_a_release(unique_name):
         with pool.acquire_cpu(8, timeout=math.inf):
             pass
         timer.join()
+
+
+def test_ctrl_c_interrupts_an_infinite_wait(unique_name):
+    import _thread
+    with xmem.BufferPool(unique_name(), 1) as pool:
+        held = pool.acquire_cpu(8)
+        timer = threading.Timer(0.3, _thread.interrupt_main)
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            pool.acquire_cpu(8, timeout=math.inf)
+        assert time.monotonic() - t0 < 5
+        timer.join()
+        held.release()
+        assert pool.ref_count(0) == 0
