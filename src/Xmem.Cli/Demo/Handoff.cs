@@ -41,6 +41,10 @@ internal interface IFrameReceiver : IDisposable
     /// <summary>Waits for the next frame; false when the producer completed (or went away).</summary>
     bool TryReceive(out FrameNotice notice);
 
+    /// <summary>After <see cref="TryReceive"/> returned false: true when the producer said it was done, false when
+    /// the link broke (the producer died).</summary>
+    bool ProducerCompleted { get; }
+
     /// <summary>Answers for a frame.</summary>
     void Acknowledge(in FrameAck ack);
 }
@@ -75,12 +79,27 @@ internal sealed class PipeFrameLink(Stream output, Stream input) : IFrameSender,
             BinaryPrimitives.ReadInt64LittleEndian(b[24..]));
     }
 
+    public bool ProducerCompleted { get; private set; }
+
     public void Complete()
     {
-        if (!_completed)
+        if (_completed)
         {
-            _completed = true;
-            output.Dispose(); // end of file is the "no more frames" message
+            return;
+        }
+
+        _completed = true;
+        try
+        {
+            // An explicit end record, then end of file: a consumer that sees end of file alone knows the producer died.
+            Span<byte> b = _sendBuffer.AsSpan(0, NoticeBytes);
+            b.Fill(0xFF);
+            output.Write(b);
+            output.Flush();
+        }
+        finally
+        {
+            output.Dispose();
         }
     }
 
@@ -95,6 +114,13 @@ internal sealed class PipeFrameLink(Stream output, Stream input) : IFrameSender,
         }
 
         long meta = BinaryPrimitives.ReadInt64LittleEndian(b);
+        if (meta == -1)
+        {
+            ProducerCompleted = true;
+            notice = default;
+            return false;
+        }
+
         if (meta is < 0 or > int.MaxValue)
         {
             throw new InvalidDataException($"the producer sent meta index {meta}, which is not a slot index.");
@@ -117,7 +143,15 @@ internal sealed class PipeFrameLink(Stream output, Stream input) : IFrameSender,
 
     public void Dispose()
     {
-        Complete();
+        try
+        {
+            Complete();
+        }
+        catch (IOException)
+        {
+            // the other end is gone: nothing to tell it
+        }
+
         input.Dispose();
     }
 }

@@ -59,6 +59,19 @@ public sealed partial class CliTests : PoolTest
     }
 
     [Fact]
+    public void Demo_whose_producer_is_killed_is_removed_by_its_last_consumer()
+    {
+        using var dir = new PrivateShmDirectory();
+        const string name = "cli-demo-orphaned";
+        using XmemCli.Running demo = XmemCli.Start(["demo", "--frames", "100000000", "--size", "64K", "--consumers", "2", "--name", name], dir.Environment);
+        _ = AttachedPids(name, dir, atLeast: 3);
+
+        Assert.Equal(0, Kill(demo.Process.Id, SIGKILL));
+
+        Shm.WaitUntil(() => dir.Entries().Length == 0, "the consumers removed the pool of their dead producer");
+    }
+
+    [Fact]
     public void Ls_json_lists_a_pool_created_by_the_test()
     {
         string name = NewName("cli-ls");
