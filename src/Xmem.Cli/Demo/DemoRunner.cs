@@ -97,7 +97,11 @@ internal sealed class DemoRunner(DemoOptions options)
         bool removed = !BufferPool.Exists(name);
         if (_signal != 0)
         {
-            Console.Error.WriteLine();
+            if (!options.Json && !Console.IsOutputRedirected)
+            {
+                Console.WriteLine(); // end the progress line
+            }
+
             Console.Error.WriteLine($"xmem demo: interrupted; pool '{name}' {(removed ? "removed" : "could not be removed: run `xmem gc`")}.");
             return 128 + _signal;
         }
