@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Xmem.Channels;
 
-// This file mirrors docs/layout-channels.md (normative). Little-endian, 64-bit, atomics naturally aligned.
+// This file mirrors docs/layout.md, "Channels" (normative). Little-endian, 64-bit, atomics naturally aligned.
 
 /// <summary>Constants of the channel segment, layout version 1.</summary>
 internal static class ChannelLayout
@@ -101,7 +101,7 @@ internal static class SubscriberWord
 
 /// <summary>
 /// The channel handover record kept in a slot's reserved bytes while a reference moves between a process's holding and
-/// a channel cell (docs/layout-channels.md, "Handover"). <see cref="StateOffset"/> shares one aligned 8-byte word with
+/// a channel cell (docs/layout.md, "Channels: Handover"). <see cref="StateOffset"/> shares one aligned 8-byte word with
 /// the core's JournalOwner (offset 40), so that one store both clears the core's journal and marks the handover
 /// committed.
 /// </summary>

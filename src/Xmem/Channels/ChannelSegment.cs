@@ -8,7 +8,7 @@ namespace Xmem.Channels;
 
 /// <summary>
 /// This process's mapping of one channel segment, <c>xmem.v1.&lt;pool&gt;.&lt;instance&gt;.c&lt;name&gt;</c>
-/// (docs/layout-channels.md). Everything read from the header is validated once at open; ring positions and cell
+/// (docs/layout.md, "Channels"). Everything read from the header is validated once at open; ring positions and cell
 /// words are used only modulo the depth, so a corrupt value can mislead a ring but never reach outside the mapping.
 /// </summary>
 internal sealed unsafe class ChannelSegment : IDisposable

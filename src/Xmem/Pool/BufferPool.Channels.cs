@@ -7,7 +7,7 @@ using Xmem.Pool;
 
 namespace Xmem;
 
-// Channels (docs/layout-channels.md). A reference in a channel cell is an in-flight count of its slot, owned by the
+// Channels (docs/layout.md, "Channels"). A reference in a channel cell is an in-flight count of its slot, owned by the
 // channel. Moving one between a process's holding and a cell (a send or a receive) happens under the slot's lock:
 //   1. write the handover record (slot bytes 416..) naming channel, ring, position, kind;
 //   2. JournalHoldings = holding; JournalWord = locked word; one 8-byte store at 40: JournalOwner = tag, State = Pending;

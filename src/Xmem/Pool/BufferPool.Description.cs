@@ -4,7 +4,7 @@ using Xmem.Layout;
 
 namespace Xmem;
 
-// Buffer descriptions (docs/layout-channels.md, "Descriptions"). Writers serialize on the slot lock (so a writer
+// Buffer descriptions (docs/layout.md, "Channels: Descriptions"). Writers serialize on the slot lock (so a writer
 // that dies is repaired by the core's recovery like any lock owner) and publish through the DescVersion seqlock:
 // odd while the fields change. Readers take no lock: they copy the fields between two equal even versions, retry a
 // bounded number of times (a writer that died mid-write leaves the version odd for ever), and validate the copy
