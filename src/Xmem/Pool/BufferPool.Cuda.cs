@@ -176,33 +176,9 @@ public sealed unsafe partial class BufferPool
                 return -1;
             }
 
-            ulong bit = 1UL << (pick & 63);
-            ulong old = Interlocked.And(ref _hints[pick >> 6], ~bit);
-            if ((old & bit) == 0)
+            if (TryClaimPicked(pick))
             {
-                continue; // another claimer took this hint
-            }
-
-            ref ulong word = ref _slots[pick].Word;
-            while (true)
-            {
-                ulong w = Volatile.Read(ref word);
-                if (SlotWord.State(w) != SlotWord.Free)
-                {
-                    break; // stale hint
-                }
-
-                if (SlotWord.Owner(w) != 0)
-                {
-                    _ = WaitUnlocked(pick);
-                    continue;
-                }
-
-                ulong claimed = SlotWord.Make(0, SlotWord.Acquiring, _tag, SlotWord.Gen(w) + 1);
-                if (Interlocked.CompareExchange(ref word, claimed, w) == w)
-                {
-                    return pick;
-                }
+                return pick;
             }
         }
 

@@ -316,39 +316,49 @@ public sealed unsafe partial class BufferPool
                 return -1;
             }
 
-            ulong bit = 1UL << (pick & 63);
-            // Clearing the hint first makes this thread the one claimer that acts on it; a stale hint (slot in use)
-            // is simply dropped, since the slot's releaser sets it again.
-            ulong old = Interlocked.And(ref _hints[pick >> 6], ~bit);
-            if ((old & bit) == 0)
+            if (TryClaimPicked(pick))
             {
-                continue;
-            }
-
-            ref ulong word = ref _slots[pick].Word;
-            while (true)
-            {
-                ulong w = Volatile.Read(ref word);
-                if (SlotWord.State(w) != SlotWord.Free)
-                {
-                    break; // stale hint
-                }
-
-                if (SlotWord.Owner(w) != 0)
-                {
-                    _ = WaitUnlocked(pick);
-                    continue;
-                }
-
-                ulong claimed = SlotWord.Make(0, SlotWord.Acquiring, _tag, SlotWord.Gen(w) + 1);
-                if (Interlocked.CompareExchange(ref word, claimed, w) == w)
-                {
-                    return pick;
-                }
+                return pick;
             }
         }
 
         return -1;
+    }
+
+    /// <summary>Claims hinted slot <paramref name="pick"/>: clears its hint, then CASes it Free → Acquiring (locked by
+    /// this process, generation + 1). False when another claimer took the hint or the hint was stale.</summary>
+    private bool TryClaimPicked(int pick)
+    {
+        ulong bit = 1UL << (pick & 63);
+        // Clearing the hint first makes this thread the one claimer that acts on it; a stale hint (slot in use)
+        // is simply dropped, since the slot's releaser sets it again.
+        ulong old = Interlocked.And(ref _hints[pick >> 6], ~bit);
+        if ((old & bit) == 0)
+        {
+            return false;
+        }
+
+        ref ulong word = ref _slots[pick].Word;
+        while (true)
+        {
+            ulong w = Volatile.Read(ref word);
+            if (SlotWord.State(w) != SlotWord.Free)
+            {
+                return false; // stale hint
+            }
+
+            if (SlotWord.Owner(w) != 0)
+            {
+                _ = WaitUnlocked(pick);
+                continue;
+            }
+
+            ulong claimed = SlotWord.Make(0, SlotWord.Acquiring, _tag, SlotWord.Gen(w) + 1);
+            if (Interlocked.CompareExchange(ref word, claimed, w) == w)
+            {
+                return true;
+            }
+        }
     }
 
     /// <summary>The lowest hinted slot whose kept CPU memory fits, else the lowest with no memory, else the lowest
