@@ -17,6 +17,18 @@ A producer acquires a buffer from a named pool, fills it, and hands its
         frame = numpy.from_dlpack(buf)
     pool.release(meta_index)              # the consumer's reference
 
+Channels move buffers between processes without any other IPC, and a buffer can describe itself (shape, dtype,
+sequence number, timestamp, tags) so that consumers get arrays of the right shape with no arguments::
+
+    with pool.channel("frames") as ch:                       # producer
+        buf = pool.acquire_cpu(shape=(480, 640, 3), dtype="uint8", seq=n)
+        buf.numpy()[:] = frame
+        ch.send(buf)                                         # the reference moves into the channel
+
+    for buf in pool.channel("frames"):                       # consumer, another process
+        with buf:
+            image = buf.numpy()                              # (480, 640, 3) uint8, zero-copy
+
 The native library is ``libxmem.so`` (xmem's C# core compiled with NativeAOT), loaded with ctypes from
 ``$XMEM_LIBRARY`` when set, else from this package.
 """
@@ -52,12 +64,17 @@ from ._errors import (
 )
 from ._native import library_path
 from ._pool import BufferGuard, BufferPool
+from ._description import Description
+from ._channel import Channel, Subscription
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BufferPool",
     "BufferGuard",
+    "Channel",
+    "Subscription",
+    "Description",
     "Status",
     "XmemError",
     "InvalidArgumentError",

@@ -11,7 +11,7 @@ import ctypes
 import os
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint8, c_uint16, c_uint32, c_uint64, c_void_p
 
-__all__ = ["lib", "library_path", "BufferInfo", "DLPackRequest", "ABI_VERSION"]
+__all__ = ["lib", "library_path", "BufferInfo", "DLPackRequest", "Description", "ChannelProperties", "ABI_VERSION"]
 
 #: XMEM_ABI_VERSION of the include/xmem.h these declarations follow.
 ABI_VERSION = 1
@@ -66,7 +66,41 @@ class GuardOut(ctypes.Structure):
 DLPACK_VERSIONED = 0x1
 DLPACK_READ_ONLY = 0x2
 
+
+class Description(ctypes.Structure):
+    """``xmem_description``."""
+
+    _fields_ = [
+        ("dtype", c_int32),
+        ("ndim", c_int32),
+        ("flags", c_uint32),
+        ("reserved", c_uint32),
+        ("shape", c_int64 * 8),
+        ("strides", c_int64 * 8),
+        ("seq", c_uint64),
+        ("timestamp_ns", c_int64),
+        ("content_type", ctypes.c_char * 32),
+        ("producer_tag", ctypes.c_char * 32),
+    ]
+
+
+DESC_CONTIGUOUS = 0x1
+DESC_TIMESTAMP_NOW = 0x2
+DESC_PRESENT = 0x4
+
+
+class ChannelProperties(ctypes.Structure):
+    """``xmem_channel_properties``."""
+
+    _fields_ = [("depth", c_int32), ("mode", c_int32), ("count", c_int32), ("reserved", c_uint32)]
+
+
+CHANNEL_QUEUE = 0
+CHANNEL_FANOUT = 1
+RECEIVE_WRITABLE = 0x1
+
 assert ctypes.sizeof(BufferInfo) == 40 and ctypes.sizeof(DLPackRequest) == 40 and ctypes.sizeof(GuardOut) == 48
+assert ctypes.sizeof(Description) == 224 and ctypes.sizeof(ChannelProperties) == 16
 
 _P = c_uint64  # every handle kind is an opaque uint64
 _S = c_int32  # xmem_status
@@ -93,6 +127,8 @@ SIGNATURES = {
     "xmem_pool_acquire_cuda": (_S, [_P, c_int64, c_int32, _OUT, _OUT]),
     "xmem_pool_preallocate_cpu": (_S, [_P, c_int64, c_int32, POINTER(c_int32)]),
     "xmem_pool_preallocate_cuda": (_S, [_P, c_int64, c_int32, c_int32, POINTER(c_int32)]),
+    "xmem_pool_set_cuda_get_waits": (_S, [_P, c_int32]),
+    "xmem_pool_cuda_get_waits": (_S, [_P, POINTER(c_int32)]),
     "xmem_pool_get": (_S, [_P, c_int32, _OUT, _OUT]),
     "xmem_pool_get_mut": (_S, [_P, c_int32, _OUT, _OUT]),
     "xmem_pool_set_ref_count": (_S, [_P, c_int32, c_int32]),
@@ -103,8 +139,6 @@ SIGNATURES = {
     "xmem_guard_info": (_S, [_P, POINTER(BufferInfo)]),
     "xmem_guard_cpu_ptr": (_S, [_P, POINTER(c_void_p)]),
     "xmem_guard_cpu_ptr_mut": (_S, [_P, POINTER(c_void_p)]),
-    "xmem_guard_cuda_ptr": (_S, [_P, POINTER(c_uint64)]),
-    "xmem_guard_cuda_ptr_mut": (_S, [_P, POINTER(c_uint64)]),
     "xmem_guard_release": (_S, [_P]),
     "xmem_guard_forget": (_S, [_P]),
     "xmem_guard_lease_view": (_S, [_P, POINTER(_P), POINTER(c_void_p), POINTER(c_int64)]),
@@ -113,6 +147,24 @@ SIGNATURES = {
     "xmem_dlpack_init_python": (_S, [c_void_p, c_void_p]),
     "xmem_dlpack_capsule_destructor": (None, [c_void_p]),
     "xmem_dlpack_capsule_name": (c_void_p, [c_int32]),
+    "xmem_guard_cuda_ptr": (_S, [_P, POINTER(c_uint64)]),
+    "xmem_guard_cuda_ptr_mut": (_S, [_P, POINTER(c_uint64)]),
+    "xmem_guard_record_writes_done": (_S, [_P, c_uint64]),
+    "xmem_guard_wait_writes_done": (_S, [_P, c_uint64]),
+    "xmem_guard_synchronize_writes": (_S, [_P]),
+    "xmem_guard_copy_to_cuda": (_S, [_P, c_int32, _OUT, _OUT]),
+    "xmem_guard_copy_to_cpu": (_S, [_P, _OUT, _OUT]),
+    "xmem_guard_copy_to_device": (_S, [_P, c_int32, _OUT, _OUT]),
+    "xmem_guard_set_description": (_S, [_P, POINTER(Description)]),
+    "xmem_guard_description": (_S, [_P, POINTER(Description)]),
+    "xmem_pool_channel": (_S, [_P, c_char_p, c_int32, c_int32, POINTER(_P)]),
+    "xmem_channel_close": (_S, [_P]),
+    "xmem_channel_info": (_S, [_P, POINTER(ChannelProperties)]),
+    "xmem_channel_send": (_S, [_P, _P, c_int64]),
+    "xmem_channel_receive": (_S, [_P, c_int64, c_uint32, _OUT, _OUT]),
+    "xmem_channel_subscribe": (_S, [_P, POINTER(_P)]),
+    "xmem_subscription_receive": (_S, [_P, c_int64, c_uint32, _OUT, _OUT]),
+    "xmem_subscription_close": (_S, [_P]),
 }
 
 

@@ -8,9 +8,10 @@ import os
 import time
 import weakref
 from ctypes import byref, c_int32, c_int64, c_size_t, c_ubyte, c_uint64, c_void_p
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import _native
+from . import _description, _native
+from ._description import Description
 from ._errors import (
     GuardInvalidError,
     InvalidArgumentError,
@@ -21,10 +22,12 @@ from ._errors import (
     XmemTimeoutError,
     error_for,
 )
-from ._native import DLPackRequest, GuardOut
+from ._native import BUFFER_CUDA, DLPackRequest, GuardOut
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
+
+    from ._channel import Channel
 
 __all__ = ["BufferPool", "BufferGuard"]
 
@@ -51,6 +54,9 @@ _guard_release = _lib.xmem_guard_release
 _guard_forget = _lib.xmem_guard_forget
 _guard_lease_view = _lib.xmem_guard_lease_view
 _lease_release = _lib.xmem_lease_release
+_guard_description = _lib.xmem_guard_description
+_guard_set_description = _lib.xmem_guard_set_description
+_guard_wait_writes_done = _lib.xmem_guard_wait_writes_done
 _last_error = _lib.xmem_last_error
 _last_native_error = _lib.xmem_last_native_error
 
@@ -71,6 +77,10 @@ _PYTHON_NAMES = (
     ("AddRef", "add_ref"),
     ("SetRefCount", "set_ref_count"),
     ("(Dispose)", "(close)"),
+    ("use CudaPointer, or CopyToCpu() for a CPU copy", "use cuda_ptr, __cuda_array_interface__ or DLPack, or copy_to_cpu() for a CPU copy"),
+    ("Use CpuPointer/Span, or CopyToCuda(device) for a device copy", "use cpu_ptr, memoryview() or numpy(), or copy_to_cuda(device) for a device copy"),
+    ("(Subscribe())", "(subscribe())"),
+    ("Subscribe()", "subscribe()"),
 )
 
 
@@ -243,17 +253,56 @@ class BufferPool:
 
     # ------------------------------------------------------------------ acquire
 
-    def acquire_cpu(self, size: int, timeout: Optional[float] = None) -> "BufferGuard":
-        """Acquires a read-write buffer of ``size`` bytes; its count is 1, held by the returned guard.
+    def acquire_cpu(self, size: Optional[int] = None, timeout: Optional[float] = None, *, shape: Any = None,
+                    dtype: Any = None, strides: Optional[Sequence[int]] = None, seq: int = 0,
+                    content_type: str = "", producer: str = "") -> "BufferGuard":
+        """Acquires a read-write buffer; its count is 1, held by the returned guard.
 
         Args:
-            size: bytes, at least 1.
+            size: bytes, at least 1. May be left out when ``shape`` is given: the buffer is then sized for the tensor.
             timeout: ``None`` (the default) fails at once with :class:`PoolFullError` when every slot is live. A
                 number of seconds waits that long for any process to release a slot (``math.inf``: no limit),
                 without holding the GIL, then raises :class:`XmemTimeoutError` (a ``TimeoutError``).
+            shape, dtype, strides: describe the buffer as a tensor (see :meth:`BufferGuard.set_description`), so
+                that every consumer's ``numpy()``, DLPack and ``__cuda_array_interface__`` show it with this shape
+                and dtype (``dtype`` defaults to ``"uint8"``; ``strides`` in bytes, default C-contiguous).
+            seq, content_type, producer: the rest of the description (given only with, or instead of, ``shape``).
+
+        Raises:
+            InvalidArgumentError: a bad size, or a description that does not fit the buffer (``ValueError``).
         """
-        if size.__class__ is not int or not 0 < size <= _I64_MAX:
-            size = _as_int(size, "size", 1, _I64_MAX)
+        if shape is None and dtype is None and seq == 0 and not content_type and not producer and strides is None:
+            if size is None:
+                raise TypeError("acquire_cpu() needs a size in bytes, or shape= (and dtype=) to size the buffer for a tensor.")
+            if size.__class__ is not int or not 0 < size <= _I64_MAX:
+                size = _as_int(size, "size", 1, _I64_MAX)
+            return self._acquire_cpu(size, timeout)
+        if size is None:
+            if shape is None:
+                raise TypeError("acquire_cpu() needs a size in bytes, or shape= (and dtype=) to size the buffer for a tensor.")
+            name = _description.dtype_name("uint8" if dtype is None else dtype)
+            dims = _description._dims(shape, "shape")
+            if strides is None:
+                need = _description.itemsize(name)
+                for d in dims:
+                    need *= max(d, 0)
+            else:
+                st = _description._dims(strides, "strides")
+                need = 0 if len(st) != len(dims) or 0 in dims else \
+                    sum((d - 1) * x for d, x in zip(dims, st)) + _description.itemsize(name)
+            size = max(need, 1)
+        size = _as_int(size, "size", 1, _I64_MAX)
+        desc = _description.encode(size, shape, dtype, strides, _as_int(seq, "seq", 0, (1 << 64) - 1), None,
+                                   content_type, producer)
+        g = self._acquire_cpu(size, timeout)
+        rc = _guard_set_description(g._h, byref(desc))
+        if rc:
+            err = _last_error_for(rc)
+            g.release()
+            raise err
+        return g
+
+    def _acquire_cpu(self, size: int, timeout: Optional[float]) -> "BufferGuard":
         out = GuardOut()
         if timeout is None:
             rc = _pool_acquire_cpu(self._h, size, byref(out), byref(out, 8))
@@ -287,7 +336,15 @@ class BufferPool:
                     "longer, or create the pool with a larger capacity." % (self._name, timeout, self._capacity))
 
     def acquire_cuda(self, size: int, device_id: int = 0) -> "BufferGuard":
-        """Acquires a buffer in CUDA device memory. Raises :class:`CudaUnavailableError` in this CPU-only build."""
+        """Acquires a read-write buffer of ``size`` bytes in the memory of CUDA device ``device_id`` (count 1, held by
+        the returned guard). Other processes ``get`` the same device memory through CUDA IPC. Allocations are rounded
+        up to 2 MiB and kept per slot for reuse (docs/cuda.md).
+
+        Raises:
+            CudaUnavailableError: CUDA cannot be used in this process (the message says why: no driver, no device,
+                ``device_id`` out of range).
+            OutOfMemoryError: the device is full.
+        """
         size = _as_int(size, "size", 1, _I64_MAX)
         device_id = _as_int(device_id, "device_id", 0, _I32_MAX)
         out = GuardOut()
@@ -295,6 +352,24 @@ class BufferPool:
         if rc:
             raise self._fail(rc)
         return _new_guard(self, out, False)
+
+    @property
+    def cuda_get_waits_for_writes(self) -> bool:
+        """True (the default): :meth:`get`/:meth:`get_mut` of a CUDA buffer make the legacy default stream (the one
+        PyTorch and CuPy use unless told otherwise) wait, on the device, for the writes last recorded on the buffer.
+        Set it to False to order work yourself with :meth:`BufferGuard.wait_writes_done` /
+        :meth:`BufferGuard.synchronize_writes`. For this pool object only."""
+        out = c_int32()
+        rc = _lib.xmem_pool_cuda_get_waits(self._h, byref(out))
+        if rc:
+            raise self._fail(rc)
+        return bool(out.value)
+
+    @cuda_get_waits_for_writes.setter
+    def cuda_get_waits_for_writes(self, on: bool) -> None:
+        rc = _lib.xmem_pool_set_cuda_get_waits(self._h, 1 if on else 0)
+        if rc:
+            raise self._fail(rc)
 
     def preallocate_cpu(self, size: int, count: int) -> List[int]:
         """Acquires ``count`` buffers of ``size`` bytes and leaves each live with count 1 owned by no process (for
@@ -308,7 +383,8 @@ class BufferPool:
         return list(out[:count])
 
     def preallocate_cuda(self, size: int, count: int, device_id: int = 0) -> List[int]:
-        """Like :meth:`preallocate_cpu` in CUDA device memory. Raises :class:`CudaUnavailableError` in this build."""
+        """Like :meth:`preallocate_cpu` in the memory of CUDA device ``device_id``. Raises
+        :class:`CudaUnavailableError` (with the reason) when CUDA cannot be used here."""
         size = _as_int(size, "size", 1, _I64_MAX)
         count = _as_int(count, "count", 0, self._capacity)
         device_id = _as_int(device_id, "device_id", 0, _I32_MAX)
@@ -399,6 +475,22 @@ class BufferPool:
             raise self._fail(rc)
         return out.value
 
+    # ------------------------------------------------------------------ channels
+
+    def channel(self, name: str, depth: int = 64, mode: str = "queue") -> "Channel":
+        """Opens the channel ``name`` of this pool, creating it when it does not exist: a bounded queue of buffers
+        in shared memory, for any number of senders and receivers in any processes (see :class:`Channel`).
+
+        Args:
+            name: 1-48 of ``[A-Za-z0-9._-]``, not starting with ``.``.
+            depth: how many buffers it holds (per subscriber in fan-out mode): a power of two, 1..65536.
+            mode: ``"queue"`` (each buffer is received once) or ``"fanout"`` (every subscriber receives every
+                buffer; receive through :meth:`Channel.subscribe`). An existing channel must be opened with its depth
+                and mode.
+        """
+        from ._channel import Channel
+        return Channel._open(self, name, depth, mode)
+
 
 class _ViewLease:
     """A native lease that keeps one buffer's memory mapped while any view made from it lives (views hold it)."""
@@ -443,7 +535,10 @@ class BufferGuard:
 
     # _out is the native GuardOut the guard came with (handle, size, pointer, meta index): read lazily, so that
     # acquiring costs one structure and no field copies.
-    __slots__ = ("_h", "_pool", "_out", "_ro", "_lease", "__weakref__")
+    # _cuda_ref: for CUDA buffers, a second guard on the slot taken by the first __cuda_array_interface__, so that
+    # consumers holding this object (torch.as_tensor, cupy.asarray) keep the device memory referenced even after
+    # release(); it goes when this object is collected.
+    __slots__ = ("_h", "_pool", "_out", "_ro", "_lease", "_cuda_ref", "__weakref__")
 
     _h: int
     _pool: BufferPool
@@ -482,11 +577,21 @@ class BufferGuard:
         return self._ro
 
     @property
+    def is_cuda(self) -> bool:
+        """True for a buffer in CUDA device memory."""
+        return bool(self._out.flags & BUFFER_CUDA)
+
+    @property
+    def device_id(self) -> int:
+        """The CUDA device of the buffer; -1 for CPU memory."""
+        return self._out.device_id
+
+    @property
     def cpu_ptr(self) -> int:
-        """Address of the first byte in this process."""
+        """Address of the first byte in this process. Raises :class:`InvalidArgumentError` for a CUDA buffer."""
         if not self._h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
-        return self._out.cpu_ptr or 0
+        return self._out.cpu_ptr or self._no_cpu_ptr()
 
     @property
     def cpu_ptr_mut(self) -> int:
@@ -496,11 +601,23 @@ class BufferGuard:
         if self._ro:
             raise ReadOnlyError(
                 "the guard on slot %d is read-only (from get); take it with get_mut for write access." % self._out.meta_index)
-        return self._out.cpu_ptr or 0
+        return self._out.cpu_ptr or self._no_cpu_ptr()
+
+    def _no_cpu_ptr(self) -> int:
+        if self._out.flags & BUFFER_CUDA:
+            raise InvalidArgumentError(
+                "the buffer in slot %d is CUDA device memory (device %d): it has no CPU address. Use cuda_ptr, "
+                "__cuda_array_interface__ or DLPack, or copy_to_cpu()." % (self._out.meta_index, self._out.device_id))
+        return 0
 
     @property
     def cuda_ptr(self) -> int:
-        """The device pointer of a CUDA buffer. Raises :class:`CudaUnavailableError` in this CPU-only build."""
+        """The device pointer of a CUDA buffer, valid in this process while the guard is.
+
+        Raises:
+            CudaUnavailableError: CUDA cannot be used in this process (the message says why).
+            InvalidArgumentError: the buffer is in CPU memory (with CUDA usable).
+        """
         return self._cuda_ptr(_lib.xmem_guard_cuda_ptr)
 
     @property
@@ -517,6 +634,147 @@ class BufferGuard:
         out = c_uint64()
         _check(fn(self._h, byref(out)))
         return out.value
+
+    # ------------------------------------------------------------------ CUDA ordering and copies
+
+    def record_writes_done(self, stream: int = 0) -> None:
+        """Records the buffer's interprocess event on CUDA ``stream`` (a ``CUstream`` as an int, e.g.
+        ``torch.cuda.current_stream().cuda_stream``; 0 the default stream) after the writes queued there so far:
+        readers' ``get`` (or :meth:`wait_writes_done`) wait for it. Releasing a read-write guard records it on the
+        legacy default stream by itself; call this when you write on another stream. Read-write guards only."""
+        self._cuda_call(_lib.xmem_guard_record_writes_done, _stream_arg(stream))
+
+    def wait_writes_done(self, stream: int = 0) -> None:
+        """Makes later work on CUDA ``stream`` wait, on the device, for the writes last recorded on the buffer."""
+        self._cuda_call(_guard_wait_writes_done, _stream_arg(stream))
+
+    def synchronize_writes(self) -> None:
+        """Blocks until the writes last recorded on the buffer are complete (the GIL is released meanwhile)."""
+        self._cuda_call(_lib.xmem_guard_synchronize_writes)
+
+    def _cuda_call(self, fn: Any, *args: Any) -> None:
+        if not self._h:
+            raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        _check(fn(self._h, *args))
+
+    def copy_to_cuda(self, device_id: int = 0) -> "BufferGuard":
+        """Copies the buffer into a new buffer of the same pool on CUDA device ``device_id``; returns its read-write
+        guard. The description is not copied."""
+        return self._copy(_lib.xmem_guard_copy_to_cuda, _as_int(device_id, "device_id", 0, _I32_MAX))
+
+    def copy_to_cpu(self) -> "BufferGuard":
+        """Copies the buffer into a new CPU buffer of the same pool; returns its read-write guard (the bytes are in
+        place on return). Needs CUDA only for a CUDA source."""
+        return self._copy(_lib.xmem_guard_copy_to_cpu)
+
+    def copy_to_device(self, device_id: int) -> "BufferGuard":
+        """:meth:`copy_to_cpu` for ``device_id`` -1, else :meth:`copy_to_cuda`."""
+        return self._copy(_lib.xmem_guard_copy_to_device, _as_int(device_id, "device_id", -1, _I32_MAX))
+
+    def _copy(self, fn: Any, *args: Any) -> "BufferGuard":
+        if not self._h:
+            raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        out = GuardOut()
+        rc = fn(self._h, *args, byref(out), byref(out, 8))
+        if rc:
+            raise self._pool._fail(rc)
+        return _new_guard(self._pool, out, False)
+
+    # ------------------------------------------------------------------ description
+
+    def _read_description(self) -> Optional[Description]:
+        if not self._h:
+            raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        d = _native.Description()
+        _check(_guard_description(self._h, byref(d)))
+        return _description.decode(d)
+
+    @property
+    def description(self) -> Optional[Description]:
+        """What the buffer says about itself (:class:`xmem.Description`: dtype, shape, strides, seq,
+        timestamp_ns, content_type, producer), or None when it was never described. Read from the slot at each
+        access: another process's ``get_mut`` guard may describe it anew."""
+        return self._read_description()
+
+    def set_description(self, *, shape: Any = None, dtype: Any = None, strides: Optional[Sequence[int]] = None,
+                        seq: int = 0, timestamp_ns: Optional[int] = None, content_type: str = "",
+                        producer: str = "") -> None:
+        """Describes the buffer for every process that holds it, replacing any earlier description.
+
+        Args:
+            shape: elements per dimension (0-8 dimensions). With ``dtype`` alone: 1-D over the whole buffer.
+            dtype: ``"uint8"``, ``"int8"``, ``"uint16"``, ``"int16"``, ``"int32"``, ``"int64"``, ``"float16"``,
+                ``"bfloat16"``, ``"float32"``, ``"float64"`` or ``"bool"`` (or the NumPy / PyTorch dtype); default
+                ``"uint8"`` when a shape is given. Without shape and dtype the buffer is not described as a tensor.
+            strides: bytes between elements of each dimension (non-negative multiples of the item size); default
+                C-contiguous.
+            seq: a sequence number (0..2**64-1).
+            timestamp_ns: CLOCK_MONOTONIC nanoseconds (``time.monotonic_ns()``); None: now.
+            content_type, producer: tags of at most 31 UTF-8 bytes, e.g. ``"image/rgb8"``, ``"cam0"``.
+
+        Raises:
+            InvalidArgumentError: the tensor reaches past the buffer, an unknown dtype, a bad stride or tag (a
+                ``ValueError``); nothing is written.
+            ReadOnlyError: a guard from ``get``.
+        """
+        if not self._h:
+            raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        d = _description.encode(self._out.size, shape, dtype, strides, _as_int(seq, "seq", 0, (1 << 64) - 1),
+                                None if timestamp_ns is None else _as_int(timestamp_ns, "timestamp_ns", -(1 << 63), (1 << 63) - 1),
+                                content_type, producer)
+        _check(_guard_set_description(self._h, byref(d)))
+
+    def _tensor(self) -> Tuple[str, Tuple[int, ...], Tuple[int, ...]]:
+        """(dtype, shape, strides in bytes) the views show by default: the description's tensor, else uint8 bytes."""
+        d = self._read_description()
+        if d is None or d.dtype is None:
+            return "uint8", (self._out.size,), (1,)
+        return d.dtype, d.shape, d.strides  # type: ignore[return-value]
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """The shape views show by default: the description's, else ``(size,)``."""
+        return self._tensor()[1]
+
+    @property
+    def dtype(self) -> str:
+        """The element type views show by default, by name (``np.dtype(buf.dtype)`` for NumPy; ``"bfloat16"`` has
+        none): the description's, else ``"uint8"``."""
+        return self._tensor()[0]
+
+    @property
+    def strides(self) -> Tuple[int, ...]:
+        """Strides in bytes of the default view: the description's, else ``(1,)``."""
+        return self._tensor()[2]
+
+    @property
+    def seq(self) -> int:
+        """The description's sequence number (0 when the buffer has no description)."""
+        d = self._read_description()
+        return d.seq if d else 0
+
+    @property
+    def timestamp_ns(self) -> int:
+        """The description's CLOCK_MONOTONIC timestamp in ns (0 when none), comparable with ``time.monotonic_ns()``."""
+        d = self._read_description()
+        return d.timestamp_ns if d else 0
+
+    @property
+    def timestamp(self) -> float:
+        """:attr:`timestamp_ns` in seconds, comparable with ``time.monotonic()``."""
+        return self.timestamp_ns / 1e9
+
+    @property
+    def content_type(self) -> str:
+        """The description's content type (``""`` when unset)."""
+        d = self._read_description()
+        return d.content_type if d else ""
+
+    @property
+    def producer(self) -> str:
+        """The description's producer tag (``""`` when unset)."""
+        d = self._read_description()
+        return d.producer if d else ""
 
     # ------------------------------------------------------------------ lifetime
 
@@ -568,7 +826,9 @@ class BufferGuard:
     def __repr__(self) -> str:
         if not self._h:
             return "<xmem.BufferGuard released>"
-        return "<xmem.BufferGuard slot=%d size=%d %s>" % (self._out.meta_index, self._out.size, "read-only" if self._ro else "read-write")
+        where = " cuda:%d" % self._out.device_id if self._out.flags & BUFFER_CUDA else ""
+        return "<xmem.BufferGuard slot=%d size=%d%s %s>" % (self._out.meta_index, self._out.size, where,
+                                                           "read-only" if self._ro else "read-write")
 
     # ------------------------------------------------------------------ views
 
@@ -594,17 +854,33 @@ class BufferGuard:
     def __buffer__(self, flags: int) -> memoryview:  # Python >= 3.12: memoryview(guard)
         return self.memoryview()
 
-    def numpy(self, dtype: Any = "uint8", shape: Union[int, Sequence[int], None] = None) -> "numpy.ndarray":
+    def numpy(self, dtype: Any = None, shape: Union[int, Sequence[int], None] = None) -> "numpy.ndarray":
         """A zero-copy NumPy array over the buffer, read-only for a guard from ``get``.
 
+        With no arguments the array has the buffer's description (shape, dtype and strides, see
+        :meth:`set_description`), or is 1-D ``uint8`` over every byte when the buffer has none.
+
         Args:
-            dtype: any NumPy dtype; the buffer's size must be a multiple of its item size when ``shape`` is None.
-            shape: the array's shape (C order); its bytes must fit in the buffer. None: 1-D over the whole buffer.
+            dtype: any NumPy dtype (default: the description's, else ``uint8``). Given without ``shape``: 1-D over
+                the whole buffer, whose size must then be a multiple of the item size.
+            shape: the array's shape (C order); its bytes must fit in the buffer.
         """
         try:
             import numpy as np
         except ImportError:  # pragma: no cover - exercised only without numpy
             raise ImportError("BufferGuard.numpy() needs NumPy; install it (pip install numpy) or use memoryview().") from None
+        if not self._h:
+            raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        strides = None
+        if dtype is None:
+            name, dshape, dstrides = self._tensor()
+            if name == "bfloat16":
+                raise InvalidArgumentError(
+                    "the buffer is described as bfloat16, which NumPy has no type for; use torch.from_dlpack(buf), "
+                    "or pass dtype= (e.g. 'uint16') to see the raw bits.")
+            dtype = name
+            if shape is None:
+                shape, strides = dshape, dstrides
         dt = np.dtype(dtype)
         mv = self.memoryview()
         itemsize = dt.itemsize
@@ -619,32 +895,105 @@ class BufferGuard:
         for d in dims:
             d = _as_int(d, "shape entry", 0, _I64_MAX)
             count *= d
+        if strides is not None and tuple(strides) != _description.contiguous_strides(dims, itemsize):
+            # The core checked the described extent against the buffer's size.
+            return np.ndarray(dims, dtype=dt, buffer=mv, strides=strides)
         if count * itemsize > self._out.size:
             raise InvalidArgumentError(
                 "shape %r of %s needs %d bytes; the buffer has %d." % (dims, dt, count * itemsize, self._out.size))
         return np.frombuffer(mv, dtype=dt, count=count).reshape(dims)
 
+    # ------------------------------------------------------------------ CUDA array interface
+
+    @property
+    def __cuda_array_interface__(self) -> Dict[str, Any]:
+        """The CUDA Array Interface (version 3) of a CUDA buffer, with its description's shape and type, so that
+        ``torch.as_tensor(buf, device="cuda")``, ``cupy.asarray(buf)`` and Numba see the device memory without a
+        copy (read-only flag set for ``get`` guards). The object that reads it holds this guard; the guard then keeps
+        a reference to the buffer of its own until it is collected, so the memory stays valid while such a view
+        lives, even after :meth:`release`. ``stream`` is 1 (the legacy default stream): the buffer's recorded writes
+        are ordered before work on it. CPU buffers have no such attribute (``hasattr`` is False)."""
+        if not self._out.flags & BUFFER_CUDA:
+            raise AttributeError("__cuda_array_interface__: the buffer in slot %d is in CPU memory" % self._out.meta_index)
+        if not self._h:
+            raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        name, shape, strides = self._tensor()
+        typestr = _description.TYPESTR.get(name)
+        if typestr is None:
+            raise TypeError("the buffer is described as %s, which the CUDA Array Interface cannot express; use "
+                            "torch.from_dlpack(buf)." % name)
+        self._hold_cuda_reference()
+        contiguous = tuple(strides) == _description.contiguous_strides(shape, _description.itemsize(name))
+        return {
+            "shape": tuple(shape),
+            "typestr": typestr,
+            "descr": [("", typestr)],
+            "data": (self._out.cuda_ptr, self._ro),
+            "strides": None if contiguous else tuple(strides),
+            "version": 3,
+            "stream": _CU_STREAM_LEGACY,
+        }
+
+    def _hold_cuda_reference(self) -> None:
+        try:
+            ref = self._cuda_ref
+        except AttributeError:
+            ref = None
+        if ref is None or not ref._h:
+            pool = self._pool
+            ref = pool.get(self._out.meta_index) if self._ro else pool.get_mut(self._out.meta_index)
+            # Make the legacy default stream wait for the recorded writes even when the pool leaves ordering to us.
+            _check(_guard_wait_writes_done(ref._h, _CU_STREAM_LEGACY))
+            self._cuda_ref = ref
+
     # ------------------------------------------------------------------ DLPack
 
     def __dlpack__(self, *, stream: Any = None, max_version: Optional[Tuple[int, int]] = None,
                    dl_device: Optional[Tuple[int, int]] = None, copy: Optional[bool] = None) -> Any:
-        """Exports the buffer as a DLPack capsule: a 1-D ``uint8`` tensor on the CPU over the same memory, holding its
-        own lease on the mapping. A versioned capsule (``dltensor_versioned``, read-only flag set for ``get``
-        guards) when ``max_version`` allows DLPack 1.x, else the unversioned ``dltensor`` older consumers take."""
+        """Exports the buffer as a DLPack capsule over the same memory, with the buffer's description (shape, dtype,
+        strides), else as 1-D ``uint8``. A versioned capsule (``dltensor_versioned``, read-only flag set for ``get``
+        guards) when ``max_version`` allows DLPack 1.x, else the unversioned ``dltensor`` older consumers take.
+
+        CPU buffers are on ``(kDLCPU, 0)``; the tensor holds a lease on the mapping. CUDA buffers are on
+        ``(kDLCUDA, device_id)``; the tensor holds a reference to the buffer of its own, and ``stream`` (the
+        consumer's stream: None or 1 the legacy default stream, 2 the per-thread one, another int a ``CUstream``,
+        -1 none) is made to wait for the buffer's recorded writes before the capsule is returned."""
         if not self._h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
-        if stream is not None and stream != -1:
-            raise BufferError("stream must be None for CPU buffers (got %r)." % (stream,))
-        if dl_device is not None and tuple(dl_device) != (_KDL_CPU, 0):
-            raise BufferError("xmem CPU buffers live on device (1, 0) (kDLCPU); cannot export to %r." % (dl_device,))
         if copy:
             raise BufferError("xmem exports zero-copy views only; copy the array after importing it.")
+        device = self.__dlpack_device__()
+        if dl_device is not None and tuple(dl_device) != device:
+            raise BufferError("this xmem buffer lives on DLPack device %r; cannot export to %r." % (device, tuple(dl_device)))
+        if device[0] == _KDL_CUDA:
+            if stream is None:
+                stream = _CU_STREAM_LEGACY
+            elif stream == 0 or not isinstance(stream, int):
+                raise BufferError("stream %r is not a CUDA stream for DLPack (None, 1, 2, a CUstream, or -1)." % (stream,))
+            if stream != -1:
+                _check(_guard_wait_writes_done(self._h, stream))
+        elif stream is not None and stream != -1:
+            raise BufferError("stream must be None for CPU buffers (got %r)." % (stream,))
         versioned = max_version is not None and int(max_version[0]) >= 1
-        return _export_dlpack(self._h, self._out.size, self._ro, versioned)
+        name, shape, strides = self._tensor()
+        return _export_dlpack(self._h, name, shape, strides, self._ro, versioned)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
-        """``(kDLCPU, 0)``."""
+        """``(kDLCPU, 0)`` for CPU buffers, ``(kDLCUDA, device_id)`` for CUDA buffers."""
+        out = self._out
+        if out.flags & BUFFER_CUDA:
+            return (_KDL_CUDA, out.device_id)
         return (_KDL_CPU, 0)
+
+
+def _stream_arg(stream: Any) -> int:
+    try:
+        v = stream.__index__()
+    except AttributeError:
+        raise TypeError("stream must be an int (a CUstream handle; 0 the default stream), not %s" % type(stream).__name__) from None
+    if not 0 <= v < (1 << 64):
+        raise InvalidArgumentError("stream %d is not a CUstream handle." % v)
+    return v
 
 
 _new_object = object.__new__
@@ -663,7 +1012,8 @@ def _new_guard(pool: BufferPool, out: GuardOut, ro: bool) -> BufferGuard:
 # ---------------------------------------------------------------------- DLPack capsules
 
 _KDL_CPU = 1
-_KDL_UINT = 1
+_KDL_CUDA = 2
+_CU_STREAM_LEGACY = 1
 _py_capsule_new = ctypes.pythonapi.PyCapsule_New
 _py_capsule_new.restype = ctypes.py_object
 _py_capsule_new.argtypes = [c_void_p, c_void_p, c_void_p]
@@ -674,9 +1024,14 @@ _capsule_names = (_lib.xmem_dlpack_capsule_name(0), _lib.xmem_dlpack_capsule_nam
 _deleter_type = ctypes.CFUNCTYPE(None, c_void_p)
 
 
-def _export_dlpack(guard_handle: int, size: int, read_only: bool, versioned: bool) -> Any:
-    shape = c_int64(size)
-    req = DLPackRequest(_KDL_UINT, 8, 1, 1, ctypes.pointer(shape), None, 0,
+def _export_dlpack(guard_handle: int, dtype: str, shape: Sequence[int], strides: Sequence[int], read_only: bool,
+                   versioned: bool) -> Any:
+    code, bits = _description.DLPACK_TYPE[dtype]
+    item = bits // 8
+    n = len(shape)
+    shape_arr = (c_int64 * max(n, 1))(*shape)
+    strides_arr = (c_int64 * max(n, 1))(*(s // item for s in strides))  # DLPack counts strides in elements
+    req = DLPackRequest(code, bits, 1, n, shape_arr, strides_arr, 0,
                         (_native.DLPACK_VERSIONED if versioned else 0) | (_native.DLPACK_READ_ONLY if read_only else 0), 0)
     out = c_void_p()
     _check(_lib.xmem_guard_export_dlpack(guard_handle, byref(req), byref(out)))

@@ -41,23 +41,59 @@ internal static unsafe class DLPackExports
                 return rc;
             }
 
-            MappingLease lease = GuardExports.TakeLease(guard, out rc);
-            if (rc != 0)
+            GuardHandle? g = HandleTables.Guards.Get(guard);
+            if (g is null)
             {
-                return rc;
+                return LastError.InvalidHandle("guard", guard);
             }
 
-            GuardHandle g = HandleTables.Guards.Get(guard)!;
-            rc = CheckExtent(in r, shape, strides, lease.Length);
-            if (rc != 0)
-            {
-                _ = lease.Release();
-                return rc;
-            }
-
-            ulong leaseHandle = GuardExports.RegisterLease(lease);
-            bool versioned = (r.Flags & DLPackRequest.FlagVersioned) != 0;
+            // The tensor's own hold on the memory: a view lease on the mapping for CPU buffers; for CUDA buffers a
+            // reference of its own (a new guard on the slot), since device memory has no mapping to keep and a slot
+            // let go may have its allocation freed or its IPC mapping closed.
+            ulong ctx;
+            nint data;
+            int deviceType, deviceId;
             bool readOnly = (r.Flags & DLPackRequest.FlagReadOnly) != 0 || g.Guard.IsReadOnly;
+            if (g.Guard.IsCuda)
+            {
+                rc = CheckExtent(in r, shape, strides, g.Guard.Size);
+                if (rc != 0)
+                {
+                    return rc;
+                }
+
+                rc = TakeCudaReference(g, readOnly, out ctx, out BufferGuard own);
+                if (rc != 0)
+                {
+                    return rc;
+                }
+
+                data = (nint)own.CudaPointer;
+                deviceType = DLTensor.KDLCuda;
+                deviceId = own.DeviceId;
+            }
+            else
+            {
+                MappingLease lease = GuardExports.TakeLease(guard, out rc);
+                if (rc != 0)
+                {
+                    return rc;
+                }
+
+                rc = CheckExtent(in r, shape, strides, lease.Length);
+                if (rc != 0)
+                {
+                    _ = lease.Release();
+                    return rc;
+                }
+
+                ctx = GuardExports.RegisterLease(lease);
+                data = lease.Address;
+                deviceType = DLTensor.KDLCpu;
+                deviceId = 0;
+            }
+
+            bool versioned = (r.Flags & DLPackRequest.FlagVersioned) != 0;
             int head = versioned ? sizeof(DLManagedTensorVersioned) : sizeof(DLManagedTensor);
             byte* block = (byte*)NativeMemory.AllocZeroed((nuint)(head + 16 * Math.Max(r.NDim, 1)));
             long* shapeOut = (long*)(block + head);
@@ -74,7 +110,7 @@ internal static unsafe class DLPackExports
                 var m = (DLManagedTensorVersioned*)block;
                 m->Major = 1;
                 m->Minor = 0;
-                m->ManagerCtx = (nint)leaseHandle;
+                m->ManagerCtx = (nint)ctx;
                 m->Deleter = (nint)(delegate* unmanaged<DLManagedTensorVersioned*, void>)&DeleteVersioned;
                 m->Flags = readOnly ? DLManagedTensorVersioned.FlagReadOnly : 0;
                 t = &m->Tensor;
@@ -82,15 +118,15 @@ internal static unsafe class DLPackExports
             else
             {
                 var m = (DLManagedTensor*)block;
-                m->ManagerCtx = (nint)leaseHandle;
+                m->ManagerCtx = (nint)ctx;
                 m->Deleter = (nint)(delegate* unmanaged<DLManagedTensor*, void>)&DeleteUnversioned;
                 t = &m->Tensor;
             }
 
             // The offset is folded into the data pointer: some consumers ignore byte_offset.
-            t->Data = lease.Address + (nint)r.ByteOffset;
-            t->DeviceType = DLTensor.KDLCpu;
-            t->DeviceId = 0;
+            t->Data = data + (nint)r.ByteOffset;
+            t->DeviceType = deviceType;
+            t->DeviceId = deviceId;
             t->NDim = r.NDim;
             t->DTypeCode = r.DTypeCode;
             t->DTypeBits = r.DTypeBits;
@@ -104,6 +140,47 @@ internal static unsafe class DLPackExports
         catch (Exception e)
         {
             return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>A new guard on <paramref name="g"/>'s slot (read-only or read-write like the export), registered
+    /// as a guard handle for the tensor's manager context.</summary>
+    private static int TakeCudaReference(GuardHandle g, bool readOnly, out ulong handle, out BufferGuard own)
+    {
+        handle = 0;
+        own = null!;
+        if (!g.Owner.TryEnter())
+        {
+            return LastError.Set(XmemStatus.Disposed, $"pool '{g.Guard.Pool.Name}' was closed; a CUDA buffer cannot be exported from a closed pool.");
+        }
+
+        try
+        {
+            g.Guard.ThrowIfInvalid();
+            BufferGuard copy = readOnly ? g.Guard.Pool.Get(g.Guard.MetaIndex) : g.Guard.Pool.GetMut(g.Guard.MetaIndex);
+            if (copy.Generation != g.Guard.Generation)
+            {
+                // Cannot happen while the guard holds its reference; refuse rather than export another buffer.
+                copy.Dispose();
+                return LastError.Set(XmemStatus.GuardInvalid, $"slot {g.Guard.MetaIndex} was recycled while being exported.");
+            }
+
+            try
+            {
+                handle = HandleTables.Guards.Add(new GuardHandle(copy, g.Owner));
+            }
+            catch
+            {
+                copy.Dispose();
+                throw;
+            }
+
+            own = copy;
+            return 0;
+        }
+        finally
+        {
+            g.Owner.Exit();
         }
     }
 
@@ -191,7 +268,22 @@ internal static unsafe class DLPackExports
             return;
         }
 
-        HandleTables.Leases.Remove((ulong)managerCtx)?.Release();
+        try
+        {
+            if (HandleTables.Leases.Remove((ulong)managerCtx) is { } lease)
+            {
+                _ = lease.Release();
+            }
+            else if (HandleTables.Guards.Remove((ulong)managerCtx) is { } guard)
+            {
+                GuardExports.Release(guard); // a CUDA tensor's own reference
+            }
+        }
+        catch (Exception)
+        {
+            // A deleter must not fail; a reference not given back here is reclaimed when this process detaches.
+        }
+
         NativeMemory.Free((void*)block);
     }
 

@@ -9,7 +9,7 @@ namespace Xmem.Native.DLPack;
 [StructLayout(LayoutKind.Explicit, Size = 48)]
 internal unsafe struct DLTensor
 {
-    internal const int KDLCpu = 1;
+    internal const int KDLCpu = 1, KDLCuda = 2;
 
     [FieldOffset(0)] internal nint Data;
     [FieldOffset(8)] internal int DeviceType;

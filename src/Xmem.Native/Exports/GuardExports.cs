@@ -67,28 +67,6 @@ internal static unsafe class GuardExports
         }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr")]
-    internal static int GuardCudaPtr(ulong guard, ulong* outPtr) => CudaPtr(guard, outPtr);
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr_mut")]
-    internal static int GuardCudaPtrMut(ulong guard, ulong* outPtr) => CudaPtr(guard, outPtr);
-
-    private static int CudaPtr(ulong guard, ulong* outPtr)
-    {
-        if (outPtr is null)
-        {
-            return LastError.NullArgument("out_ptr");
-        }
-
-        GuardHandle? g = HandleTables.Guards.Get(guard);
-        if (g is null)
-        {
-            return LastError.InvalidHandle("guard", guard);
-        }
-
-        return LastError.Set(XmemStatus.CudaUnavailable, $"the buffer in slot {g.Guard.MetaIndex} is in CPU memory and this build of xmem has no CUDA support; use cpu_ptr.");
-    }
-
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_release")]
     internal static int GuardRelease(ulong guard)
     {
@@ -100,30 +78,35 @@ internal static unsafe class GuardExports
 
         try
         {
-            if (g.Owner.TryEnter())
-            {
-                try
-                {
-                    g.Guard.Dispose();
-                }
-                finally
-                {
-                    g.Owner.Exit();
-                }
-            }
-            else
-            {
-                // The pool is being disposed (it takes this process's references back itself); let it finish, then
-                // drop the guard's mapping leases, which touches no shared state.
-                g.Owner.WaitDisposed();
-                g.Guard.Dispose();
-            }
-
+            Release(g);
             return 0;
         }
         catch (Exception e)
         {
             return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>Releases the reference of a guard already removed from the table, ordered against a pool close.</summary>
+    internal static void Release(GuardHandle g)
+    {
+        if (g.Owner.TryEnter())
+        {
+            try
+            {
+                g.Guard.Dispose();
+            }
+            finally
+            {
+                g.Owner.Exit();
+            }
+        }
+        else
+        {
+            // The pool is being disposed (it takes this process's references back itself); let it finish, then
+            // drop the guard's mapping leases, which touches no shared state.
+            g.Owner.WaitDisposed();
+            g.Guard.Dispose();
         }
     }
 
@@ -223,6 +206,12 @@ internal static unsafe class GuardExports
 
         try
         {
+            if (g.Guard.IsCuda)
+            {
+                rc = LastError.Set(XmemStatus.InvalidArgument, $"the buffer in slot {g.Guard.MetaIndex} is CUDA device memory: it has no CPU mapping to view. Use its CUDA pointer (cuda_ptr, __cuda_array_interface__, DLPack), or copy_to_cpu().");
+                return null!;
+            }
+
             rc = 0;
             return g.Guard.LeaseMapping();
         }

@@ -23,12 +23,13 @@ internal struct BufferInfo
             return;
         }
 
+        bool cuda = g.IsCuda;
         info->Size = g.Size;
-        info->CpuPtr = g.CpuPointer;
-        info->CudaPtr = 0;
+        info->CpuPtr = cuda ? 0 : g.CpuPointer;
+        info->CudaPtr = cuda ? g.CudaPointer : 0;
         info->MetaIndex = g.MetaIndex;
-        info->DeviceId = -1;
-        info->Flags = g.IsReadOnly ? FlagReadOnly : 0;
+        info->DeviceId = g.DeviceId;
+        info->Flags = (g.IsReadOnly ? FlagReadOnly : 0) | (cuda ? FlagCuda : 0);
         info->Reserved = 0;
     }
 }
@@ -48,4 +49,23 @@ internal unsafe struct DLPackRequest
     [FieldOffset(24)] internal ulong ByteOffset;
     [FieldOffset(32)] internal uint Flags;
     [FieldOffset(36)] internal uint Reserved;
+}
+
+/// <summary><c>xmem_description</c> in xmem.h (224 bytes).</summary>
+[StructLayout(LayoutKind.Explicit, Size = 224)]
+internal unsafe struct DescriptionInfo
+{
+    internal const uint FlagContiguous = 0x1, FlagTimestampNow = 0x2, FlagPresent = 0x4;
+    internal const int TagBytes = 32;
+
+    [FieldOffset(0)] internal int DType;
+    [FieldOffset(4)] internal int NDim;
+    [FieldOffset(8)] internal uint Flags;
+    [FieldOffset(12)] internal uint Reserved;
+    [FieldOffset(16)] internal fixed long Shape[8];
+    [FieldOffset(80)] internal fixed long Strides[8];
+    [FieldOffset(144)] internal ulong Seq;
+    [FieldOffset(152)] internal long TimestampNs;
+    [FieldOffset(160)] internal fixed byte ContentType[32];
+    [FieldOffset(192)] internal fixed byte ProducerTag[32];
 }

@@ -7,9 +7,6 @@ namespace Xmem.Native.Exports;
 /// cannot dispose the pool under it), calls the .NET API, and turns any exception into a status.</summary>
 internal static unsafe class PoolExports
 {
-    internal const string CudaUnavailableMessage =
-        "CUDA buffers are not available in this build of xmem (CPU only for now). Use acquire_cpu / preallocate_cpu, or a build of xmem with CUDA support.";
-
     // ------------------------------------------------------------------ lifetime
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_create")]
@@ -272,15 +269,29 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_acquire_cuda")]
     internal static int PoolAcquireCuda(ulong pool, long size, int deviceId, ulong* outGuard, BufferInfo* outInfo)
     {
-        _ = size;
-        _ = deviceId;
-        _ = outInfo;
         if (outGuard is null)
         {
             return LastError.NullArgument("out_guard");
         }
 
-        return CudaUnavailable(pool);
+        PoolHandle? p = Enter(pool);
+        if (p is null)
+        {
+            return LastError.InvalidHandle("pool", pool);
+        }
+
+        try
+        {
+            return RegisterGuard(p.Pool.AcquireCuda(size, deviceId), p, outGuard, outInfo);
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+        finally
+        {
+            p.Exit();
+        }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_preallocate_cpu")]
@@ -316,14 +327,35 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_preallocate_cuda")]
     internal static int PoolPreallocateCuda(ulong pool, long size, int count, int deviceId, int* outIndexes)
     {
-        _ = size;
-        _ = count;
-        _ = deviceId;
-        _ = outIndexes;
-        return CudaUnavailable(pool);
+        if (outIndexes is null && count != 0)
+        {
+            return LastError.NullArgument("out_indexes");
+        }
+
+        PoolHandle? p = Enter(pool);
+        if (p is null)
+        {
+            return LastError.InvalidHandle("pool", pool);
+        }
+
+        try
+        {
+            int[] indexes = p.Pool.PreallocateCuda(size, count, deviceId);
+            indexes.AsSpan().CopyTo(new Span<int>(outIndexes, indexes.Length));
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+        finally
+        {
+            p.Exit();
+        }
     }
 
-    private static int CudaUnavailable(ulong pool)
+    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_set_cuda_get_waits")]
+    internal static int PoolSetCudaGetWaits(ulong pool, int on)
     {
         PoolHandle? p = Enter(pool);
         if (p is null)
@@ -331,8 +363,28 @@ internal static unsafe class PoolExports
             return LastError.InvalidHandle("pool", pool);
         }
 
+        p.Pool.CudaGetWaitsForWrites = on != 0;
         p.Exit();
-        return LastError.Set(XmemStatus.CudaUnavailable, CudaUnavailableMessage);
+        return 0;
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_cuda_get_waits")]
+    internal static int PoolCudaGetWaits(ulong pool, int* outOn)
+    {
+        if (outOn is null)
+        {
+            return LastError.NullArgument("out_on");
+        }
+
+        PoolHandle? p = Enter(pool);
+        if (p is null)
+        {
+            return LastError.InvalidHandle("pool", pool);
+        }
+
+        *outOn = p.Pool.CudaGetWaitsForWrites ? 1 : 0;
+        p.Exit();
+        return 0;
     }
 
     // ------------------------------------------------------------------ get / counts
@@ -490,14 +542,15 @@ internal static unsafe class PoolExports
 
     // ------------------------------------------------------------------ helpers
 
-    /// <summary>The live pool behind <paramref name="pool"/>, counted in (the caller must <see cref="PoolHandle.Exit"/>), or null.</summary>
+    /// <summary>The live pool behind <paramref name="pool"/>, counted in (the caller must call Exit), or null.</summary>
     internal static PoolHandle? Enter(ulong pool)
     {
         PoolHandle? p = HandleTables.Pools.Get(pool);
         return p is not null && p.TryEnter() ? p : null;
     }
 
-    private static int RegisterGuard(BufferGuard guard, PoolHandle owner, ulong* outGuard, BufferInfo* outInfo)
+    /// <summary>Puts a new guard in the table and fills the out-parameters; disposes the guard when that fails.</summary>
+    internal static int RegisterGuard(BufferGuard guard, PoolHandle owner, ulong* outGuard, BufferInfo* outInfo)
     {
         try
         {

@@ -7,6 +7,8 @@ internal enum HandleKind : byte
     Pool = 0x01,
     Guard = 0x02,
     Lease = 0x03,
+    Channel = 0x04,
+    Subscription = 0x05,
 }
 
 /// <summary>

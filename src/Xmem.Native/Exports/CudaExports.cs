@@ -1,0 +1,192 @@
+using System.Runtime.InteropServices;
+using Xmem.Cuda;
+using Xmem.Native.Handles;
+
+namespace Xmem.Native.Exports;
+
+/// <summary>CUDA exports on guards (xmem.h, "CUDA"): device pointers, write ordering and copies across kinds of
+/// memory (docs/cuda.md). Every one first checks that CUDA is usable in this process, so that without a driver or
+/// device each of them fails with XMEM_E_CUDA_UNAVAILABLE and the reason, whatever the guard; with CUDA, asking a CPU
+/// guard for CUDA state is XMEM_E_INVALID_ARGUMENT.</summary>
+internal static unsafe class CudaExports
+{
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr")]
+    internal static int GuardCudaPtr(ulong guard, ulong* outPtr) => CudaPtr(guard, outPtr, mutable: false);
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr_mut")]
+    internal static int GuardCudaPtrMut(ulong guard, ulong* outPtr) => CudaPtr(guard, outPtr, mutable: true);
+
+    private static int CudaPtr(ulong guard, ulong* outPtr, bool mutable)
+    {
+        if (outPtr is null)
+        {
+            return LastError.NullArgument("out_ptr");
+        }
+
+        GuardHandle? g = HandleTables.Guards.Get(guard);
+        if (g is null)
+        {
+            return LastError.InvalidHandle("guard", guard);
+        }
+
+        try
+        {
+            int rc = RequireUsable(g.Guard);
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            if (mutable && g.Guard.IsReadOnly)
+            {
+                return LastError.Set(XmemStatus.ReadOnly, $"the guard on slot {g.Guard.MetaIndex} is read-only (from get); take it with get_mut for write access.");
+            }
+
+            *outPtr = g.Guard.CudaPointer;
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_record_writes_done")]
+    internal static int GuardRecordWritesDone(ulong guard, ulong stream) => Ordering(guard, stream, OrderingKind.Record);
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_wait_writes_done")]
+    internal static int GuardWaitWritesDone(ulong guard, ulong stream) => Ordering(guard, stream, OrderingKind.Wait);
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_synchronize_writes")]
+    internal static int GuardSynchronizeWrites(ulong guard) => Ordering(guard, 0, OrderingKind.Synchronize);
+
+    private enum OrderingKind
+    {
+        Record,
+        Wait,
+        Synchronize,
+    }
+
+    private static int Ordering(ulong guard, ulong stream, OrderingKind kind)
+    {
+        GuardHandle? g = HandleTables.Guards.Get(guard);
+        if (g is null)
+        {
+            return LastError.InvalidHandle("guard", guard);
+        }
+
+        // The driver calls need the pool attached (its CUDA table); a concurrent close waits for them.
+        if (!g.Owner.TryEnter())
+        {
+            return PoolClosed(g);
+        }
+
+        try
+        {
+            int rc = RequireUsable(g.Guard);
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            switch (kind)
+            {
+                case OrderingKind.Record:
+                    g.Guard.RecordWritesDone((nint)stream);
+                    break;
+                case OrderingKind.Wait:
+                    g.Guard.WaitWritesDone((nint)stream);
+                    break;
+                default:
+                    g.Guard.SynchronizeWrites();
+                    break;
+            }
+
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+        finally
+        {
+            g.Owner.Exit();
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cuda")]
+    internal static int GuardCopyToCuda(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) => Copy(guard, deviceId, outGuard, outInfo);
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cpu")]
+    internal static int GuardCopyToCpu(ulong guard, ulong* outGuard, BufferInfo* outInfo) => Copy(guard, -1, outGuard, outInfo);
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_device")]
+    internal static int GuardCopyToDevice(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) => Copy(guard, deviceId, outGuard, outInfo);
+
+    /// <summary>A copy into a new buffer of the same pool: CPU for <paramref name="deviceId"/> -1, else CUDA device
+    /// <paramref name="deviceId"/>. A CPU-to-CPU copy needs no CUDA; every other one does.</summary>
+    private static int Copy(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo)
+    {
+        if (outGuard is null)
+        {
+            return LastError.NullArgument("out_guard");
+        }
+
+        GuardHandle? g = HandleTables.Guards.Get(guard);
+        if (g is null)
+        {
+            return LastError.InvalidHandle("guard", guard);
+        }
+
+        if (deviceId < -1)
+        {
+            return LastError.Set(XmemStatus.InvalidArgument, $"device {deviceId} is neither -1 (CPU memory) nor a CUDA device ordinal (0 or more).");
+        }
+
+        if (!g.Owner.TryEnter())
+        {
+            return PoolClosed(g);
+        }
+
+        try
+        {
+            if (deviceId >= 0 || g.Guard.IsCuda)
+            {
+                int rc = RequireUsable(g.Guard);
+                if (rc != 0)
+                {
+                    return rc;
+                }
+            }
+
+            BufferGuard copy = g.Guard.CopyToDevice(deviceId);
+            return PoolExports.RegisterGuard(copy, g.Owner, outGuard, outInfo);
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+        finally
+        {
+            g.Owner.Exit();
+        }
+    }
+
+    /// <summary>0 when CUDA can be used in this process (or the guard is a CUDA buffer, which proves it); else sets
+    /// XMEM_E_CUDA_UNAVAILABLE with the reason the driver gave.</summary>
+    internal static int RequireUsable(BufferGuard guard)
+    {
+        if (guard.IsCuda)
+        {
+            return 0;
+        }
+
+        string? why = CudaRuntime.Shared.Driver.UnavailableReason;
+        return why is null
+            ? 0
+            : LastError.Set(XmemStatus.CudaUnavailable, $"CUDA is unavailable: {why}. (The buffer in slot {guard.MetaIndex} is in CPU memory; CPU buffers work as usual.)");
+    }
+
+    private static int PoolClosed(GuardHandle g) =>
+        LastError.Set(XmemStatus.Disposed, $"pool '{g.Guard.Pool.Name}' was closed, which released the guard on slot {g.Guard.MetaIndex}; take a new guard after opening the pool again.");
+}
