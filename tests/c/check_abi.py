@@ -7,7 +7,9 @@ Checks:
      [UnmanagedCallersOnly(EntryPoint = "xmem_*")] methods in src/Xmem.Native are the same set;
   2. each function takes as many parameters in the header, in C# and in python/xmem/_native.py (SIGNATURES);
   3. the header's XMEM_OK / XMEM_E_* numbers are exactly Xmem.XmemStatus (src/Xmem/Errors/XmemStatus.cs);
-  4. XMEM_ABI_VERSION agrees with the C# AbiVersion and the Python ABI_VERSION.
+  4. XMEM_ABI_VERSION agrees with the C# AbiVersion and the Python ABI_VERSION;
+  5. the header's XMEM_DTYPE_* numbers are exactly Xmem.ElementType (src/Xmem/Description/ElementType.cs) and the
+     Python DTYPES (python/xmem/_description.py).
 
 Usage: check_abi.py [--lib path/to/libxmem.so] [--root repo-root]
 """
@@ -83,6 +85,25 @@ def csharp_statuses(text):
     return out
 
 
+def header_dtypes(text):
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"#define\s+XMEM_DTYPE_(\w+)\s+(\d+)", text)}
+
+
+def csharp_dtypes(text):
+    body = text[text.index("enum ElementType"):]
+    body = body[:body.index("}")]
+    body = re.sub(r"///.*", "", body)
+    return {m.group(1).upper(): int(m.group(2)) for m in re.finditer(r"\b([A-Z]\w*)\s*=\s*(\d+)\s*,", body)}
+
+
+def python_dtypes(text):
+    block = text[text.index("DTYPES = {"):]
+    block = block[:block.index("\n}\n")]
+    out = {m.group(1).upper(): int(m.group(2)) for m in re.finditer(r'"(\w+)":\s*\((\d+),', block)}
+    out["NONE"] = 0
+    return out
+
+
 def header_name(cs_name):
     if cs_name == "Ok":
         return "XMEM_OK"
@@ -151,15 +172,23 @@ def main(argv=None):
     if len(set(versions.values())) != 1 or None in versions.values():
         problems.append("ABI versions disagree: %r" % versions)
 
-    if not h_funcs or not h_status:
+    h_dtypes = header_dtypes(header_text)
+    cs_dtypes = csharp_dtypes(read(os.path.join(root, "src", "Xmem", "Description", "ElementType.cs")))
+    py_dtypes = python_dtypes(read(os.path.join(root, "python", "xmem", "_description.py")))
+    for name in sorted(set(h_dtypes) | set(cs_dtypes) | set(py_dtypes)):
+        vals = (h_dtypes.get(name), cs_dtypes.get(name), py_dtypes.get(name))
+        if len(set(vals)) != 1:
+            problems.append("element type %s is %s in the header, %s in ElementType.cs and %s in _description.py" % ((name,) + vals))
+
+    if not h_funcs or not h_status or not h_dtypes:
         problems.append("parsed nothing from include/xmem.h")
 
     if problems:
         for pr in problems:
             print("check_abi: MISMATCH: " + pr, file=sys.stderr)
         return 1
-    print("check_abi: ok: %d functions, %d statuses agree across xmem.h, %s, C# and Python"
-          % (len(h_funcs), len(h_status), os.path.relpath(lib, root)))
+    print("check_abi: ok: %d functions, %d statuses, %d element types agree across xmem.h, %s, C# and Python"
+          % (len(h_funcs), len(h_status), len(h_dtypes), os.path.relpath(lib, root)))
     return 0
 
 

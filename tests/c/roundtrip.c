@@ -72,6 +72,150 @@ static void *hammer(void *arg)
     return NULL;
 }
 
+/* Without a CUDA driver every CUDA function says so (XMEM_E_CUDA_UNAVAILABLE, with the reason), whatever the guard;
+   on a machine with CUDA the CPU guard's CUDA state is XMEM_E_INVALID_ARGUMENT instead. */
+static void cuda_unavailable(xmem_pool pool, xmem_guard cpu_guard)
+{
+    xmem_guard g = 0;
+    xmem_buffer_info info;
+    xmem_status s = xmem_pool_acquire_cuda(pool, 16, 0, &g, &info);
+    if (s == XMEM_OK) {
+        CHECK((info.flags & XMEM_BUFFER_CUDA) && info.cpu_ptr == NULL && info.cuda_ptr != 0 && info.device_id == 0,
+              "CUDA buffer info");
+        FAILS_WITH(xmem_guard_cpu_ptr(g, &(void *){NULL}), XMEM_E_INVALID_ARGUMENT);
+        FAILS_WITH(xmem_guard_lease_view(g, &(xmem_lease){0}, NULL, NULL), XMEM_E_INVALID_ARGUMENT);
+        OK(xmem_guard_release(g));
+        printf("roundtrip: CUDA is available here; checked a CUDA buffer's info\n");
+        return;
+    }
+    CHECK(s == XMEM_E_CUDA_UNAVAILABLE && strstr(xmem_last_error(), "CUDA is unavailable") != NULL,
+          "acquire_cuda without CUDA: %d", s);
+    FAILS_WITH(xmem_pool_preallocate_cuda(pool, 16, 1, 0, (int32_t[1]){0}), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_cuda_ptr(cpu_guard, &(uint64_t){0}), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_cuda_ptr_mut(cpu_guard, &(uint64_t){0}), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_record_writes_done(cpu_guard, 0), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_wait_writes_done(cpu_guard, 0), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_synchronize_writes(cpu_guard), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_copy_to_cuda(cpu_guard, 0, &g, NULL), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_copy_to_device(cpu_guard, 0, &g, NULL), XMEM_E_CUDA_UNAVAILABLE);
+    FAILS_WITH(xmem_guard_copy_to_device(cpu_guard, -2, &g, NULL), XMEM_E_INVALID_ARGUMENT);
+    int32_t on = -1;
+    OK(xmem_pool_cuda_get_waits(pool, &on));
+    CHECK(on == 1, "get waits by default");
+    OK(xmem_pool_set_cuda_get_waits(pool, 0));
+    OK(xmem_pool_cuda_get_waits(pool, &on));
+    CHECK(on == 0, "get waits off");
+    OK(xmem_pool_set_cuda_get_waits(pool, 1));
+}
+
+/* Channels move references between handles; descriptions travel with the buffer. */
+static void channels_and_descriptions(void)
+{
+    char name[64];
+    snprintf(name, sizeof name, "xmem-c-channel-%d", (int)getpid());
+    xmem_pool pool = 0;
+    OK(xmem_pool_create(name, 8, 0600, 0, &pool));
+
+    /* A described buffer through a queue channel. */
+    xmem_guard g = 0;
+    xmem_buffer_info info;
+    OK(xmem_pool_acquire_cpu(pool, 2 * 3 * 4, &g, &info));
+    xmem_description d;
+    memset(&d, 0, sizeof d);
+    d.dtype = XMEM_DTYPE_FLOAT32;
+    d.ndim = 2;
+    d.shape[0] = 2;
+    d.shape[1] = 3;
+    d.flags = XMEM_DESC_CONTIGUOUS;
+    d.seq = 42;
+    d.timestamp_ns = 123456789;
+    strcpy(d.content_type, "tensor/f32");
+    strcpy(d.producer_tag, "roundtrip");
+    ((float *)info.cpu_ptr)[5] = 2.5f;
+    OK(xmem_guard_set_description(g, &d));
+    xmem_description bad = d;
+    bad.shape[0] = 3; /* 36 bytes > 24 */
+    FAILS_WITH(xmem_guard_set_description(g, &bad), XMEM_E_INVALID_ARGUMENT);
+    bad = d;
+    bad.dtype = 99;
+    FAILS_WITH(xmem_guard_set_description(g, &bad), XMEM_E_INVALID_ARGUMENT);
+    bad = d;
+    memset(bad.content_type, 'x', sizeof bad.content_type); /* no NUL */
+    FAILS_WITH(xmem_guard_set_description(g, &bad), XMEM_E_INVALID_ARGUMENT);
+
+    xmem_channel ch = 0;
+    OK(xmem_pool_channel(pool, "frames", 2, XMEM_CHANNEL_QUEUE, &ch));
+    FAILS_WITH(xmem_pool_channel(pool, "bad/name", 2, XMEM_CHANNEL_QUEUE, &(xmem_channel){0}), XMEM_E_INVALID_NAME);
+    FAILS_WITH(xmem_pool_channel(pool, "odd", 3, XMEM_CHANNEL_QUEUE, &(xmem_channel){0}), XMEM_E_INVALID_ARGUMENT);
+    FAILS_WITH(xmem_channel_receive(ch, 0, 0, &(xmem_guard){0}, NULL), XMEM_E_WOULD_BLOCK);
+    FAILS_WITH(xmem_channel_receive(ch, 10 * 1000 * 1000, 0, &(xmem_guard){0}, NULL), XMEM_E_TIMEOUT);
+    OK(xmem_channel_send(ch, g, -1));
+    FAILS_WITH(xmem_guard_release(g), XMEM_E_INVALID_HANDLE); /* spent by the send */
+    xmem_channel_properties props;
+    OK(xmem_channel_info(ch, &props));
+    CHECK(props.depth == 2 && props.mode == XMEM_CHANNEL_QUEUE && props.count == 1, "channel info");
+
+    xmem_guard r = 0;
+    OK(xmem_channel_receive(ch, -1, 0, &r, &info));
+    CHECK((info.flags & XMEM_BUFFER_READ_ONLY) && ((float *)info.cpu_ptr)[5] == 2.5f, "received read-only");
+    xmem_description got;
+    OK(xmem_guard_description(r, &got));
+    CHECK((got.flags & XMEM_DESC_PRESENT) && (got.flags & XMEM_DESC_CONTIGUOUS) && got.dtype == XMEM_DTYPE_FLOAT32
+              && got.ndim == 2 && got.shape[1] == 3 && got.strides[0] == 12 && got.strides[1] == 4 && got.seq == 42
+              && got.timestamp_ns == 123456789 && strcmp(got.content_type, "tensor/f32") == 0
+              && strcmp(got.producer_tag, "roundtrip") == 0,
+          "description round trip");
+    FAILS_WITH(xmem_guard_set_description(r, &d), XMEM_E_READ_ONLY);
+    int32_t count = 0;
+    OK(xmem_pool_ref_count(pool, info.meta_index, &count));
+    CHECK(count == 1, "exactly one reference after send + receive: %d", count);
+    OK(xmem_guard_release(r));
+
+    /* Full: a send that cannot wait leaves the guard with its owner. */
+    for (int i = 0; i < 2; i++) {
+        OK(xmem_pool_acquire_cpu(pool, 8, &g, NULL));
+        OK(xmem_channel_send(ch, g, 0));
+    }
+    OK(xmem_pool_acquire_cpu(pool, 8, &g, NULL));
+    FAILS_WITH(xmem_channel_send(ch, g, 0), XMEM_E_WOULD_BLOCK);
+    FAILS_WITH(xmem_channel_send(ch, g, 5 * 1000 * 1000), XMEM_E_TIMEOUT);
+    OK(xmem_guard_info(g, &info)); /* still ours */
+    OK(xmem_channel_receive(ch, 0, XMEM_RECEIVE_WRITABLE, &r, &info));
+    CHECK(!(info.flags & XMEM_BUFFER_READ_ONLY), "writable receive");
+    OK(xmem_guard_release(r));
+    OK(xmem_channel_send(ch, g, 0));
+    FAILS_WITH(xmem_channel_subscribe(ch, &(xmem_subscription){0}), XMEM_E_INVALID_ARGUMENT);
+    OK(xmem_channel_close(ch));
+    FAILS_WITH(xmem_channel_close(ch), XMEM_E_INVALID_HANDLE);
+
+    /* Fan-out: every subscriber gets its own reference. */
+    xmem_channel fan = 0;
+    xmem_subscription s1 = 0, s2 = 0;
+    OK(xmem_pool_channel(pool, "fan", 4, XMEM_CHANNEL_FANOUT, &fan));
+    OK(xmem_channel_subscribe(fan, &s1));
+    OK(xmem_channel_subscribe(fan, &s2));
+    FAILS_WITH(xmem_channel_receive(fan, 0, 0, &r, NULL), XMEM_E_INVALID_ARGUMENT);
+    OK(xmem_pool_acquire_cpu(pool, 8, &g, &info));
+    int32_t fan_index = info.meta_index;
+    OK(xmem_channel_send(fan, g, -1));
+    OK(xmem_pool_ref_count(pool, fan_index, &count));
+    CHECK(count == 2, "one reference per subscriber: %d", count);
+    OK(xmem_subscription_receive(s1, -1, 0, &r, &info));
+    CHECK(info.meta_index == fan_index, "subscriber 1");
+    OK(xmem_guard_release(r));
+    OK(xmem_channel_close(fan)); /* the subscriptions keep the channel open */
+    OK(xmem_subscription_receive(s2, 0, 0, &r, &info));
+    OK(xmem_guard_release(r));
+    OK(xmem_subscription_close(s1));
+    OK(xmem_subscription_close(s2));
+    FAILS_WITH(xmem_subscription_close(s2), XMEM_E_INVALID_HANDLE);
+    OK(xmem_pool_ref_count(pool, fan_index, &count));
+    CHECK(count == 0, "fan-out buffer released: %d", count);
+
+    OK(xmem_pool_close(pool)); /* two buffers still wait in "frames": they go with the pool */
+    OK(xmem_pool_remove(name, &(int32_t){0}));
+}
+
 int main(void)
 {
     char name[64];
@@ -137,9 +281,7 @@ int main(void)
     FAILS_WITH(xmem_pool_get(pool, 4, &r, NULL), XMEM_E_INDEX_OUT_OF_RANGE);
     FAILS_WITH(xmem_pool_get(pool, -1, &r, NULL), XMEM_E_INDEX_OUT_OF_RANGE);
     FAILS_WITH(xmem_pool_release(pool, 3, &count), XMEM_E_SLOT_NOT_LIVE);
-    FAILS_WITH(xmem_pool_acquire_cuda(pool, 16, 0, &(xmem_guard){0}, NULL), XMEM_E_CUDA_UNAVAILABLE);
-    FAILS_WITH(xmem_pool_preallocate_cuda(pool, 16, 1, 0, (int32_t[1]){0}), XMEM_E_CUDA_UNAVAILABLE);
-    FAILS_WITH(xmem_guard_cuda_ptr(w, &(uint64_t){0}), XMEM_E_CUDA_UNAVAILABLE);
+    cuda_unavailable(pool, w);
 
     /* A view lease outlives its guard and the pool. */
     xmem_lease lease = 0;
@@ -224,6 +366,8 @@ int main(void)
     OK(xmem_pool_remove(name, &removed));
     OK(xmem_pool_exists(name, &exists));
     CHECK(exists == 0, "removed (%d)", removed);
+
+    channels_and_descriptions();
 
     printf("roundtrip: ok (%d checks)\n", g_checks);
     return 0;
