@@ -62,7 +62,9 @@ internal static class MonotonicClock
     internal static long NowNs() => Stopwatch.Frequency == 1_000_000_000 ? Stopwatch.GetTimestamp() : (long)(Stopwatch.GetTimestamp() * NsPerTick);
 }
 
-/// <summary>What the producer writes to the consumer's command pipe (16 bytes, one atomic pipe write).</summary>
+/// <summary>What the producer writes to the consumer's command pipe (16 bytes, one atomic pipe write). With the pipe
+/// transport every frame is one; with the channel transport one command announces a batch of frames that then travel
+/// on the channel only.</summary>
 internal struct Command
 {
     internal const int OpFrame = 1;       // lockstep frame: Meta is the slot; reply with a Reply
@@ -71,6 +73,13 @@ internal struct Command
     internal const int OpPipePing = 4;    // Arg round trips of 4-byte messages follow
     internal const int OpFutexPing = 5;   // Arg round trips on the futex word follow, starting from value Meta
     internal const int OpQuit = 6;
+    internal const int OpSpinPing = 7;    // like OpFutexPing, both sides spinning on the word (no system call)
+    internal const int OpChanLockstep = 8; // Arg lockstep frames follow on the frames channel; Meta: reply over
+                                           // the reply channel (1) or the reply pipe (0); Seq: consumer spin µs
+    internal const int OpChanStream = 9;  // Arg stream frames follow on the frames channel; Seq: spin µs; then a
+                                          // Reply{Seq = frames seen, Ok = frames verified} on the reply pipe
+    internal const int OpChanPong = 10;   // Arg ping-pong rounds on the ping/pong channels; Seq: spin µs; then
+                                          // the Arg receive times (long ns) on the reply pipe
 
     internal int Op;
     internal int Seq;

@@ -3,23 +3,30 @@ using System.Globalization;
 using System.Runtime;
 using System.Runtime.InteropServices;
 using Xmem.Benchmarks.Interop;
-using Xmem.Interop;
 
 namespace Xmem.Benchmarks.Handoff;
 
 /// <summary>
 /// The producer → consumer handoff benchmark of /work/shared/benchmark-protocol.md, with xmem: the producer
-/// acquires a frame-sized buffer from the pool, stamps it, hands its reference off (<see cref="BufferGuard.Forget"/>)
-/// and sends the meta index over a pipe to a consumer process. Lockstep and stream modes, then the floors measured
-/// in the same run. Usage: <c>handoff [--runs N] [--frames N] [--stream-frames N] [--warmup N]
-/// [--producer-cpu C] [--consumer-cpu C] [--no-pin] [--timeout-s S]</c>.
+/// acquires a frame-sized buffer from the pool, stamps it and hands it to a consumer process, either through a
+/// channel (<c>--transport channel</c>, the default: <see cref="BufferGuard.SetDescription(TensorSpec?, ulong, long?, string?, string?)"/>
+/// with the sequence number, then <see cref="BufferChannel.Send"/>) or through a pipe (<c>--transport pipe</c>:
+/// <see cref="BufferGuard.Forget"/> and the meta index in a 16-byte pipe write). The lockstep reply comes back over
+/// the reply channel (a 64-byte buffer of a second pool) or the reply pipe (<c>--reply channel|pipe</c>; default:
+/// the transport's). Lockstep and stream modes, then the floors measured in the same run. Usage: <c>handoff
+/// [--transport channel|pipe] [--reply channel|pipe] [--spin-us U] [--runs N] [--frames N] [--stream-frames N]
+/// [--warmup N] [--producer-cpu C] [--consumer-cpu C] [--no-pin] [--timeout-s S]</c>.
 /// </summary>
 internal static unsafe class HandoffProducer
 {
-    private const int InFlight = 4;
+    private const int InFlight = ConsumerSession.InFlight;
+    private static readonly TensorSpec FrameSpec = new(ElementType.UInt8, 1080, 1920, 3);
 
     private sealed class Options
     {
+        internal bool Channel = true;
+        internal bool? ReplyChannel;
+        internal int SpinUs;
         internal int Runs = 5;
         internal int Frames = 500;
         internal int StreamFrames = 1000;
@@ -29,94 +36,45 @@ internal static unsafe class HandoffProducer
         internal bool Pin = true;
         internal int TimeoutS = 300;
         internal int FloorRounds = 2000;
+
+        internal bool Reply => ReplyChannel ?? Channel;
     }
 
     internal static int Run(string[] args)
     {
         Options o = Parse(args);
-        if (Environment.ProcessorCount < 2)
-        {
-            o.Pin = false;
-        }
-
-        if (o.Pin && !BenchLibc.PinCurrentThread(o.ProducerCpu))
-        {
-            Console.Error.WriteLine($"producer: could not pin to CPU {o.ProducerCpu}; running unpinned");
-        }
-
-        string poolName = Micro.BenchNames.Pool("handoff");
-        using BufferPool pool = BufferPool.Create(poolName, capacity: InFlight);
-        PreFault(pool);
-        using ShmScratch futex = ShmScratch.Create(Micro.BenchNames.Object("futex"));
-
-        int* cmdPipe = stackalloc int[2];
-        int* replyPipe = stackalloc int[2];
-        if (BenchLibc.Pipe(cmdPipe) != 0 || BenchLibc.Pipe(replyPipe) != 0)
-        {
-            throw new IOException($"pipe failed: errno {Marshal.GetLastPInvokeError()}");
-        }
-
-        using Process consumer = StartConsumer(poolName, cmdPipe[0], replyPipe[1], o.Pin ? o.ConsumerCpu : -1, futex.Path);
-        // The child has its ends now; closing ours makes a dead child read as end of file instead of a hang.
-        _ = BenchLibc.Close(cmdPipe[0]);
-        _ = BenchLibc.Close(replyPipe[1]);
-        int cmdFd = cmdPipe[1], replyFd = replyPipe[0];
-        using var watchdog = new Timer(
-            _ =>
-            {
-                Console.Error.WriteLine($"handoff: watchdog fired after {o.TimeoutS} s; killing the consumer");
-                try
-                {
-                    consumer.Kill();
-                }
-                catch (InvalidOperationException)
-                {
-                }
-
-                Environment.Exit(3);
-            },
-            null,
-            TimeSpan.FromSeconds(o.TimeoutS),
-            Timeout.InfiniteTimeSpan);
-
+        using var session = new ConsumerSession(o.Pin, o.ProducerCpu, o.ConsumerCpu, o.TimeoutS);
+        o.Pin = session.Pinned;
+        session.Replies.SpinDuration = TimeSpan.FromMicroseconds(o.SpinUs);
         var report = new Report();
         int seq = 0;
-        uint futexValue = 0;
         GCSettings.LatencyMode = GCLatencyMode.SustainedLowLatency;
 
         // Warm-up: JIT both sides' paths to their final tier, map every slot in the consumer, fault in the floors.
         for (int w = 0; w < 3; w++)
         {
-            _ = Lockstep(pool, cmdFd, replyFd, o.Warmup, ref seq, null);
-            _ = Stream(pool, cmdFd, replyFd, o.Warmup, ref seq);
-            _ = PipeRoundTrip(cmdFd, replyFd, o.FloorRounds / 4);
-            _ = FutexRoundTrip(futex, cmdFd, ref futexValue, o.FloorRounds / 4);
+            _ = Lockstep(session, o, o.Warmup, ref seq, null);
+            _ = Stream(session, o, o.Warmup, ref seq);
+            _ = session.PipeRoundTrips(o.FloorRounds / 4);
+            _ = session.FutexRoundTrips(o.FloorRounds / 4, spin: false);
         }
 
         Thread.Sleep(200); // let tiered compilation install the optimized code
         for (int run = 0; run < o.Runs; run++)
         {
             GC.Collect();
-            _ = Lockstep(pool, cmdFd, replyFd, o.Frames, ref seq, report);
-            double fps = Stream(pool, cmdFd, replyFd, o.StreamFrames, ref seq);
+            _ = Lockstep(session, o, o.Frames, ref seq, report);
+            double fps = Stream(session, o, o.StreamFrames, ref seq);
             report.Fps.Add(fps);
             report.StreamFrameTime.Add(1e9 / fps);
-            report.SharedAtomic.Add(SharedAtomicIncrement(futex));
-            report.FutexRtt.Add(FutexRoundTrip(futex, cmdFd, ref futexValue, o.FloorRounds));
-            report.PipeRtt.Add(PipeRoundTrip(cmdFd, replyFd, o.FloorRounds));
-            report.Memcpy.Add(Memcpy());
+            report.SharedAtomic.Add(session.SharedAtomicIncrement());
+            report.FutexRtt.Add(RunStats.MedianNs(session.FutexRoundTrips(o.FloorRounds, spin: false)));
+            report.PipeRtt.Add(RunStats.MedianNs(session.PipeRoundTrips(o.FloorRounds)));
+            report.Memcpy.Add(ConsumerSession.Memcpy());
         }
 
-        Command quit = new() { Op = Command.OpQuit };
-        BenchLibc.WriteExactly(cmdFd, &quit, sizeof(Command));
-        if (!consumer.WaitForExit(10_000))
-        {
-            consumer.Kill();
-        }
-
-        _ = BenchLibc.Close(cmdFd);
-        _ = BenchLibc.Close(replyFd);
-        report.Print(o, consumer.HasExited ? consumer.ExitCode : -1);
+        session.Dispose();
+        report.Print(o, session.ConsumerExitCode);
         return report.Failures == 0 ? 0 : 1;
     }
 
@@ -127,8 +85,17 @@ internal static unsafe class HandoffProducer
         {
             string a = args[i];
             int Next() => int.Parse(args[++i], CultureInfo.InvariantCulture);
+            bool Way(string what) => args[++i] switch
+            {
+                "channel" => true,
+                "pipe" => false,
+                string x => throw new ArgumentException($"handoff: {what} must be channel or pipe, not '{x}'"),
+            };
             switch (a)
             {
+                case "--transport": o.Channel = Way(a); break;
+                case "--reply": o.ReplyChannel = Way(a); break;
+                case "--spin-us": o.SpinUs = Next(); break;
                 case "--runs": o.Runs = Next(); break;
                 case "--frames": o.Frames = Next(); break;
                 case "--stream-frames": o.StreamFrames = Next(); break;
@@ -142,56 +109,34 @@ internal static unsafe class HandoffProducer
             }
         }
 
+        if (o.SpinUs > 0 && !o.Channel)
+        {
+            throw new ArgumentException("handoff: --spin-us applies to the channel transport");
+        }
+
         return o;
     }
 
-    /// <summary>Gives every slot its frame-sized memory and touches every page, so no timed frame pays a first touch
-    /// in the producer (the consumer maps each slot once during warm-up).</summary>
-    private static void PreFault(BufferPool pool)
-    {
-        var guards = new BufferGuard[InFlight];
-        for (int i = 0; i < InFlight; i++)
-        {
-            guards[i] = pool.AcquireCpu(Frame.Bytes);
-            guards[i].Span.Clear();
-        }
-
-        foreach (BufferGuard g in guards)
-        {
-            g.Dispose();
-        }
-    }
-
-    private static Process StartConsumer(string poolName, int cmdRead, int replyWrite, int cpu, string futexPath)
-    {
-        string self = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
-        var psi = new ProcessStartInfo { FileName = self, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(self) == "dotnet")
-        {
-            psi.ArgumentList.Add(typeof(HandoffProducer).Assembly.Location); // run as `dotnet Xmem.Benchmarks.dll`
-        }
-
-        foreach (string a in new[] { "handoff-consumer", poolName, cmdRead.ToString(CultureInfo.InvariantCulture), replyWrite.ToString(CultureInfo.InvariantCulture), cpu.ToString(CultureInfo.InvariantCulture), futexPath })
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        return Process.Start(psi) ?? throw new InvalidOperationException("could not start the consumer process");
-    }
-
     /// <summary>Lockstep: one frame at a time, the producer waits for the consumer's reply before the next.</summary>
-    private static int Lockstep(BufferPool pool, int cmdFd, int replyFd, int frames, ref int seq, Report? report)
+    private static int Lockstep(ConsumerSession session, Options o, int frames, ref int seq, Report? report)
     {
         var acquire = new long[frames];
         var stamp = new long[frames];
+        var describe = new long[frames];
         var send = new long[frames];
         var deliver = new long[frames];
         var checksum = new long[frames];
         var oneWay = new long[frames];
         var roundTrip = new long[frames];
         int failures = 0;
+        BufferPool pool = session.Pool;
         Command cmd = new() { Op = Command.OpFrame };
         Reply reply;
+        if (o.Channel)
+        {
+            session.Send(new Command { Op = Command.OpChanLockstep, Arg = frames, Meta = o.Reply ? 1 : 0, Seq = o.SpinUs });
+        }
+
         for (int i = 0; i < frames; i++)
         {
             int s = seq++;
@@ -200,12 +145,33 @@ internal static unsafe class HandoffProducer
             long t1 = MonotonicClock.NowNs();
             Frame.Stamp((byte*)g.CpuPointer, s);
             long t2 = MonotonicClock.NowNs();
-            cmd.Seq = s;
-            cmd.Meta = g.MetaIndex;
-            g.Forget(); // the reference is now in flight, for the consumer to take over
-            BenchLibc.WriteExactly(cmdFd, &cmd, sizeof(Command));
+            long t2b;
+            if (o.Channel)
+            {
+                g.SetDescription(FrameSpec, (ulong)s);
+                t2b = MonotonicClock.NowNs();
+                session.Frames.Send(g); // g is spent: its reference now belongs to the channel
+            }
+            else
+            {
+                cmd.Seq = s;
+                cmd.Meta = g.MetaIndex;
+                g.Forget(); // the reference is now in flight, for the consumer to take over
+                t2b = MonotonicClock.NowNs();
+                session.Send(cmd);
+            }
+
             long t3 = MonotonicClock.NowNs();
-            BenchLibc.ReadExactly(replyFd, &reply, sizeof(Reply));
+            if (o.Reply)
+            {
+                using BufferGuard r = session.Replies.Receive();
+                reply = *(Reply*)r.CpuPointer;
+            }
+            else
+            {
+                reply = session.ReadReply();
+            }
+
             long t4 = MonotonicClock.NowNs();
             if (reply.Seq != s || reply.Ok != 1)
             {
@@ -214,6 +180,7 @@ internal static unsafe class HandoffProducer
 
             acquire[i] = t1 - t0;
             stamp[i] = t2 - t1;
+            describe[i] = t2b - t2;
             send[i] = t3 - t2;
             deliver[i] = reply.TRecvNs - t3;
             checksum[i] = reply.TDoneNs - reply.TRecvNs;
@@ -225,6 +192,7 @@ internal static unsafe class HandoffProducer
         {
             report.Acquire.Add(RunStats.MedianNs(acquire));
             report.Stamp.Add(RunStats.MedianNs(stamp));
+            report.Describe.Add(RunStats.MedianNs(describe));
             report.Send.Add(RunStats.MedianNs(send));
             report.Deliver.Add(RunStats.MedianNs(deliver));
             report.Checksum.Add(RunStats.MedianNs(checksum));
@@ -239,125 +207,98 @@ internal static unsafe class HandoffProducer
 
     /// <summary>Stream: back to back, at most <see cref="InFlight"/> frames in flight (the pool has that many slots,
     /// and TryAcquireCpu sleeps until the consumer frees one). Returns frames per second.</summary>
-    private static double Stream(BufferPool pool, int cmdFd, int replyFd, int frames, ref int seq)
+    private static double Stream(ConsumerSession session, Options o, int frames, ref int seq) =>
+        Stream(session, o.Channel, o.SpinUs, frames, ref seq, fill: false, out _);
+
+    /// <summary>Where a stream's time went, as shares of its elapsed time: the producer's writes (the 6 MiB copies,
+    /// with <c>fill</c>), and its waits for a free slot (TryAcquireCpu).</summary>
+    internal readonly record struct StreamShares(double WriteMedianNs, double WriteShare, double AcquireShare);
+
+    /// <summary>Stream through the channel or the pipe. With <paramref name="fill"/> the producer writes the whole
+    /// frame (a 6 MiB copy from a source frame) before stamping it.</summary>
+    internal static double Stream(ConsumerSession session, bool channel, int spinUs, int frames, ref int seq, bool fill, out StreamShares shares)
     {
+        long acquireTotal = 0;
+        BufferPool pool = session.Pool;
         Command cmd = new() { Op = Command.OpStreamFrame };
+        long[] writes = fill ? new long[frames] : [];
+        byte* source = fill ? SourceFrame() : null;
+        if (channel)
+        {
+            session.Send(new Command { Op = Command.OpChanStream, Arg = frames, Seq = spinUs });
+        }
+
         long start = MonotonicClock.NowNs();
         for (int i = 0; i < frames; i++)
         {
             int s = seq++;
+            long a0 = MonotonicClock.NowNs();
             if (!pool.TryAcquireCpu(Frame.Bytes, TimeSpan.FromSeconds(10), out BufferGuard? g))
             {
                 throw new TimeoutException("stream: no slot came free in 10 s (the consumer stopped?)");
             }
 
+            acquireTotal += MonotonicClock.NowNs() - a0;
+
+            if (fill)
+            {
+                long w0 = MonotonicClock.NowNs();
+                Buffer.MemoryCopy(source, (void*)g.CpuPointer, Frame.Bytes, Frame.Bytes);
+                writes[i] = MonotonicClock.NowNs() - w0;
+            }
+
             Frame.Stamp((byte*)g.CpuPointer, s);
-            cmd.Seq = s;
-            cmd.Meta = g.MetaIndex;
-            g.Forget();
-            BenchLibc.WriteExactly(cmdFd, &cmd, sizeof(Command));
+            if (channel)
+            {
+                g.SetDescription(FrameSpec, (ulong)s);
+                session.Frames.Send(g);
+            }
+            else
+            {
+                cmd.Seq = s;
+                cmd.Meta = g.MetaIndex;
+                g.Forget();
+                session.Send(cmd);
+            }
         }
 
-        Command end = new() { Op = Command.OpStreamEnd };
-        BenchLibc.WriteExactly(cmdFd, &end, sizeof(Command));
-        Reply reply;
-        BenchLibc.ReadExactly(replyFd, &reply, sizeof(Reply));
+        if (!channel)
+        {
+            session.Send(new Command { Op = Command.OpStreamEnd });
+        }
+
+        Reply reply = session.ReadReply();
         long elapsed = MonotonicClock.NowNs() - start;
         if (reply.Seq != frames || reply.Ok != frames)
         {
             throw new InvalidOperationException($"stream: consumer saw {reply.Seq} frames, {reply.Ok} verified, of {frames}");
         }
 
+        shares = new StreamShares(fill ? RunStats.MedianNs(writes) : 0, fill ? writes.Sum() / (double)elapsed : 0, acquireTotal / (double)elapsed);
         return frames * 1e9 / elapsed;
     }
 
-    /// <summary>Floor: a 4-byte pipe round trip between the two processes (ns).</summary>
-    private static double PipeRoundTrip(int cmdFd, int replyFd, int rounds)
+    private static byte* _source;
+
+    /// <summary>A pre-faulted frame-sized source for the pipeline's writes (allocated once).</summary>
+    private static byte* SourceFrame()
     {
-        Command cmd = new() { Op = Command.OpPipePing, Arg = rounds };
-        BenchLibc.WriteExactly(cmdFd, &cmd, sizeof(Command));
-        var samples = new long[rounds];
-        int ping = 0;
-        for (int i = 0; i < rounds; i++)
+        if (_source is null)
         {
-            long t0 = MonotonicClock.NowNs();
-            BenchLibc.WriteExactly(cmdFd, &i, 4);
-            BenchLibc.ReadExactly(replyFd, &ping, 4);
-            samples[i] = MonotonicClock.NowNs() - t0;
+            _source = (byte*)NativeMemory.AlignedAlloc((nuint)Frame.Bytes, 4096);
+            NativeMemory.Fill(_source, (nuint)Frame.Bytes, 7);
         }
 
-        return RunStats.MedianNs(samples);
-    }
-
-    /// <summary>Floor: a futex wake round trip between the two processes (ns), both sides blocking in the kernel.</summary>
-    private static double FutexRoundTrip(ShmScratch futex, int cmdFd, ref uint value, int rounds)
-    {
-        uint* word = (uint*)futex.Pointer;
-        Volatile.Write(ref *word, value);
-        Command cmd = new() { Op = Command.OpFutexPing, Meta = (int)value, Arg = rounds };
-        BenchLibc.WriteExactly(cmdFd, &cmd, sizeof(Command));
-        var samples = new long[rounds];
-        for (int i = 1; i <= rounds; i++)
-        {
-            uint ping = value + (uint)(2 * i) - 1;
-            long t0 = MonotonicClock.NowNs();
-            Volatile.Write(ref *word, ping);
-            _ = Libc.FutexWakeAll((nint)word);
-            HandoffConsumer.WaitFor(word, ping + 1);
-            samples[i - 1] = MonotonicClock.NowNs() - t0;
-        }
-
-        value += (uint)(2 * rounds);
-        return RunStats.MedianNs(samples);
-    }
-
-    /// <summary>Floor: an atomic increment on a MAP_SHARED /dev/shm word (ns per increment, uncontended).</summary>
-    private static double SharedAtomicIncrement(ShmScratch scratch)
-    {
-        long* counter = (long*)(scratch.Pointer + 64); // its own cache line, away from the futex word
-        const int N = 1_000_000;
-        long t0 = MonotonicClock.NowNs();
-        for (int i = 0; i < N; i++)
-        {
-            _ = Interlocked.Increment(ref *counter);
-        }
-
-        return (MonotonicClock.NowNs() - t0) / (double)N;
-    }
-
-    /// <summary>Floor: a frame-sized memcpy between two pre-faulted buffers (ns, median of 21).</summary>
-    private static double Memcpy()
-    {
-        nuint n = (nuint)Frame.Bytes;
-        void* src = NativeMemory.AlignedAlloc(n, 4096);
-        void* dst = NativeMemory.AlignedAlloc(n, 4096);
-        try
-        {
-            NativeMemory.Fill(src, n, 1);
-            NativeMemory.Fill(dst, n, 2);
-            var samples = new long[21];
-            for (int i = 0; i < samples.Length; i++)
-            {
-                long t0 = MonotonicClock.NowNs();
-                Buffer.MemoryCopy(src, dst, (long)n, (long)n);
-                samples[i] = MonotonicClock.NowNs() - t0;
-            }
-
-            return RunStats.MedianNs(samples);
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(src);
-            NativeMemory.AlignedFree(dst);
-        }
+        return _source;
     }
 
     private sealed class Report
     {
         internal readonly Metric Acquire = new("acquire", "µs", 1000);
         internal readonly Metric Stamp = new("stamp (1519 pages)", "µs", 1000);
-        internal readonly Metric Send = new("send (Forget + 16-byte pipe write)", "µs", 1000);
-        internal readonly Metric Deliver = new("deliver (t_recv − send done: wake + Get + Release)", "µs", 1000);
+        internal readonly Metric Describe = new("of which SetDescription (seq) / Forget", "µs", 1000);
+        internal readonly Metric Send = new("send", "µs", 1000);
+        internal readonly Metric Deliver = new("deliver (t_recv − send done)", "µs", 1000);
         internal readonly Metric Checksum = new("checksum (1519 stamps)", "µs", 1000);
         internal readonly Metric OneWay = new("**one-way total (t_done − t0)**", "µs", 1000);
         internal readonly Metric RoundTrip = new("round trip", "µs", 1000);
@@ -372,16 +313,20 @@ internal static unsafe class HandoffProducer
 
         internal void Print(Options o, int consumerExit)
         {
-            Console.WriteLine($"# xmem handoff ({DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC)");
+            string transport = o.Channel
+                ? $"send = SetDescription(seq) + BufferChannel.Send (queue channel, depth {InFlight}); consumer: Receive + Description" + (o.SpinUs > 0 ? $"; spin {o.SpinUs} µs" : "; no spinning")
+                : "send = Forget + 16-byte pipe write; consumer: pipe read + Get + Release";
+            string replyWay = o.Reply ? "reply channel (a 64-byte buffer of a second pool)" : "reply pipe (24 bytes)";
+            Console.WriteLine($"# xmem handoff, {(o.Channel ? "channel" : "pipe")} transport ({DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, load {LoadAverage()})");
             Console.WriteLine();
             Console.WriteLine($"frame 1920×1080×3 = {Frame.Bytes:N0} B ({Frame.Pages} pages); pool of {InFlight} slots; " +
                 $"{o.Runs} runs × {o.Frames} lockstep frames and {o.StreamFrames} stream frames; warm-up 3 × {o.Warmup}; " +
                 (o.Pin ? $"producer on CPU {o.ProducerCpu}, consumer on CPU {o.ConsumerCpu}" : "not pinned") +
-                $"; send = Forget + pipe; floors {o.FloorRounds} round trips per run; {Environment.ProcessorCount} CPUs; .NET {Environment.Version}");
+                $"; {transport}; lockstep reply over the {replyWay}; floors {o.FloorRounds} round trips per run; {Environment.ProcessorCount} CPUs; .NET {Environment.Version}");
             Console.WriteLine();
             Console.WriteLine("| lockstep (per-run medians) | median | spread (min – max of runs) | unit |");
             Console.WriteLine("|---|---:|---:|---|");
-            foreach (Metric m in new[] { Acquire, Stamp, Send, Deliver, Checksum, OneWay, RoundTrip })
+            foreach (Metric m in new[] { Acquire, Stamp, Send, Describe, Deliver, Checksum, OneWay, RoundTrip })
             {
                 Console.WriteLine(m.Row());
             }
@@ -401,6 +346,18 @@ internal static unsafe class HandoffProducer
 
             Console.WriteLine();
             Console.WriteLine($"checksum failures: {Failures} of {Frames} recorded lockstep frames; consumer exit code {consumerExit}");
+        }
+    }
+
+    internal static string LoadAverage()
+    {
+        try
+        {
+            return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+        }
+        catch (IOException)
+        {
+            return "?";
         }
     }
 }

@@ -17,6 +17,20 @@ internal static class RunStats
         return copy.Length % 2 == 1 ? copy[mid] : (copy[mid - 1] + copy[mid]) / 2;
     }
 
+    /// <summary>The <paramref name="q"/> quantile (0..1, nearest rank) of <paramref name="values"/>.</summary>
+    internal static double Quantile(ReadOnlySpan<long> values, double q)
+    {
+        if (values.IsEmpty)
+        {
+            return double.NaN;
+        }
+
+        long[] copy = values.ToArray();
+        Array.Sort(copy);
+        int rank = (int)Math.Ceiling(q * copy.Length) - 1;
+        return copy[Math.Clamp(rank, 0, copy.Length - 1)];
+    }
+
     internal static double MedianNs(ReadOnlySpan<long> values)
     {
         var d = new double[values.Length];
