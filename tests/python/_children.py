@@ -63,3 +63,54 @@ def produce_forgotten(name, size, seed):
         index = buf.meta_index
         buf.forget()
     return index
+
+
+# ---------------------------------------------------------------------------------------------------- channels
+
+
+def channel_producer(name, channel, producer_id, count, depth):
+    """Sends `count` described buffers; seq = producer_id << 32 | i, first byte = i mod 256."""
+    with xmem.BufferPool.open(name) as pool, pool.channel(channel, depth) as ch:
+        for i in range(count):
+            buf = pool.acquire_cpu(shape=(4,), dtype="uint16", seq=(producer_id << 32) | i, content_type="test/seq",
+                                   timeout=30)
+            buf.numpy()[:] = i & 0xFFFF
+            ch.send(buf, timeout=30)
+    return count
+
+
+def channel_consumer(name, channel, depth, results):
+    """Receives until a buffer with content type "stop"; puts the list of seqs it got (checked against the data)."""
+    seqs = []
+    with xmem.BufferPool.open(name) as pool, pool.channel(channel, depth) as ch:
+        for buf in ch:
+            with buf:
+                if buf.content_type == "stop":
+                    break
+                a = buf.numpy()
+                assert a.shape == (4,) and a.dtype == np.uint16 and (a == (buf.seq & 0xFFFFFFFF) & 0xFFFF).all()
+                seqs.append(buf.seq)
+    results.put(seqs)
+
+
+def fanout_subscriber(name, channel, count, ready, results):
+    """Subscribes to a fan-out channel, signals `ready`, receives `count` buffers; puts their (seq, first value)."""
+    with xmem.BufferPool.open(name) as pool, pool.channel(channel, 8, mode="fanout") as ch, ch.subscribe() as sub:
+        ready.put(os.getpid())
+        got = []
+        for _ in range(count):
+            with sub.recv(timeout=30) as buf:
+                got.append((buf.seq, int(buf.numpy()[0])))
+    results.put(got)
+
+
+def blocked_receiver(name, channel):
+    """Blocks in recv() for ever; Ctrl-C (SIGINT) must end it with KeyboardInterrupt (exit code 42)."""
+    import sys
+    with xmem.BufferPool.open(name) as pool, pool.channel(channel, 4) as ch:
+        print("receiving", flush=True)
+        try:
+            ch.recv()
+        except KeyboardInterrupt:
+            sys.exit(42)
+    sys.exit(1)

@@ -145,19 +145,6 @@ def test_slot_not_live(pool):
         pool.get(3)
 
 
-def test_cuda_methods_exist_and_raise_cuda_unavailable(pool):
-    with pytest.raises(xmem.CudaUnavailableError, match="acquire_cpu"):
-        pool.acquire_cuda(16, 0)
-    with pytest.raises(xmem.CudaUnavailableError):
-        pool.preallocate_cuda(16, 2, 0)
-    with pool.acquire_cpu(8) as buf:
-        with pytest.raises(xmem.CudaUnavailableError, match="cpu_ptr"):
-            buf.cuda_ptr
-        with pytest.raises(xmem.CudaUnavailableError):
-            buf.cuda_ptr_mut
-    assert pool.ref_count(0) == 0
-
-
 def test_error_attributes(pool):
     with pytest.raises(xmem.XmemError) as e:
         pool.get(5)
