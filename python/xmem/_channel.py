@@ -173,12 +173,17 @@ class Channel:
             GuardInvalidError: ``buf`` was already released, forgotten or sent.
             InvalidArgumentError: ``buf`` comes from another pool object than the channel.
         """
-        if not self.try_send(buf, timeout, _raise=True):  # pragma: no cover - try_send raises instead
-            raise AssertionError
+        if not self._send(buf, timeout):
+            raise XmemTimeoutError(
+                "channel %r stayed full (%d buffers) for %g s; the buffer is still yours. Receive faster, wait "
+                "longer, or open the channel with a larger depth." % (self._name, self._depth, timeout))
 
-    def try_send(self, buf: BufferGuard, timeout: Optional[float] = 0, *, _raise: bool = False) -> bool:
+    def try_send(self, buf: BufferGuard, timeout: Optional[float] = 0) -> bool:
         """Like :meth:`send`, but returns False (``buf`` unchanged, still yours) when the channel stayed full for
         ``timeout`` seconds (0: do not wait)."""
+        return self._send(buf, timeout)
+
+    def _send(self, buf: BufferGuard, timeout: Optional[float]) -> bool:
         if not isinstance(buf, BufferGuard):
             raise TypeError("send() takes a BufferGuard, not %s" % type(buf).__name__)
         g = buf._h
@@ -203,10 +208,6 @@ class Channel:
                     buf._h = 0  # the failed send still took the reference (and gave it back)
                 raise err
             if deadline is not None and time.monotonic() >= deadline:
-                if _raise:
-                    raise XmemTimeoutError(
-                        "channel %r stayed full (%d buffers) for %g s; the buffer is still yours. Receive faster, "
-                        "wait longer, or open the channel with a larger depth." % (self._name, self._depth, timeout))
                 return False
 
     def recv(self, timeout: Optional[float] = None, *, writable: bool = False) -> BufferGuard:
