@@ -1,41 +1,72 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Text.Json;
 
 namespace Xmem.Cli.Demo;
 
+/// <summary>Which consumers of <c>xmem demo</c> are Python processes.</summary>
+internal enum PythonConsumers
+{
+    /// <summary>All are <c>xmem __consumer</c>.</summary>
+    None,
+
+    /// <summary>The last one is python/examples/consumer.py.</summary>
+    One,
+
+    /// <summary>All are python/examples/consumer.py.</summary>
+    All,
+}
+
 /// <summary>What <c>xmem demo</c> was asked to do.</summary>
-internal sealed record DemoOptions(int Frames, int Consumers, long FrameSize, int Capacity, int Window, string? Name, bool Json);
+internal sealed record DemoOptions(int Frames, int Consumers, FrameShape Shape, int Capacity, int Depth, bool FanOut, PythonConsumers Python, string? Name, bool Json);
+
+/// <summary>One consumer's part of a demo run (in <c>--json</c> output).</summary>
+internal sealed record DemoConsumerResult
+{
+    public required int Index { get; init; }
+    public required string Runtime { get; init; }
+    public required int Pid { get; init; }
+    public required int Frames { get; init; }
+    public string? View { get; init; }
+}
 
 /// <summary>The figures of one demo run (also its <c>--json</c> output).</summary>
 internal sealed record DemoResult
 {
     public required string Pool { get; init; }
+    public required string Mode { get; init; }
     public required int Frames { get; init; }
     public required int WarmupFrames { get; init; }
     public required int Consumers { get; init; }
     public required long FrameBytes { get; init; }
+    public required long[] Shape { get; init; }
+    public required string ContentType { get; init; }
     public required int Capacity { get; init; }
-    public required int Window { get; init; }
+    public required int Depth { get; init; }
     public required double Seconds { get; init; }
     public required double FramesPerSecond { get; init; }
-    public required double MicrosecondsPerHandoff { get; init; }
+    public required double MicrosecondsPerFrame { get; init; }
     public required double GigabytesPerSecond { get; init; }
     public required double LatencyP50Microseconds { get; init; }
-    public required double DeliverP50Microseconds { get; init; }
+    public required double LatencyP99Microseconds { get; init; }
+    public required long FramesChecked { get; init; }
     public required long BytesVerified { get; init; }
+    public required DemoConsumerResult[] PerConsumer { get; init; }
     public required bool PoolRemoved { get; init; }
 }
 
 /// <summary>
-/// <c>xmem demo</c>: this process creates a pool and produces frames; one or more consumer processes (this same
-/// program, <c>xmem __consumer</c>) check every byte of every frame. Frames stream with at most
-/// <see cref="DemoOptions.Window"/> in flight per consumer; a slot is reused only once every consumer released it.
-/// The pool is removed at the end, also on Ctrl+C, SIGTERM or SIGHUP, and also when a consumer fails.
+/// <c>xmem demo</c>: this process creates a pool and a channel and produces described frames into it; consumer
+/// processes (this same program as <c>xmem __consumer</c>, or python/examples/consumer.py) receive them, check every
+/// byte and report at the end (<see cref="DemoProtocol"/>). In queue mode each frame goes to one consumer; in fan-out
+/// mode to every consumer. The pool is removed at the end, also on Ctrl+C, SIGTERM or SIGHUP, and also when a
+/// consumer fails or dies.
 /// </summary>
 internal sealed class DemoRunner(DemoOptions options)
 {
     private const long StallLimitMs = 15_000;
     private const long ShutdownGraceMs = 2_000;
+    private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
 
     private readonly CancellationTokenSource _cancel = new();
     private readonly List<Consumer> _consumers = [];
@@ -45,31 +76,32 @@ internal sealed class DemoRunner(DemoOptions options)
     private long _lastProgress = Environment.TickCount64;
     private volatile bool _stalled;
 
-    private sealed class Consumer(int index, Process process, PipeFrameLink link)
-    {
-        internal int Index { get; } = index;
-        internal Process Process { get; } = process;
-        internal PipeFrameLink Link { get; } = link;
-        internal long Sent { get; set; }
-        internal long Acked { get; set; }
-    }
-
     internal int Run()
     {
         using PosixSignalRegistration onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using PosixSignalRegistration onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using PosixSignalRegistration onHup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
 
+        PythonConsumer? python = options.Python == PythonConsumers.None ? null : PythonConsumer.Locate(); // before anything is made
         string name = options.Name ?? $"xmem-demo-{Environment.ProcessId}";
         int warmup = Math.Min(2 * options.Capacity, 32);
         if (!options.Json)
         {
-            Console.WriteLine($"xmem demo: 1 producer → {options.Consumers} consumer process{(options.Consumers == 1 ? "" : "es")}, {options.Frames} frames of {Units.DescribeFrame(options.FrameSize)}");
-            Console.WriteLine($"  pool '{name}' in {SharedMemoryDirectory.Path}: {options.Capacity} slots, up to {options.Window} frames in flight, {warmup} warm-up frames");
+            int py = PythonCount();
+            string kinds = py == 0 ? "" : py == options.Consumers ? " (Python)" : $" ({py} in Python)";
+            string mode = options.FanOut ? "fan-out: every consumer checks every frame" : "queue: each frame checked by one consumer";
+            Console.WriteLine($"xmem demo: 1 producer → {options.Consumers} consumer process{(options.Consumers == 1 ? "" : "es")}{kinds}, {options.Frames} frames of {options.Shape.Describe()}");
+            Console.WriteLine($"  pool '{name}' in {SharedMemoryDirectory.Path}: {options.Capacity} slots; channel '{DemoProtocol.ChannelName}' ({mode}), depth {options.Depth}");
+            Console.WriteLine($"  frames described as uint8 {options.Shape.Tuple} '{options.Shape.ContentType}' with seq and CLOCK_MONOTONIC timestamp; {warmup} warm-up frames");
+            if (python is not null)
+            {
+                Console.WriteLine($"  Python consumer: {python.ScriptPath} run by {python.Describe()}");
+            }
         }
 
         BufferPool pool = BufferPool.Create(name, options.Capacity, persistent: false);
         ulong instance = Inspection.PoolInspector.Summarize(name).InstanceId;
+        BufferChannel? channel = null;
         using var finished = new ManualResetEventSlim();
         var watchdog = new Thread(() => Watch(finished)) { IsBackground = true, Name = "xmem demo watchdog" };
         watchdog.Start();
@@ -78,11 +110,11 @@ internal sealed class DemoRunner(DemoOptions options)
         string? failedConsumer = null;
         try
         {
-            result = Produce(pool, name, warmup);
+            channel = pool.Channel(DemoProtocol.ChannelName, options.Depth, options.FanOut ? ChannelMode.FanOut : ChannelMode.Queue);
+            result = Produce(pool, channel, name, warmup, python);
         }
         catch (Exception e) when (_cancel.IsCancellationRequested || _stalled || e is IOException)
         {
-            // A broken pipe usually means a consumer died: give its exit status a moment to arrive, to say so.
             failure = e;
             failedConsumer = _cancel.IsCancellationRequested ? null : AwaitConsumerFailure(1000);
         }
@@ -90,6 +122,7 @@ internal sealed class DemoRunner(DemoOptions options)
         {
             finished.Set();
             Shutdown();
+            channel?.Dispose();
             pool.Dispose(); // the last process to detach removes a non-persistent pool
             RemoveIfStillOurs(name, instance);
         }
@@ -109,7 +142,7 @@ internal sealed class DemoRunner(DemoOptions options)
         if (failure is not null || result is null)
         {
             string why = _stalled
-                ? $"no frame was answered for {StallLimitMs / 1000} s; the consumers were stopped"
+                ? $"no frame moved for {StallLimitMs / 1000} s; the consumers were stopped"
                 : failedConsumer ?? failure?.Message ?? "unknown failure";
             throw new InvalidOperationException($"the demo failed: {why}. Pool '{name}' {(removed ? "was removed" : "is left: run `xmem gc`")}.");
         }
@@ -119,6 +152,13 @@ internal sealed class DemoRunner(DemoOptions options)
         return ExitCodes.Ok;
     }
 
+    private int PythonCount() => options.Python switch
+    {
+        PythonConsumers.All => options.Consumers,
+        PythonConsumers.One => 1,
+        _ => 0,
+    };
+
     private void OnSignal(PosixSignalContext context)
     {
         context.Cancel = true; // shut down in order instead of dying with the pool left behind
@@ -127,8 +167,8 @@ internal sealed class DemoRunner(DemoOptions options)
         _cancel.Cancel();
     }
 
-    /// <summary>Stops the consumers (which unblocks every pipe read) when a shutdown takes too long or the pipeline
-    /// stalls: every wait of the demo is bounded.</summary>
+    /// <summary>Stops the consumers when a shutdown takes too long or the pipeline stalls: every wait of the demo is
+    /// bounded.</summary>
     private void Watch(ManualResetEventSlim finished)
     {
         while (!finished.Wait(200))
@@ -148,10 +188,13 @@ internal sealed class DemoRunner(DemoOptions options)
         }
     }
 
-    private DemoResult Produce(BufferPool pool, string name, int warmup)
+    private DemoResult Produce(BufferPool pool, BufferChannel channel, string name, int warmup, PythonConsumer? python)
     {
         CancellationToken ct = _cancel.Token;
-        long size = options.FrameSize;
+        FrameShape shape = options.Shape;
+        long size = shape.Bytes;
+        TensorSpec spec = shape.Spec;
+        string contentType = shape.ContentType;
 
         // Create every slot's memory (pages reserved) before anything is timed, then hand the slots back, memory kept.
         foreach (int s in pool.PreallocateCpu(size, options.Capacity))
@@ -159,168 +202,271 @@ internal sealed class DemoRunner(DemoOptions options)
             _ = pool.Release(s);
         }
 
+        int firstPython = options.Consumers - PythonCount();
         for (int i = 0; i < options.Consumers && !ct.IsCancellationRequested; i++)
         {
-            var process = Process.Start(SelfProcess.StartInfo(["__consumer", "--name", name, "--size", size.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
-                ?? throw new InvalidOperationException("could not start a consumer process.");
+            bool isPython = i >= firstPython;
+            ProcessStartInfo psi = isPython
+                ? python!.StartInfo(name, options.Depth, options.FanOut, i)
+                : SelfProcess.StartInfo(ConsumerArguments(name));
+            var process = Process.Start(psi) ?? throw new InvalidOperationException($"could not start consumer {i} ({psi.FileName}).");
+            var c = new Consumer(i, isPython, process);
             lock (_killLock)
             {
-                _consumers.Add(new Consumer(i, process, new PipeFrameLink(process.StandardInput.BaseStream, process.StandardOutput.BaseStream)));
+                _consumers.Add(c);
             }
+
+            c.StartReading();
         }
 
+        // Fan-out subscribers receive what is sent after they joined: wait until every consumer is ready.
         foreach (Consumer c in _consumers)
         {
-            FrameAck ready = c.Link.ReceiveAck();
-            if (ready.Seq != FrameAck.ReadySeq)
+            while (!c.Ready.Wait(Poll))
             {
-                throw new InvalidDataException($"consumer {c.Index} sent {ready.Seq} instead of its ready message.");
-            }
-        }
-
-        Kick();
-        int total = warmup + options.Frames;
-        var startedAt = new long[total];
-        var sentAt = new long[total];
-        var latencies = new List<double>(options.Frames * options.Consumers);
-        var delivers = new List<double>(options.Frames * options.Consumers);
-        var progress = new ProgressLine(enabled: !options.Json && !Console.IsOutputRedirected);
-        long timedStart = 0;
-        long verified = 0;
-
-        void HandleAck(Consumer c, FrameAck ack)
-        {
-            if (ack.Seq < 0 || ack.Seq >= total || ack.Seq != c.Acked)
-            {
-                throw new InvalidDataException($"consumer {c.Index} answered for frame {ack.Seq}, expected {c.Acked}.");
+                ct.ThrowIfCancellationRequested();
+                ThrowIfConsumerFailed();
             }
 
-            if (ack.MismatchOffset >= 0)
-            {
-                throw new InvalidDataException($"consumer {c.Index} found frame {ack.Seq} corrupt at byte {ack.MismatchOffset}.");
-            }
-
-            c.Acked++;
             Kick();
-            if (ack.Seq >= warmup)
-            {
-                verified += size;
-                latencies.Add(Stopwatch.GetElapsedTime(startedAt[ack.Seq], ack.DoneTimestamp).TotalMicroseconds);
-                delivers.Add(Stopwatch.GetElapsedTime(sentAt[ack.Seq], ack.ReceivedTimestamp).TotalMicroseconds);
-            }
         }
 
-        for (long seq = 0; seq < total && !ct.IsCancellationRequested; seq++)
+        int total = warmup + options.Frames;
+        var progress = new ProgressLine(enabled: !options.Json && !Console.IsOutputRedirected);
+        long timedStartNs = 0;
+        long timedStart = 0;
+        for (long seq = 0; seq < total; seq++)
         {
+            ct.ThrowIfCancellationRequested();
             if (seq == warmup)
             {
                 timedStart = Stopwatch.GetTimestamp();
+                timedStartNs = BufferDescription.MonotonicNowNs();
             }
 
-            foreach (Consumer c in _consumers)
-            {
-                while (c.Sent - c.Acked >= options.Window)
-                {
-                    HandleAck(c, c.Link.ReceiveAck());
-                }
-            }
-
-            startedAt[seq] = Stopwatch.GetTimestamp();
             BufferGuard frame = Acquire(pool, size, ct);
             try
             {
-                FramePattern.Fill(frame.Span, seq);
-                for (int i = 0; i < _consumers.Count; i++)
-                {
-                    _ = pool.AddRef(frame.MetaIndex); // one in-flight reference per consumer, taken over by its guard
-                }
-
-                sentAt[seq] = Stopwatch.GetTimestamp();
-                foreach (Consumer c in _consumers)
-                {
-                    c.Link.Send(new FrameNotice(frame.MetaIndex, seq, sentAt[seq]));
-                    c.Sent++;
-                }
+                FramePattern.Fill(frame.Span[..(int)size], seq);
+                frame.SetDescription(spec, (ulong)seq, BufferDescription.MonotonicNowNs(), contentType, DemoProtocol.ProducerTag);
+                Send(channel, frame, ct);
             }
-            finally
+            catch
             {
-                frame.Dispose();
+                frame.Dispose(); // not sent: still ours (a sent guard is spent and this does nothing)
+                throw;
             }
 
+            Kick();
+            ThrowIfConsumerFailed(); // in a queue the others would go on: a dead consumer fails the run at once
             if (seq >= warmup)
             {
                 progress.Update(seq - warmup + 1, options.Frames, timedStart);
             }
         }
 
-        foreach (Consumer c in _consumers)
+        // The end of the stream: one marker per consumer in a queue (each takes one and stops), one for all in fan-out.
+        int markers = options.FanOut ? 1 : _consumers.Count;
+        for (int m = 0; m < markers; m++)
         {
-            while (c.Acked < c.Sent && !ct.IsCancellationRequested)
+            BufferGuard end = Acquire(pool, 1, ct);
+            try
             {
-                HandleAck(c, c.Link.ReceiveAck());
+                end.SetDescription(null, (ulong)total, null, DemoProtocol.EndContentType, DemoProtocol.ProducerTag);
+                Send(channel, end, ct);
+            }
+            catch
+            {
+                end.Dispose();
+                throw;
             }
         }
 
-        long timedEnd = Stopwatch.GetTimestamp();
-        progress.Clear();
-        ct.ThrowIfCancellationRequested();
+        foreach (Consumer c in _consumers)
+        {
+            while (!c.Reported.Wait(Poll))
+            {
+                ct.ThrowIfCancellationRequested();
+                ThrowIfConsumerFailed();
+            }
 
-        double seconds = Stopwatch.GetElapsedTime(timedStart, timedEnd).TotalSeconds;
+            Kick();
+        }
+
+        progress.Clear();
+        return Evaluate(name, warmup, timedStartNs);
+    }
+
+    private string[] ConsumerArguments(string name)
+    {
+        var args = new List<string> { "__consumer", "--name", name, "--depth", options.Depth.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        if (options.FanOut)
+        {
+            args.Add("--fanout");
+        }
+
+        return [.. args];
+    }
+
+    /// <summary>Checks the consumers' reports (every frame checked exactly once per consumer that had to, nothing
+    /// corrupt) and computes the figures.</summary>
+    private DemoResult Evaluate(string name, int warmup, long timedStartNs)
+    {
+        int total = warmup + options.Frames;
+        long size = options.Shape.Bytes;
+        var timesChecked = new int[total];
+        var latencies = new List<long>(options.Frames * (options.FanOut ? _consumers.Count : 1));
+        long lastDoneNs = timedStartNs;
+        var perConsumer = new List<DemoConsumerResult>();
+        foreach (Consumer c in _consumers)
+        {
+            ConsumerReport r = c.Report!;
+            string who = $"consumer {c.Index}{(c.IsPython ? " (python)" : "")}";
+            if (r.MismatchSeq is { } bad)
+            {
+                throw new InvalidDataException($"{who} found frame {bad} corrupt at byte {r.MismatchOffset}");
+            }
+
+            if (r.Error is not null)
+            {
+                throw new InvalidDataException($"{who} failed: {r.Error}");
+            }
+
+            if (r.Seqs.Length != r.LatencyNs.Length || r.Seqs.Length != r.DoneNs.Length)
+            {
+                throw new InvalidDataException($"{who} sent a malformed report ({r.Seqs.Length} seqs, {r.LatencyNs.Length} latencies, {r.DoneNs.Length} times)");
+            }
+
+            int timed = 0;
+            long previous = -1;
+            for (int i = 0; i < r.Seqs.Length; i++)
+            {
+                long seq = r.Seqs[i];
+                if (seq < 0 || seq >= total || (options.FanOut && seq != previous + 1))
+                {
+                    throw new InvalidDataException($"{who} received frame {seq} after frame {previous}: frames were lost, repeated or reordered");
+                }
+
+                previous = seq;
+                timesChecked[seq]++;
+                if (seq >= warmup)
+                {
+                    timed++;
+                    latencies.Add(r.LatencyNs[i]);
+                    lastDoneNs = Math.Max(lastDoneNs, r.DoneNs[i]);
+                }
+            }
+
+            if (r.BytesChecked != r.Seqs.Length * size)
+            {
+                throw new InvalidDataException($"{who} checked {r.BytesChecked:N0} bytes of {r.Seqs.Length} frames of {size:N0} bytes");
+            }
+
+            perConsumer.Add(new DemoConsumerResult { Index = c.Index, Runtime = r.Runtime, Pid = c.Process.Id, Frames = timed, View = r.View });
+        }
+
+        int expected = options.FanOut ? _consumers.Count : 1;
+        for (int seq = 0; seq < total; seq++)
+        {
+            if (timesChecked[seq] != expected)
+            {
+                throw new InvalidDataException($"frame {seq} was checked {timesChecked[seq]} times, not {expected}");
+            }
+        }
+
+        latencies.Sort();
+        double seconds = (lastDoneNs - timedStartNs) / 1e9;
         return new DemoResult
         {
             Pool = name,
+            Mode = options.FanOut ? "fanout" : "queue",
             Frames = options.Frames,
             WarmupFrames = warmup,
-            Consumers = options.Consumers,
+            Consumers = _consumers.Count,
             FrameBytes = size,
+            Shape = options.Shape.Dims,
+            ContentType = options.Shape.ContentType,
             Capacity = options.Capacity,
-            Window = options.Window,
+            Depth = options.Depth,
             Seconds = seconds,
             FramesPerSecond = options.Frames / seconds,
-            MicrosecondsPerHandoff = seconds * 1e6 / options.Frames,
+            MicrosecondsPerFrame = seconds * 1e6 / options.Frames,
             GigabytesPerSecond = options.Frames * (double)size / seconds / 1e9,
-            LatencyP50Microseconds = Median(latencies),
-            DeliverP50Microseconds = Median(delivers),
-            BytesVerified = verified,
+            LatencyP50Microseconds = Percentile(latencies, 0.50) / 1e3,
+            LatencyP99Microseconds = Percentile(latencies, 0.99) / 1e3,
+            FramesChecked = latencies.Count,
+            BytesVerified = latencies.Count * size,
+            PerConsumer = [.. perConsumer],
             PoolRemoved = false,
         };
     }
+
+    /// <summary>The nearest-rank percentile of sorted <paramref name="sorted"/>.</summary>
+    private static double Percentile(List<long> sorted, double p) =>
+        sorted.Count == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
 
     /// <summary>Waits for a free slot in short, bounded waits, so that a signal or a dead consumer is noticed.</summary>
     private BufferGuard Acquire(BufferPool pool, long size, CancellationToken ct)
     {
         while (true)
         {
-            if (pool.TryAcquireCpu(size, TimeSpan.FromMilliseconds(100), out BufferGuard? guard))
+            if (pool.TryAcquireCpu(size, Poll, out BufferGuard? guard))
             {
                 return guard;
             }
 
             ct.ThrowIfCancellationRequested();
-            if (ConsumerFailure() is { } why)
-            {
-                throw new IOException(why);
-            }
+            ThrowIfConsumerFailed();
+        }
+    }
+
+    /// <summary>Sends in short, bounded waits while the channel is full. The guard is spent once sent.</summary>
+    private void Send(BufferChannel channel, BufferGuard guard, CancellationToken ct)
+    {
+        while (!channel.TrySend(guard, Poll))
+        {
+            ct.ThrowIfCancellationRequested();
+            ThrowIfConsumerFailed();
         }
     }
 
     private void Kick() => Interlocked.Exchange(ref _lastProgress, Environment.TickCount64);
 
+    private void ThrowIfConsumerFailed()
+    {
+        if (ConsumerFailure() is { } why)
+        {
+            throw new IOException(why);
+        }
+    }
+
+    /// <summary>Why a consumer is gone before its report, or null.</summary>
     private string? ConsumerFailure()
     {
         lock (_killLock)
         {
             foreach (Consumer c in _consumers)
             {
-                if (c.Process.HasExited)
+                // Output ends when the process exits, after every line it wrote was read (its report included).
+                if (c.OutputEnded && c.Report is null)
                 {
-                    return $"consumer {c.Index} (pid {c.Process.Id}) exited with code {c.Process.ExitCode}";
+                    string kind = c.IsPython ? "python, " : "";
+                    return c.Process.WaitForExit(1000)
+                        ? $"consumer {c.Index} ({kind}pid {c.Process.Id}) exited with code {c.Process.ExitCode}{Describe(c.Process.ExitCode)} before its report"
+                        : $"consumer {c.Index} ({kind}pid {c.Process.Id}) closed its output before its report";
                 }
             }
         }
 
         return null;
     }
+
+    private static string Describe(int exitCode) => exitCode switch
+    {
+        137 or -9 => " (killed)",
+        143 or -15 => " (terminated)",
+        _ => "",
+    };
 
     private string? AwaitConsumerFailure(int milliseconds)
     {
@@ -355,19 +501,13 @@ internal sealed class DemoRunner(DemoOptions options)
         }
     }
 
-    /// <summary>Closes every link (the consumers finish and exit), waits a little, then stops what is left.</summary>
+    /// <summary>Tells every consumer to stop (those that reported have stopped already) and closes their stdin,
+    /// waits a little, then stops what is left.</summary>
     private void Shutdown()
     {
         foreach (Consumer c in _consumers)
         {
-            try
-            {
-                c.Link.Complete();
-            }
-            catch (IOException)
-            {
-                // the consumer is gone already
-            }
+            c.Stop();
         }
 
         long deadline = Environment.TickCount64 + ShutdownGraceMs;
@@ -379,11 +519,6 @@ internal sealed class DemoRunner(DemoOptions options)
                 KillConsumers();
                 c.Process.WaitForExit();
             }
-        }
-
-        foreach (Consumer c in _consumers)
-        {
-            c.Link.Dispose();
         }
     }
 
@@ -403,33 +538,126 @@ internal sealed class DemoRunner(DemoOptions options)
         }
     }
 
-    private static double Median(List<double> values)
-    {
-        if (values.Count == 0)
-        {
-            return double.NaN;
-        }
-
-        values.Sort();
-        int mid = values.Count / 2;
-        return values.Count % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-    }
-
     private void Report(DemoResult r)
     {
         if (options.Json)
         {
-            Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(r, Output.CliJsonContext.Default.DemoResult));
+            Console.WriteLine(JsonSerializer.Serialize(r, Output.CliJsonContext.Default.DemoResult));
             return;
         }
 
-        string each = r.Consumers == 1 ? "by the consumer" : $"by each of the {r.Consumers} consumers";
-        Console.WriteLine($"  {r.Frames} frames handed over in {r.Seconds:0.000} s, every byte checked {each}");
+        string checkedBy = options.FanOut
+            ? (r.Consumers == 1 ? "every byte checked by the consumer" : $"every byte checked by each of the {r.Consumers} consumers")
+            : (r.Consumers == 1 ? "every byte checked by the consumer" : "every byte checked by one of the consumers");
+        Console.WriteLine($"  {r.Frames} frames handed over in {r.Seconds:0.000} s, {checkedBy}");
+        foreach (Consumer c in _consumers)
+        {
+            foreach (string line in c.OtherLines.Take(6))
+            {
+                Console.WriteLine($"  | consumer {c.Index}: {line}");
+            }
+
+            if (c.OtherLines.Count > 6)
+            {
+                Console.WriteLine($"  | consumer {c.Index}: ({c.OtherLines.Count - 6} more lines)");
+            }
+        }
+
+        if (r.Consumers > 1 || r.PerConsumer.Any(p => p.View is not null))
+        {
+            Console.WriteLine("  " + string.Join("; ", r.PerConsumer.Select(p =>
+                $"consumer {p.Index} ({p.Runtime}{(p.View is null ? "" : ", " + p.View)}): {p.Frames} frames")));
+        }
+
         Console.WriteLine($"  frames/s          {r.FramesPerSecond,10:N1}");
-        Console.WriteLine($"  µs per handoff    {r.MicrosecondsPerHandoff,10:N1}   (wall time per frame: acquire, fill, hand over, check, release)");
-        Console.WriteLine($"  GB/s              {r.GigabytesPerSecond,10:N2}   (frame bytes per second)");
-        Console.WriteLine($"  latency p50 µs    {r.LatencyP50Microseconds,10:N1}   (acquire → last byte checked, with up to {r.Window} frames queued)");
+        Console.WriteLine($"  µs per frame      {r.MicrosecondsPerFrame,10:N1}   (wall time per frame, producer and consumers overlapping)");
+        Console.WriteLine($"  GB/s              {r.GigabytesPerSecond,10:N2}   (frame bytes per second{(options.FanOut && r.Consumers > 1 ? $"; checked: × {r.Consumers}" : "")})");
+        Console.WriteLine($"  latency p50 µs    {r.LatencyP50Microseconds,10:N1}   (handoff: receive time − the description's timestamp, taken before Send;");
+        Console.WriteLine($"  latency p99 µs    {r.LatencyP99Microseconds,10:N1}    includes waiting in the channel behind up to {r.Depth} frames)");
         Console.WriteLine($"  pool '{r.Pool}' {(r.PoolRemoved ? "removed" : "NOT removed: run `xmem gc`")}");
+    }
+
+    /// <summary>One consumer process: its stdin (the lifeline) and a thread that reads its stdout.</summary>
+    private sealed class Consumer(int index, bool isPython, Process process)
+    {
+        private readonly Lock _stdinLock = new();
+        private bool _stopped;
+        private volatile ConsumerReport? _report;
+        private volatile bool _outputEnded;
+
+        internal int Index { get; } = index;
+        internal bool IsPython { get; } = isPython;
+        internal Process Process { get; } = process;
+        internal ManualResetEventSlim Ready { get; } = new();
+        internal ManualResetEventSlim Reported { get; } = new();
+        internal ConsumerReport? Report => _report;
+        internal List<string> OtherLines { get; } = [];
+        internal bool OutputEnded => _outputEnded;
+
+        internal void StartReading()
+        {
+            var t = new Thread(Read) { IsBackground = true, Name = $"xmem demo consumer {Index} output" };
+            t.Start();
+        }
+
+        private void Read()
+        {
+            try
+            {
+                while (Process.StandardOutput.ReadLine() is { } line)
+                {
+                    if (line == DemoProtocol.ReadyLine)
+                    {
+                        Ready.Set();
+                    }
+                    else if (line.StartsWith(DemoProtocol.ResultPrefix, StringComparison.Ordinal))
+                    {
+                        _report = JsonSerializer.Deserialize(line.AsSpan(DemoProtocol.ResultPrefix.Length), DemoJsonContext.Default.ConsumerReport)
+                            ?? throw new InvalidDataException("an empty report");
+                        Reported.Set();
+                    }
+                    else
+                    {
+                        lock (OtherLines)
+                        {
+                            OtherLines.Add(line);
+                        }
+                    }
+                }
+            }
+            catch (Exception e) when (e is IOException or JsonException or InvalidDataException)
+            {
+                _report ??= new ConsumerReport { Error = $"unreadable output: {e.Message}" };
+                Reported.Set();
+            }
+            finally
+            {
+                _outputEnded = true;
+            }
+        }
+
+        /// <summary>Writes the stop line and closes stdin (end of file), once.</summary>
+        internal void Stop()
+        {
+            lock (_stdinLock)
+            {
+                if (_stopped)
+                {
+                    return;
+                }
+
+                _stopped = true;
+                try
+                {
+                    Process.StandardInput.WriteLine(DemoProtocol.StopLine);
+                    Process.StandardInput.Close();
+                }
+                catch (IOException)
+                {
+                    // it is gone already
+                }
+            }
+        }
     }
 }
 

@@ -5,8 +5,6 @@ namespace Xmem.Cli;
 /// <summary>Human-readable sizes, and the parser of size arguments ("6220800", "64K", "6MiB", "1920x1080x3").</summary>
 internal static class Units
 {
-    internal const long FullHdFrame = 1920L * 1080 * 3;
-
     internal static string Bytes(long bytes)
     {
         string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -20,9 +18,6 @@ internal static class Units
 
         return u == 0 ? $"{bytes} B" : $"{v:0.#} {units[u]}";
     }
-
-    internal static string DescribeFrame(long size) =>
-        size == FullHdFrame ? $"1920×1080×3 ({size:N0} bytes)" : $"{size:N0} bytes";
 
     /// <summary>Parses a byte count: a number with an optional K/M/G (KiB/MiB/GiB, powers of 1024) suffix, or a
     /// product such as 1920x1080x3. Null when malformed or not positive.</summary>

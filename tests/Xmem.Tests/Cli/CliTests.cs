@@ -14,32 +14,117 @@ public sealed partial class CliTests : PoolTest
     private static partial int Kill(int pid, int signal);
 
     [Fact]
-    public void Demo_with_20_frames_exits_0_prints_frames_per_second_and_leaves_nothing_in_the_shm_directory()
+    public void Demo_with_20_frames_exits_0_prints_the_figures_and_leaves_nothing_in_the_shm_directory()
     {
         using var dir = new PrivateShmDirectory();
         XmemCli.Result r = XmemCli.Run(["demo", "--frames", "20"], dir.Environment, null);
 
         Assert.True(r.ExitCode == 0, r.ToString());
-        Assert.Contains("frames/s", r.Stdout, StringComparison.Ordinal);
-        Assert.Contains("µs per handoff", r.Stdout, StringComparison.Ordinal);
-        Assert.Contains("GB/s", r.Stdout, StringComparison.Ordinal);
+        foreach (string figure in new[] { "frames/s", "µs per frame", "GB/s", "latency p50 µs", "latency p99 µs", "every byte checked", "(1080, 1920, 3) 'image/rgb8'" })
+        {
+            Assert.Contains(figure, r.Stdout, StringComparison.Ordinal);
+        }
+
         Assert.Empty(dir.Entries());
     }
 
     [Fact]
-    public void Demo_json_with_two_consumers_reports_every_frame_checked_by_each()
+    public void Demo_json_in_queue_mode_has_every_frame_checked_exactly_once_by_one_of_two_consumers()
     {
         using var dir = new PrivateShmDirectory();
-        XmemCli.Result r = XmemCli.Run(["demo", "--frames", "10", "--consumers", "2", "--size", "1M", "--json"], dir.Environment, null);
+        XmemCli.Result r = XmemCli.Run(["demo", "--frames", "40", "--consumers", "2", "--size", "1M", "--json"], dir.Environment, null);
 
         Assert.True(r.ExitCode == 0, r.ToString());
         using JsonDocument doc = JsonDocument.Parse(r.Stdout);
         JsonElement root = doc.RootElement;
-        Assert.Equal(10, root.GetProperty("frames").GetInt32());
+        Assert.Equal("queue", root.GetProperty("mode").GetString());
+        Assert.Equal(40, root.GetProperty("frames").GetInt32());
         Assert.Equal(2, root.GetProperty("consumers").GetInt32());
-        Assert.Equal(10L * 2 * (1 << 20), root.GetProperty("bytesVerified").GetInt64());
+        Assert.Equal(40, root.GetProperty("framesChecked").GetInt64());
+        Assert.Equal(40L * (1 << 20), root.GetProperty("bytesVerified").GetInt64());
+        JsonElement[] each = root.GetProperty("perConsumer").EnumerateArray().ToArray();
+        Assert.Equal(2, each.Length);
+        Assert.Equal(40, each.Sum(c => c.GetProperty("frames").GetInt32()));
         Assert.True(root.GetProperty("framesPerSecond").GetDouble() > 0);
+        double p50 = root.GetProperty("latencyP50Microseconds").GetDouble();
+        Assert.True(p50 > 0 && p50 <= root.GetProperty("latencyP99Microseconds").GetDouble(), r.Stdout);
         Assert.True(root.GetProperty("poolRemoved").GetBoolean());
+        Assert.Empty(dir.Entries());
+    }
+
+    [Fact]
+    public void Demo_fanout_has_every_consumer_check_every_frame()
+    {
+        using var dir = new PrivateShmDirectory();
+        XmemCli.Result r = XmemCli.Run(["demo", "--fanout", "--frames", "30", "--consumers", "3", "--size", "320x240x3", "--json"], dir.Environment, null);
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using JsonDocument doc = JsonDocument.Parse(r.Stdout);
+        JsonElement root = doc.RootElement;
+        Assert.Equal("fanout", root.GetProperty("mode").GetString());
+        Assert.Equal([240L, 320, 3], root.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()));
+        Assert.Equal("image/rgb8", root.GetProperty("contentType").GetString());
+        Assert.Equal(3 * 30, root.GetProperty("framesChecked").GetInt64());
+        Assert.Equal(3L * 30 * 320 * 240 * 3, root.GetProperty("bytesVerified").GetInt64());
+        Assert.All(root.GetProperty("perConsumer").EnumerateArray(), c => Assert.Equal(30, c.GetProperty("frames").GetInt32()));
+        Assert.Empty(dir.Entries());
+    }
+
+    [Fact]
+    public void Demo_whose_consumer_is_killed_fails_with_exit_1_and_leaves_nothing()
+    {
+        using var dir = new PrivateShmDirectory();
+        const string name = "cli-demo-consumer-killed";
+        using XmemCli.Running demo = XmemCli.Start(["demo", "--frames", "100000000", "--size", "64K", "--consumers", "2", "--name", name], dir.Environment);
+        int[] pids = AttachedPids(name, dir, atLeast: 3);
+        int consumer = pids.First(p => p != demo.Process.Id);
+
+        Assert.Equal(0, Kill(consumer, SIGKILL));
+        Assert.True(demo.Process.WaitForExit(TestChild.Watchdog), "watchdog: the demo did not stop after its consumer was killed");
+
+        Assert.Equal(1, demo.Process.ExitCode);
+        Assert.Empty(dir.Entries());
+    }
+
+    [PythonDemoFact]
+    public void Demo_with_a_python_consumer_checks_every_frame_as_a_numpy_array()
+    {
+        using var dir = new PrivateShmDirectory();
+        XmemCli.Result r = XmemCli.Run(["demo", "--python", "--consumers", "2", "--frames", "30", "--json"], dir.Environment, null);
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using JsonDocument doc = JsonDocument.Parse(r.Stdout);
+        JsonElement root = doc.RootElement;
+        Assert.Equal(30, root.GetProperty("framesChecked").GetInt64());
+        JsonElement py = root.GetProperty("perConsumer").EnumerateArray().Single(c => c.GetProperty("runtime").GetString() == "python");
+        Assert.Contains("(1080, 1920, 3)", py.GetProperty("view").GetString(), StringComparison.Ordinal);
+        Assert.Empty(dir.Entries());
+    }
+
+    [PythonDemoFact]
+    public void Demo_fanout_with_all_consumers_in_python_checks_every_frame_in_each()
+    {
+        using var dir = new PrivateShmDirectory();
+        XmemCli.Result r = XmemCli.Run(["demo", "--python", "all", "--fanout", "--consumers", "2", "--frames", "20", "--size", "64x48x3", "--json"], dir.Environment, null);
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using JsonDocument doc = JsonDocument.Parse(r.Stdout);
+        Assert.Equal(2 * 20, doc.RootElement.GetProperty("framesChecked").GetInt64());
+        Assert.All(doc.RootElement.GetProperty("perConsumer").EnumerateArray(), c => Assert.Equal("python", c.GetProperty("runtime").GetString()));
+        Assert.Empty(dir.Entries());
+    }
+
+    [Fact]
+    public void Demo_python_without_the_native_library_fails_with_one_line_that_says_to_build_it()
+    {
+        using var dir = new PrivateShmDirectory();
+        var environment = new Dictionary<string, string>(dir.Environment) { ["XMEM_LIBRARY"] = Path.Combine(dir.Dir, "no-such-libxmem.so") };
+
+        XmemCli.Result r = XmemCli.Run(["demo", "--python", "--frames", "5"], environment, null);
+
+        Assert.True(r.ExitCode == 1, r.ToString());
+        string line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("scripts/build-native.sh", line, StringComparison.Ordinal);
         Assert.Empty(dir.Entries());
     }
 
@@ -152,6 +237,9 @@ public sealed partial class CliTests : PoolTest
     [InlineData("frobnicate")]
     [InlineData("demo --frames 0")]
     [InlineData("demo --size lots")]
+    [InlineData("demo --depth 3")]
+    [InlineData("demo --python some")]
+    [InlineData("demo --fanout --consumers 17")]
     [InlineData("stat")]
     [InlineData("stat bad/name")]
     public void Usage_errors_exit_2(string commandLine)
@@ -249,5 +337,42 @@ public sealed partial class CliTests : PoolTest
         public string[] Entries() => Directory.EnumerateFileSystemEntries(Dir).Select(e => Path.GetFileName(e)).ToArray();
 
         public void Dispose() => Directory.Delete(Dir, recursive: true);
+    }
+}
+
+/// <summary>A fact that needs a Python consumer for the demo: the built native library (scripts/build-native.sh),
+/// /usr/bin/python3 with numpy, and python/examples/consumer.py; skipped, saying which is missing, otherwise.</summary>
+public sealed class PythonDemoFactAttribute : FactAttribute
+{
+    public PythonDemoFactAttribute()
+    {
+        string lib = Path.Combine(BuildPaths.RepoRoot, "artifacts", "native", "libxmem.so");
+        string script = Path.Combine(BuildPaths.RepoRoot, "python", "examples", "consumer.py");
+        if (!File.Exists(lib))
+        {
+            Skip = $"needs the native library {lib}: run scripts/build-native.sh.";
+        }
+        else if (!File.Exists(script))
+        {
+            Skip = $"needs {script}.";
+        }
+        else if (!HasNumpy())
+        {
+            Skip = "needs /usr/bin/python3 with numpy.";
+        }
+    }
+
+    private static bool HasNumpy()
+    {
+        if (!File.Exists("/usr/bin/python3"))
+        {
+            return false;
+        }
+
+        var psi = new System.Diagnostics.ProcessStartInfo("/usr/bin/python3", ["-c", "import numpy"]) { RedirectStandardError = true, RedirectStandardOutput = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        p.StandardOutput.ReadToEnd();
+        p.StandardError.ReadToEnd();
+        return p.WaitForExit(30_000) && p.ExitCode == 0;
     }
 }
