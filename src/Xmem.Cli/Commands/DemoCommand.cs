@@ -21,7 +21,7 @@ internal static class DemoCommand
         };
         var size = new Option<FrameShape>("--size", "-s") { Description = "Frame: WxHxC (uint8 tensor [H, W, C]), WxH, or bytes with an optional K/M/G suffix (default 1920x1080x3)", DefaultValueFactory = _ => FrameShape.FullHd, CustomParser = ParseSize };
         var capacity = new Option<int>("--capacity") { Description = "Slots in the demo's pool", DefaultValueFactory = _ => 8 };
-        var depth = new Option<int>("--depth", "--window") { Description = "Frames the channel holds (per consumer with --fanout): a power of two", DefaultValueFactory = _ => 4 };
+        var depth = new Option<int>("--depth", "--window") { Description = "Frames the channel holds (per consumer with --fanout): a power of two", DefaultValueFactory = _ => 2 };
         var name = new Option<string?>("--name") { Description = "The pool's name (default: xmem-demo-<pid>)" };
         Option<bool> json = CommonOptions.Json();
         Positive(frames, 1, 100_000_000);
