@@ -171,16 +171,21 @@ public sealed unsafe partial class BufferPool
         Exception? mapError = null;
         long size = 0;
         bool done = false;
+        bool cuda = false;
         try
         {
             if (SlotWord.State(w) == SlotWord.Live && SlotWord.Gen(w) == gen && SlotWord.Count(w) > 0)
             {
                 ResolveHandoverLocked(s);
+                cuda = r->Kind == LayoutConstants.KindCuda; // device memory: no CPU mapping to make
                 try
                 {
-                    size = r->Size;
-                    map = MapSlot(s, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
-                    map.Region.DangerousAddRefChecked();
+                    if (!cuda)
+                    {
+                        size = r->Size;
+                        map = MapSlot(s, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+                        map.Region.DangerousAddRefChecked();
+                    }
                 }
                 catch (Exception e)
                 {
@@ -204,6 +209,11 @@ public sealed unsafe partial class BufferPool
         }
 
         ChannelSegment.BumpEpoch(&ch.Ring(k)->SpaceEpoch);
+        if (cuda && mapError is null)
+        {
+            return CudaGuardForHeldReference(s, gen, writable);
+        }
+
         if (map is null)
         {
             _ = ReleaseAttributed(s, gen, 1, _holdings, _tag, forget: false);

@@ -382,9 +382,19 @@ public sealed unsafe partial class BufferPool
 
         ulong h = _holdings[s];
         CommitAttributed(r, s, _holdings, _tag, SlotWord.WithOwner(w, _tag), Holding.Make(gen, Holding.CountFor(h, gen) + 1), SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));
+        return CudaGuardForHeldReference(s, gen, writable);
+    }
+
+    /// <summary>A guard owning one reference of generation <paramref name="gen"/> of CUDA slot <paramref name="s"/>
+    /// that this process already holds (attributed): from a Get, or a channel receive. On failure the reference is
+    /// released.</summary>
+    internal BufferGuard CudaGuardForHeldReference(int s, uint gen, bool writable)
+    {
+        SlotRecord* r = &_slots[s];
         _lease.DangerousAddRefChecked();
         try
         {
+            CudaSlotTable table = CudaTable;
             CudaMemory? mem = table.Cached(s, r->MemGen);
             long size = r->Size;
             if (mem is null || size > mem.AllocSize - mem.Offset)
