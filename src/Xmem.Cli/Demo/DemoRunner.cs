@@ -552,14 +552,20 @@ internal sealed class DemoRunner(DemoOptions options)
         Console.WriteLine($"  {r.Frames} frames handed over in {r.Seconds:0.000} s, {checkedBy}");
         foreach (Consumer c in _consumers)
         {
-            foreach (string line in c.OtherLines.Take(6))
+            string[] lines;
+            lock (c.OtherLines)
+            {
+                lines = [.. c.OtherLines];
+            }
+
+            foreach (string line in lines.Take(6))
             {
                 Console.WriteLine($"  | consumer {c.Index}: {line}");
             }
 
-            if (c.OtherLines.Count > 6)
+            if (lines.Length > 6)
             {
-                Console.WriteLine($"  | consumer {c.Index}: ({c.OtherLines.Count - 6} more lines)");
+                Console.WriteLine($"  | consumer {c.Index}: ({lines.Length - 6} more lines)");
             }
         }
 
