@@ -289,30 +289,46 @@ public sealed unsafe class BufferChannel : IDisposable
 
         guard.ThrowIfInvalid();
         long start = Stopwatch.GetTimestamp();
-        List<int> rings = [];
         if (_seg.Mode == ChannelLayout.ModeQueue)
         {
-            rings.Add(0);
-        }
-        else
-        {
-            for (int k = 0; k < _seg.RingCount; k++)
+            // The common case allocates nothing: one ring, one cell, the sender's own reference.
+            ulong qpos = ClaimForSend(0, timeoutNs, start, out bool qskip);
+            if (qskip)
             {
-                if (SubscriberWord.State(Volatile.Read(ref _seg.Ring(k)->Subscriber)) == SubscriberWord.Active)
-                {
-                    rings.Add(k);
-                }
-            }
-
-            if (rings.Count == 0)
-            {
-                guard.Dispose(); // nobody listens: the buffer goes back
+                guard.Dispose();
                 return true;
             }
+
+            if (qpos == ulong.MaxValue)
+            {
+                return false;
+            }
+
+            _pool.CompleteSend(_seg, 0, qpos, guard);
+            return true;
         }
 
-        var claims = new List<(int Ring, ulong Pos)>(rings.Count);
-        foreach (int k in rings)
+        // Fan-out: at most MaxRings subscribers, so the bookkeeping lives on the stack.
+        Span<int> rings = stackalloc int[_seg.RingCount];
+        int ringCount = 0;
+        for (int k = 0; k < _seg.RingCount; k++)
+        {
+            if (SubscriberWord.State(Volatile.Read(ref _seg.Ring(k)->Subscriber)) == SubscriberWord.Active)
+            {
+                rings[ringCount++] = k;
+            }
+        }
+
+        if (ringCount == 0)
+        {
+            guard.Dispose(); // nobody listens: the buffer goes back
+            return true;
+        }
+
+        Span<int> claimRings = stackalloc int[ringCount];
+        Span<ulong> claimPos = stackalloc ulong[ringCount];
+        int claimCount = 0;
+        foreach (int k in rings[..ringCount])
         {
             ulong pos = ClaimForSend(k, timeoutNs, start, out bool skip);
             if (skip)
@@ -322,36 +338,39 @@ public sealed unsafe class BufferChannel : IDisposable
 
             if (pos == ulong.MaxValue)
             {
-                foreach ((int ring, ulong p) in claims)
+                for (int i = 0; i < claimCount; i++)
                 {
-                    RingCell* cell = _seg.Cell(ring, p);
-                    _ = Interlocked.CompareExchange(ref cell->Word, CellWord.Make((uint)p, CellWord.Void), CellWord.Make((uint)p, CellWord.Writing, _pool.ChannelTag, _pool.ChannelIncarnation));
-                    ChannelSegment.BumpEpoch(&_seg.Ring(ring)->DataEpoch);
+                    RingCell* cell = _seg.Cell(claimRings[i], claimPos[i]);
+                    _ = Interlocked.CompareExchange(ref cell->Word, CellWord.Make((uint)claimPos[i], CellWord.Void), CellWord.Make((uint)claimPos[i], CellWord.Writing, _pool.ChannelTag, _pool.ChannelIncarnation));
+                    ChannelSegment.BumpEpoch(&_seg.Ring(claimRings[i])->DataEpoch);
                 }
 
                 return false;
             }
 
-            claims.Add((k, pos));
+            claimRings[claimCount] = k;
+            claimPos[claimCount] = pos;
+            claimCount++;
         }
 
-        if (claims.Count == 0)
+        if (claimCount == 0)
         {
             guard.Dispose();
             return true;
         }
 
-        // Fan-out: one reference per subscriber, the extra ones taken as guards of this process first.
-        var guards = new BufferGuard[claims.Count];
-        guards[0] = guard;
-        for (int i = 1; i < guards.Length; i++)
+        // One reference per subscriber: the extra ones are taken as guards of this process first (all before any
+        // handover), so every handover moves an attributed reference into its cell.
+        var extras = new BufferGuard[claimCount - 1];
+        for (int i = 0; i < extras.Length; i++)
         {
-            guards[i] = guard.IsReadOnly ? _pool.Get(guard.MetaIndex) : _pool.GetMut(guard.MetaIndex);
+            extras[i] = guard.IsReadOnly ? _pool.Get(guard.MetaIndex) : _pool.GetMut(guard.MetaIndex);
         }
 
-        for (int i = 0; i < claims.Count; i++)
+        _pool.CompleteSend(_seg, claimRings[0], claimPos[0], guard);
+        for (int i = 1; i < claimCount; i++)
         {
-            _pool.CompleteSend(_seg, claims[i].Ring, claims[i].Pos, guards[i]);
+            _pool.CompleteSend(_seg, claimRings[i], claimPos[i], extras[i - 1]);
         }
 
         return true;
