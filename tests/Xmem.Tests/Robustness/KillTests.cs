@@ -1,0 +1,169 @@
+using System.Diagnostics;
+using Xmem.Layout;
+using Xunit.Abstractions;
+
+namespace Xmem.Tests.Robustness;
+
+/// <summary>
+/// "No leaks, whatever happens": processes that use a pool at full speed are killed with SIGKILL at random moments,
+/// hundreds of times, and afterwards every slot comes back (docs/layout.md, "Crash rules"; "What every port must
+/// test": a process killed with SIGKILL at random moments loses no slot).
+/// </summary>
+public sealed class KillTests(ITestOutputHelper output) : PoolTest
+{
+    private const int Capacity = 8;
+    private const int Victims = 2;
+    private const int TargetKills = 300;
+
+    /// <summary>Bounds the run on a slow machine; the figures say how many kills it reached.</summary>
+    private static readonly TimeSpan KillPhase = TimeSpan.FromSeconds(75);
+
+    /// <summary>
+    /// Two children loop acquire / Get / GetMut / Dispose on random slots of an 8-slot pool (so it is often full, and
+    /// they wait, reclaim and recover each other), stamping and checking data (robust-killloop). The test kills one
+    /// after a random 0–20 ms and starts another, about 300 times; one kill in four lands 0–20 ms after a new child
+    /// started opening the pool, inside attach and attach-time recovery. Then this process reclaims the dead and the
+    /// pool must be whole: every slot Free with count 0, unlocked and without journal, no waiter counted, no entry but
+    /// this process's, no segment but the control segment, this process's holdings and memory that a slot records;
+    /// every slot can be acquired again (which repairs lost hints) and then every hint is set; Trim leaves only the
+    /// control segment and this process's holdings.
+    /// </summary>
+    [Fact]
+    public void Hundreds_of_SIGKILLs_at_random_moments_lose_no_buffer()
+    {
+        string name = NewName("kill");
+        int seed = Environment.TickCount;
+        var rng = new Random(seed);
+        var violations = new List<string>();
+        int kills = 0, attachKills = 0, started = 0;
+        long operations = 0;
+        var clock = Stopwatch.StartNew();
+        using BufferPool pool = BufferPool.Create(name, Capacity);
+        var children = new TestChild?[Victims];
+        try
+        {
+            for (int i = 0; i < Victims; i++)
+            {
+                children[i] = StartVictim(name, rng.Next(), ref started);
+                _ = children[i]!.Expect("opening");
+                _ = children[i]!.Expect("looping");
+            }
+
+            while (kills < TargetKills && clock.Elapsed < KillPhase)
+            {
+                int v = rng.Next(Victims);
+                Thread.Sleep(rng.Next(0, 21));
+                Kill(children[v]!, violations, ref operations);
+                children[v] = null;
+                kills++;
+
+                children[v] = StartVictim(name, rng.Next(), ref started);
+                _ = children[v]!.Expect("opening");
+                if (rng.Next(4) == 0)
+                {
+                    // Inside Open: attach, attach-time recovery of a dead entry, registration.
+                    Thread.Sleep(rng.Next(0, 21));
+                    Kill(children[v]!, violations, ref operations);
+                    children[v] = null;
+                    kills++;
+                    attachKills++;
+                    children[v] = StartVictim(name, rng.Next(), ref started);
+                    _ = children[v]!.Expect("opening");
+                }
+
+                _ = children[v]!.Expect("looping");
+            }
+        }
+        finally
+        {
+            foreach (TestChild? c in children)
+            {
+                if (c is not null)
+                {
+                    Kill(c, violations, ref operations);
+                    kills++;
+                }
+            }
+        }
+
+        TimeSpan killPhase = clock.Elapsed;
+
+        // This process is the only one left: it reclaims every dead entry (the last two victims at least).
+        int reclaimed = pool.ReclaimDeadProcesses();
+        PoolAudit audit = PoolAudit.Of(name, liveEntries: 0);
+
+        // Every slot comes back: all of them can be acquired at once (the full scan repairs any lost hint).
+        var guards = new List<BufferGuard>();
+        for (int i = 0; i < Capacity; i++)
+        {
+            guards.Add(pool.AcquireCpu(100));
+        }
+
+        Assert.Equal(Enumerable.Range(0, Capacity), guards.Select(g => g.MetaIndex).Order());
+        guards.ForEach(g => g.Dispose());
+        bool hintsSet = PoolAudit.AllHintsSet(name);
+        _ = pool.Trim();
+        string[] left = Shm.EntriesOf(name);
+        string[] expectedLeft = [.. new[] { LayoutConstants.ObjectPrefix + name, HoldingsOfEntry0(name) }.Order(StringComparer.Ordinal)];
+
+        string figures = RobustnessFigures.Record("kill",
+            ("kills", kills), ("attach_kills", attachKills), ("children", started), ("seconds", Math.Round(killPhase.TotalSeconds, 1)),
+            ("victim_operations_at_least", operations),
+            ("reclaimed_at_end", reclaimed), ("buffers_lost", audit.SlotsNotFree), ("hints_lost", audit.HintsLost),
+            ("orphan_segments", audit.OrphanDataSegments), ("violations", violations.Count), ("seed", seed));
+        output.WriteLine(figures);
+        foreach (string p in audit.Problems)
+        {
+            output.WriteLine("problem: " + p);
+        }
+
+        Assert.True(violations.Count == 0, $"{violations.Count} data checks failed (seed {seed}):\n{string.Join('\n', violations.Take(20))}");
+        Assert.True(audit.Problems.Count == 0, $"after {kills} kills and reclaiming the dead, the pool is not whole (seed {seed}):\n{string.Join('\n', audit.Problems)}");
+        Assert.True(reclaimed >= 1, "the last victims' entries must have been reclaimed by this process");
+        Assert.True(hintsSet, "every slot was acquired and released again, yet a hint is clear");
+        Assert.Equal(expectedLeft, left);
+    }
+
+    private static TestChild StartVictim(string name, int seed, ref int started)
+    {
+        started++;
+        return TestChild.Start("robust-killloop", name, seed.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>SIGKILL, then collects what the victim wrote up to the end of its stdout: its violations, and its
+    /// last progress report (operations done, to the 1024 below) added to <paramref name="operations"/>.</summary>
+    private static void Kill(TestChild child, List<string> violations, ref long operations)
+    {
+        long progress = 0;
+        using (child)
+        {
+            child.KillHard();
+            while (true)
+            {
+                string line;
+                try
+                {
+                    line = child.ReadLine(TimeSpan.FromSeconds(30));
+                }
+                catch (InvalidOperationException)
+                {
+                    break; // end of its stdout
+                }
+
+                if (line.StartsWith("violation", StringComparison.Ordinal))
+                {
+                    violations.Add(line);
+                }
+                else if (line.StartsWith("progress ", StringComparison.Ordinal))
+                {
+                    progress = long.Parse(line[9..], System.Globalization.CultureInfo.InvariantCulture);
+                }
+            }
+        }
+
+        operations += progress;
+    }
+
+    private static string HoldingsOfEntry0(string name) =>
+        $"{LayoutConstants.ObjectPrefix}{name}.{Shm.ReadControl(name, 32, 8):x16}.p0";
+}
