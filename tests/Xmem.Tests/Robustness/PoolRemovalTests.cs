@@ -1,0 +1,175 @@
+using Xmem.Layout;
+using Xmem.Tests.Shared;
+
+namespace Xmem.Tests.Robustness;
+
+/// <summary>
+/// When a pool goes away (docs/layout.md, "Removal"): a non-persistent pool is removed by its last detacher, whoever
+/// that is, in-flight references or not; a persistent one outlives every process until it is removed by name; a pool
+/// whose only process was SIGKILLed is replaced by a Create of the same name (or removed by RemoveIfStale, `xmem gc`)
+/// unless it is persistent, in which case an Open recovers it. Every object of the old instance goes with it. (Open
+/// against concurrent removers is in <see cref="PoolRemovalRaceTests"/>.)
+/// </summary>
+public sealed class PoolRemovalTests : PoolTest
+{
+    private static ulong InstanceOf(string name) => Shm.ReadControl(name, 32, 8);
+
+    private static string[] ObjectsOfInstance(string name, ulong instance) =>
+        Shm.EntriesOf(name).Where(f => f.StartsWith($"{LayoutConstants.ObjectPrefix}{name}.{instance:x16}.", StringComparison.Ordinal)).ToArray();
+
+    /// <summary>The creator detaches first (the pool stays: another process uses it); the other process, which left
+    /// a reference in flight, detaches last and removes every object.</summary>
+    [Fact]
+    public void The_last_detacher_removes_a_non_persistent_pool_even_when_it_is_not_the_creator()
+    {
+        string name = NewName("lastdetach");
+        BufferPool pool = BufferPool.Create(name, capacity: 4);
+        using TestChild child = TestChild.Start("session", name);
+        _ = child.Expect("ready");
+        string[] acquired = child.AskOk("acquire 5000").Split(' ');
+        _ = child.AskOk($"forget {acquired[0]}"); // in flight: owned by no process, and no reason to keep the pool
+
+        pool.Dispose();
+        Assert.Contains(LayoutConstants.ObjectPrefix + name, Shm.EntriesOf(name));
+        Assert.True(BufferPool.Exists(name));
+
+        Assert.Equal("ok", child.Ask("exit"));
+        Assert.Equal(0, child.WaitForExit());
+        Assert.Empty(Shm.EntriesOf(name));
+    }
+
+    /// <summary>The creator is the last to detach: another process came and went; the creator's detach removes it.</summary>
+    [Fact]
+    public void The_creator_detaching_last_removes_a_non_persistent_pool()
+    {
+        string name = NewName("creatorlast");
+        using (BufferPool pool = BufferPool.Create(name, capacity: 4))
+        {
+            using (TestChild child = TestChild.Start("session", name))
+            {
+                _ = child.Expect("ready");
+                _ = child.AskOk("acquire 100");
+                Assert.Equal("ok", child.Ask("exit"));
+                Assert.Equal(0, child.WaitForExit());
+            }
+
+            Assert.True(BufferPool.Exists(name)); // the creator still uses it
+            using BufferGuard g = pool.AcquireCpu(100);
+        }
+
+        Assert.Empty(Shm.EntriesOf(name));
+    }
+
+    /// <summary>A persistent pool outlives its processes with the data left in flight; it is not stale, so Create
+    /// refuses the name and RemoveIfStale keeps it; a later process opens it and finds the data; only Remove ends it.</summary>
+    [Fact]
+    public void A_persistent_pool_stays_until_BufferPool_Remove()
+    {
+        string name = NewName("persistent");
+        int index;
+        using (TestChild creator = TestChild.Start("robust-create", name, "4", "persistent", "1", "1"))
+        {
+            string ready = creator.Expect("ready");
+            index = int.Parse(ready.Split("forgotten=")[1], System.Globalization.CultureInfo.InvariantCulture);
+            creator.Send("exit");
+            Assert.Equal(0, creator.WaitForExit());
+        }
+
+        Assert.True(BufferPool.Exists(name));
+        Assert.False(BufferPool.RemoveIfStale(name));
+        Assert.Throws<PoolExistsException>(() => BufferPool.Create(name, capacity: 4));
+
+        using (BufferPool pool = BufferPool.Open(name))
+        {
+            Assert.True(pool.IsPersistent);
+            Assert.Equal(1, pool.RefCount(index)); // the in-flight reference survived every process
+            using BufferGuard g = pool.Get(index);
+            Assert.Equal(-1, BytePattern.FirstMismatch(g.ReadOnlySpan, index));
+        }
+
+        Assert.True(BufferPool.Exists(name)); // still persistent after this process detached too
+        Assert.True(BufferPool.Remove(name));
+        Assert.Empty(Shm.EntriesOf(name));
+        Assert.False(BufferPool.Remove(name));
+    }
+
+    /// <summary>The only process of a non-persistent pool is killed holding buffers: its control segment, holdings
+    /// and data segments stay behind. A Create of the same name replaces it: a new instance, and nothing of the old
+    /// one left.</summary>
+    [Fact]
+    public void A_pool_whose_only_process_was_killed_is_replaced_by_Create()
+    {
+        string name = NewName("killedonly");
+        using (TestChild creator = TestChild.Start("robust-create", name, "4", "transient", "2", "1"))
+        {
+            _ = creator.Expect("ready");
+            creator.KillHard();
+        }
+
+        ulong old = InstanceOf(name);
+        Assert.NotEmpty(ObjectsOfInstance(name, old)); // holdings and data segments of the dead
+
+        using (BufferPool pool = BufferPool.Create(name, capacity: 8))
+        {
+            Assert.NotEqual(old, InstanceOf(name));
+            Assert.Empty(ObjectsOfInstance(name, old));
+            Assert.Equal(8, pool.Capacity);
+            for (int i = 0; i < pool.Capacity; i++)
+            {
+                Assert.Equal(0, pool.RefCount(i));
+            }
+
+            using BufferGuard g = pool.AcquireCpu(100);
+            Assert.Equal(0, g.MetaIndex);
+        }
+
+        Assert.Empty(Shm.EntriesOf(name));
+    }
+
+    /// <summary>The same leftovers are removed by RemoveIfStale (what `xmem gc` runs).</summary>
+    [Fact]
+    public void A_pool_whose_only_process_was_killed_is_removed_by_RemoveIfStale()
+    {
+        string name = NewName("killedgc");
+        using (TestChild creator = TestChild.Start("robust-create", name, "4", "transient", "1", "1"))
+        {
+            _ = creator.Expect("ready");
+            creator.KillHard();
+        }
+
+        Assert.NotEmpty(Shm.EntriesOf(name));
+        Assert.True(BufferPool.RemoveIfStale(name));
+        Assert.Empty(Shm.EntriesOf(name));
+    }
+
+    /// <summary>A persistent pool whose only process was killed is kept (Create refuses the name); an Open lands on
+    /// the dead entry and gives back what its guards held, while the reference it left in flight stays.</summary>
+    [Fact]
+    public void A_persistent_pool_whose_only_process_was_killed_is_kept_and_recovered_by_Open()
+    {
+        string name = NewName("killedpersistent");
+        string ready;
+        using (TestChild creator = TestChild.Start("robust-create", name, "4", "persistent", "2", "1"))
+        {
+            ready = creator.Expect("ready");
+            creator.KillHard();
+        }
+
+        int[] held = ready.Split(' ')[0]["held=".Length..].Split(',').Select(int.Parse).ToArray();
+        int forgotten = int.Parse(ready.Split("forgotten=")[1], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Throws<PoolExistsException>(() => BufferPool.Create(name, capacity: 4));
+
+        using (BufferPool pool = BufferPool.Open(name))
+        {
+            Assert.Equal(0, pool.ProcessEntryIndex); // the dead creator's entry, recovered
+            Assert.All(held, i => Assert.Equal(0, pool.RefCount(i)));
+            Assert.Equal(1, pool.RefCount(forgotten));
+            Assert.Equal(0, pool.Release(forgotten));
+        }
+
+        PoolAudit audit = PoolAudit.Of(name);
+        Assert.True(audit.Problems.Count == 0, string.Join("\n", audit.Problems));
+        Assert.True(BufferPool.Remove(name));
+        Assert.Empty(Shm.EntriesOf(name));
+    }
+}
