@@ -190,6 +190,8 @@ internal static class RobustFuzzCommand
                 ReadOnlySpan<byte> r = g.ReadOnlySpan;
                 return r[0] + r[^1];
             });
+            _ = Call("guard.Description", () => g.Description?.ToString() ?? "none");
+            _ = Call("guard.Tensor", () => g.Tensor?.RequiredBytes ?? 0);
             if (!g.IsReadOnly)
             {
                 _ = Call("guard.Span", () =>

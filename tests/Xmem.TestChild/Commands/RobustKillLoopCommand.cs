@@ -6,7 +6,8 @@ namespace Xmem.TestChild.Commands;
 /// <summary>
 /// <c>robust-killloop POOL SEED</c>: the victim of the kill test (tests/Xmem.Tests/Robustness/KillTests.cs). Replies
 /// <c>opening PID</c>, opens the pool, replies <c>looping</c>, then loops at full speed until it is killed (or the
-/// test closes stdin): acquire, <c>Get</c>, <c>GetMut</c> and guard <c>Dispose</c> on random slots. Never
+/// test closes stdin): acquire, <c>Get</c>, <c>GetMut</c> and guard <c>Dispose</c> on random slots, and now and then
+/// a detach (the pool's <c>Dispose</c>, guards still held) and a new <c>Open</c>, replying <c>reattaching</c>. Never
 /// <c>Forget</c>, <c>AddRef</c> or <c>Release</c>: every reference it takes is held through a guard, so its death
 /// must give every one of them back.
 /// <para>
@@ -44,7 +45,7 @@ internal static unsafe class RobustKillLoopCommand
         ctx.Reply($"opening {Environment.ProcessId}");
         BufferPool pool = BufferPool.Open(name);
         ctx.Reply("looping");
-        Loop(ctx, pool, new Random(seed));
+        Loop(ctx, name, pool, new Random(seed));
         return 0;
     }
 
@@ -52,7 +53,7 @@ internal static unsafe class RobustKillLoopCommand
 
     private readonly record struct Borrowed(BufferGuard Guard, ulong Stamp);
 
-    private static void Loop(ChildContext ctx, BufferPool pool, Random rng)
+    private static void Loop(ChildContext ctx, string name, BufferPool pool, Random rng)
     {
         var owned = new List<Owned>();
         var borrowed = new List<Borrowed>();
@@ -63,6 +64,18 @@ internal static unsafe class RobustKillLoopCommand
             if ((n & 1023) == 0)
             {
                 ctx.Reply(string.Create(CultureInfo.InvariantCulture, $"progress {n}"));
+            }
+
+            if (rng.Next(256) == 0)
+            {
+                // Detach and attach again, without disposing the guards first: Dispose gives their references back.
+                // A kill lands inside Dispose or Open now and then.
+                pool.Dispose();
+                owned.Clear();
+                borrowed.Clear();
+                ctx.Reply("reattaching");
+                pool = BufferPool.Open(name);
+                continue;
             }
 
             int op = rng.Next(100);

@@ -62,6 +62,10 @@ public sealed class CorruptSegmentFuzzTests(ITestOutputHelper output) : PoolTest
     ];
 
     private static readonly Gen<int> Slot = Gen.Int[0, 200];
+
+    /// <summary>A dimension or a stride: small, zero, negative, or large enough to overflow a product.</summary>
+    private static readonly Gen<long> Dimension = Gen.Frequency(
+        (4, Gen.Long[0, 64]), (1, Gen.OneOf(-1L, 1L << 31, 1L << 32, 1L << 62, long.MaxValue, long.MinValue)), (1, Gen.Long));
     private static readonly Gen<int> Entry = Gen.OneOf(0, 0, 1, 1, 2, 3, 255);
 
     /// <summary>Owner tags: mostly none or a dead entry's; rarely 1, the entry a lone opener lands on (a lock it
@@ -84,6 +88,9 @@ public sealed class CorruptSegmentFuzzTests(ITestOutputHelper output) : PoolTest
         (4, Gen.Select(Gen.OneOf("header", "processes", "hints", "slots", "slots"), Gen.Long[0, 1 << 20], Gen.Byte.Array[1, 24],
             (r, o, b) => (SegmentEdit)new RawBytesEdit(r, o, b))),
         (3, Gen.Select(Slot, Gen.OneOf(-1L, -1L, 0L, 1L, 4095L), (s, l) => (SegmentEdit)new DataSegmentEdit(s, l))),
+        (4, Gen.Select(Slot, Gen.OneOf(2u, 2u, 4u, 1u, 0xFFFF_FFFEu), Gen.Int[0, 20].Select(b => (byte)b), Gen.Int[0, 10].Select(b => (byte)b),
+            Dimension.Array[0, 8], Dimension.Array[0, 8], Gen.Frequency((3, Gen.Const(Array.Empty<byte>())), (1, Gen.Byte.Array[1, 32])),
+            (s, v, t, n, sh, st, ct) => (SegmentEdit)new DescriptionEdit(s, v, t, n, sh, st, ct))),
         (1, Gen.OneOf(0, 1, 2, 3, 100, 4096, 4097, 1 << 20, (1 << 20) + 1).Select(c => (SegmentEdit)new CapacityEdit(c))),
         (1, Gen.Frequency((2, Gen.OneOf(-4096L, -512L, -1L, 4096L).Select(d => new HostileValue('s', d))), (1, Gen.OneOf(0L, 100L, 4095L, 4096L).Select(d => new HostileValue('a', d))))
             .Select(v => (SegmentEdit)new TruncateEdit(v))));
@@ -99,13 +106,13 @@ public sealed class CorruptSegmentFuzzTests(ITestOutputHelper output) : PoolTest
     private int _tried, _crashes, _hangs, _bad, _opened, _calls, _refused;
     private long _slowestMs;
 
-    /// <summary>25 batches of 20 damaged pools, one child process per batch: 500 damaged pools.</summary>
+    /// <summary>50 batches of 20 damaged pools, one child process per batch: 1000 damaged pools.</summary>
     [Fact]
     public void Damaged_segments_are_refused_with_xmem_errors_never_a_crash_or_a_hang()
     {
         try
         {
-            Case.Array[20, 20].Sample(RunBatch, iter: 25, threads: 1, print: b => "\n  " + string.Join("\n  ", b.Select(c => c.ToString())));
+            Case.Array[20, 20].Sample(RunBatch, iter: 50, threads: 1, print: b => "\n  " + string.Join("\n  ", b.Select(c => c.ToString())));
         }
         finally
         {

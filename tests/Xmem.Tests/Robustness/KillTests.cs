@@ -20,7 +20,8 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
 
     /// <summary>
     /// Two children loop acquire / Get / GetMut / Dispose on random slots of an 8-slot pool (so it is often full, and
-    /// they wait, reclaim and recover each other), stamping and checking data (robust-killloop). The test kills one
+    /// they wait, reclaim and recover each other), stamping and checking data, and now and then detach (guards still
+    /// held) and attach again (robust-killloop). The test kills one
     /// after a random 0–20 ms and starts another, about 300 times; one kill in four lands 0–20 ms after a new child
     /// started opening the pool, inside attach and attach-time recovery. Then this process reclaims the dead and the
     /// pool must be whole: every slot Free with count 0, unlocked and without journal, no waiter counted, no entry but
@@ -34,9 +35,8 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
         string name = NewName("kill");
         int seed = Environment.TickCount;
         var rng = new Random(seed);
-        var violations = new List<string>();
+        var tally = new VictimTally();
         int kills = 0, attachKills = 0, started = 0;
-        long operations = 0;
         var clock = Stopwatch.StartNew();
         using BufferPool pool = BufferPool.Create(name, Capacity);
         var children = new TestChild?[Victims];
@@ -53,7 +53,7 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
             {
                 int v = rng.Next(Victims);
                 Thread.Sleep(rng.Next(0, 21));
-                Kill(children[v]!, violations, ref operations);
+                tally.Add(Kill(children[v]!));
                 children[v] = null;
                 kills++;
 
@@ -63,7 +63,7 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
                 {
                     // Inside Open: attach, attach-time recovery of a dead entry, registration.
                     Thread.Sleep(rng.Next(0, 21));
-                    Kill(children[v]!, violations, ref operations);
+                    tally.Add(Kill(children[v]!));
                     children[v] = null;
                     kills++;
                     attachKills++;
@@ -80,7 +80,7 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
             {
                 if (c is not null)
                 {
-                    Kill(c, violations, ref operations);
+                    tally.Add(Kill(c));
                     kills++;
                 }
             }
@@ -108,16 +108,16 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
 
         string figures = RobustnessFigures.Record("kill",
             ("kills", kills), ("attach_kills", attachKills), ("children", started), ("seconds", Math.Round(killPhase.TotalSeconds, 1)),
-            ("victim_operations_at_least", operations),
+            ("victim_operations_at_least", tally.Operations), ("victim_reattaches", tally.Reattaches),
             ("reclaimed_at_end", reclaimed), ("buffers_lost", audit.SlotsNotFree), ("hints_lost", audit.HintsLost),
-            ("orphan_segments", audit.OrphanDataSegments), ("violations", violations.Count), ("seed", seed));
+            ("orphan_segments", audit.OrphanDataSegments), ("violations", tally.Violations.Count), ("seed", seed));
         output.WriteLine(figures);
         foreach (string p in audit.Problems)
         {
             output.WriteLine("problem: " + p);
         }
 
-        Assert.True(violations.Count == 0, $"{violations.Count} data checks failed (seed {seed}):\n{string.Join('\n', violations.Take(20))}");
+        Assert.True(tally.Violations.Count == 0, $"{tally.Violations.Count} data checks failed (seed {seed}):\n{string.Join('\n', tally.Violations.Take(20))}");
         Assert.True(audit.Problems.Count == 0, $"after {kills} kills and reclaiming the dead, the pool is not whole (seed {seed}):\n{string.Join('\n', audit.Problems)}");
         Assert.True(reclaimed >= 1, "the last victims' entries must have been reclaimed by this process");
         Assert.True(hintsSet, "every slot was acquired and released again, yet a hint is clear");
@@ -130,38 +130,60 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
         return TestChild.Start("robust-killloop", name, seed.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
-    /// <summary>SIGKILL, then collects what the victim wrote up to the end of its stdout: its violations, and its
-    /// last progress report (operations done, to the 1024 below) added to <paramref name="operations"/>.</summary>
-    private static void Kill(TestChild child, List<string> violations, ref long operations)
+    /// <summary>What the victims reported: broken data checks, operations done (to the 1024 below), reattaches.</summary>
+    private sealed class VictimTally
     {
-        long progress = 0;
+        public List<string> Violations { get; } = [];
+
+        public long Operations { get; private set; }
+
+        public int Reattaches { get; private set; }
+
+        public void Add(VictimTally one)
+        {
+            Violations.AddRange(one.Violations);
+            Operations += one.Operations;
+            Reattaches += one.Reattaches;
+        }
+
+        public void Read(string line)
+        {
+            if (line.StartsWith("violation", StringComparison.Ordinal))
+            {
+                Violations.Add(line);
+            }
+            else if (line.StartsWith("progress ", StringComparison.Ordinal))
+            {
+                Operations = long.Parse(line[9..], System.Globalization.CultureInfo.InvariantCulture);
+            }
+            else if (line == "reattaching")
+            {
+                Reattaches++;
+            }
+        }
+    }
+
+    /// <summary>SIGKILL, then reads what the victim wrote up to the end of its stdout.</summary>
+    private static VictimTally Kill(TestChild child)
+    {
+        var tally = new VictimTally();
         using (child)
         {
             child.KillHard();
             while (true)
             {
-                string line;
                 try
                 {
-                    line = child.ReadLine(TimeSpan.FromSeconds(30));
+                    tally.Read(child.ReadLine(TimeSpan.FromSeconds(30)));
                 }
                 catch (InvalidOperationException)
                 {
                     break; // end of its stdout
                 }
-
-                if (line.StartsWith("violation", StringComparison.Ordinal))
-                {
-                    violations.Add(line);
-                }
-                else if (line.StartsWith("progress ", StringComparison.Ordinal))
-                {
-                    progress = long.Parse(line[9..], System.Globalization.CultureInfo.InvariantCulture);
-                }
             }
         }
 
-        operations += progress;
+        return tally;
     }
 
     private static string HoldingsOfEntry0(string name) =>

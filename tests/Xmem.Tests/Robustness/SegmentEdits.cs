@@ -206,3 +206,28 @@ public sealed record DataSegmentEdit(int Slot, long Length) : SegmentEdit
 
     public override string ToString() => Length < 0 ? $"DeleteDataSegment(slot {Slot})" : $"CutDataSegment(slot {Slot}, {Length} bytes)";
 }
+
+/// <summary>A whole description written into a slot (a seqlock version, an element type, up to 10 dimensions with
+/// hostile shapes and strides, a content type that may be unterminated or not UTF-8), as a hostile writer would.</summary>
+public sealed record DescriptionEdit(int Slot, uint Version, byte DType, byte NDim, long[] Shape, long[] Strides, byte[] ContentType) : SegmentEdit
+{
+    internal override void Apply(EditTarget t)
+    {
+        long at = t.SlotOffset(Slot);
+        for (int i = 0; i < 8; i++)
+        {
+            t.Write(at + 224 + (8L * i), 8, i < Shape.Length ? (ulong)Shape[i] : 0);
+            t.Write(at + 288 + (8L * i), 8, i < Strides.Length ? (ulong)Strides[i] : 0);
+        }
+
+        byte[] ct = new byte[32];
+        ContentType.AsSpan(0, Math.Min(32, ContentType.Length)).CopyTo(ct);
+        RandomAccess.Write(t.Control, ct, at + 352);
+        t.Write(at + 196, 1, DType);
+        t.Write(at + 197, 1, NDim);
+        t.Write(at + 192, 4, Version);
+    }
+
+    public override string ToString() =>
+        $"Slot[{Slot}].Description = version {Version}, dtype {DType}, ndim {NDim}, shape [{string.Join(",", Shape)}], strides [{string.Join(",", Strides)}], content type {Convert.ToHexString(ContentType)}";
+}
