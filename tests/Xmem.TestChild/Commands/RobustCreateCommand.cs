@@ -4,7 +4,8 @@ using Xmem.Tests.Shared;
 namespace Xmem.TestChild.Commands;
 
 /// <summary>
-/// <c>robust-create POOL CAPACITY persistent|transient HELD FORGOTTEN</c>: creates the pool, acquires HELD buffers of
+/// <c>robust-create POOL CAPACITY persistent|transient HELD FORGOTTEN</c>: replies <c>creating</c>, creates the pool
+/// (replacing a stale one of the name), acquires HELD buffers of
 /// 5000 bytes that it keeps through guards and FORGOTTEN more that it fills with <see cref="BytePattern"/> (seed = the
 /// slot's index) and hands off (in flight, owned by no process). Replies <c>ready held=I,J.. forgotten=K,..</c> and
 /// waits; <c>exit</c> (or the end of stdin) detaches and exits 0. Used by the removal tests, which mostly kill it.
@@ -20,6 +21,7 @@ internal static class RobustCreateCommand
             "transient" => false,
             _ => throw new ArgumentException($"expected persistent or transient, not '{ctx.Arg(2)}'"),
         };
+        ctx.Reply("creating");
         using BufferPool pool = BufferPool.Create(ctx.Arg(0), ctx.IntArg(1), persistent: persistent);
         var held = new List<BufferGuard>();
         var forgotten = new List<int>();

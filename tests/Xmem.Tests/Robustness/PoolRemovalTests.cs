@@ -1,5 +1,6 @@
 using Xmem.Layout;
 using Xmem.Tests.Shared;
+using Xunit.Abstractions;
 
 namespace Xmem.Tests.Robustness;
 
@@ -10,7 +11,7 @@ namespace Xmem.Tests.Robustness;
 /// unless it is persistent, in which case an Open recovers it. Every object of the old instance goes with it. (Open
 /// against concurrent removers is in <see cref="PoolRemovalRaceTests"/>.)
 /// </summary>
-public sealed class PoolRemovalTests : PoolTest
+public sealed class PoolRemovalTests(ITestOutputHelper output) : PoolTest
 {
     private static ulong InstanceOf(string name) => Shm.ReadControl(name, 32, 8);
 
@@ -69,6 +70,7 @@ public sealed class PoolRemovalTests : PoolTest
         int index;
         using (TestChild creator = TestChild.Start("robust-create", name, "4", "persistent", "1", "1"))
         {
+            _ = creator.Expect("creating");
             string ready = creator.Expect("ready");
             index = int.Parse(ready.Split("forgotten=")[1], System.Globalization.CultureInfo.InvariantCulture);
             creator.Send("exit");
@@ -102,6 +104,7 @@ public sealed class PoolRemovalTests : PoolTest
         string name = NewName("killedonly");
         using (TestChild creator = TestChild.Start("robust-create", name, "4", "transient", "2", "1"))
         {
+            _ = creator.Expect("creating");
             _ = creator.Expect("ready");
             creator.KillHard();
         }
@@ -133,6 +136,7 @@ public sealed class PoolRemovalTests : PoolTest
         string name = NewName("killedgc");
         using (TestChild creator = TestChild.Start("robust-create", name, "4", "transient", "1", "1"))
         {
+            _ = creator.Expect("creating");
             _ = creator.Expect("ready");
             creator.KillHard();
         }
@@ -151,6 +155,7 @@ public sealed class PoolRemovalTests : PoolTest
         string ready;
         using (TestChild creator = TestChild.Start("robust-create", name, "4", "persistent", "2", "1"))
         {
+            _ = creator.Expect("creating");
             ready = creator.Expect("ready");
             creator.KillHard();
         }
@@ -171,5 +176,63 @@ public sealed class PoolRemovalTests : PoolTest
         Assert.True(audit.Problems.Count == 0, string.Join("\n", audit.Problems));
         Assert.True(BufferPool.Remove(name));
         Assert.Empty(Shm.EntriesOf(name));
+    }
+
+    /// <summary>A creator killed at a random moment — before, inside or after Create (its header half-written, its
+    /// pool left Initializing, or Ready with buffers) — never blocks the name: an Open either attaches or is refused
+    /// with "not found" or "corrupt", and a Create of the same name then succeeds, leaving no object of the old
+    /// instance.</summary>
+    [Fact]
+    public void A_creator_killed_at_random_moments_never_blocks_the_name()
+    {
+        int seed = Environment.TickCount;
+        var rng = new Random(seed);
+        int rounds = 40, beforeCreate = 0, beforeReady = 0, opened = 0, refused = 0;
+        for (int round = 0; round < rounds; round++)
+        {
+            string name = NewName("createkill");
+            using (TestChild creator = TestChild.Start("robust-create", name, "8", "transient", "2", "1"))
+            {
+                _ = creator.Expect("creating");
+                Thread.Sleep(rng.Next(0, 30));
+                creator.KillHard();
+            }
+
+            bool present = BufferPool.Exists(name);
+            long length = present ? new FileInfo(Shm.ControlPath(name)).Length : 0;
+            if (!present)
+            {
+                beforeCreate++;
+            }
+            else if (length < LayoutConstants.HeaderSize || (uint)Shm.ReadControl(name, 12, 4) != LayoutConstants.PoolStateReady)
+            {
+                beforeReady++;
+            }
+
+            if (rng.Next(2) == 0)
+            {
+                try
+                {
+                    using BufferPool stale = BufferPool.Open(name);
+                    opened++;
+                }
+                catch (Exception e) when (e is PoolNotFoundException or CorruptSegmentException)
+                {
+                    refused++;
+                }
+            }
+
+            ulong old = BufferPool.Exists(name) && new FileInfo(Shm.ControlPath(name)).Length >= LayoutConstants.HeaderSize ? InstanceOf(name) : 0;
+            using (BufferPool pool = BufferPool.Create(name, capacity: 4))
+            {
+                Assert.True(old == 0 || ObjectsOfInstance(name, old).Length == 0, $"round {round} (seed {seed}): objects of the old instance left: {string.Join(", ", ObjectsOfInstance(name, old))}");
+                using BufferGuard g = pool.AcquireCpu(100);
+                Assert.Equal(0, g.MetaIndex);
+            }
+
+            Assert.Empty(Shm.EntriesOf(name));
+        }
+
+        output.WriteLine(RobustnessFigures.Record("createkill", ("rounds", rounds), ("killed_before_create", beforeCreate), ("killed_inside_create", beforeReady), ("stale_opened", opened), ("stale_refused", refused), ("seed", seed)));
     }
 }
