@@ -235,4 +235,130 @@ public sealed class PoolRemovalTests(ITestOutputHelper output) : PoolTest
 
         output.WriteLine(RobustnessFigures.Record("createkill", ("rounds", rounds), ("killed_before_create", beforeCreate), ("killed_inside_create", beforeReady), ("stale_opened", opened), ("stale_refused", refused), ("seed", seed)));
     }
+
+    /// <summary>The last process of a non-persistent pool detaches — and so removes the pool — and is killed at a
+    /// random moment of it (before, inside or after the removal). Whatever it left, an Open either attaches to a whole
+    /// pool (the buffer left in flight is there, with its bytes) or is refused ("not found", "corrupt"): never a
+    /// half-removed pool. A Create of the name then succeeds.</summary>
+    [Fact]
+    public void A_remover_killed_at_random_moments_leaves_a_whole_pool_or_none()
+    {
+        int seed = Environment.TickCount;
+        var rng = new Random(seed);
+        int rounds = 100, gone = 0, leftReady = 0, leftRemoving = 0, opened = 0, refused = 0;
+        var halfway = new List<string>();
+        for (int round = 0; round < rounds; round++)
+        {
+            string name = NewName("removerkill");
+            int index;
+            using (TestChild last = TestChild.Start("robust-create", name, "4", "transient", "0", "1"))
+            {
+                _ = last.Expect("creating");
+                index = int.Parse(last.Expect("ready").Split("forgotten=")[1], System.Globalization.CultureInfo.InvariantCulture);
+                last.Send("exit");
+                var spin = System.Diagnostics.Stopwatch.StartNew();
+                double delayMs = rng.NextDouble() * 4;
+                while (spin.Elapsed.TotalMilliseconds < delayMs)
+                {
+                    Thread.SpinWait(20);
+                }
+
+                last.KillHard();
+            }
+
+            if (!BufferPool.Exists(name))
+            {
+                gone++;
+            }
+            else
+            {
+                uint state = (uint)Shm.ReadControl(name, 12, 4);
+                leftReady += state == LayoutConstants.PoolStateReady ? 1 : 0;
+                leftRemoving += state == LayoutConstants.PoolStateRemoving ? 1 : 0;
+                string left = string.Join(", ", Shm.EntriesOf(name));
+                try
+                {
+                    using BufferPool pool = BufferPool.Open(name);
+                    opened++;
+                    try
+                    {
+                        using BufferGuard g = pool.Get(index);
+                        Assert.Equal(-1, BytePattern.FirstMismatch(g.ReadOnlySpan, index));
+                    }
+                    catch (CorruptSegmentException e)
+                    {
+                        halfway.Add($"round {round}: the remover left state {state} and [{left}]; Open attached, then Get({index}) threw: {e.Message}");
+                    }
+
+                    pool.SetRefCount(index, 0);
+                }
+                catch (Exception e) when (e is PoolNotFoundException or CorruptSegmentException)
+                {
+                    refused++;
+                }
+            }
+
+            using (BufferPool pool = BufferPool.Create(name, capacity: 4))
+            {
+                using BufferGuard g = pool.AcquireCpu(100);
+            }
+
+            Shm.ForceRemove(name);
+        }
+
+        output.WriteLine(RobustnessFigures.Record("removerkill", ("rounds", rounds), ("removed", gone), ("left_ready", leftReady), ("left_removing", leftRemoving),
+            ("opened", opened), ("refused", refused), ("half_removed_pools_attached", halfway.Count), ("seed", seed)));
+        Assert.True(halfway.Count == 0, $"Open attached to a pool its killed remover had half removed (seed {seed}):\n{string.Join("\n", halfway)}");
+    }
+
+    /// <summary>
+    /// The deterministic form of the test above. A remover (the last detacher, `xmem gc`, or a Create of the same
+    /// name) marks a stale pool Removing, finds no live process, unlinks every object of the instance — and is killed
+    /// before it unlinks the control segment (docs/layout.md, "Removal": "unlinks every object of the instance, then
+    /// the control segment"). The next opener finds Removing with no remover at work and the name still naming the
+    /// instance, so it puts Ready back and attaches: to a pool whose live buffer's data segment is gone. The same
+    /// section promises the opener "attaches (Ready came back) or fails cleanly with 'not found' — never half-way".
+    /// </summary>
+    [Fact]
+    public void Open_after_a_remover_killed_between_unlinking_the_instance_and_the_control_segment_is_never_half_way()
+    {
+        string name = NewName("halfremoved");
+        int index;
+        using (TestChild creator = TestChild.Start("robust-create", name, "4", "transient", "0", "1"))
+        {
+            _ = creator.Expect("creating");
+            index = int.Parse(creator.Expect("ready").Split("forgotten=")[1], System.Globalization.CultureInfo.InvariantCulture);
+            creator.KillHard(); // a stale pool: no live process, one buffer in flight
+        }
+
+        // What the remover did before it was killed: Removing, no live process, every object of the instance unlinked.
+        ulong instance = InstanceOf(name);
+        using (Microsoft.Win32.SafeHandles.SafeFileHandle h = File.OpenHandle(Shm.ControlPath(name), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+        {
+            RandomAccess.Write(h, BitConverter.GetBytes(LayoutConstants.PoolStateRemoving), fileOffset: 12);
+        }
+
+        foreach (string f in ObjectsOfInstance(name, instance))
+        {
+            File.Delete(Path.Combine(Shm.Directory, f));
+        }
+
+        Assert.Equal([LayoutConstants.ObjectPrefix + name], Shm.EntriesOf(name));
+
+        BufferPool pool;
+        try
+        {
+            pool = BufferPool.Open(name);
+        }
+        catch (PoolNotFoundException)
+        {
+            return; // the removal was finished: clean
+        }
+
+        using (pool)
+        {
+            CorruptSegmentException? e = Record.Exception(() => pool.Get(index).Dispose()) as CorruptSegmentException;
+            Assert.True(e is null, $"Open put Ready back and attached to a half-removed pool: slot {index} is live (count {pool.RefCount(index)}) but its memory was unlinked by the dead remover, so Get throws: {e?.Message}");
+        }
+    }
 }
