@@ -262,7 +262,7 @@ public static partial class PoolInspector
             return Unreadable(bare, path, bad, problem!);
         }
 
-        if (h.State == LayoutConstants.PoolStateRemoving)
+        if (h.State is LayoutConstants.PoolStateRemoving or LayoutConstants.PoolStateRemoved)
         {
             return Unreadable(bare, path, PoolStatus.Removing, null);
         }

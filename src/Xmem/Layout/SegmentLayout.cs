@@ -25,6 +25,7 @@ internal static class LayoutConstants
     internal const uint PoolStateInitializing = 0;
     internal const uint PoolStateReady = 1;
     internal const uint PoolStateRemoving = 2;
+    internal const uint PoolStateRemoved = 3;
 
     internal const uint PoolFlagPersistent = 1;
 

@@ -253,8 +253,14 @@ public sealed unsafe partial class BufferPool : IDisposable
     private void WaitWhileRemoving()
     {
         long deadline = Environment.TickCount64 + 5000;
-        while (Volatile.Read(ref _header->State) == LayoutConstants.PoolStateRemoving)
+        uint state;
+        while ((state = Volatile.Read(ref _header->State)) is LayoutConstants.PoolStateRemoving or LayoutConstants.PoolStateRemoved)
         {
+            if (state == LayoutConstants.PoolStateRemoved)
+            {
+                throw new PoolNotFoundException($"pool '{_bare}' was removed while this process opened it. Create it again with BufferPool.Create.", PoolName.PathOf(PoolName.ControlObject(_bare)));
+            }
+
             if (Libc.IsByteLockedByOther(_controlFd.Fd, LayoutConstants.RemovalLockByte))
             {
                 if (Environment.TickCount64 > deadline)
@@ -329,6 +335,12 @@ public sealed unsafe partial class BufferPool : IDisposable
                 return; // attach first, then decide (WaitWhileRemoving): see docs/layout.md, "Removal"
             }
 
+            if (state == LayoutConstants.PoolStateRemoved)
+            {
+                _ = TryRemoveStale(bare); // finish the unlinking of a remover that died after its commit point
+                throw new PoolNotFoundException($"pool '{bare}' has been removed. Create it again with BufferPool.Create.", PoolName.PathOf(PoolName.ControlObject(bare)));
+            }
+
             if (state != LayoutConstants.PoolStateInitializing)
             {
                 ThrowHelper.ThrowCorrupt(bare, $"pool state {state} is not a known state");
@@ -382,15 +394,53 @@ public sealed unsafe partial class BufferPool : IDisposable
     {
         string bare = PoolName.Normalize(name);
         string obj = PoolName.ControlObject(bare);
-        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: false);
+        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
         if (fd is null)
         {
             return false;
         }
 
-        ulong instance = ReadInstance(fd, obj);
-        RemoveInstanceSegments(bare, instance);
-        return SegmentFile.Unlink(obj);
+        // Removers exclude each other through the removal lock; one that holds it for long is waited on at most 2 s.
+        long deadline = Environment.TickCount64 + 2000;
+        bool locked;
+        while (!(locked = Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte)) && Environment.TickCount64 < deadline)
+        {
+            Thread.Sleep(1);
+        }
+
+        try
+        {
+            ulong instance = MarkRemoved(fd, obj);
+            RemoveInstanceSegments(bare, instance);
+            return SegmentFile.Unlink(obj);
+        }
+        finally
+        {
+            if (locked)
+            {
+                Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
+            }
+        }
+    }
+
+    /// <summary>Publishes State = Removed (the commit point of a removal: from here on openers fail and any remover
+    /// finishes the job) and returns the instance id; 0 when the segment is no pool of ours.</summary>
+    private static ulong MarkRemoved(SafeFd fd, string obj)
+    {
+        if (SegmentFile.SizeOf(fd, obj) < LayoutConstants.HeaderSize)
+        {
+            return 0;
+        }
+
+        using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: true, PoolName.PathOf(obj));
+        var h = (PoolHeader*)r.Address;
+        if (h->Magic != LayoutConstants.Magic)
+        {
+            return 0;
+        }
+
+        Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoved);
+        return h->InstanceId;
     }
 
     private static ulong ReadInstance(SafeFd fd, string obj)
@@ -481,6 +531,14 @@ public sealed unsafe partial class BufferPool : IDisposable
             using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: true, PoolName.PathOf(obj));
             var h = (PoolHeader*)r.Address;
             bool ours = h->Magic == LayoutConstants.Magic;
+            if (ours && Volatile.Read(ref h->State) == LayoutConstants.PoolStateRemoved)
+            {
+                // A remover died after the commit point: finish its job, whoever is still attached.
+                RemoveInstanceSegments(bare, h->InstanceId);
+                _ = SegmentFile.Unlink(obj);
+                return true;
+            }
+
             if (ours && (h->Flags & LayoutConstants.PoolFlagPersistent) != 0 && Volatile.Read(ref h->State) == LayoutConstants.PoolStateReady)
             {
                 return false;
@@ -498,6 +556,13 @@ public sealed unsafe partial class BufferPool : IDisposable
                 }
 
                 return false;
+            }
+
+            // The commit point: from here on an opener fails cleanly and a remover that finds the pool finishes the
+            // job, so a remover killed while unlinking never leaves a half-removed pool that looks usable.
+            if (ours)
+            {
+                Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
             }
 
             RemoveInstanceSegments(bare, ours ? h->InstanceId : 0);

@@ -331,11 +331,12 @@ public sealed class PoolRemovalTests(ITestOutputHelper output) : PoolTest
             creator.KillHard(); // a stale pool: no live process, one buffer in flight
         }
 
-        // What the remover did before it was killed: Removing, no live process, every object of the instance unlinked.
+        // What the remover did before it was killed: no live process found, the commit point (State = Removed)
+        // published, every object of the instance unlinked — all but the control segment (docs/layout.md, "Removal").
         ulong instance = InstanceOf(name);
         using (Microsoft.Win32.SafeHandles.SafeFileHandle h = File.OpenHandle(Shm.ControlPath(name), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
         {
-            RandomAccess.Write(h, BitConverter.GetBytes(LayoutConstants.PoolStateRemoving), fileOffset: 12);
+            RandomAccess.Write(h, BitConverter.GetBytes(LayoutConstants.PoolStateRemoved), fileOffset: 12);
         }
 
         foreach (string f in ObjectsOfInstance(name, instance))
