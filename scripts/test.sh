@@ -38,6 +38,14 @@ failures=()
 passed=0
 failed=0
 
+if [[ -x scripts/build-native.sh ]]; then
+    step "native library: scripts/build-native.sh (before xunit: the demo's --python tests use it)"
+    if ! ./scripts/build-native.sh; then
+        failures+=("scripts/build-native.sh")
+        failed=$((failed + 1))
+    fi
+fi
+
 step "xunit: tests/Xmem.Tests"
 set +e
 dotnet test tests/Xmem.Tests/Xmem.Tests.csproj --no-build -c Release \
@@ -65,14 +73,6 @@ if [[ $xunit_rc -ne 0 ]]; then
     failures+=("xunit (exit code $xunit_rc)")
     if [[ -z "$summary" ]]; then
         failed=$((failed + 1)) # the run died before its summary (crash, hang): count it as a failure
-    fi
-fi
-
-if [[ -x scripts/build-native.sh ]]; then
-    step "native library: scripts/build-native.sh"
-    if ! ./scripts/build-native.sh; then
-        failures+=("scripts/build-native.sh")
-        failed=$((failed + 1))
     fi
 fi
 
