@@ -714,12 +714,23 @@ public sealed unsafe partial class BufferPool
     /// one (the pool was disposed and released it, or another process recycled the slot).</summary>
     internal void ReleaseGuardReference(int s, uint gen, bool forget)
     {
-        if (_me < 0)
+        // Dekker with Dispose: count ourselves in (a full fence), then look for a detach. Either Dispose sees us and
+        // waits until we are done, or we see it and leave the reference to its release of all holdings — so a guard
+        // never acts under a process-table entry this process has already given up.
+        Interlocked.Increment(ref _guardOpsInFlight);
+        try
         {
-            return;
-        }
+            if (_detaching || _me < 0)
+            {
+                return;
+            }
 
-        _ = ReleaseAttributed(s, gen, 1, _holdings, _tag, forget);
+            _ = ReleaseAttributed(s, gen, 1, _holdings, _tag, forget);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _guardOpsInFlight);
+        }
     }
 
     /// <summary>Drops up to <paramref name="n"/> of the references that the holdings at <paramref name="holdings"/>

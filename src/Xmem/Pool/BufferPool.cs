@@ -36,6 +36,8 @@ public sealed unsafe partial class BufferPool : IDisposable
     private MappedRegion? _holdingsRegion;
     private ulong* _holdings;
     private volatile bool _disposed;
+    private volatile bool _detaching;
+    private int _guardOpsInFlight;
     private int _liveCapacity;
 
     private BufferPool(string bare, SafeFd fd, MappedRegion control)
@@ -596,6 +598,14 @@ public sealed unsafe partial class BufferPool : IDisposable
         lock (s_open)
         {
             s_open.RemoveAll(w => !w.TryGetTarget(out BufferPool? p) || ReferenceEquals(p, this));
+        }
+
+        _detaching = true;
+        Interlocked.MemoryBarrier();
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _guardOpsInFlight) != 0)
+        {
+            spin.SpinOnce(); // a guard release on another thread: a few hundred nanoseconds
         }
 
         lock (_recoveryGate)
