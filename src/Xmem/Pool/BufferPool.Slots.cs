@@ -209,8 +209,9 @@ public sealed unsafe partial class BufferPool
     public int RefCount(int metaIndex)
     {
         CheckIndex(metaIndex); // also refuses every index once the pool is disposed
-        ulong w = Volatile.Read(ref _slots[metaIndex].Word);
-        return SlotWord.State(w) == SlotWord.Live ? SlotWord.Count(w) : 0;
+        // No state test: Free and Acquiring slots hold count 0 (docs/layout.md, "The slot word"), so the count field
+        // alone is the answer. A word damaged by another process can only make this number wrong, never unsafe.
+        return SlotWord.Count(Volatile.Read(ref _slots[metaIndex].Word));
     }
 
     /// <summary>Gives back the memory of free slots: their data segments are unlinked (and unmapped here; other
