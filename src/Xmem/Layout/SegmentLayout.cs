@@ -55,7 +55,7 @@ internal static class LayoutConstants
 
 /// <summary>The control segment's header (4096 bytes at offset 0).</summary>
 [StructLayout(LayoutKind.Explicit, Size = LayoutConstants.HeaderSize)]
-internal struct PoolHeader
+internal unsafe struct PoolHeader
 {
     [FieldOffset(0)] public ulong Magic;
     [FieldOffset(8)] public uint LayoutVersion;
@@ -74,7 +74,7 @@ internal struct PoolHeader
     [FieldOffset(80)] public long CreatedUnixNs;
     [FieldOffset(88)] public int CreatorPid;
     [FieldOffset(128)] public uint FreeEpoch;
-    [FieldOffset(132)] public int Waiters;
+    [FieldOffset(192)] public fixed ulong WaitMask[4];
     [FieldOffset(256)] public long ChannelTableOffset;
     [FieldOffset(264)] public int ChannelCount;
 }

@@ -108,11 +108,9 @@ public sealed unsafe partial class BufferPool
             }
 
             ProcessEntry* e = &_procs[i];
-            int waiters = Interlocked.Exchange(ref e->Waiters, 0);
-            if (waiters > 0)
-            {
-                Interlocked.Add(ref _header->Waiters, -waiters);
-            }
+            // Its waiters died with it: its bit in WaitMask goes, exactly (no other process writes that bit).
+            Interlocked.And(ref _header->WaitMask[i >> 6], ~(1UL << (i & 63)));
+            Volatile.Write(ref e->Waiters, 0);
 
             _ = SegmentFile.Unlink(obj);
             Volatile.Write(ref e->State, LayoutConstants.ProcessFree);

@@ -431,10 +431,10 @@ public sealed unsafe partial class BufferPool
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         uint* epoch = &_header->FreeEpoch;
-        // Waiters are counted so that a release makes the futex wake call only when someone sleeps; the count is kept
-        // per process too, so that a dead waiter's share can be taken off (see Recovery).
-        Interlocked.Increment(ref _header->Waiters);
-        Interlocked.Increment(ref _procs[_me].Waiters);
+        // A release makes the futex wake call only when some process has a waiter: each process keeps its own count
+        // and shows "I have waiters" as its bit in the header's WaitMask, one atomic that recovery clears exactly for
+        // a dead process (docs/layout.md, "Waiting for a free slot").
+        AddLocalWaiter(+1);
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         try
         {
@@ -466,8 +466,7 @@ public sealed unsafe partial class BufferPool
         finally
         {
             reg.Dispose();
-            Interlocked.Decrement(ref _procs[_me].Waiters);
-            Interlocked.Decrement(ref _header->Waiters);
+            AddLocalWaiter(-1);
         }
     }
 
@@ -807,13 +806,36 @@ public sealed unsafe partial class BufferPool
         Volatile.Write(ref r->Word, unlocked);                          // release: unlock
     }
 
+    /// <summary>Counts a waiting thread of this process in (+1) or out (-1). The process's count is written to its
+    /// entry (for display) and its bit in WaitMask is set on 0 → 1 and cleared on 1 → 0, under a process-local lock;
+    /// the bit's atomic OR is a full fence, so a releaser that increments the epoch after it sees the bit.</summary>
+    private void AddLocalWaiter(int delta)
+    {
+        lock (_waitGate)
+        {
+            int before = _localWaiters;
+            _localWaiters += delta;
+            Volatile.Write(ref _procs[_me].Waiters, _localWaiters);
+            ulong bit = 1UL << (_me & 63);
+            if (before == 0 && _localWaiters > 0)
+            {
+                Interlocked.Or(ref _header->WaitMask[_me >> 6], bit);
+            }
+            else if (before > 0 && _localWaiters == 0)
+            {
+                Interlocked.And(ref _header->WaitMask[_me >> 6], ~bit);
+            }
+        }
+    }
+
     /// <summary>After a slot became Free: hint it, advance the free epoch and wake sleepers, if any.</summary>
     private void AfterFreed(int s)
     {
         Interlocked.Or(ref _hints[s >> 6], 1UL << (s & 63));
         Interlocked.Increment(ref _header->FreeEpoch);
         // The increments above are full fences, so a waiter that counted itself before reading the epoch is seen here.
-        if (Volatile.Read(ref _header->Waiters) > 0)
+        ulong* mask = _header->WaitMask;
+        if ((Volatile.Read(ref mask[0]) | Volatile.Read(ref mask[1]) | Volatile.Read(ref mask[2]) | Volatile.Read(ref mask[3])) != 0)
         {
             _ = Libc.FutexWakeAll((nint)(&_header->FreeEpoch));
         }

@@ -38,6 +38,8 @@ public sealed unsafe partial class BufferPool : IDisposable
     private volatile bool _disposed;
     private volatile bool _detaching;
     private int _guardOpsInFlight;
+    private readonly Lock _waitGate = new();
+    private int _localWaiters;
     private int _liveCapacity;
 
     private BufferPool(string bare, SafeFd fd, MappedRegion control)
@@ -722,6 +724,7 @@ public sealed unsafe partial class BufferPool : IDisposable
                 e->Pid = pid;
                 e->StartTime = ProcessInfo.OwnStartTime;
                 e->Waiters = 0;
+                Interlocked.And(ref _header->WaitMask[i >> 6], ~(1UL << (i & 63)));
                 e->Incarnation++;
                 string comm = ProcessInfo.OwnComm;
                 Span<byte> commBytes = new(e->Comm, 16);

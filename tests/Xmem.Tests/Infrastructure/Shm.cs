@@ -83,7 +83,17 @@ internal static class Shm
     }
 
     /// <summary>The pool-wide count of threads waiting for a free slot (header field Waiters).</summary>
-    public static int Waiters(string bare) => (int)(uint)ReadControl(bare, 132, 4);
+    public static int Waiters(string bare)
+    {
+        // Each process entry's own count of waiting threads (docs/layout.md, ProcessEntry.Waiters).
+        int total = 0;
+        for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
+        {
+            total += (int)(uint)ReadControl(bare, LayoutConstants.ProcessTableOffset + ((long)i * LayoutConstants.ProcessEntrySize) + 16, 4);
+        }
+
+        return total;
+    }
 
     /// <summary>Slot <paramref name="s"/>'s word (state, count, lock owner, generation).</summary>
     public static ulong SlotWordOf(string bare, int capacity, int s) =>

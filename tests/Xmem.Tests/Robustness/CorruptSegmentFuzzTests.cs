@@ -44,7 +44,7 @@ public sealed class CorruptSegmentFuzzTests(ITestOutputHelper output) : PoolTest
         ("Magic", 0, 8), ("LayoutVersion", 8, 4), ("State", 12, 4), ("Capacity", 16, 4), ("MaxProcesses", 20, 4),
         ("SegmentSize", 24, 8), ("InstanceId", 32, 8), ("HeaderSize", 40, 4), ("SlotSize", 44, 4),
         ("ProcessTableOffset", 48, 8), ("FreeHintsOffset", 56, 8), ("SlotTableOffset", 64, 8), ("Flags", 72, 4),
-        ("Mode", 76, 4), ("CreatorPid", 88, 4), ("FreeEpoch", 128, 4), ("Waiters", 132, 4),
+        ("Mode", 76, 4), ("CreatorPid", 88, 4), ("FreeEpoch", 128, 4), ("WaitMask", 192, 8),
         ("ChannelTableOffset", 256, 8), ("ChannelCount", 264, 4),
     ];
 

@@ -72,9 +72,12 @@ internal sealed unsafe partial class PoolAudit
             }
         }
 
-        if (h->Waiters != 0)
+        for (int k = 0; k < 4; k++)
         {
-            problems.Add($"header Waiters is {h->Waiters} (expected 0)");
+            if (h->WaitMask[k] != 0)
+            {
+                problems.Add($"header WaitMask[{k}] is 0x{h->WaitMask[k]:x16} (expected 0: no process waits)");
+            }
         }
 
         for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
