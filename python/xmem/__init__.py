@@ -69,37 +69,16 @@ from ._channel import Channel, Subscription
 
 __version__ = "0.1.0"
 
+from . import _errors
+
+# The error classes are listed once, in _errors.__all__.
 __all__ = [
     "BufferPool",
     "BufferGuard",
     "Channel",
     "Subscription",
     "Description",
-    "Status",
-    "XmemError",
-    "InvalidArgumentError",
-    "InvalidNameError",
-    "IndexOutOfRangeError",
-    "PoolNotFoundError",
-    "PoolExistsError",
-    "PermissionDeniedError",
-    "PoolFullError",
-    "OutOfMemoryError",
-    "XmemTimeoutError",
-    "ReadOnlyError",
-    "GuardInvalidError",
-    "SlotNotLiveError",
-    "CorruptSegmentError",
-    "IncompatibleVersionError",
-    "CudaUnavailableError",
-    "CudaError",
-    "CanceledError",
-    "TooManyProcessesError",
-    "PoolClosedError",
-    "XmemOSError",
-    "InvalidHandleError",
-    "WouldBlockError",
-    "InternalError",
+    *_errors.__all__,
     "library_path",
     "__version__",
 ]
