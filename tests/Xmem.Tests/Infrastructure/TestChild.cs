@@ -80,17 +80,7 @@ internal sealed class TestChild : IDisposable
         var process = new Process { StartInfo = psi };
         string description = $"test child '{command} {string.Join(' ', args)}'" + (runAsUser is null ? "" : $" as {runAsUser}");
         var child = new TestChild(process, description);
-        process.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is null)
-            {
-                child._lines.Add(null); // end of stream
-            }
-            else
-            {
-                child._lines.Add(e.Data);
-            }
-        };
+        process.OutputDataReceived += (_, e) => child.AddLine(e.Data); // null: end of stream
         process.ErrorDataReceived += (_, e) =>
         {
             if (e.Data is not null)
@@ -225,6 +215,23 @@ internal sealed class TestChild : IDisposable
         return forgotten;
     }
 
+    /// <summary>Queues a stdout line. The reader thread may deliver the last lines after Dispose (a killed child's
+    /// grandchild can hold the pipe open past WaitForExit's timeout): those are dropped, never thrown on a
+    /// thread-pool thread, where an exception would take the whole test host down.</summary>
+    private void AddLine(string? line)
+    {
+        try
+        {
+            _lines.Add(line);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        catch (InvalidOperationException)
+        {
+        }
+    }
+
     public void Dispose()
     {
         s_live.TryRemove(this, out _);
@@ -246,6 +253,15 @@ internal sealed class TestChild : IDisposable
                     _process.WaitForExit(10_000);
                 }
             }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+
+        try
+        {
+            _process.CancelOutputRead();
+            _process.CancelErrorRead();
         }
         catch (InvalidOperationException)
         {
