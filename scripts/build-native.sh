@@ -2,15 +2,16 @@
 # Builds the native library and the Python wheel:
 #   1. publishes src/Xmem.Native with NativeAOT → libxmem.so (C ABI: include/xmem.h)
 #   2. copies it, with xmem.h, to artifacts/native/ (a stable place for the C tests and XMEM_LIBRARY)
-#   3. builds the offline-installable wheel dist/xmem-<version>-py3-none-manylinux_2_36_x86_64.whl
+#   3. builds the offline-installable wheel dist/xmem-<version>-cp311-cp311-linux_x86_64.whl (for $PYTHON's
+#      version) from python/pyproject.toml: setuptools + Cython (the compiled module xmem._xmem), the ctypes
+#      fallback and libxmem.so, with pip's --no-build-isolation so that nothing is downloaded
 #
-# Usage: scripts/build-native.sh            (env: XMEM_CONFIG=Release, XMEM_VERSION=0.1.0, PYTHON=/usr/bin/python3)
+# Usage: scripts/build-native.sh            (env: XMEM_CONFIG=Release, PYTHON=/usr/bin/python3)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 config=${XMEM_CONFIG:-Release}
-version=${XMEM_VERSION:-0.1.0}
 python=${PYTHON:-/usr/bin/python3}
 
 echo "build-native: dotnet publish src/Xmem.Native ($config, NativeAOT)"
@@ -27,6 +28,8 @@ cp -f include/xmem.h artifacts/native/xmem.h
 echo "build-native: artifacts/native/libxmem.so ($(stat -c %s artifacts/native/libxmem.so) bytes)"
 
 rm -f dist/xmem-*.whl
-"$python" scripts/build_wheel.py --package-dir python/xmem --lib artifacts/native/libxmem.so \
-    --version "$version" --out dist/ --requires-python ">=3.8"
+rm -rf python/build
+echo "build-native: $python -m pip wheel ./python (setuptools + Cython, offline)"
+XMEM_NATIVE_LIB="$root/artifacts/native/libxmem.so" "$python" -m pip wheel --no-build-isolation --no-deps --no-index \
+    --disable-pip-version-check --quiet --wheel-dir dist/ ./python
 ls dist/xmem-*.whl

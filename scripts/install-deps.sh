@@ -26,6 +26,9 @@ PACKAGES=(
     python3
     python3-venv
     python3-pip
+    python3-dev
+    python3-setuptools
+    cython3
     python3-pytest
     python3-numpy
     python3-torch

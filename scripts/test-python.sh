@@ -4,7 +4,8 @@
 #   2. tests/c/roundtrip.c, compiled with gcc against include/xmem.h only, runs a round trip
 #   3. builds the C# helper process (tests/Xmem.TestChild) for the cross-language tests
 #   4. a fresh venv (artifacts/venv-python, --system-site-packages for numpy/torch/pytest), the wheel installed
-#      offline (--no-index), and pytest tests/python run from that venv against the INSTALLED package
+#      offline (--no-index), and pytest tests/python run from that venv against the INSTALLED package, twice: with
+#      the compiled module (XMEM_IMPLEMENTATION=compiled), then with the ctypes fallback (XMEM_IMPLEMENTATION=ctypes)
 # Exits non-zero on any failure, including pytest finding no tests (exit 5).
 #
 # Usage: scripts/test-python.sh [pytest args...]      (env: PYTHON=/usr/bin/python3, XMEM_CONFIG=Release)
@@ -49,11 +50,16 @@ if "$venv/bin/python" -c "import pytest_timeout" 2>/dev/null; then
 fi
 # Run outside the source tree so that `import xmem` can only find the installed package (conftest.py checks it).
 # XMEM_LIBRARY is unset: the tests load the library packaged in the wheel (one test sets it explicitly).
-(cd "$venv" && env -u XMEM_LIBRARY XMEM_EXPECT_INSTALLED=1 "$root/$venv/bin/python" -m pytest "$root/tests/python" \
-    -p no:cacheprovider -q "${timeout_args[@]}" "$@")
-rc=$?
-case $rc in
-    0) echo "test-python: ok" ;;
-    5) fail "pytest collected no tests." ;;
-    *) fail "pytest exited with $rc." ;;
-esac
+# Twice: the compiled implementation (XMEM_IMPLEMENTATION=compiled: the import fails if it does not load), then the
+# ctypes fallback behind the same API.
+for impl in compiled ctypes; do
+    echo "test-python: pytest, XMEM_IMPLEMENTATION=$impl"
+    (cd "$venv" && env -u XMEM_LIBRARY XMEM_EXPECT_INSTALLED=1 XMEM_IMPLEMENTATION=$impl "$root/$venv/bin/python" \
+        -m pytest "$root/tests/python" -p no:cacheprovider -q "${timeout_args[@]}" "$@")
+    rc=$?
+    case $rc in
+        0) echo "test-python: ok ($impl)" ;;
+        5) fail "pytest collected no tests ($impl)." ;;
+        *) fail "pytest exited with $rc ($impl)." ;;
+    esac
+done

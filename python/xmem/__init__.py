@@ -29,8 +29,10 @@ sequence number, timestamp, tags) so that consumers get arrays of the right shap
         with buf:
             image = buf.numpy()                              # (480, 640, 3) uint8, zero-copy
 
-The native library is ``libxmem.so`` (xmem's C# core compiled with NativeAOT), loaded with ctypes from
-``$XMEM_LIBRARY`` when set, else from this package.
+The native library is ``libxmem.so`` (xmem's C# core compiled with NativeAOT), loaded from ``$XMEM_LIBRARY`` when
+set, else from this package. The hot paths (acquire, get, counts, guards, the buffer protocol, channels) run in a
+compiled extension module, ``xmem._xmem``; without it (or with ``XMEM_IMPLEMENTATION=ctypes``) the same classes run
+on ctypes alone. :data:`implementation` says which: ``"compiled"`` or ``"ctypes"``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from ._errors import (
     XmemTimeoutError,
 )
 from ._native import library_path
+from ._accel import implementation
 from ._pool import BufferGuard, BufferPool
 from ._description import Description
 from ._channel import Channel, Subscription
@@ -80,5 +83,6 @@ __all__ = [
     "Description",
     *_errors.__all__,
     "library_path",
+    "implementation",
     "__version__",
 ]

@@ -8,7 +8,7 @@ import weakref
 from ctypes import byref, c_uint64
 from typing import Any, Iterator, List, Optional
 
-from . import _native
+from . import _accel, _native
 from ._errors import (
     GuardInvalidError,
     InvalidArgumentError,
@@ -184,6 +184,8 @@ class Channel:
         return self._send(buf, timeout)
 
     def _send(self, buf: BufferGuard, timeout: Optional[float]) -> bool:
+        if _compiled is not None:
+            return _compiled.send(self, buf, timeout)  # the same steps, waiting in native slices
         if not isinstance(buf, BufferGuard):
             raise TypeError("send() takes a BufferGuard, not %s" % type(buf).__name__)
         g = buf._h
@@ -369,6 +371,12 @@ class Subscription:
             raise PoolClosedError("this subscription of channel %r is closed; subscribe again." % self._channel._name,
                                   Status.DISPOSED)
         return h
+
+
+# The compiled implementation waits in native slices (one native call when a buffer is there or comes within one).
+_compiled = _accel.compiled
+if _compiled is not None:
+    _receive = _compiled.receive  # noqa: F811
 
 
 def _after_fork_in_child() -> None:

@@ -10,7 +10,7 @@ import weakref
 from ctypes import byref, c_int32, c_int64, c_size_t, c_ubyte, c_uint64, c_void_p
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import _description, _native
+from . import _accel, _description, _native
 from ._description import Description
 from ._errors import (
     GuardInvalidError,
@@ -118,7 +118,7 @@ def _encode_name(name: Any) -> bytes:
     return name.encode("utf-8")
 
 
-class BufferPool:
+class BufferPool(_accel.PoolBase):
     """A named pool of buffer slots in shared memory, shared by every process that opens it.
 
     ``BufferPool(name, capacity)`` creates the pool; :meth:`open` attaches to an existing one. A producer acquires a
@@ -139,7 +139,7 @@ class BufferPool:
         InvalidNameError, InvalidArgumentError: a bad name, capacity or mode (``ValueError``).
     """
 
-    __slots__ = ("_h", "_name", "_capacity", "__weakref__")
+    __slots__ = ("_name", "_capacity")  # _h (the handle) and __weakref__ are the base's
 
     _h: int
     _name: str
@@ -520,7 +520,7 @@ _GUARD_INVALID_MESSAGE = (
 )
 
 
-class BufferGuard:
+class BufferGuard(_accel.GuardBase):
     """One reference to a buffer, owned by this process.
 
     Leaving a ``with`` block, :meth:`release`, or garbage collection releases the reference exactly once;
@@ -538,7 +538,8 @@ class BufferGuard:
     # _cuda_ref: for CUDA buffers, a second guard on the slot taken by the first __cuda_array_interface__, so that
     # consumers holding this object (torch.as_tensor, cupy.asarray) keep the device memory referenced even after
     # release(); it goes when this object is collected.
-    __slots__ = ("_h", "_pool", "_out", "_ro", "_lease", "_cuda_ref", "__weakref__")
+    # _h, _pool, _out, _ro, _lease and __weakref__ are the base's (C fields in the compiled implementation).
+    __slots__ = ("_cuda_ref",)
 
     _h: int
     _pool: BufferPool
@@ -996,7 +997,7 @@ def _stream_arg(stream: Any) -> int:
     return v
 
 
-_new_object = object.__new__
+_new_object = _accel.GuardBase.__new__
 
 
 def _new_guard(pool: BufferPool, out: GuardOut, ro: bool) -> BufferGuard:
@@ -1067,3 +1068,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_close_all_at_exit)
 
+
+
+# The compiled implementation (xmem._accel) takes over the hot methods; the docstrings above stay the documentation.
+_accel.install(BufferPool, BufferGuard, {
+    "Status": Status,
+    "GuardOut": GuardOut,
+    "last_error_for": _last_error_for,
+    "as_int": _as_int,
+    "guard_invalid": lambda: GuardInvalidError(_GUARD_INVALID_MESSAGE),
+    "read_only_error": lambda i: ReadOnlyError(
+        "the guard on slot %d is read-only (from get); take it with get_mut for write access." % i),
+    "invalid_argument": InvalidArgumentError,
+    "timeout_error": XmemTimeoutError,
+    "pool_closed": lambda msg: PoolClosedError(msg, Status.DISPOSED),
+})

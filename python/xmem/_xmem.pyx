@@ -1,0 +1,715 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, embedsignature=False
+"""xmem's compiled binding: the hot paths of BufferPool, BufferGuard and channels, calling libxmem.so directly.
+
+Loaded by :mod:`xmem._accel` unless ``XMEM_IMPLEMENTATION=ctypes``. It calls the C ABI (include/xmem.h) through
+function pointers taken from the library :mod:`xmem._native` loaded (so ``XMEM_LIBRARY``, the ABI check and the
+messages of a failed load stay in one place), with the GIL held for calls that never wait, and without it, in slices
+of at most 100 ms with the signal handlers run between them, for calls that wait (Ctrl-C works; the common case is
+one native call).
+
+``PoolBase``, ``GuardBase`` are the bases of :class:`xmem.BufferPool` and :class:`xmem.BufferGuard`: they hold the
+native handles in C fields and implement the methods named in ``POOL_METHODS``/``GUARD_METHODS``; the Python classes
+keep every other method and the single copy of the docstrings (``install`` moves them onto these methods).
+
+Invariants
+  * ``GuardBase.gh`` is the guard handle while the guard owns its reference, else 0; it goes to 0 before the handle
+    is released, forgotten or sent, so a handle is given back exactly once.
+  * Every buffer export (``__getbuffer__``) takes its own native lease (xmem_guard_lease_view) and drops it in
+    ``__releasebuffer__``: a view never outlives the mapping, whatever happens to the guard or the pool.
+  * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
+    and the export checks the extent again before handing out a pointer.
+"""
+
+from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_C_CONTIGUOUS, \
+    PyBUF_F_CONTIGUOUS, PyBUF_ANY_CONTIGUOUS
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.long cimport PyLong_CheckExact
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+from cpython.object cimport PyObject, PyTypeObject
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef:
+        const char *ml_doc
+    ctypedef struct PyMethodDescrObject:
+        PyMethodDef *d_method
+    ctypedef struct PyGetSetDef:
+        const char *doc
+    ctypedef struct PyGetSetDescrObject:
+        PyGetSetDef *d_getset
+    long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
+
+cdef extern from "time.h" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk_id, timespec *tp)
+    int CLOCK_MONOTONIC
+
+# ---------------------------------------------------------------------------------------------------- the C ABI
+
+ctypedef int32_t xmem_status
+
+ctypedef struct xmem_buffer_info:
+    int64_t size
+    void *cpu_ptr
+    uint64_t cuda_ptr
+    int32_t meta_index
+    int32_t device_id
+    uint32_t flags
+    uint32_t reserved
+
+ctypedef struct xmem_description:
+    int32_t dtype
+    int32_t ndim
+    uint32_t flags
+    uint32_t reserved
+    int64_t shape[8]
+    int64_t strides[8]
+    uint64_t seq
+    int64_t timestamp_ns
+    char content_type[32]
+    char producer_tag[32]
+
+ctypedef xmem_status (*fn_acquire_t)(uint64_t, int64_t, uint64_t *, xmem_buffer_info *) nogil
+ctypedef xmem_status (*fn_acquire_wait_t)(uint64_t, int64_t, int64_t, uint64_t *, xmem_buffer_info *) nogil
+ctypedef xmem_status (*fn_get_t)(uint64_t, int32_t, uint64_t *, xmem_buffer_info *) nogil
+ctypedef xmem_status (*fn_count_t)(uint64_t, int32_t, int32_t *) nogil
+ctypedef xmem_status (*fn_handle_t)(uint64_t) nogil
+ctypedef xmem_status (*fn_lease_view_t)(uint64_t, uint64_t *, void **, int64_t *) nogil
+ctypedef xmem_status (*fn_description_t)(uint64_t, xmem_description *) nogil
+ctypedef xmem_status (*fn_info_t)(uint64_t, xmem_buffer_info *) nogil
+ctypedef xmem_status (*fn_send_t)(uint64_t, uint64_t, int64_t) nogil
+ctypedef xmem_status (*fn_receive_t)(uint64_t, int64_t, uint32_t, uint64_t *, xmem_buffer_info *) nogil
+
+cdef fn_acquire_t c_pool_acquire_cpu = NULL
+cdef fn_acquire_wait_t c_pool_acquire_cpu_wait = NULL
+cdef fn_get_t c_pool_get = NULL
+cdef fn_get_t c_pool_get_mut = NULL
+cdef fn_count_t c_pool_add_ref = NULL
+cdef fn_count_t c_pool_release = NULL
+cdef fn_count_t c_pool_ref_count = NULL
+cdef fn_handle_t c_guard_release = NULL
+cdef fn_handle_t c_guard_forget = NULL
+cdef fn_lease_view_t c_guard_lease_view = NULL
+cdef fn_handle_t c_lease_release = NULL
+cdef fn_description_t c_guard_description = NULL
+cdef fn_info_t c_guard_info = NULL
+cdef fn_send_t c_channel_send = NULL
+cdef fn_receive_t c_channel_receive = NULL
+cdef fn_receive_t c_subscription_receive = NULL
+
+# Statuses (include/xmem.h).
+DEF E_TIMEOUT = 8
+DEF E_DISPOSED = 19
+DEF E_INVALID_HANDLE = 21
+DEF E_WOULD_BLOCK = 22
+DEF BUFFER_CUDA = 0x2
+DEF DESC_PRESENT = 0x4
+DEF RECEIVE_WRITABLE = 0x1
+DEF I32_MAX = 0x7FFFFFFF
+DEF I64_MAX = 0x7FFFFFFFFFFFFFFF
+# A blocking call waits at most this long per native call: between slices the signal handlers run (Ctrl-C).
+DEF SLICE_NS = 100000000
+
+# Set in a child made by os.fork(): handles inherited from the parent belong to the parent's runtime (see
+# xmem._pool._fork_state); nothing here may call the library on their behalf.
+cdef bint forked = False
+
+# Python objects of the package, given by install().
+cdef object Status_ = None
+cdef object GuardOut_ = None
+cdef object last_error_for = None
+cdef object as_int = None
+cdef object guard_invalid = None  # () -> GuardInvalidError
+cdef object read_only_error = None  # (meta_index) -> ReadOnlyError
+cdef object invalid_argument = None  # (message) -> InvalidArgumentError
+cdef object timeout_error = None  # (message) -> XmemTimeoutError
+cdef object pool_closed = None  # (message) -> PoolClosedError
+cdef object guard_type = None  # xmem.BufferGuard
+cdef PyTypeObject *guard_tp = NULL
+cdef object empty_tuple = ()
+cdef list doc_bytes = []  # keeps the docstrings install() gave the descriptors alive
+
+
+cdef inline int64_t now_ns() nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef int64_t deadline_of(object timeout) except -2:
+    """-1 for None (no deadline), else CLOCK_MONOTONIC ns; validates like xmem._channel._deadline."""
+    if timeout is None:
+        return -1
+    cdef double t = float(timeout)
+    if not t >= 0:
+        raise invalid_argument("timeout is %r; it must be None (wait as long as it takes), 0 (do not wait) or a "
+                               "number of seconds." % (timeout,))
+    if t > 9.0e9:  # ~285 years: as good as no deadline, and no overflow below
+        return -1
+    return now_ns() + <int64_t>(t * 1e9)
+
+
+cdef inline int64_t slice_of(int64_t deadline) nogil:
+    if deadline < 0:
+        return SLICE_NS
+    cdef int64_t left = deadline - now_ns()
+    if left <= 0:
+        return 0
+    return left if left < SLICE_NS else SLICE_NS
+
+
+cdef inline int32_t index_of(object meta_index) except? -1:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(meta_index):
+        v = PyLong_AsLongLongAndOverflow(meta_index, &overflow)
+        if not overflow and -I32_MAX - 1 <= v <= I32_MAX:
+            return <int32_t>v
+    return <int32_t>as_int(meta_index, "meta_index", -I32_MAX - 1, I32_MAX)
+
+
+cdef inline GuardBase new_guard(object pool, uint64_t h, xmem_buffer_info *info, bint ro):
+    # tp_new of GuardBase, inherited by BufferGuard: no __init__ (BufferGuard's refuses direct construction).
+    cdef GuardBase g = <GuardBase>guard_tp.tp_new(guard_type, empty_tuple, None)
+    g.gh = h
+    g.info = info[0]
+    g.ro = ro
+    g.pool_obj = pool
+    return g
+
+
+# ---------------------------------------------------------------------------------------------------- pool
+
+cdef class PoolBase:
+    """The native state of a BufferPool: its handle. The methods are BufferPool's (see its docstrings)."""
+
+    cdef uint64_t ph
+    cdef object __weakref__
+
+    @property
+    def _h(self):
+        return self.ph
+
+    @_h.setter
+    def _h(self, value):
+        self.ph = value
+
+    def add_ref(self, meta_index):
+        cdef int32_t out = 0
+        cdef xmem_status rc = c_pool_add_ref(self.ph, index_of(meta_index), &out)
+        if rc:
+            raise self._fail(rc)
+        return out
+
+    def release(self, meta_index):
+        cdef int32_t out = 0
+        cdef xmem_status rc = c_pool_release(self.ph, index_of(meta_index), &out)
+        if rc:
+            raise self._fail(rc)
+        return out
+
+    def ref_count(self, meta_index):
+        cdef int32_t out = 0
+        cdef xmem_status rc = c_pool_ref_count(self.ph, index_of(meta_index), &out)
+        if rc:
+            raise self._fail(rc)
+        return out
+
+    def get(self, meta_index):
+        cdef uint64_t g = 0
+        cdef xmem_buffer_info info
+        cdef xmem_status rc = c_pool_get(self.ph, index_of(meta_index), &g, &info)
+        if rc:
+            raise self._fail(rc)
+        return new_guard(self, g, &info, True)
+
+    def get_mut(self, meta_index):
+        cdef uint64_t g = 0
+        cdef xmem_buffer_info info
+        cdef xmem_status rc = c_pool_get_mut(self.ph, index_of(meta_index), &g, &info)
+        if rc:
+            raise self._fail(rc)
+        return new_guard(self, g, &info, False)
+
+    def _acquire_cpu(self, size, timeout):
+        cdef uint64_t g = 0
+        cdef xmem_buffer_info info
+        cdef xmem_status rc
+        cdef int64_t n = size, deadline, wait
+        cdef uint64_t h = self.ph
+        cdef double t
+        if timeout is None:
+            rc = c_pool_acquire_cpu(h, n, &g, &info)
+        else:
+            t = float(timeout)
+            if not t >= 0:
+                raise invalid_argument("timeout is %r; it must be None, a number of seconds >= 0, or math.inf." % t)
+            deadline = -1 if t > 9.0e9 else now_ns() + <int64_t>(t * 1e9)
+            while True:
+                wait = slice_of(deadline)
+                with nogil:
+                    rc = c_pool_acquire_cpu_wait(h, n, wait, &g, &info)
+                if rc != E_TIMEOUT:
+                    break
+                if deadline >= 0 and now_ns() >= deadline:
+                    raise timeout_error(
+                        "pool %r: no slot was released within %g s (all %d are live). Release buffers sooner, wait "
+                        "longer, or create the pool with a larger capacity." % (self._name, t, self._capacity))
+                PyErr_CheckSignals()  # raises KeyboardInterrupt & co. (nothing is held yet)
+                h = self.ph  # closed meanwhile: the next call reports it
+        if rc:
+            raise self._fail(rc)
+        return new_guard(self, g, &info, False)
+
+
+POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_cpu")
+
+
+# ---------------------------------------------------------------------------------------------------- guard
+
+ctypedef struct ExportState:
+    uint64_t lease
+    Py_ssize_t shape[8]
+    Py_ssize_t strides[8]
+
+
+cdef const char *format_of(int32_t dtype, Py_ssize_t *itemsize):
+    # XMEM_DTYPE_* -> struct format. bfloat16 has none: its bits are exported as uint16 ('H').
+    if dtype == 1:
+        itemsize[0] = 1; return "B"
+    if dtype == 2:
+        itemsize[0] = 1; return "b"
+    if dtype == 3 or dtype == 8:
+        itemsize[0] = 2; return "H"
+    if dtype == 4:
+        itemsize[0] = 2; return "h"
+    if dtype == 5:
+        itemsize[0] = 4; return "i"
+    if dtype == 6:
+        itemsize[0] = 8; return "q"
+    if dtype == 7:
+        itemsize[0] = 2; return "e"
+    if dtype == 9:
+        itemsize[0] = 4; return "f"
+    if dtype == 10:
+        itemsize[0] = 8; return "d"
+    if dtype == 11:
+        itemsize[0] = 1; return "?"
+    return NULL
+
+
+cdef class GuardBase:
+    """The native state of a BufferGuard (handle, buffer info, access) and its buffer protocol. The methods are
+    BufferGuard's (see its docstrings)."""
+
+    cdef uint64_t gh
+    cdef xmem_buffer_info info
+    cdef bint ro
+    cdef object pool_obj
+    cdef object lease_obj
+    cdef object out_obj
+    cdef object __weakref__
+
+    def __dealloc__(self):
+        cdef uint64_t h = self.gh
+        if h and not forked:
+            self.gh = 0
+            c_guard_release(h)
+
+    # --- the fields the Python methods of BufferGuard use
+
+    @property
+    def _h(self):
+        return self.gh
+
+    @_h.setter
+    def _h(self, value):
+        self.gh = value
+
+    @property
+    def _pool(self):
+        return self.pool_obj
+
+    @_pool.setter
+    def _pool(self, value):
+        self.pool_obj = value
+
+    @property
+    def _ro(self):
+        return self.ro
+
+    @_ro.setter
+    def _ro(self, value):
+        self.ro = value
+
+    @property
+    def _lease(self):
+        return self.lease_obj
+
+    @_lease.setter
+    def _lease(self, value):
+        self.lease_obj = value
+
+    @property
+    def _out(self):
+        # A ctypes GuardOut, as the ctypes implementation keeps; made on first use (the cold paths).
+        out = self.out_obj
+        if out is None:
+            i = &self.info
+            out = self.out_obj = GuardOut_(self.gh, i.size, <uintptr_t>i.cpu_ptr, i.cuda_ptr, i.meta_index,
+                                           i.device_id, i.flags, 0)
+        return out
+
+    @_out.setter
+    def _out(self, out):
+        self.out_obj = out
+        self.gh = out.guard
+        self.info.size = out.size
+        self.info.cpu_ptr = <void *><uintptr_t>(out.cpu_ptr or 0)
+        self.info.cuda_ptr = out.cuda_ptr
+        self.info.meta_index = out.meta_index
+        self.info.device_id = out.device_id
+        self.info.flags = out.flags
+
+    # --- hot methods
+
+    @property
+    def is_valid(self):
+        return self.gh != 0
+
+    @property
+    def meta_index(self):
+        if not self.gh:
+            raise guard_invalid()
+        return self.info.meta_index
+
+    @property
+    def size(self):
+        if not self.gh:
+            raise guard_invalid()
+        return self.info.size
+
+    def release(self):
+        cdef uint64_t h = self.gh
+        if not h:
+            raise guard_invalid()
+        self.gh = 0
+        self.lease_obj = None
+        if not forked:
+            rc = c_guard_release(h)
+            if rc:
+                raise last_error_for(rc)
+
+    def forget(self):
+        cdef uint64_t h = self.gh
+        if not h:
+            raise guard_invalid()
+        self.gh = 0
+        self.lease_obj = None
+        if forked:
+            raise pool_closed("this guard was inherited through fork(); a forked child cannot use it.")
+        rc = c_guard_forget(h)
+        if rc:
+            raise last_error_for(rc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        cdef uint64_t h = self.gh
+        if h:
+            self.gh = 0
+            self.lease_obj = None
+            if not forked:
+                c_guard_release(h)
+
+    # --- the buffer protocol
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        cdef uint64_t h = self.gh
+        cdef xmem_status rc
+        cdef xmem_description d
+        cdef ExportState *st
+        cdef void *ptr = NULL
+        cdef int64_t size = 0, extent, expect
+        cdef Py_ssize_t itemsize = 1, nbytes
+        cdef const char *fmt = "B"
+        cdef int i, ndim
+        cdef bint contiguous
+        if not h:
+            raise guard_invalid()
+        if self.ro and (flags & PyBUF_WRITABLE) == PyBUF_WRITABLE:
+            raise read_only_error(self.info.meta_index)
+        if self.info.flags & BUFFER_CUDA:
+            raise invalid_argument(
+                "the buffer in slot %d is CUDA device memory (device %d): it has no CPU mapping to export. Use "
+                "torch.from_dlpack(buf), __cuda_array_interface__, or copy_to_cpu()."
+                % (self.info.meta_index, self.info.device_id))
+        rc = c_guard_description(h, &d)
+        if rc:
+            raise last_error_for(rc)
+        st = <ExportState *>malloc(sizeof(ExportState))
+        if st == NULL:
+            raise MemoryError()
+        rc = c_guard_lease_view(h, &st.lease, &ptr, &size)
+        if rc:
+            free(st)
+            raise last_error_for(rc)
+        try:
+            # The default view: the description's tensor, else every byte as uint8 (as BufferGuard.numpy()).
+            if (d.flags & DESC_PRESENT) and d.dtype != 0:
+                fmt = format_of(d.dtype, &itemsize)
+                ndim = d.ndim
+                if fmt == NULL or not 0 <= ndim <= 8:
+                    raise invalid_argument("the buffer in slot %d has a description this xmem cannot read (dtype %d, "
+                                           "ndim %d)." % (self.info.meta_index, d.dtype, d.ndim))
+                extent = itemsize
+                nbytes = itemsize
+                contiguous = True
+                expect = itemsize
+                for i in range(ndim - 1, -1, -1):
+                    if d.shape[i] < 0 or d.strides[i] < 0 or d.shape[i] > size or d.strides[i] > size:
+                        raise invalid_argument("the buffer in slot %d has a description out of range." % self.info.meta_index)
+                    st.shape[i] = <Py_ssize_t>d.shape[i]
+                    st.strides[i] = <Py_ssize_t>d.strides[i]
+                    nbytes *= st.shape[i]
+                    if d.shape[i] == 0:
+                        extent = 0
+                    elif extent:
+                        extent += (d.shape[i] - 1) * d.strides[i]
+                    if d.shape[i] != 1 and d.strides[i] != expect:
+                        contiguous = False
+                    expect *= d.shape[i]
+                if extent > size:  # the core checked it; a view must never reach past the mapping whatever it said
+                    raise invalid_argument("the buffer in slot %d is described as %d bytes; it has %d."
+                                           % (self.info.meta_index, extent, size))
+                if nbytes == 0:
+                    contiguous = True
+            else:
+                ndim = 1
+                itemsize = 1
+                nbytes = <Py_ssize_t>size
+                st.shape[0] = nbytes
+                st.strides[0] = 1
+                contiguous = True
+            if not contiguous and ((flags & PyBUF_STRIDES) != PyBUF_STRIDES
+                                   or (flags & PyBUF_ANY_CONTIGUOUS) == PyBUF_ANY_CONTIGUOUS
+                                   or (flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS
+                                   or (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS):
+                raise BufferError("the buffer in slot %d holds a strided (non-contiguous) tensor; this consumer needs "
+                                  "contiguous memory: copy it (numpy.ascontiguousarray(buf)) first." % self.info.meta_index)
+            if (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS and (flags & PyBUF_ANY_CONTIGUOUS) != PyBUF_ANY_CONTIGUOUS:
+                for i in range(ndim - 1):
+                    if st.shape[i] > 1:
+                        raise BufferError("the buffer in slot %d is C-ordered, not Fortran-ordered." % self.info.meta_index)
+            if (flags & PyBUF_FORMAT) != PyBUF_FORMAT:
+                # No format asked: unsigned bytes (the tensor's bytes, contiguous as checked above).
+                fmt = NULL
+                itemsize = 1
+                if ndim != 1 or st.strides[0] != 1:
+                    ndim = 1
+                    st.shape[0] = nbytes
+                    st.strides[0] = 1
+            view.buf = ptr
+            view.obj = self
+            view.len = nbytes
+            view.readonly = self.ro
+            view.itemsize = itemsize
+            view.format = <char *>fmt
+            view.ndim = ndim
+            view.shape = st.shape if (flags & PyBUF_ND) == PyBUF_ND else NULL
+            view.strides = st.strides if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+            view.suboffsets = NULL
+            view.internal = st
+        except BaseException:
+            if not forked:
+                c_lease_release(st.lease)
+            free(st)
+            raise
+
+    def __releasebuffer__(self, Py_buffer *view):
+        cdef ExportState *st = <ExportState *>view.internal
+        if st != NULL:
+            view.internal = NULL
+            if not forked:
+                c_lease_release(st.lease)
+            free(st)
+
+
+GUARD_METHODS = ("is_valid", "meta_index", "size", "release", "forget", "__enter__", "__exit__")
+
+
+# ---------------------------------------------------------------------------------------------------- channels
+
+def receive(fn, handle, timeout, writable, pool, what, owner):
+    """xmem._channel._receive, with the wait in native slices: one native call when a buffer is there or comes
+    within a slice."""
+    cdef fn_receive_t cfn = c_subscription_receive if fn is subscription_receive_ctypes else c_channel_receive
+    cdef uint32_t flags = RECEIVE_WRITABLE if writable else 0
+    cdef int64_t deadline = deadline_of(timeout)
+    cdef int64_t wait
+    cdef uint64_t h = handle, g = 0
+    cdef xmem_buffer_info info
+    cdef xmem_status rc
+    if deadline >= 0 and timeout == 0:
+        rc = cfn(h, 0, flags, &g, &info)
+    else:
+        while True:
+            wait = slice_of(deadline)
+            with nogil:
+                rc = cfn(h, wait, flags, &g, &info)
+            if rc != E_TIMEOUT and rc != E_WOULD_BLOCK:
+                break
+            if deadline >= 0 and now_ns() >= deadline:
+                break
+            PyErr_CheckSignals()
+            h = owner._h  # closed meanwhile by another thread: stop
+            if not h:
+                raise pool_closed("%s was closed while waiting to receive." % what)
+    if rc == E_TIMEOUT or rc == E_WOULD_BLOCK:
+        return None
+    if rc:
+        raise pool._fail(rc) if not pool._h else last_error_for(rc)
+    return new_guard(pool, g, &info, not writable)
+
+
+def send(channel, buf, timeout):
+    """xmem._channel.Channel._send: True when sent, False when the channel stayed full for ``timeout``."""
+    if not isinstance(buf, guard_type):
+        raise TypeError("send() takes a BufferGuard, not %s" % type(buf).__name__)
+    cdef GuardBase gb = <GuardBase>buf
+    cdef uint64_t g = gb.gh, h
+    cdef int64_t deadline, wait
+    cdef xmem_status rc
+    cdef xmem_buffer_info info
+    if not g:
+        raise guard_invalid()
+    if gb.pool_obj is not channel._pool:
+        raise invalid_argument(
+            "the buffer comes from another BufferPool object than channel %r; send buffers acquired from the "
+            "pool object the channel was opened on." % channel._name)
+    deadline = deadline_of(timeout)
+    while True:
+        h = channel._h
+        if not h:
+            h = channel._live()
+        wait = 0 if (deadline >= 0 and timeout == 0) else slice_of(deadline)
+        if wait == 0:
+            rc = c_channel_send(h, g, 0)
+        else:
+            with nogil:
+                rc = c_channel_send(h, g, wait)
+        if rc == 0:
+            gb.gh = 0  # spent: its reference is in the channel
+            gb.lease_obj = None
+            return True
+        if rc != E_TIMEOUT and rc != E_WOULD_BLOCK:
+            err = channel._error(rc)
+            if c_guard_info(g, &info) == E_INVALID_HANDLE:
+                gb.gh = 0  # the failed send still took the reference (and gave it back)
+            raise err
+        if deadline >= 0 and now_ns() >= deadline:
+            return False
+        PyErr_CheckSignals()
+
+
+# ---------------------------------------------------------------------------------------------------- install
+
+cdef object subscription_receive_ctypes = None
+
+
+def _after_fork_in_child():
+    global forked
+    forked = True
+
+
+cdef void set_doc(object cls, str name, object doc) except *:
+    cdef object descr = cls.__dict__[name]
+    cdef bytes b = doc.encode("utf-8")
+    doc_bytes.append(b)
+    if type(descr).__name__ == "method_descriptor":
+        (<PyMethodDescrObject *>descr).d_method.ml_doc = <const char *>b
+    elif type(descr).__name__ == "getset_descriptor":
+        (<PyGetSetDescrObject *>descr).d_getset.doc = <const char *>b
+    else:
+        raise TypeError("xmem._xmem: %s.%s is a %s" % (cls.__name__, name, type(descr).__name__))
+
+
+cdef uintptr_t addr(object lib, str name) except 0:
+    import ctypes
+    v = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    if not v:
+        raise ImportError("xmem._xmem: %s has no address" % name)
+    return <uintptr_t>v
+
+
+def install(lib, pool_cls, guard_cls, names):
+    """Binds the C ABI of ``lib`` (xmem._native.lib), then makes ``pool_cls``/``guard_cls`` (subclasses of
+    PoolBase/GuardBase) use the compiled methods: their Python definitions are removed, and their docstrings (with
+    a text signature) move onto the compiled ones. ``names`` gives the package objects the cold paths use."""
+    global c_pool_acquire_cpu, c_pool_acquire_cpu_wait, c_pool_get, c_pool_get_mut, c_pool_add_ref, c_pool_release
+    global c_pool_ref_count, c_guard_release, c_guard_forget, c_guard_lease_view, c_lease_release, c_guard_description
+    global c_guard_info, c_channel_send, c_channel_receive, c_subscription_receive
+    global Status_, GuardOut_, last_error_for, as_int, guard_invalid, read_only_error, invalid_argument
+    global timeout_error, pool_closed, guard_type, guard_tp, subscription_receive_ctypes
+    import ctypes
+    import inspect
+    import os
+
+    c_pool_acquire_cpu = <fn_acquire_t>addr(lib, "xmem_pool_acquire_cpu")
+    c_pool_acquire_cpu_wait = <fn_acquire_wait_t>addr(lib, "xmem_pool_acquire_cpu_wait")
+    c_pool_get = <fn_get_t>addr(lib, "xmem_pool_get")
+    c_pool_get_mut = <fn_get_t>addr(lib, "xmem_pool_get_mut")
+    c_pool_add_ref = <fn_count_t>addr(lib, "xmem_pool_add_ref")
+    c_pool_release = <fn_count_t>addr(lib, "xmem_pool_release")
+    c_pool_ref_count = <fn_count_t>addr(lib, "xmem_pool_ref_count")
+    c_guard_release = <fn_handle_t>addr(lib, "xmem_guard_release")
+    c_guard_forget = <fn_handle_t>addr(lib, "xmem_guard_forget")
+    c_guard_lease_view = <fn_lease_view_t>addr(lib, "xmem_guard_lease_view")
+    c_lease_release = <fn_handle_t>addr(lib, "xmem_lease_release")
+    c_guard_description = <fn_description_t>addr(lib, "xmem_guard_description")
+    c_guard_info = <fn_info_t>addr(lib, "xmem_guard_info")
+    c_channel_send = <fn_send_t>addr(lib, "xmem_channel_send")
+    c_channel_receive = <fn_receive_t>addr(lib, "xmem_channel_receive")
+    c_subscription_receive = <fn_receive_t>addr(lib, "xmem_subscription_receive")
+    subscription_receive_ctypes = lib.xmem_subscription_receive
+
+    if not issubclass(pool_cls, PoolBase) or not issubclass(guard_cls, GuardBase):
+        raise TypeError("xmem._xmem.install: the classes must derive from PoolBase and GuardBase")
+    Status_ = names["Status"]
+    GuardOut_ = names["GuardOut"]
+    last_error_for = names["last_error_for"]
+    as_int = names["as_int"]
+    guard_invalid = names["guard_invalid"]
+    read_only_error = names["read_only_error"]
+    invalid_argument = names["invalid_argument"]
+    timeout_error = names["timeout_error"]
+    pool_closed = names["pool_closed"]
+    guard_type = guard_cls
+    guard_tp = <PyTypeObject *>guard_cls
+
+    for cls, base, methods in ((pool_cls, PoolBase, POOL_METHODS), (guard_cls, GuardBase, GUARD_METHODS)):
+        for name in methods:
+            py = cls.__dict__.get(name)
+            if py is None:
+                raise ImportError("xmem._xmem: %s.%s has no Python definition to replace" % (cls.__name__, name))
+            doc = inspect.getdoc(py) or ""
+            if isinstance(py, property):
+                set_doc(base, name, doc)
+            else:
+                sig = str(inspect.signature(py).replace(return_annotation=inspect.Signature.empty))
+                sig = sig.replace("(self", "($self", 1)
+                # Drop annotations from the text signature (it must be plain Python syntax without them).
+                params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(py).parameters.values()]
+                sig = str(inspect.Signature(params)).replace("(self", "($self", 1)
+                set_doc(base, name, "%s%s\n--\n\n%s" % (name, sig, doc))
+            delattr(cls, name)
+    if "__del__" in guard_cls.__dict__:
+        delattr(guard_cls, "__del__")  # GuardBase.__dealloc__ releases a guard left alive
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
