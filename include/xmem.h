@@ -126,8 +126,8 @@ xmem_status xmem_pool_remove(const char *name, int32_t *out_removed);
 /* *out_exists: 1 when a pool of this name exists. */
 xmem_status xmem_pool_exists(const char *name, int32_t *out_exists);
 
-/* Copies the pool's name (without leading '/', NUL-terminated) into buf when it fits; *out_length is the name's
-   length without the NUL. XMEM_E_INVALID_ARGUMENT when buf_size is too small (out_length still written). */
+/* Copies the pool's name as given to xmem_pool_create/open ("/cam0" stays "/cam0"; NUL-terminated) into buf when it
+   fits; *out_length is the name's length without the NUL. XMEM_E_INVALID_ARGUMENT when buf_size is too small (out_length still written). */
 xmem_status xmem_pool_name(xmem_pool pool, char *buf, size_t buf_size, size_t *out_length);
 
 xmem_status xmem_pool_capacity(xmem_pool pool, int32_t *out_capacity);

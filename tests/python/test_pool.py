@@ -24,7 +24,20 @@ def test_default_capacity_is_1024(unique_name):
 def test_leading_slash_names_the_same_pool(unique_name):
     name = unique_name()
     with xmem.BufferPool("/" + name, 4) as pool, xmem.BufferPool.open(name) as other:
-        assert pool.name == name == other.name
+        with pool.acquire_cpu(8) as buf:
+            assert other.ref_count(buf.meta_index) == 1
+            with xmem.BufferPool.open("/" + name) as third, third.get(buf.meta_index):
+                assert pool.ref_count(buf.meta_index) == 2
+
+
+def test_name_is_the_name_as_given(unique_name):
+    name = unique_name()
+    with xmem.BufferPool("/" + name, 4) as pool:
+        assert pool.name == "/" + name
+        assert repr(pool) == "<xmem.BufferPool %r capacity=4>" % ("/" + name)
+        with xmem.BufferPool.open(name) as bare, xmem.BufferPool.open("/" + name) as slashed:
+            assert bare.name == name
+            assert slashed.name == "/" + name
 
 
 def test_open_attaches_to_the_same_slots(pool):

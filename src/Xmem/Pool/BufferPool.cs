@@ -18,6 +18,7 @@ namespace Xmem;
 public sealed unsafe partial class BufferPool : IDisposable
 {
     private readonly string _bare;
+    private readonly string _name;  // as the caller spelled it: "/cam0" or "cam0" (both are the pool named by _bare)
     private readonly SafeFd _controlFd;
     private readonly MappedRegion _control;
     private readonly PoolLease _lease;
@@ -42,9 +43,10 @@ public sealed unsafe partial class BufferPool : IDisposable
     private int _localWaiters;
     private int _liveCapacity;
 
-    private BufferPool(string bare, SafeFd fd, MappedRegion control)
+    private BufferPool(string name, string bare, SafeFd fd, MappedRegion control)
     {
         _bare = bare;
+        _name = name;
         _controlFd = fd;
         _control = control;
         _lease = new PoolLease(control);
@@ -100,8 +102,9 @@ public sealed unsafe partial class BufferPool : IDisposable
         return [];
     }
 
-    /// <summary>The pool's name, without the optional leading '/'.</summary>
-    public string Name => _bare;
+    /// <summary>The pool's name as given to <see cref="Create"/> or <see cref="Open"/>: "/cam0" stays "/cam0", "cam0"
+    /// stays "cam0" (both spellings name the same pool).</summary>
+    public string Name => _name;
 
     /// <summary>The number of slots.</summary>
     public int Capacity => _capacity;
@@ -149,11 +152,11 @@ public sealed unsafe partial class BufferPool : IDisposable
                 throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
             }
 
-            return InitializeNew(bare, fd, capacity, (uint)mode, persistent);
+            return InitializeNew(name, bare, fd, capacity, (uint)mode, persistent);
         }
     }
 
-    private static BufferPool InitializeNew(string bare, SafeFd fd, int capacity, uint mode, bool persistent)
+    private static BufferPool InitializeNew(string name, string bare, SafeFd fd, int capacity, uint mode, bool persistent)
     {
         string obj = PoolName.ControlObject(bare);
         MappedRegion? region = null;
@@ -192,7 +195,7 @@ public sealed unsafe partial class BufferPool : IDisposable
                 hints[i / 64] |= 1UL << (i % 64);
             }
 
-            var pool = new BufferPool(bare, fd, region);
+            var pool = new BufferPool(name, bare, fd, region);
             pool.RegisterEntry(0);
 
             // Published last, with release ordering: a reader that sees Ready sees every field above.
@@ -230,7 +233,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
             WaitForReady(fd, (PoolHeader*)region.Address, bare);
             Validate((PoolHeader*)region.Address, size, bare);
-            var pool = new BufferPool(bare, fd, region);
+            var pool = new BufferPool(name, bare, fd, region);
             pool.Attach();
             try
             {

@@ -64,7 +64,7 @@ public sealed class PoolNamingTests : PoolTest
         string name = prefix + new string('x', 200 - prefix.Length);
         Assert.Equal(200, name.Length);
         using BufferPool pool = BufferPool.Create("/" + name, 2);
-        Assert.Equal(name, pool.Name);
+        Assert.Equal("/" + name, pool.Name);
         using BufferGuard g = pool.AcquireCpu(100);
         using BufferPool other = BufferPool.Open(name);
         using BufferGuard r = other.Get(g.MetaIndex);
@@ -76,11 +76,26 @@ public sealed class PoolNamingTests : PoolTest
     {
         string name = NewName();
         using BufferPool pool = BufferPool.Create("/" + name, 2);
-        Assert.Equal(name, pool.Name);
         Assert.True(BufferPool.Exists(name));
         Assert.True(BufferPool.Exists("/" + name));
         using BufferPool opened = BufferPool.Open(name);
-        Assert.Equal(name, opened.Name);
+        using BufferGuard g = pool.AcquireCpu(8);
+        using BufferGuard r = opened.Get(g.MetaIndex);  // the same slots: the same pool
+        Assert.Equal(2, pool.RefCount(g.MetaIndex));
+        Assert.Throws<PoolExistsException>(() => BufferPool.Create(name, 2));
+        Assert.Throws<PoolExistsException>(() => BufferPool.Create("/" + name, 2));
+    }
+
+    [Fact]
+    public void Name_IsTheNameAsGiven_WithOrWithoutTheLeadingSlash()
+    {
+        string name = NewName();
+        using BufferPool pool = BufferPool.Create("/" + name, 2);
+        Assert.Equal("/" + name, pool.Name);
+        using BufferPool bare = BufferPool.Open(name);
+        Assert.Equal(name, bare.Name);
+        using BufferPool slashed = BufferPool.Open("/" + name);
+        Assert.Equal("/" + name, slashed.Name);
         Assert.Throws<PoolExistsException>(() => BufferPool.Create(name, 2));
         Assert.Throws<PoolExistsException>(() => BufferPool.Create("/" + name, 2));
     }
