@@ -42,8 +42,9 @@ def extensions():
     ext = Extension(
         "xmem._xmem",
         ["xmem/_xmem.pyx"],
+        include_dirs=[os.path.join(HERE, "..", "include")],  # xmem.h: the prototypes the calls are checked against
         # No link against libxmem.so: the module calls the functions the ctypes loader found (XMEM_LIBRARY works).
-        extra_compile_args=["-O2", "-g0", "-Wall", "-Wno-unused-function"],
+        extra_compile_args=["-O2", "-g0", "-Wall", "-Wno-unused-function", "-Werror=incompatible-pointer-types"],
         extra_link_args=["-s"],
     )
     return cythonize([ext], language_level=3, quiet=True, build_dir="build/cython")

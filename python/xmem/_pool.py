@@ -200,7 +200,8 @@ class BufferPool(_accel.PoolBase):
 
     @property
     def name(self) -> str:
-        """The pool's name, without the optional leading ``/``."""
+        """The pool's name as given to the constructor or :meth:`open`: ``"/cam0"`` stays ``"/cam0"`` (both spellings
+        name the same pool)."""
         return self._name
 
     @property
@@ -854,6 +855,13 @@ class BufferGuard(_accel.GuardBase):
 
     def __buffer__(self, flags: int) -> memoryview:  # Python >= 3.12: memoryview(guard)
         return self.memoryview()
+
+    def __array__(self, dtype: Any = None) -> "numpy.ndarray":
+        """``numpy.asarray(guard)`` where the buffer protocol is missing (the ctypes implementation before Python
+        3.12) or refused the export (NumPy then tries this): the :meth:`numpy` view, or the error that says why
+        there is none (a released guard, a CUDA buffer)."""
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def numpy(self, dtype: Any = None, shape: Union[int, Sequence[int], None] = None) -> "numpy.ndarray":
         """A zero-copy NumPy array over the buffer, read-only for a guard from ``get``.

@@ -51,56 +51,77 @@ cdef extern from "time.h" nogil:
 
 # ---------------------------------------------------------------------------------------------------- the C ABI
 
-ctypedef int32_t xmem_status
+cdef extern from "xmem.h":
+    ctypedef int32_t xmem_status
 
-ctypedef struct xmem_buffer_info:
-    int64_t size
-    void *cpu_ptr
-    uint64_t cuda_ptr
-    int32_t meta_index
-    int32_t device_id
-    uint32_t flags
-    uint32_t reserved
+    ctypedef struct xmem_buffer_info:
+        int64_t size
+        void *cpu_ptr
+        uint64_t cuda_ptr
+        int32_t meta_index
+        int32_t device_id
+        uint32_t flags
+        uint32_t reserved
 
-ctypedef struct xmem_description:
-    int32_t dtype
-    int32_t ndim
-    uint32_t flags
-    uint32_t reserved
-    int64_t shape[8]
-    int64_t strides[8]
-    uint64_t seq
-    int64_t timestamp_ns
-    char content_type[32]
-    char producer_tag[32]
+    ctypedef struct xmem_description:
+        int32_t dtype
+        int32_t ndim
+        uint32_t flags
+        uint32_t reserved
+        int64_t shape[8]
+        int64_t strides[8]
+        uint64_t seq
+        int64_t timestamp_ns
+        char content_type[32]
+        char producer_tag[32]
 
-ctypedef xmem_status (*fn_acquire_t)(uint64_t, int64_t, uint64_t *, xmem_buffer_info *) nogil
-ctypedef xmem_status (*fn_acquire_wait_t)(uint64_t, int64_t, int64_t, uint64_t *, xmem_buffer_info *) nogil
-ctypedef xmem_status (*fn_get_t)(uint64_t, int32_t, uint64_t *, xmem_buffer_info *) nogil
-ctypedef xmem_status (*fn_count_t)(uint64_t, int32_t, int32_t *) nogil
-ctypedef xmem_status (*fn_handle_t)(uint64_t) nogil
-ctypedef xmem_status (*fn_lease_view_t)(uint64_t, uint64_t *, void **, int64_t *) nogil
-ctypedef xmem_status (*fn_description_t)(uint64_t, xmem_description *) nogil
-ctypedef xmem_status (*fn_info_t)(uint64_t, xmem_buffer_info *) nogil
-ctypedef xmem_status (*fn_send_t)(uint64_t, uint64_t, int64_t) nogil
+# The function pointers, declared in C with the prototypes of include/xmem.h (__typeof__), so that the C compiler
+# checks every call below against the header; they are set from the addresses the ctypes loader resolved.
+cdef extern from *:
+    """
+    #include "xmem.h"
+    #define XMEM_PTR(fn) static __typeof__(fn) *p_##fn = NULL;
+    XMEM_PTR(xmem_pool_acquire_cpu) XMEM_PTR(xmem_pool_acquire_cpu_wait) XMEM_PTR(xmem_pool_get)
+    XMEM_PTR(xmem_pool_get_mut) XMEM_PTR(xmem_pool_add_ref) XMEM_PTR(xmem_pool_release) XMEM_PTR(xmem_pool_ref_count)
+    XMEM_PTR(xmem_guard_release) XMEM_PTR(xmem_guard_forget) XMEM_PTR(xmem_guard_lease_view)
+    XMEM_PTR(xmem_lease_release) XMEM_PTR(xmem_guard_description) XMEM_PTR(xmem_guard_info)
+    XMEM_PTR(xmem_channel_send) XMEM_PTR(xmem_channel_receive) XMEM_PTR(xmem_subscription_receive)
+    #include <string.h>
+    /* Sets the pointer of the function `name` to `addr`; 0 when `name` is not one of them. */
+    static int xmem_bind(const char *name, uintptr_t addr) {
+    #define XMEM_BIND(fn) if (strcmp(name, #fn) == 0) { p_##fn = (__typeof__(fn) *)addr; return 1; }
+        XMEM_BIND(xmem_pool_acquire_cpu) XMEM_BIND(xmem_pool_acquire_cpu_wait) XMEM_BIND(xmem_pool_get)
+        XMEM_BIND(xmem_pool_get_mut) XMEM_BIND(xmem_pool_add_ref) XMEM_BIND(xmem_pool_release)
+        XMEM_BIND(xmem_pool_ref_count) XMEM_BIND(xmem_guard_release) XMEM_BIND(xmem_guard_forget)
+        XMEM_BIND(xmem_guard_lease_view) XMEM_BIND(xmem_lease_release) XMEM_BIND(xmem_guard_description)
+        XMEM_BIND(xmem_guard_info) XMEM_BIND(xmem_channel_send) XMEM_BIND(xmem_channel_receive)
+        XMEM_BIND(xmem_subscription_receive)
+    #undef XMEM_BIND
+        return 0;
+    }
+    """
+    xmem_status c_pool_acquire_cpu "p_xmem_pool_acquire_cpu"(uint64_t, int64_t, uint64_t *, xmem_buffer_info *) nogil
+    xmem_status c_pool_acquire_cpu_wait "p_xmem_pool_acquire_cpu_wait"(uint64_t, int64_t, int64_t, uint64_t *,
+                                                                        xmem_buffer_info *) nogil
+    xmem_status c_pool_get "p_xmem_pool_get"(uint64_t, int32_t, uint64_t *, xmem_buffer_info *) nogil
+    xmem_status c_pool_get_mut "p_xmem_pool_get_mut"(uint64_t, int32_t, uint64_t *, xmem_buffer_info *) nogil
+    xmem_status c_pool_add_ref "p_xmem_pool_add_ref"(uint64_t, int32_t, int32_t *) nogil
+    xmem_status c_pool_release "p_xmem_pool_release"(uint64_t, int32_t, int32_t *) nogil
+    xmem_status c_pool_ref_count "p_xmem_pool_ref_count"(uint64_t, int32_t, int32_t *) nogil
+    xmem_status c_guard_release "p_xmem_guard_release"(uint64_t) nogil
+    xmem_status c_guard_forget "p_xmem_guard_forget"(uint64_t) nogil
+    xmem_status c_guard_lease_view "p_xmem_guard_lease_view"(uint64_t, uint64_t *, void **, int64_t *) nogil
+    xmem_status c_lease_release "p_xmem_lease_release"(uint64_t) nogil
+    xmem_status c_guard_description "p_xmem_guard_description"(uint64_t, xmem_description *) nogil
+    xmem_status c_guard_info "p_xmem_guard_info"(uint64_t, xmem_buffer_info *) nogil
+    xmem_status c_channel_send "p_xmem_channel_send"(uint64_t, uint64_t, int64_t) nogil
+    xmem_status c_channel_receive "p_xmem_channel_receive"(uint64_t, int64_t, uint32_t, uint64_t *,
+                                                           xmem_buffer_info *) nogil
+    xmem_status c_subscription_receive "p_xmem_subscription_receive"(uint64_t, int64_t, uint32_t, uint64_t *,
+                                                                     xmem_buffer_info *) nogil
+    int xmem_bind(const char *name, uintptr_t addr)
+
 ctypedef xmem_status (*fn_receive_t)(uint64_t, int64_t, uint32_t, uint64_t *, xmem_buffer_info *) nogil
-
-cdef fn_acquire_t c_pool_acquire_cpu = NULL
-cdef fn_acquire_wait_t c_pool_acquire_cpu_wait = NULL
-cdef fn_get_t c_pool_get = NULL
-cdef fn_get_t c_pool_get_mut = NULL
-cdef fn_count_t c_pool_add_ref = NULL
-cdef fn_count_t c_pool_release = NULL
-cdef fn_count_t c_pool_ref_count = NULL
-cdef fn_handle_t c_guard_release = NULL
-cdef fn_handle_t c_guard_forget = NULL
-cdef fn_lease_view_t c_guard_lease_view = NULL
-cdef fn_handle_t c_lease_release = NULL
-cdef fn_description_t c_guard_description = NULL
-cdef fn_info_t c_guard_info = NULL
-cdef fn_send_t c_channel_send = NULL
-cdef fn_receive_t c_channel_receive = NULL
-cdef fn_receive_t c_subscription_receive = NULL
 
 # Statuses (include/xmem.h).
 DEF E_TIMEOUT = 8
@@ -549,7 +570,7 @@ GUARD_METHODS = ("is_valid", "meta_index", "size", "release", "forget", "__enter
 def receive(fn, handle, timeout, writable, pool, what, owner):
     """xmem._channel._receive, with the wait in native slices: one native call when a buffer is there or comes
     within a slice."""
-    cdef fn_receive_t cfn = c_subscription_receive if fn is subscription_receive_ctypes else c_channel_receive
+    cdef fn_receive_t cfn = <fn_receive_t>(c_subscription_receive if fn is subscription_receive_ctypes else c_channel_receive)
     cdef uint32_t flags = RECEIVE_WRITABLE if writable else 0
     cdef int64_t deadline = deadline_of(timeout)
     cdef int64_t wait
@@ -622,6 +643,24 @@ def send(channel, buf, timeout):
 
 cdef object subscription_receive_ctypes = None
 
+# The C ABI functions this module calls (each has its pointer in the C block above).
+BOUND = ("xmem_pool_acquire_cpu",
+         "xmem_pool_acquire_cpu_wait",
+         "xmem_pool_get",
+         "xmem_pool_get_mut",
+         "xmem_pool_add_ref",
+         "xmem_pool_release",
+         "xmem_pool_ref_count",
+         "xmem_guard_release",
+         "xmem_guard_forget",
+         "xmem_guard_lease_view",
+         "xmem_lease_release",
+         "xmem_guard_description",
+         "xmem_guard_info",
+         "xmem_channel_send",
+         "xmem_channel_receive",
+         "xmem_subscription_receive")
+
 
 def _after_fork_in_child():
     global forked
@@ -652,31 +691,15 @@ def install(lib, pool_cls, guard_cls, names):
     """Binds the C ABI of ``lib`` (xmem._native.lib), then makes ``pool_cls``/``guard_cls`` (subclasses of
     PoolBase/GuardBase) use the compiled methods: their Python definitions are removed, and their docstrings (with
     a text signature) move onto the compiled ones. ``names`` gives the package objects the cold paths use."""
-    global c_pool_acquire_cpu, c_pool_acquire_cpu_wait, c_pool_get, c_pool_get_mut, c_pool_add_ref, c_pool_release
-    global c_pool_ref_count, c_guard_release, c_guard_forget, c_guard_lease_view, c_lease_release, c_guard_description
-    global c_guard_info, c_channel_send, c_channel_receive, c_subscription_receive
     global Status_, GuardOut_, last_error_for, as_int, guard_invalid, read_only_error, invalid_argument
     global timeout_error, pool_closed, guard_type, guard_tp, subscription_receive_ctypes
     import ctypes
     import inspect
     import os
 
-    c_pool_acquire_cpu = <fn_acquire_t>addr(lib, "xmem_pool_acquire_cpu")
-    c_pool_acquire_cpu_wait = <fn_acquire_wait_t>addr(lib, "xmem_pool_acquire_cpu_wait")
-    c_pool_get = <fn_get_t>addr(lib, "xmem_pool_get")
-    c_pool_get_mut = <fn_get_t>addr(lib, "xmem_pool_get_mut")
-    c_pool_add_ref = <fn_count_t>addr(lib, "xmem_pool_add_ref")
-    c_pool_release = <fn_count_t>addr(lib, "xmem_pool_release")
-    c_pool_ref_count = <fn_count_t>addr(lib, "xmem_pool_ref_count")
-    c_guard_release = <fn_handle_t>addr(lib, "xmem_guard_release")
-    c_guard_forget = <fn_handle_t>addr(lib, "xmem_guard_forget")
-    c_guard_lease_view = <fn_lease_view_t>addr(lib, "xmem_guard_lease_view")
-    c_lease_release = <fn_handle_t>addr(lib, "xmem_lease_release")
-    c_guard_description = <fn_description_t>addr(lib, "xmem_guard_description")
-    c_guard_info = <fn_info_t>addr(lib, "xmem_guard_info")
-    c_channel_send = <fn_send_t>addr(lib, "xmem_channel_send")
-    c_channel_receive = <fn_receive_t>addr(lib, "xmem_channel_receive")
-    c_subscription_receive = <fn_receive_t>addr(lib, "xmem_subscription_receive")
+    for name in BOUND:
+        if not xmem_bind(name.encode("ascii"), addr(lib, name)):
+            raise ImportError("xmem._xmem: no pointer for %s" % name)
     subscription_receive_ctypes = lib.xmem_subscription_receive
 
     if not issubclass(pool_cls, PoolBase) or not issubclass(guard_cls, GuardBase):

@@ -1,0 +1,60 @@
+"""xmem.implementation and XMEM_IMPLEMENTATION: the compiled module and the ctypes fallback behind one API."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import xmem
+
+
+def run_python(code, **env_extra):
+    env = dict(os.environ)
+    env.pop("XMEM_IMPLEMENTATION", None)
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_implementation_is_what_the_environment_asked_for():
+    asked = os.environ.get("XMEM_IMPLEMENTATION")
+    assert xmem.implementation in ("compiled", "ctypes")
+    if asked:
+        assert xmem.implementation == asked
+
+
+def test_the_installed_wheel_has_the_compiled_module():
+    if os.environ.get("XMEM_EXPECT_INSTALLED") != "1":
+        pytest.skip("only meaningful against the installed wheel")
+    res = run_python("import xmem; print(xmem.implementation)")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "compiled"
+
+
+def test_xmem_implementation_ctypes_forces_the_fallback():
+    res = run_python("import xmem; print(xmem.implementation); p = xmem.BufferPool.__mro__[1].__module__; print(p)",
+                     XMEM_IMPLEMENTATION="ctypes")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["ctypes", "xmem._accel"]
+
+
+def test_an_unknown_xmem_implementation_is_an_import_error_that_says_what_to_do():
+    res = run_python("import xmem", XMEM_IMPLEMENTATION="fast")
+    assert res.returncode != 0
+    assert "ImportError" in res.stderr and "'compiled', 'ctypes'" in res.stderr
+
+
+def test_both_implementations_document_the_same_methods():
+    # The compiled methods carry the Python definitions' docstrings (one copy, in _pool.py).
+    for cls, names in ((xmem.BufferPool, ("add_ref", "release", "ref_count", "get", "get_mut")),
+                       (xmem.BufferGuard, ("release", "forget", "meta_index", "size", "is_valid"))):
+        for name in names:
+            doc = getattr(cls, name).__doc__
+            assert doc and len(doc) > 20, (cls.__name__, name)
+    code = ("import inspect, json, xmem; "
+            "print(json.dumps([inspect.getdoc(xmem.BufferPool.get), inspect.getdoc(xmem.BufferGuard.size)]))")
+    res = run_python(code, XMEM_IMPLEMENTATION="ctypes")
+    assert res.returncode == 0, res.stderr
+    import inspect
+    import json
+    assert json.loads(res.stdout) == [inspect.getdoc(xmem.BufferPool.get), inspect.getdoc(xmem.BufferGuard.size)]
