@@ -124,6 +124,7 @@ cdef extern from *:
 ctypedef xmem_status (*fn_receive_t)(uint64_t, int64_t, uint32_t, uint64_t *, xmem_buffer_info *) nogil
 
 # Statuses (include/xmem.h).
+DEF E_POOL_FULL = 6
 DEF E_TIMEOUT = 8
 DEF E_DISPOSED = 19
 DEF E_INVALID_HANDLE = 21
@@ -271,12 +272,15 @@ cdef class PoolBase:
             if not t >= 0:
                 raise invalid_argument("timeout is %r; it must be None, a number of seconds >= 0, or math.inf." % t)
             deadline = -1 if t > 9.0e9 else now_ns() + <int64_t>(t * 1e9)
-            while True:
+            # A free slot is the common case: take it without letting go of the GIL.
+            rc = c_pool_acquire_cpu(h, n, &g, &info)
+            while rc == E_POOL_FULL:
                 wait = slice_of(deadline)
                 with nogil:
                     rc = c_pool_acquire_cpu_wait(h, n, wait, &g, &info)
                 if rc != E_TIMEOUT:
                     break
+                rc = E_POOL_FULL
                 if deadline >= 0 and now_ns() >= deadline:
                     raise timeout_error(
                         "pool %r: no slot was released within %g s (all %d are live). Release buffers sooner, wait "
