@@ -183,6 +183,41 @@ public sealed class PermissionTests : PoolTest
         }
     }
 
+    [RootFact]
+    public void A_process_that_cannot_give_a_segment_the_pools_group_fails_and_leaves_nothing()
+    {
+        Users.EnsurePermissionUsers();
+        string name = NewName("chgrp");
+        try
+        {
+            using TestChild a = CreateAsMemberA(name, 2);
+            a.Expect("ready");
+
+            // The administrator gives the pool to B's own group, which A is not in; A still opens it as its owner.
+            string control = PathOf(LayoutConstants.ObjectPrefix + name);
+            using (Process chgrp = Process.Start("chgrp", [Users.MemberB, control])!)
+            {
+                Assert.True(chgrp.WaitForExit(60_000), "chgrp did not finish within 60 s (watchdog)");
+            }
+            Assert.Equal(Users.GroupId(Users.MemberB), Users.StatOf(control).Gid);
+            string[] before = Shm.EntriesOf(name);
+
+            using TestChild second = TestChild.Start("open", [name], runAsUser: Users.MemberA);
+            string answer = second.ReadLine();
+            Assert.StartsWith($"error {typeof(PoolPermissionException).FullName}", answer);
+            Assert.Contains("not a member of the group", answer);
+            Assert.NotEqual(0, second.WaitForExit());
+            Assert.Equal(before, Shm.EntriesOf(name)); // the half-made holdings segment went again
+
+            a.AskOk("exit");
+            Assert.Equal(0, a.WaitForExit());
+        }
+        finally
+        {
+            RemoveLeftovers(name);
+        }
+    }
+
     [Fact]
     public unsafe void The_headers_mode_field_is_never_trusted_for_new_segments()
     {
