@@ -184,7 +184,9 @@ class BufferPool:
     @staticmethod
     def remove(name: str) -> bool:
         """Removes the pool and all its segments; False when there was none. Processes still attached keep their
-        mappings until they close, as with an unlinked file."""
+        mappings until they close, as with an unlinked file. Raises PermissionError (PermissionDeniedError) when
+        segments made by other users could not be unlinked (a sticky /dev/shm lets only their owner or root); the
+        pool is removed all the same."""
         out = c_int32()
         _check(_lib.xmem_pool_remove(_encode_name(name), byref(out)))
         return bool(out.value)

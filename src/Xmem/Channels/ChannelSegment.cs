@@ -59,22 +59,19 @@ internal sealed unsafe class ChannelSegment : IDisposable
         System.Buffers.SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
 
     /// <summary>Opens the channel, creating and initializing it when it does not exist. Whoever holds the OFD lock
-    /// on byte 0 initializes a segment not yet Ready (the creator, or an opener that finds the creator died).</summary>
-    internal static ChannelSegment OpenOrCreate(string bare, ulong poolInstance, string name, int depth, uint mode, uint fileMode)
+    /// on byte 0 initializes a segment not yet Ready (the creator, or an opener that finds the creator died).
+    /// The segment gets the pool's group and mode (<paramref name="access"/>); an existing file without them is not
+    /// the pool's (a stranger took the name, which it can see in /dev/shm) and is never used: a channel's name is
+    /// the application's, so there is no other name to fall back on, and opening it fails with what to do.</summary>
+    internal static ChannelSegment OpenOrCreate(string bare, ulong poolInstance, string name, int depth, uint mode, SegmentAccess access)
     {
         string obj = ObjectName(bare, poolInstance, name);
-        SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
+        SafeFd? fd = OpenOwn(obj, bare, name);
         if (fd is null)
         {
-            try
-            {
-                fd = SegmentFile.CreateExclusive(obj, fileMode);
-            }
-            catch (PoolExistsException)
-            {
-                fd = SegmentFile.TryOpen(obj, writable: true)
-                    ?? throw new XmemException(XmemStatus.NotFound, $"channel '{name}' of pool '{bare}' vanished while it was being opened (the pool is being removed).");
-            }
+            fd = SegmentFile.TryCreateExclusive(obj, access)
+                ?? OpenOwn(obj, bare, name)
+                ?? throw new XmemException(XmemStatus.NotFound, $"channel '{name}' of pool '{bare}' vanished while it was being opened (the pool is being removed).");
         }
 
         using (fd)
@@ -82,6 +79,19 @@ internal sealed unsafe class ChannelSegment : IDisposable
             long deadline = Environment.TickCount64 + 2000;
             while (true)
             {
+                // A member that has just made the file gives it the pool's group and mode right after open(2), so
+                // a file without them is waited on (as an initializing one is) before it is called a stranger's.
+                if (!SegmentFile.IsPoolFile(fd, access, obj))
+                {
+                    if (Environment.TickCount64 > deadline)
+                    {
+                        throw new PoolPermissionException($"channel '{name}' of pool '{bare}': {PoolName.PathOf(obj)} was not made by this pool (it does not have the pool's {access}); a user outside the pool's group holds the name. Remove that file as root or as its owner, or use another channel name.", Errno.EEXIST);
+                    }
+
+                    Thread.Sleep(1);
+                    continue;
+                }
+
                 ChannelSegment? ready = TryMapReady(fd, obj, bare, poolInstance, name);
                 if (ready is not null)
                 {
@@ -114,12 +124,24 @@ internal sealed unsafe class ChannelSegment : IDisposable
         }
     }
 
+    private static SafeFd? OpenOwn(string obj, string bare, string name)
+    {
+        try
+        {
+            return SegmentFile.TryOpen(obj, writable: true);
+        }
+        catch (PoolPermissionException e)
+        {
+            throw new PoolPermissionException($"channel '{name}' of pool '{bare}': {PoolName.PathOf(obj)} cannot be opened (permission denied): it was made by a user outside the pool's group, or with another mode. Remove that file as root or as its owner, or use another channel name.", e.NativeError);
+        }
+    }
+
     /// <summary>Opens an existing, Ready channel (for repairs); null when there is none.</summary>
-    internal static ChannelSegment? TryOpenExisting(string bare, ulong poolInstance, string name)
+    internal static ChannelSegment? TryOpenExisting(string bare, ulong poolInstance, string name, SegmentAccess access)
     {
         string obj = ObjectName(bare, poolInstance, name);
         using SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
-        return fd is null ? null : TryMapReady(fd, obj, bare, poolInstance, name);
+        return fd is null || !SegmentFile.IsPoolFile(fd, access, obj) ? null : TryMapReady(fd, obj, bare, poolInstance, name);
     }
 
     private void Check(int depth, uint mode)

@@ -45,7 +45,7 @@ public sealed unsafe partial class BufferPool
             ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), mode, "mode must be Queue or FanOut.");
         }
 
-        ChannelSegment seg = ChannelSegment.OpenOrCreate(_bare, _instance, name, depth, (uint)mode, Volatile.Read(ref _header->Mode));
+        ChannelSegment seg = ChannelSegment.OpenOrCreate(_bare, _instance, name, depth, (uint)mode, _access);
         lock (_channelLock)
         {
             _channelSegments.TryAdd(seg.InstanceId, seg);
@@ -362,7 +362,7 @@ public sealed unsafe partial class BufferPool
         try
         {
             ChannelSegment.ValidateName(name);
-            seg = ChannelSegment.TryOpenExisting(_bare, _instance, name);
+            seg = ChannelSegment.TryOpenExisting(_bare, _instance, name, _access);
         }
         catch (Exception e) when (e is ArgumentException or XmemException)
         {

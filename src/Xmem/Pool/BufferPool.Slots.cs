@@ -539,20 +539,8 @@ public sealed unsafe partial class BufferPool
         }
 
         _ = DropMemoryLocked(s);
-        uint memGen = r->MemGen + 1;
         long newCap = LayoutConstants.AlignUp(size, LayoutConstants.PageSize);
-        string obj = PoolName.DataObject(_bare, _instance, s, memGen);
-        SafeFd fd;
-        try
-        {
-            fd = SegmentFile.CreateExclusive(obj, Volatile.Read(ref _header->Mode));
-        }
-        catch (PoolExistsException)
-        {
-            _ = SegmentFile.Unlink(obj); // left by a process that died while replacing this slot's memory
-            fd = SegmentFile.CreateExclusive(obj, Volatile.Read(ref _header->Mode));
-        }
-
+        (SafeFd fd, uint memGen, string obj) = CreateDataSegmentLocked(s, r->MemGen);
         using (fd)
         {
             MappedRegion region;
@@ -580,6 +568,36 @@ public sealed unsafe partial class BufferPool
 
             return map;
         }
+    }
+
+    /// <summary>Names of the next generations an acquirer tries for a slot's new memory before giving up.</summary>
+    private const int MaxDataNameTries = 16;
+
+    /// <summary>With slot <paramref name="s"/> claimed: creates its next data segment, generation
+    /// <paramref name="memGen"/> + 1 or later. An existing file of the pool's own (a member died while replacing this
+    /// slot's memory) is unlinked and made again; one the kernel will not let this process unlink, or a stranger's
+    /// file of another group or mode (its name can be seen in /dev/shm), is left alone and the next generation
+    /// tried: the slot records whichever generation it got, so nothing but the name changes.</summary>
+    private (SafeFd Fd, uint MemGen, string Obj) CreateDataSegmentLocked(int s, uint memGen)
+    {
+        for (int tries = 0; tries < MaxDataNameTries; tries++)
+        {
+            memGen++;
+            string obj = PoolName.DataObject(_bare, _instance, s, memGen);
+            SafeFd? fd = SegmentFile.TryCreateExclusive(obj, _access);
+            if (fd is null && SegmentFile.OwnershipOf(obj, _access, out _) == SegmentOwnership.Pool
+                && SegmentFile.TryUnlink(obj) is UnlinkOutcome.Removed or UnlinkOutcome.Missing)
+            {
+                fd = SegmentFile.TryCreateExclusive(obj, _access);
+            }
+
+            if (fd is not null)
+            {
+                return (fd, memGen, obj);
+            }
+        }
+
+        throw new PoolPermissionException($"pool '{_bare}': the names of slot {s}'s next {MaxDataNameTries} data segments ({PoolName.InstancePrefix(_bare, _instance)}s{s}.g*) are all held by files this process cannot remove (made by a stranger, or by another member). Remove them as root or as their owner (`xmem gc`).", Errno.EEXIST);
     }
 
     /// <summary>With slot <paramref name="s"/> claimed: unlinks its data segment and drops this process's mapping.</summary>
@@ -637,6 +655,11 @@ public sealed unsafe partial class BufferPool
             string obj = PoolName.DataObject(_bare, _instance, s, memGen);
             using SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
                 ?? throw new CorruptSegmentException($"pool '{_bare}': slot {s}'s data segment {obj} is missing (removed by hand, or the slot record is damaged).");
+            if (!SegmentFile.IsPoolFile(fd, _access, obj))
+            {
+                // Not made by the pool (the real one was removed by hand and a stranger took the name): never mapped.
+                ThrowHelper.ThrowCorrupt(_bare, $"slot {s}'s data segment {obj} does not have the pool's {_access}: it was not made by this pool");
+            }
             long fileSize = SegmentFile.SizeOf(fd, obj);
             if (fileSize < cap)
             {

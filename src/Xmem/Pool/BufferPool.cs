@@ -28,6 +28,10 @@ public sealed unsafe partial class BufferPool : IDisposable
     private readonly int _capacity;
     private readonly int _hintWords;
     private readonly ulong _instance;
+
+    /// <summary>The group and mode of every segment this process makes for the pool: the control segment's, from
+    /// the kernel at open (the header's Mode field is writable by every member and is never read for this).</summary>
+    private readonly SegmentAccess _access;
     private readonly DataMapping?[] _maps;
     private readonly Lock _mapLock = new();
     private readonly Lock _recoveryGate = new();
@@ -52,6 +56,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         _capacity = _header->Capacity;
         _liveCapacity = _capacity;
         _instance = _header->InstanceId;
+        _access = SegmentFile.AccessOf(fd, PoolName.ControlObject(bare));
         _hintWords = (_capacity + 63) / 64;
         _procs = (ProcessEntry*)(control.Address + (nint)LayoutConstants.ProcessTableOffset);
         _hints = (ulong*)(control.Address + (nint)LayoutConstants.FreeHintsOffset);
@@ -193,7 +198,10 @@ public sealed unsafe partial class BufferPool : IDisposable
             }
 
             var pool = new BufferPool(bare, fd, region);
-            pool.RegisterEntry(0);
+            if (!pool.RegisterEntry(0))
+            {
+                throw new PoolPermissionException($"pool '{bare}': the holdings segment name of a brand-new instance is held by a file this pool did not make; try again.", Errno.EEXIST);
+            }
 
             // Published last, with release ordering: a reader that sees Ready sees every field above.
             Volatile.Write(ref h->State, LayoutConstants.PoolStateReady);
@@ -204,7 +212,14 @@ public sealed unsafe partial class BufferPool : IDisposable
             region?.Dispose();
             if (instance != 0)
             {
-                RemoveInstanceSegments(bare, instance);
+                try
+                {
+                    _ = RemoveInstanceSegments(bare, instance, SegmentFile.AccessOf(fd, obj));
+                }
+                catch (XmemException)
+                {
+                    // fstat failed: the segments are left as orphans for `xmem gc`; the original error matters more.
+                }
             }
 
             _ = SegmentFile.Unlink(obj);
@@ -412,11 +427,13 @@ public sealed unsafe partial class BufferPool : IDisposable
             Thread.Sleep(1);
         }
 
+        List<string> denied;
+        bool unlinked;
         try
         {
             ulong instance = MarkRemoved(fd, obj);
-            RemoveInstanceSegments(bare, instance);
-            return SegmentFile.Unlink(obj);
+            denied = RemoveInstanceSegments(bare, instance, SegmentFile.AccessOf(fd, obj));
+            unlinked = SegmentFile.Unlink(obj);
         }
         finally
         {
@@ -425,6 +442,21 @@ public sealed unsafe partial class BufferPool : IDisposable
                 Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
             }
         }
+
+        if (denied.Count > 0)
+        {
+            throw new PoolPermissionException(DescribeDenied(bare, denied), Errno.EPERM);
+        }
+
+        return unlinked;
+    }
+
+    /// <summary>The report of a removal that left segments the kernel would not let this process unlink.</summary>
+    private static string DescribeDenied(string bare, List<string> denied)
+    {
+        string first = string.Join(", ", denied.Take(4));
+        string more = denied.Count > 4 ? $" and {denied.Count - 4} more" : "";
+        return $"pool '{bare}' was removed, but {denied.Count} of its segments could not be unlinked ({first}{more}): they were made by other users, and in {SharedMemoryDirectory.Path} (a sticky directory) only a file's owner or root may remove it. Run `xmem gc` as their owner or as root.";
     }
 
     /// <summary>Publishes State = Removed (the commit point of a removal: from here on openers fail and any remover
@@ -459,9 +491,12 @@ public sealed unsafe partial class BufferPool : IDisposable
         return ((PoolHeader*)r.Address)->InstanceId;
     }
 
-    /// <summary>Unlinks the data and holdings segments of one pool instance (instance 0: of every instance).</summary>
-    private static void RemoveInstanceSegments(string bare, ulong instance)
+    /// <summary>Unlinks the data and holdings segments of one pool instance (instance 0: of every instance). Only
+    /// the pool's own files (its group and mode, <paramref name="access"/>) are unlinked, never a stranger's; returns
+    /// the pool's files that the kernel would not let this process unlink (made by another member).</summary>
+    private static List<string> RemoveInstanceSegments(string bare, ulong instance, SegmentAccess access)
     {
+        var denied = new List<string>();
         string dir = SharedMemoryDirectory.Path;
         string prefix = instance == 0 ? LayoutConstants.ObjectPrefix + bare + "." : PoolName.InstancePrefix(bare, instance);
         try
@@ -475,7 +510,10 @@ public sealed unsafe partial class BufferPool : IDisposable
                     continue; // not ours, or another pool whose name merely starts with this one's
                 }
 
-                _ = SegmentFile.Unlink(file);
+                if (SegmentFile.OwnershipOf(file, access, out _) == SegmentOwnership.Pool && SegmentFile.TryUnlink(file) == UnlinkOutcome.Denied)
+                {
+                    denied.Add(file);
+                }
             }
         }
         catch (IOException)
@@ -484,6 +522,8 @@ public sealed unsafe partial class BufferPool : IDisposable
         catch (UnauthorizedAccessException)
         {
         }
+
+        return denied;
     }
 
     private static bool LooksLikeInstanceSegment(string file, string bare)
@@ -538,7 +578,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             if (ours && Volatile.Read(ref h->State) == LayoutConstants.PoolStateRemoved)
             {
                 // A remover died after the commit point: finish its job, whoever is still attached.
-                RemoveInstanceSegments(bare, h->InstanceId);
+                _ = RemoveInstanceSegments(bare, h->InstanceId, SegmentFile.AccessOf(fd, obj));
                 _ = SegmentFile.Unlink(obj);
                 return true;
             }
@@ -569,7 +609,9 @@ public sealed unsafe partial class BufferPool : IDisposable
                 Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
             }
 
-            RemoveInstanceSegments(bare, ours ? h->InstanceId : 0);
+            // Segments it cannot unlink (other members' files) are left for `xmem gc` run by their owner or root,
+            // which reports any it cannot remove either.
+            _ = RemoveInstanceSegments(bare, ours ? h->InstanceId : 0, SegmentFile.AccessOf(fd, obj));
 
             // While we hold the removal lock nobody else unlinks this name, so it still names this file.
             _ = SegmentFile.Unlink(obj);
@@ -662,6 +704,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     /// later point is seen as dead), then its holdings segment is made, then the entry is published Active.</summary>
     private void Attach()
     {
+        int skipped = 0;
         for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
         {
             if (!Libc.TryLockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i)))
@@ -669,16 +712,28 @@ public sealed unsafe partial class BufferPool : IDisposable
                 continue; // a live process has it
             }
 
-            RegisterEntry(i);
-            return;
+            if (RegisterEntry(i))
+            {
+                return;
+            }
+
+            skipped++; // its holdings name is held by a file the pool did not make: another entry will do
+        }
+
+        if (skipped > 0)
+        {
+            throw new PoolPermissionException($"pool '{_bare}': no process entry could be taken; {skipped} free entries have their holdings segment name ({PoolName.InstancePrefix(_bare, _instance)}p<i>) held by files this pool did not make (another group or mode). Remove those files as root or as their owner.", Errno.EEXIST);
         }
 
         throw new TooManyProcessesException($"pool '{_bare}' already has {LayoutConstants.MaxProcesses} attached processes; detach some (Dispose) before attaching more.");
     }
 
-    /// <summary>Registers this process in entry <paramref name="i"/>, whose liveness byte this descriptor holds.</summary>
-    private void RegisterEntry(int i)
+    /// <summary>Registers this process in entry <paramref name="i"/>, whose liveness byte this descriptor holds.
+    /// Returns false (entry freed and unlocked again) when the entry's holdings name is held by a file the pool did
+    /// not make: a stranger must not lock the pool's users out by pre-creating names it can see in /dev/shm.</summary>
+    private bool RegisterEntry(int i)
     {
+        bool madeHoldings = false;
         try
         {
             lock (_recoveryGate)
@@ -698,22 +753,24 @@ public sealed unsafe partial class BufferPool : IDisposable
                 Volatile.Write(ref e->State, LayoutConstants.ProcessRegistering);
 
                 string holdingsObj = PoolName.HoldingsObject(_bare, _instance, i);
-                SafeFd hfd;
-                try
+                SafeFd? hfd = MakeHoldingsSegment(holdingsObj, out madeHoldings);
+                if (hfd is null)
                 {
-                    hfd = SegmentFile.CreateExclusive(holdingsObj, Volatile.Read(ref _header->Mode));
-                }
-                catch (PoolExistsException)
-                {
-                    // Left by a process that died between making it and publishing its entry: no operation ever
-                    // used it, so it holds nothing.
-                    _ = SegmentFile.Unlink(holdingsObj);
-                    hfd = SegmentFile.CreateExclusive(holdingsObj, Volatile.Read(ref _header->Mode));
+                    Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
+                    _me = -1;
+                    _tag = 0;
+                    Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i));
+                    return false;
                 }
 
                 using (hfd)
                 {
                     long bytes = Math.Max(8L * _capacity, LayoutConstants.PageSize);
+                    if (!madeHoldings)
+                    {
+                        SegmentFile.Size(hfd, 0, reserve: false, holdingsObj); // a reused file starts from zeros
+                    }
+
                     SegmentFile.Size(hfd, bytes, reserve: true, holdingsObj);
                     _holdingsRegion = MappedRegion.Map(hfd.Fd, bytes, writable: true, PoolName.PathOf(holdingsObj));
                     _holdings = (ulong*)_holdingsRegion.Address;
@@ -732,13 +789,19 @@ public sealed unsafe partial class BufferPool : IDisposable
                 System.Text.Encoding.UTF8.GetBytes(comm.AsSpan(0, Math.Min(comm.Length, 15)), commBytes);
                 Volatile.Write(ref e->State, LayoutConstants.ProcessActive);
             }
+
+            return true;
         }
         catch
         {
             if (_me == i)
             {
                 Volatile.Write(ref _procs[i].State, LayoutConstants.ProcessFree);
-                _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, i));
+                if (madeHoldings)
+                {
+                    _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, i));
+                }
+
                 _me = -1;
                 _tag = 0;
             }
@@ -746,5 +809,52 @@ public sealed unsafe partial class BufferPool : IDisposable
             Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i));
             throw;
         }
+    }
+
+    /// <summary>Makes the holdings segment of the entry this process holds. An existing file of that name is a
+    /// leftover of a member that died before publishing its entry (it holds nothing): unlinked and made again, or,
+    /// when the kernel will not let this process unlink it (a sticky /dev/shm: only its owner may), reused — it has
+    /// the pool's group and mode, so this process can write it. A file of another group or mode is a stranger's: the
+    /// entry is skipped (null), the file left alone.</summary>
+    private SafeFd? MakeHoldingsSegment(string obj, out bool made)
+    {
+        made = false;
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            SafeFd? fd = SegmentFile.TryCreateExclusive(obj, _access);
+            if (fd is not null)
+            {
+                made = true;
+                return fd;
+            }
+
+            if (SegmentFile.OwnershipOf(obj, _access, out _) == SegmentOwnership.Foreign)
+            {
+                return null;
+            }
+
+            if (SegmentFile.TryUnlink(obj) is UnlinkOutcome.Removed or UnlinkOutcome.Missing)
+            {
+                continue;
+            }
+
+            try
+            {
+                fd = SegmentFile.TryOpen(obj, writable: true);
+            }
+            catch (PoolPermissionException)
+            {
+                return null;
+            }
+
+            if (fd is not null && SegmentFile.IsPoolFile(fd, _access, obj))
+            {
+                return fd;
+            }
+
+            fd?.Dispose();
+        }
+
+        return null;
     }
 }
