@@ -183,8 +183,7 @@ public sealed unsafe partial class BufferPool
                     if (!cuda)
                     {
                         size = r->Size;
-                        map = MapSlot(s, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
-                        map.Region.DangerousAddRefChecked();
+                        map = LeaseSlotMapping(s, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
                     }
                 }
                 catch (Exception e)
