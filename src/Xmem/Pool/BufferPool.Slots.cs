@@ -507,17 +507,15 @@ public sealed unsafe partial class BufferPool
         {
             try
             {
-                _lease.DangerousAddRefChecked();
+                guard = NewGuard(s, gen, map, size, readOnly: false); // takes over the mapping's lease
             }
             catch
             {
-                map.Region.DangerousRelease();
                 Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, gen));
                 AfterFreed(s);
                 throw;
             }
 
-            guard = new BufferGuard(this, s, gen, map, size, readOnly: false); // takes over the mapping's lease
             // Publication: every field above is visible before the slot reads Live (release stores).
             CommitAttributed(r, s, _holdings, _tag, w, Holding.Make(gen, 1), SlotWord.Make(1, SlotWord.Live, 0, gen));
         }
@@ -674,12 +672,12 @@ public sealed unsafe partial class BufferPool
         }
 
         uint gen = SlotWord.Gen(w);
-        DataMapping map;
-        long size;
+        BufferGuard guard;
         try
         {
-            size = r->Size;
-            map = LeaseSlotMapping(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+            long size = r->Size;
+            DataMapping map = LeaseSlotMapping(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+            guard = NewGuard(metaIndex, gen, map, size, readOnly: !writable);
         }
         catch
         {
@@ -687,10 +685,35 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
+        // Everything that can fail (mapping, leases, the guard's allocation) is done: the commit cannot fail, so a
+        // reference is never counted without the guard that gives it back.
         ulong h = _holdings[metaIndex];
         CommitAttributed(r, metaIndex, _holdings, _tag, SlotWord.WithOwner(w, _tag), Holding.Make(gen, Holding.CountFor(h, gen) + 1), SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));
-        _lease.DangerousAddRefChecked();
-        return new BufferGuard(this, metaIndex, gen, map, size, readOnly: !writable);
+        return guard;
+    }
+
+    /// <summary>The guard for a reference about to be committed, taking over the caller's lease on
+    /// <paramref name="map"/> and taking one on the control segment. On failure (out of memory, pool disposed)
+    /// nothing is left held: the mapping's lease is dropped too.</summary>
+    private BufferGuard NewGuard(int s, uint gen, DataMapping map, long size, bool readOnly)
+    {
+        bool controlLeased = false;
+        try
+        {
+            _lease.DangerousAddRefChecked();
+            controlLeased = true;
+            return new BufferGuard(this, s, gen, map, size, readOnly);
+        }
+        catch
+        {
+            if (controlLeased)
+            {
+                _lease.DangerousRelease();
+            }
+
+            map.Region.DangerousRelease();
+            throw;
+        }
     }
 
     /// <summary>Locks a live slot for an attributed change and returns its word as it was (unlocked).</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Xmem.Tests.Shared;
+using Xunit.Abstractions;
 
 namespace Xmem.Tests.Robustness;
 
