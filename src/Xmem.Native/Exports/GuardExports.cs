@@ -141,8 +141,17 @@ internal static unsafe class GuardExports
         }
         catch (Exception e)
         {
-            g.Guard.Dispose();
-            return LastError.Fail(e);
+            int rc = LastError.Fail(e);
+            try
+            {
+                g.Guard.Dispose();
+            }
+            catch (Exception)
+            {
+                // The forget's own error is the one to report; a reference not given back here is reclaimed at detach.
+            }
+
+            return rc;
         }
     }
 

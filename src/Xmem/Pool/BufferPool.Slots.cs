@@ -505,14 +505,23 @@ public sealed unsafe partial class BufferPool
         BufferGuard? guard = null;
         if (attributed)
         {
-            map.Region.DangerousAddRefChecked();
-            _lease.DangerousAddRefChecked();
-            guard = new BufferGuard(this, s, gen, map, size, readOnly: false);
+            try
+            {
+                guard = NewGuard(s, gen, map, size, readOnly: false); // takes over the mapping's lease
+            }
+            catch
+            {
+                Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, gen));
+                AfterFreed(s);
+                throw;
+            }
+
             // Publication: every field above is visible before the slot reads Live (release stores).
             CommitAttributed(r, s, _holdings, _tag, w, Holding.Make(gen, 1), SlotWord.Make(1, SlotWord.Live, 0, gen));
         }
         else
         {
+            map.Region.DangerousRelease(); // in flight: no guard of this process points into the memory
             Volatile.Write(ref word, SlotWord.Make(1, SlotWord.Live, 0, gen));
         }
 
@@ -520,7 +529,7 @@ public sealed unsafe partial class BufferPool
     }
 
     /// <summary>With slot <paramref name="s"/> claimed: keeps its memory when it fits, else replaces it by a new data
-    /// segment (pages reserved now). Returns this process's mapping of it.</summary>
+    /// segment (pages reserved now). Returns this process's mapping of it, with a lease for the caller.</summary>
     private DataMapping EnsureMemoryLocked(int s, long size)
     {
         SlotRecord* r = &_slots[s];
@@ -529,7 +538,7 @@ public sealed unsafe partial class BufferPool
         {
             try
             {
-                return MapSlot(s, r->MemGen, cap, size);
+                return LeaseSlotMapping(s, r->MemGen, cap, size);
             }
             catch (CorruptSegmentException)
             {
@@ -559,11 +568,10 @@ public sealed unsafe partial class BufferPool
             r->Kind = LayoutConstants.KindCpu;
             Volatile.Write(ref r->DataCapacity, newCap);
             var map = new DataMapping(region, memGen);
-            lock (_mapLock)
+            lock (_mappings.Gate)
             {
-                DataMapping? old = _maps[s];
-                _maps[s] = map;
-                old?.Region.Dispose();
+                _mappings.SetLocked(s, map);
+                map.Region.DangerousAddRefChecked(); // under the gate: no eviction closes it first
             }
 
             return map;
@@ -612,10 +620,9 @@ public sealed unsafe partial class BufferPool
             _ = SegmentFile.Unlink(PoolName.DataObject(_bare, _instance, s, r->MemGen));
         }
 
-        lock (_mapLock)
+        lock (_mappings.Gate)
         {
-            _maps[s]?.Region.Dispose();
-            _maps[s] = null;
+            _mappings.RemoveLocked(s);
         }
 
         r->Kind = LayoutConstants.KindNone;
@@ -623,32 +630,34 @@ public sealed unsafe partial class BufferPool
     }
 
     /// <summary>This process's mapping of slot <paramref name="s"/>'s data segment generation
-    /// <paramref name="memGen"/>: cached after the first call, so later calls make no system call. Every value read
-    /// from the slot is checked against the segment before it is used.</summary>
-    private DataMapping MapSlot(int s, uint memGen, long cap, long size)
+    /// <paramref name="memGen"/>, with a lease for the caller: cached after the first call, so later calls make no
+    /// system call and allocate nothing. Every value read from the slot is checked on every path: Size must be
+    /// 1..DataCapacity and within the mapping, else the slot is corrupt.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private DataMapping LeaseSlotMapping(int s, uint memGen, long cap, long size)
     {
-        DataMapping? m = Volatile.Read(ref _maps[s]);
-        if (m is not null && m.MemGen == memGen && m.Length >= size)
+        if (size <= cap && _mappings.TryLease(s, memGen, size) is DataMapping m)
         {
             return m;
         }
 
-        return MapSlotSlow(s, memGen, cap, size);
+        return LeaseSlotMappingSlow(s, memGen, cap, size);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private DataMapping MapSlotSlow(int s, uint memGen, long cap, long size)
+    private DataMapping LeaseSlotMappingSlow(int s, uint memGen, long cap, long size)
     {
         if (cap <= 0 || size < 1 || size > cap)
         {
             ThrowHelper.ThrowCorrupt(_bare, $"slot {s} says it holds {size} bytes in {cap} bytes of memory");
         }
 
-        lock (_mapLock)
+        lock (_mappings.Gate)
         {
-            DataMapping? m = _maps[s];
+            DataMapping? m = _mappings.PeekLocked(s);
             if (m is not null && m.MemGen == memGen && m.Length >= size)
             {
+                m.Region.DangerousAddRefChecked(); // under the gate: listed entries are open
                 return m;
             }
 
@@ -667,9 +676,8 @@ public sealed unsafe partial class BufferPool
             }
 
             var map = new DataMapping(MappedRegion.Map(fd.Fd, cap, writable: true, PoolName.PathOf(obj)), memGen);
-            DataMapping? old = _maps[s];
-            Volatile.Write(ref _maps[s], map);
-            old?.Region.Dispose();
+            _mappings.SetLocked(s, map); // may evict other slots' mappings beyond the budget, never this one
+            map.Region.DangerousAddRefChecked();
             return map;
         }
     }
@@ -687,13 +695,12 @@ public sealed unsafe partial class BufferPool
         }
 
         uint gen = SlotWord.Gen(w);
-        DataMapping map;
-        long size;
+        BufferGuard guard;
         try
         {
-            size = r->Size;
-            map = MapSlot(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
-            map.Region.DangerousAddRefChecked();
+            long size = r->Size;
+            DataMapping map = LeaseSlotMapping(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+            guard = NewGuard(metaIndex, gen, map, size, readOnly: !writable);
         }
         catch
         {
@@ -701,10 +708,35 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
+        // Everything that can fail (mapping, leases, the guard's allocation) is done: the commit cannot fail, so a
+        // reference is never counted without the guard that gives it back.
         ulong h = _holdings[metaIndex];
         CommitAttributed(r, metaIndex, _holdings, _tag, SlotWord.WithOwner(w, _tag), Holding.Make(gen, Holding.CountFor(h, gen) + 1), SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));
-        _lease.DangerousAddRefChecked();
-        return new BufferGuard(this, metaIndex, gen, map, size, readOnly: !writable);
+        return guard;
+    }
+
+    /// <summary>The guard for a reference about to be committed, taking over the caller's lease on
+    /// <paramref name="map"/> and taking one on the control segment. On failure (out of memory, pool disposed)
+    /// nothing is left held: the mapping's lease is dropped too.</summary>
+    private BufferGuard NewGuard(int s, uint gen, DataMapping map, long size, bool readOnly)
+    {
+        bool controlLeased = false;
+        try
+        {
+            _lease.DangerousAddRefChecked();
+            controlLeased = true;
+            return new BufferGuard(this, s, gen, map, size, readOnly);
+        }
+        catch
+        {
+            if (controlLeased)
+            {
+                _lease.DangerousRelease();
+            }
+
+            map.Region.DangerousRelease();
+            throw;
+        }
     }
 
     /// <summary>Locks a live slot for an attributed change and returns its word as it was (unlocked).</summary>

@@ -32,8 +32,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     /// <summary>The group and mode of every segment this process makes for the pool: the control segment's, from
     /// the kernel at open (the header's Mode field is writable by every member and is never read for this).</summary>
     private readonly SegmentAccess _access;
-    private readonly DataMapping?[] _maps;
-    private readonly Lock _mapLock = new();
+    private readonly MappingCache _mappings;
     private readonly Lock _recoveryGate = new();
     private int _me = -1;
     private int _tag;
@@ -61,7 +60,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         _procs = (ProcessEntry*)(control.Address + (nint)LayoutConstants.ProcessTableOffset);
         _hints = (ulong*)(control.Address + (nint)LayoutConstants.FreeHintsOffset);
         _slots = (SlotRecord*)(control.Address + (nint)LayoutConstants.SlotTableOffset(_capacity));
-        _maps = new DataMapping?[_capacity];
+        _mappings = new MappingCache(_capacity, MappingCache.BudgetFromEnvironment());
     }
 
     /// <summary>Registers a pool that finished attaching, so that it is detached at process exit.</summary>
@@ -666,13 +665,9 @@ public sealed unsafe partial class BufferPool : IDisposable
             }
         }
 
-        lock (_mapLock)
+        lock (_mappings.Gate)
         {
-            for (int i = 0; i < _maps.Length; i++)
-            {
-                _maps[i]?.Region.Dispose();
-                _maps[i] = null;
-            }
+            _mappings.ClearLocked();
         }
 
         // One lock query without the removal lock first, so that detaching from a pool others still use does not

@@ -172,6 +172,26 @@ internal static class SegmentFile
         return size;
     }
 
+    /// <summary>Gives the object <paramref name="existing"/> the name <paramref name="objectName"/> as well, atomically
+    /// and only if that name is free: true when it was linked, false when the name exists already.</summary>
+    internal static bool TryLink(string existing, string objectName)
+    {
+        string path = PoolName.PathOf(objectName);
+        if (Libc.Link(PoolName.PathOf(existing), path) == 0)
+        {
+            return true;
+        }
+
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno == Errno.EEXIST)
+        {
+            return false;
+        }
+
+        ThrowHelper.ThrowOsError("link shared-memory object", errno, path);
+        return false;
+    }
+
     /// <summary>Removes the object's name; true when it existed. Mappings stay valid until unmapped.</summary>
     internal static bool Unlink(string objectName) => Libc.Unlink(PoolName.PathOf(objectName)) == 0;
 }
