@@ -131,36 +131,45 @@ public sealed unsafe partial class BufferPool : IDisposable
             ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), Convert.ToString(mode, 8), "mode must be permission bits within 0777 that include owner read and write (0600), e.g. 0600 or 0660.");
         }
 
-        string obj = PoolName.ControlObject(bare);
-        for (int attempt = 0; ; attempt++)
+        // The name is given to a finished, locked file or not at all (InitializeNew), so a creator that finds it
+        // taken meets either a live pool or a stale one, never another creator's half-made file.
+        long deadline = Environment.TickCount64 + 2000;
+        while (true)
         {
-            SafeFd fd;
-            try
+            BufferPool? pool = InitializeNew(bare, capacity, (uint)mode, persistent);
+            if (pool is not null)
             {
-                fd = SegmentFile.CreateExclusive(obj, (uint)mode);
-            }
-            catch (PoolExistsException) when (attempt < 3)
-            {
-                if (TryRemoveStale(bare))
-                {
-                    continue;
-                }
-
-                throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
+                return pool;
             }
 
-            return InitializeNew(bare, fd, capacity, (uint)mode, persistent);
+            if (TryRemoveStale(bare, out bool busy))
+            {
+                continue; // stale, and now gone: try again
+            }
+
+            if (busy && Environment.TickCount64 < deadline)
+            {
+                Thread.Sleep(1); // another remover (a Create, a sweep, `xmem gc`) is deciding: wait for its verdict
+                continue;
+            }
+
+            throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
         }
     }
 
-    private static BufferPool InitializeNew(string bare, SafeFd fd, int capacity, uint mode, bool persistent)
+    /// <summary>Creation (docs/layout.md, "Creation"): makes the control segment as an unnamed file, locks entry 0's
+    /// liveness byte, sizes it and writes the header, and only then names it with linkat(2), which never replaces an
+    /// existing name. Returns null when the name is taken (nothing is left behind then).</summary>
+    private static BufferPool? InitializeNew(string bare, int capacity, uint mode, bool persistent)
     {
         string obj = PoolName.ControlObject(bare);
+        SafeFd fd = SegmentFile.CreateUnnamed(mode);
         MappedRegion? region = null;
-        ulong instance = 0;
+        bool named = false;
         try
         {
-            // Entry 0's liveness lock marks the creator alive while the header is still being written.
+            // Entry 0's liveness lock marks the creator alive from before the file has a name: nobody can ever find
+            // this pool by name with its creator alive but unlocked.
             if (!Libc.TryLockByte(fd.Fd, LayoutConstants.LivenessLockByte(0)))
             {
                 throw new XmemException(XmemStatus.Internal, "could not lock a freshly created segment");
@@ -175,8 +184,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             h->Capacity = capacity;
             h->MaxProcesses = LayoutConstants.MaxProcesses;
             h->SegmentSize = size;
-            instance = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
-            h->InstanceId = instance;
+            h->InstanceId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
             h->HeaderSize = LayoutConstants.HeaderSize;
             h->SlotSize = LayoutConstants.SlotSize;
             h->ProcessTableOffset = LayoutConstants.ProcessTableOffset;
@@ -192,6 +200,16 @@ public sealed unsafe partial class BufferPool : IDisposable
                 hints[i / 64] |= 1UL << (i % 64);
             }
 
+            // The name is the publication of the header (an opener reads it through its own mapping of the same
+            // pages, after its open(2) found the name); linkat never replaces an existing name.
+            if (!SegmentFile.Publish(fd, obj))
+            {
+                region.Dispose();
+                fd.Dispose(); // the unnamed file goes with its last descriptor
+                return null;
+            }
+
+            named = true;
             var pool = new BufferPool(bare, fd, region);
             pool.RegisterEntry(0);
 
@@ -201,15 +219,47 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
         catch
         {
-            region?.Dispose();
-            if (instance != 0)
+            if (named)
             {
-                RemoveInstanceSegments(bare, instance);
+                AbandonUnfinished(fd, region!, bare);
             }
 
-            _ = SegmentFile.Unlink(obj);
+            region?.Dispose();
             fd.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>A creator that fails after naming its pool removes it as a remover would (under the removal lock,
+    /// Removed before anything is unlinked), and unlinks the name only while it still names this instance.</summary>
+    private static void AbandonUnfinished(SafeFd fd, MappedRegion region, string bare)
+    {
+        if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
+        {
+            return; // another remover has it: the pool is unfinished and nobody is in it, so that remover removes it
+        }
+
+        try
+        {
+            var h = (PoolHeader*)region.Address;
+            ulong instance = h->InstanceId;
+            string obj = PoolName.ControlObject(bare);
+            bool ours;
+            using (SafeFd? named = SegmentFile.TryOpen(obj, writable: false))
+            {
+                ours = named is not null && ReadInstance(named, obj) == instance;
+            }
+
+            Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
+            RemoveInstanceSegments(bare, instance);
+            if (ours)
+            {
+                _ = SegmentFile.Unlink(obj);
+            }
+        }
+        finally
+        {
+            Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
         }
     }
 
@@ -504,8 +554,13 @@ public sealed unsafe partial class BufferPool : IDisposable
 
     /// <summary>Removes the pool at <paramref name="bare"/> when no live process is attached and it is not
     /// persistent. Returns true when removed (or gone already).</summary>
-    internal static bool TryRemoveStale(string bare)
+    internal static bool TryRemoveStale(string bare) => TryRemoveStale(bare, out _);
+
+    /// <summary>As <see cref="TryRemoveStale(string)"/>; <paramref name="busy"/> tells that another remover held the
+    /// removal lock, so the verdict is still open (theirs will follow).</summary>
+    internal static bool TryRemoveStale(string bare, out bool busy)
     {
+        busy = false;
         string obj = PoolName.ControlObject(bare);
         using SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
         if (fd is null)
@@ -515,6 +570,7 @@ public sealed unsafe partial class BufferPool : IDisposable
 
         if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
         {
+            busy = true;
             return false; // someone else is removing or replacing it
         }
 
@@ -525,7 +581,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             {
                 if (HasLiveProcess(fd))
                 {
-                    return false; // its creator is still sizing it
+                    return false; // no file of this version (its name is given to a sized file): leave it to its owner
                 }
 
                 _ = SegmentFile.Unlink(obj);
@@ -543,6 +599,22 @@ public sealed unsafe partial class BufferPool : IDisposable
                 return true;
             }
 
+            if (ours && Volatile.Read(ref h->State) == LayoutConstants.PoolStateInitializing)
+            {
+                // Its creator locked entry 0 before naming it and publishes Ready while holding that lock: alive, it
+                // is still writing it (and its State must not be touched); dead, nobody ever attached (Open refuses
+                // an unfinished pool without a live creator), so it is removed at once.
+                if (HasLiveProcess(fd))
+                {
+                    return false;
+                }
+
+                Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
+                RemoveInstanceSegments(bare, h->InstanceId);
+                _ = SegmentFile.Unlink(obj);
+                return true;
+            }
+
             if (ours && (h->Flags & LayoutConstants.PoolFlagPersistent) != 0 && Volatile.Read(ref h->State) == LayoutConstants.PoolStateReady)
             {
                 return false;
@@ -550,13 +622,17 @@ public sealed unsafe partial class BufferPool : IDisposable
 
             // Removing is published before the liveness checks, and an opener locks its entry before it reads the
             // state: either we see the opener alive, or the opener sees Removing (docs/layout.md, "Removal").
-            uint before = ours ? Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoving) : 0;
+            if (ours)
+            {
+                _ = Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoving);
+            }
+
             if (HasLiveProcess(fd))
             {
                 if (ours)
                 {
                     // A Removing found here was left by a remover that died (we hold the removal lock): put Ready.
-                    Volatile.Write(ref h->State, before == LayoutConstants.PoolStateInitializing ? before : LayoutConstants.PoolStateReady);
+                    Volatile.Write(ref h->State, LayoutConstants.PoolStateReady);
                 }
 
                 return false;
