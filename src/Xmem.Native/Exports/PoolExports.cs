@@ -86,6 +86,7 @@ internal static unsafe class PoolExports
             return LastError.InvalidHandle("pool", pool);
         }
 
+        p.BeginClose(); // blocked calls on this pool wake and fail; new ones (through its channels) are refused
         p.Exit(); // drops the table's count: disposes now, or when the last call in flight returns
         return 0;
     }

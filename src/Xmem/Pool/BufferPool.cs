@@ -13,7 +13,9 @@ namespace Xmem;
 /// buffer, writes it, and hands its <c>MetaIndex</c> to other processes, which <see cref="Get"/> the same memory
 /// without a copy. Each slot's reference count lives in shared memory; at zero the slot is recycled and its memory
 /// kept for the next acquire that fits. Every member is safe to call from any thread of any process, except that
-/// <see cref="Dispose"/> must not race with other calls on the same instance (guards are safe at any time).
+/// <see cref="Dispose"/> must not race with other non-blocking calls on the same instance (guards are safe at any
+/// time). Blocking calls — a waiting acquire, a channel Send or Receive — are woken by Dispose and throw
+/// <see cref="ObjectDisposedException"/>; Dispose returns once they have left.
 /// </summary>
 public sealed unsafe partial class BufferPool : IDisposable
 {
@@ -38,6 +40,13 @@ public sealed unsafe partial class BufferPool : IDisposable
     private volatile bool _disposed;
     private volatile bool _detaching;
     private int _guardOpsInFlight;
+    // Closing while others wait: Dispose sets _closing, wakes every sleeper (the token's callbacks wake the futex words
+    // they registered) and waits until _blockingCalls is 0. A blocking call counts itself in (a full-fence increment)
+    // before its first sleep and then reads _closing; Dispose stores _closing and then (after a full fence) reads the
+    // count: so either the call sees _closing and leaves, or Dispose sees the call and waits for it.
+    private volatile bool _closing;
+    private int _blockingCalls;
+    private readonly CancellationTokenSource _closingSource = new();
     private readonly Lock _waitGate = new();
     private int _localWaiters;
     private int _liveCapacity;
@@ -672,6 +681,8 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _disposed = true;
+        BeginClose();
+        WaitForBlockingCalls();
         Volatile.Write(ref _liveCapacity, 0);
         lock (s_open)
         {
@@ -719,7 +730,71 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _controlFd.Dispose();
+        _closingSource.Dispose();
     }
+
+    /// <summary>The first step of closing: from here on every blocking call on this pool (a wait for a slot, a channel
+    /// receive or send) wakes and throws ObjectDisposedException; nothing is detached yet. Dispose begins with it; the
+    /// C ABI calls it when a pool handle is closed while calls are still in flight. Idempotent.</summary>
+    internal void BeginClose()
+    {
+        _closing = true;
+        Interlocked.MemoryBarrier(); // the store above before the count read in WaitForBlockingCalls (see the fields)
+        try
+        {
+            _closingSource.Cancel(); // runs the wake callbacks of every sleeper registered so far
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed already: nothing waits any more.
+        }
+    }
+
+    /// <summary>Waits until every blocking call has left. A sleeper that registered its wake after the cancel
+    /// above, or read its futex word just before it, sleeps at most one slice (100 ms) more; the free-slot word is
+    /// woken again meanwhile, which costs other processes' waiters one extra scan at most.</summary>
+    private void WaitForBlockingCalls()
+    {
+        int rounds = 0;
+        while (Volatile.Read(ref _blockingCalls) != 0)
+        {
+            if (rounds++ % 10 == 0)
+            {
+                _ = Libc.FutexWakeAll((nint)(&_header->FreeEpoch));
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    /// <summary>Counts a blocking call in, before its first sleep; throws ObjectDisposedException when the pool is
+    /// closing. Every call of it that returns is matched by one <see cref="ExitBlocking"/>.</summary>
+    internal void EnterBlocking()
+    {
+        Interlocked.Increment(ref _blockingCalls); // full fence: before the read of _closing (see the fields)
+        if (_closing)
+        {
+            Interlocked.Decrement(ref _blockingCalls);
+            ThrowHelper.ThrowPoolClosedWhileWaiting(_bare);
+        }
+    }
+
+    /// <summary>Counts a blocking call out.</summary>
+    internal void ExitBlocking() => Interlocked.Decrement(ref _blockingCalls);
+
+    /// <summary>Throws ObjectDisposedException once the pool is closing: a counted blocking call checks it after
+    /// every wake.</summary>
+    internal void ThrowIfClosing()
+    {
+        if (_closing)
+        {
+            ThrowHelper.ThrowPoolClosedWhileWaiting(_bare);
+        }
+    }
+
+    /// <summary>Makes a close wake a sleeper on <paramref name="word"/> (a futex word in shared memory).</summary>
+    internal CancellationTokenRegistration WakeOnClose(uint* word) =>
+        _closingSource.Token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)word);
 
     /// <summary>Drops the lease a guard held on the control segment's mapping.</summary>
     internal void ReleaseControlLease() => _lease.DangerousRelease();
