@@ -140,6 +140,8 @@ public sealed unsafe partial class BufferPool : IDisposable
             ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), Convert.ToString(mode, 8), "mode must be permission bits within 0777 that include owner read and write (0600), e.g. 0600 or 0660.");
         }
 
+        StalePoolSweep.MaybeRun(bare);
+
         // The name is given to a finished, locked file or not at all (InitializeNew), so a creator that finds it
         // taken meets either a live pool or a stale one, never another creator's half-made file.
         long deadline = Environment.TickCount64 + 2000;
@@ -279,6 +281,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     public static BufferPool Open(string name)
     {
         string bare = PoolName.Normalize(name);
+        StalePoolSweep.MaybeRun(bare);
         string obj = PoolName.ControlObject(bare);
         SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
             ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(obj)}). Create it first with BufferPool.Create, or check XMEM_SHM_DIR.", PoolName.PathOf(obj), Errno.ENOENT);
@@ -664,6 +667,30 @@ public sealed unsafe partial class BufferPool : IDisposable
         {
             Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
         }
+    }
+
+    /// <summary>A look without any lock or write: the pool at <paramref name="bare"/> has this layout's header, is not
+    /// persistent, and no process-table entry is alive. <see cref="TryRemoveStale(string, out bool)"/> decides.</summary>
+    internal static bool LooksStale(string bare)
+    {
+        string obj = PoolName.ControlObject(bare);
+        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: false);
+        if (fd is null || SegmentFile.SizeOf(fd, obj) < LayoutConstants.HeaderSize)
+        {
+            return false;
+        }
+
+        using (MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: false, PoolName.PathOf(obj)))
+        {
+            var h = (PoolHeader*)r.Address;
+            if (h->Magic != LayoutConstants.Magic || h->LayoutVersion != LayoutConstants.LayoutVersion
+                || (Volatile.Read(ref h->Flags) & LayoutConstants.PoolFlagPersistent) != 0)
+            {
+                return false;
+            }
+        }
+
+        return !HasLiveProcess(fd);
     }
 
     /// <summary>True when any process-table entry's liveness byte is locked by another open file description: one
