@@ -317,8 +317,12 @@ class BufferPool:
         return g
 
     def _acquire_cpu(self, size: int, timeout: Optional[float]) -> "BufferGuard":
-        g = _pending_guard(self, False)
-        out = g._out
+        g = _new_object(BufferGuard)  # _pending_guard(self, False), inline: this is the hot path
+        g._h = _PENDING
+        g._pool = self
+        g._out = out = GuardOut()
+        g._ro = False
+        g._lease = None
         if timeout is None:
             rc = _pool_acquire_cpu(self._h, size, byref(out), byref(out, 8))
         else:
@@ -412,8 +416,12 @@ class BufferPool:
         released). Raises :class:`SlotNotLiveError` for a slot with no live buffer."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        g = _pending_guard(self, True)
-        out = g._out
+        g = _new_object(BufferGuard)  # _pending_guard(self, True), inline: this is the hot path
+        g._h = _PENDING
+        g._pool = self
+        g._out = out = GuardOut()
+        g._ro = True
+        g._lease = None
         rc = _pool_get(self._h, meta_index, byref(out), byref(out, 8))
         if rc:
             g._h = 0
@@ -425,8 +433,12 @@ class BufferPool:
         """A read-write guard on a live slot; the slot's count goes up by one."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        g = _pending_guard(self, False)
-        out = g._out
+        g = _new_object(BufferGuard)  # _pending_guard(self, False), inline: this is the hot path
+        g._h = _PENDING
+        g._pool = self
+        g._out = out = GuardOut()
+        g._ro = False
+        g._lease = None
         rc = _pool_get_mut(self._h, meta_index, byref(out), byref(out, 8))
         if rc:
             g._h = 0

@@ -329,6 +329,7 @@ public sealed unsafe class BufferChannel : IDisposable
     {
         public bool Counted;
         public CancellationTokenRegistration Registration;
+        public nint Word; // the futex word Registration wakes (fan-out sends wait on one ring after another)
     }
 
     private bool SendCore(BufferGuard guard, long timeoutNs, ref SendWait wait)
@@ -479,9 +480,11 @@ public sealed unsafe class BufferChannel : IDisposable
                 wait.Counted = true;
             }
 
-            if (wait.Registration == default)
+            if (wait.Word != (nint)epoch)
             {
+                wait.Registration.Dispose();
                 wait.Registration = _pool.WakeOnClose(epoch);
+                wait.Word = (nint)epoch;
                 continue; // look once more now that a close would wake us
             }
 

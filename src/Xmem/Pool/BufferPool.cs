@@ -153,7 +153,8 @@ public sealed unsafe partial class BufferPool : IDisposable
                 return pool;
             }
 
-            if (TryRemoveStale(bare, out bool busy))
+            bool removed = TryRemoveStale(bare, out bool busy);
+            if (removed && Environment.TickCount64 < deadline)
             {
                 continue; // stale, and now gone: try again
             }

@@ -74,6 +74,11 @@ internal static class SegmentFile
             return false;
         }
 
+        if (errno == Errno.ENOENT && !Directory.Exists("/proc/self/fd"))
+        {
+            throw new XmemException(XmemStatus.OsError, $"name a shared-memory object (linkat) failed on '{path}': /proc is not mounted, and xmem names a new pool through /proc/self/fd. Mount /proc (mount -t proc proc /proc).", errno);
+        }
+
         ThrowHelper.ThrowOsError("name a shared-memory object (linkat)", errno, path);
         return false;
     }
