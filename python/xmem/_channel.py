@@ -16,8 +16,8 @@ from ._errors import (
     Status,
     XmemTimeoutError,
 )
-from ._native import ChannelProperties, GuardOut
-from ._pool import BufferGuard, BufferPool, _GUARD_INVALID_MESSAGE, _as_int, _last_error_for, _new_guard
+from ._native import ChannelProperties
+from ._pool import BufferGuard, BufferPool, _GUARD_INVALID_MESSAGE, _as_int, _last_error_for, _pending_guard
 
 __all__ = ["Channel", "Subscription"]
 
@@ -60,7 +60,8 @@ def _receive(fn: Any, handle: int, timeout: Optional[float], writable: bool, poo
     """The receive loop shared by channels and subscriptions; None when ``timeout`` passed."""
     flags = _native.RECEIVE_WRITABLE if writable else 0
     deadline = _deadline(timeout)
-    out = GuardOut()
+    g = _pending_guard(pool, not writable)  # owns the reference the moment the native call returns (see _PENDING)
+    out = g._out
     if deadline is not None and timeout == 0:
         rc = fn(handle, 0, flags, byref(out), byref(out, 8))
     else:
@@ -74,10 +75,13 @@ def _receive(fn: Any, handle: int, timeout: Optional[float], writable: bool, poo
             if not handle:
                 raise PoolClosedError("%s was closed while waiting to receive." % what, Status.DISPOSED)
     if rc in (Status.TIMEOUT, Status.WOULD_BLOCK):
+        g._h = 0
         return None
     if rc:
+        g._h = 0
         raise pool._fail(rc) if not pool._h else _last_error_for(rc)
-    return _new_guard(pool, out, not writable)
+    g._h = out.guard
+    return g
 
 
 class Channel:

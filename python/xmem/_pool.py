@@ -139,18 +139,24 @@ class BufferPool:
         InvalidNameError, InvalidArgumentError: a bad name, capacity or mode (``ValueError``).
     """
 
-    __slots__ = ("_h", "_name", "_capacity", "__weakref__")
+    # _box: the native handle, written by the create/open call straight into this object, so that an interrupt
+    # (KeyboardInterrupt) landing anywhere after the call returned leaves the handle owned by an object whose
+    # close/__del__/exit hook closes it. _h is the same handle for the calls (0 once closing began).
+    __slots__ = ("_h", "_box", "_name", "_capacity", "__weakref__")
 
     _h: int
+    _box: c_uint64
     _name: str
     _capacity: int
 
     def __init__(self, name: str, capacity: int = 1024, *, mode: int = 0o600, persistent: bool = False) -> None:
         self._h = 0
+        self._name = name
         bname = _encode_name(name)
         capacity = _as_int(capacity, "capacity", 1, _I32_MAX)
         mode = _as_int(mode, "mode", 0, 0o777)
-        h = c_uint64()
+        h = self._box = c_uint64()
+        _open_pools.add(self)  # before the call: the exit hook closes whatever the box holds
         _check(_pool_create(bname, capacity, mode, 1 if persistent else 0, byref(h)))
         self._attach(h.value)
 
@@ -163,10 +169,12 @@ class BufferPool:
             PermissionDeniedError: its mode does not admit this user (a ``PermissionError``).
         """
         bname = _encode_name(name)
-        h = c_uint64()
-        _check(_pool_open(bname, byref(h)))
         pool = BufferPool.__new__(BufferPool)
         pool._h = 0
+        pool._name = name
+        h = pool._box = c_uint64()
+        _open_pools.add(pool)
+        _check(_pool_open(bname, byref(h)))
         pool._attach(h.value)
         return pool
 
@@ -179,7 +187,6 @@ class BufferPool:
         _check(_lib.xmem_pool_name(handle, buf, 256, byref(n)))
         self._capacity = cap.value
         self._name = buf.value.decode("utf-8")
-        _open_pools.add(self)
 
     @staticmethod
     def remove(name: str) -> bool:
@@ -220,11 +227,17 @@ class BufferPool:
     def close(self) -> None:
         """Detaches this process from the pool: the references its guards still hold are released (as if the
         process had died). Views (memoryviews, arrays, DLPack tensors) stay readable. Closing twice does nothing."""
-        h = self._h
+        box = getattr(self, "_box", None)
+        if box is None or _fork_state[0]:
+            return
+        h = box.value
         if h:
-            self._h = 0
-            _open_pools.discard(self)
+            self._h = 0  # other threads' calls fail as "closed" from here on
+            # Interrupted before the next line, the box still holds the handle (closed by __del__ or at exit); after
+            # it, the close is done and a repeat of it is refused harmlessly (handles are never reused).
             _pool_close(h)
+            box.value = 0
+            _open_pools.discard(self)
 
     def __enter__(self) -> "BufferPool":
         return self
@@ -233,10 +246,11 @@ class BufferPool:
         self.close()
 
     def __del__(self, _close: Any = _pool_close, _fork_state: List[bool] = _fork_state) -> None:
-        h = getattr(self, "_h", 0)
-        if h and not _fork_state[0]:
+        box = getattr(self, "_box", None)
+        if box is not None and box.value and not _fork_state[0]:
             self._h = 0
-            _close(h)
+            _close(box.value)
+            box.value = 0
 
     def __repr__(self) -> str:
         if not getattr(self, "_h", 0):
@@ -305,19 +319,20 @@ class BufferPool:
         return g
 
     def _acquire_cpu(self, size: int, timeout: Optional[float]) -> "BufferGuard":
-        out = GuardOut()
+        g = _new_object(BufferGuard)  # _pending_guard(self, False), inline: this is the hot path
+        g._h = _PENDING
+        g._pool = self
+        g._out = out = GuardOut()
+        g._ro = False
+        g._lease = None
         if timeout is None:
             rc = _pool_acquire_cpu(self._h, size, byref(out), byref(out, 8))
         else:
             rc = self._acquire_wait(size, timeout, out)
         if rc:
+            g._h = 0
             raise self._fail(rc)
-        g = _new_object(BufferGuard)
         g._h = out.guard
-        g._pool = self
-        g._out = out
-        g._ro = False
-        g._lease = None
         return g
 
     def _acquire_wait(self, size: int, timeout: float, out: GuardOut) -> int:
@@ -403,32 +418,34 @@ class BufferPool:
         released). Raises :class:`SlotNotLiveError` for a slot with no live buffer."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        out = GuardOut()
-        rc = _pool_get(self._h, meta_index, byref(out), byref(out, 8))
-        if rc:
-            raise self._fail(rc)
-        g = _new_object(BufferGuard)
-        g._h = out.guard
+        g = _new_object(BufferGuard)  # _pending_guard(self, True), inline: this is the hot path
+        g._h = _PENDING
         g._pool = self
-        g._out = out
+        g._out = out = GuardOut()
         g._ro = True
         g._lease = None
+        rc = _pool_get(self._h, meta_index, byref(out), byref(out, 8))
+        if rc:
+            g._h = 0
+            raise self._fail(rc)
+        g._h = out.guard
         return g
 
     def get_mut(self, meta_index: int) -> "BufferGuard":
         """A read-write guard on a live slot; the slot's count goes up by one."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        out = GuardOut()
-        rc = _pool_get_mut(self._h, meta_index, byref(out), byref(out, 8))
-        if rc:
-            raise self._fail(rc)
-        g = _new_object(BufferGuard)
-        g._h = out.guard
+        g = _new_object(BufferGuard)  # _pending_guard(self, False), inline: this is the hot path
+        g._h = _PENDING
         g._pool = self
-        g._out = out
+        g._out = out = GuardOut()
         g._ro = False
         g._lease = None
+        rc = _pool_get_mut(self._h, meta_index, byref(out), byref(out, 8))
+        if rc:
+            g._h = 0
+            raise self._fail(rc)
+        g._h = out.guard
         return g
 
     def set_ref_count(self, meta_index: int, count: int) -> None:
@@ -786,11 +803,16 @@ class BufferGuard:
         h = self._h
         if not h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        if _fork_state[0]:
+            self._h = 0
+            self._lease = None
+            raise PoolClosedError("this guard was inherited through fork(); a forked child cannot use it.")
+        # The native call first, then the handle is dropped: an interrupt between them leaves a spent handle,
+        # whose release by __del__ is refused harmlessly, never a reference owned by nothing.
+        rc = _guard_forget(h)
         self._h = 0
         self._lease = None
-        if _fork_state[0]:
-            raise PoolClosedError("this guard was inherited through fork(); a forked child cannot use it.")
-        _check(_guard_forget(h))
+        _check(rc)
 
     def release(self) -> None:
         """Releases the reference now (as leaving a ``with`` block does). Raises :class:`GuardInvalidError` when it
@@ -798,12 +820,11 @@ class BufferGuard:
         h = self._h
         if not h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        rc = 0 if _fork_state[0] else _guard_release(h)  # first, as in forget()
         self._h = 0
         self._lease = None
-        if not _fork_state[0]:
-            rc = _guard_release(h)
-            if rc:
-                raise _last_error_for(rc)
+        if rc:
+            raise _last_error_for(rc)
 
     def __enter__(self) -> "BufferGuard":
         return self
@@ -811,19 +832,21 @@ class BufferGuard:
     def __exit__(self, *exc: object) -> None:
         h = self._h
         if h:
+            if not _fork_state[0]:
+                _guard_release(h)  # first, as in forget()
             self._h = 0
             self._lease = None
-            if not _fork_state[0]:
-                _guard_release(h)
 
     def __del__(self, _release: Any = _guard_release, _fork_state: List[bool] = _fork_state) -> None:
         try:
             h = self._h
+            if h == _PENDING:  # interrupted between the native call and taking its handle: it is in _out
+                h = self._out.guard
         except AttributeError:  # construction failed before the handle was set
             return
         if h and not _fork_state[0]:
-            self._h = 0
             _release(h)
+            self._h = 0
 
     def __repr__(self) -> str:
         if not self._h:
@@ -1000,6 +1023,21 @@ def _stream_arg(stream: Any) -> int:
 
 _new_object = object.__new__
 
+# The _h of a guard whose native call is under way: the call writes the handle into the guard's own _out, so that a
+# KeyboardInterrupt landing after the call returned (CPython checks for signals right after a C call) leaves the
+# reference owned by the guard, whose __del__ releases it, instead of by nothing until the pool closes.
+_PENDING = -1
+
+
+def _pending_guard(pool: BufferPool, ro: bool) -> BufferGuard:
+    g = _new_object(BufferGuard)
+    g._h = _PENDING
+    g._pool = pool
+    g._out = GuardOut()
+    g._ro = ro
+    g._lease = None
+    return g
+
 
 def _new_guard(pool: BufferPool, out: GuardOut, ro: bool) -> BufferGuard:
     g = _new_object(BufferGuard)
@@ -1053,6 +1091,9 @@ def _after_fork_in_child() -> None:
     _fork_state[0] = True
     for pool in list(_open_pools):
         pool._h = 0
+        box = getattr(pool, "_box", None)
+        if box is not None:
+            box.value = 0  # the parent's handle: this process must never close it
     _open_pools.clear()
 
 

@@ -86,6 +86,15 @@ internal static unsafe class PoolExports
             return LastError.InvalidHandle("pool", pool);
         }
 
+        try
+        {
+            p.BeginClose(); // blocked calls on this pool wake and fail; new ones (through its channels) are refused
+        }
+        catch (Exception)
+        {
+            // Waking is a courtesy: the waiters still end within one slice; the close itself goes on.
+        }
+
         p.Exit(); // drops the table's count: disposes now, or when the last call in flight returns
         return 0;
     }

@@ -45,6 +45,9 @@ internal static class ThrowHelper
     internal static void ThrowPoolDisposed(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was disposed; open it again with BufferPool.Open.");
 
     [DoesNotReturn]
+    internal static void ThrowPoolClosedWhileWaiting(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was closed (disposed) by another thread while this call waited; open it again with BufferPool.Open.");
+
+    [DoesNotReturn]
     internal static void ThrowCorrupt(string poolName, string what) =>
         throw new CorruptSegmentException($"pool '{poolName}': {what}. The control segment was written by something other than this version of xmem or was damaged; remove it with `xmem rm {poolName}` and create it again.");
 

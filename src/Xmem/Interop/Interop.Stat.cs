@@ -4,7 +4,6 @@ namespace Xmem.Interop;
 
 internal static partial class Libc
 {
-    internal const int AT_FDCWD = -100;
     internal const int AT_SYMLINK_NOFOLLOW = 0x100;
     internal const int AT_EMPTY_PATH = 0x1000;
     internal const uint STATX_TYPE = 0x1;

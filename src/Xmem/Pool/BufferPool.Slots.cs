@@ -47,9 +47,20 @@ public sealed unsafe partial class BufferPool
             ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "timeout must be non-negative or Timeout.InfiniteTimeSpan.");
         }
 
-        int s = WaitForSlot(size, timeoutNs, CancellationToken.None);
-        guard = s < 0 ? null : PublishAcquired(s, size, attributed: true);
-        return guard is not null;
+        bool counted = false;
+        try
+        {
+            int s = WaitForSlot(size, timeoutNs, CancellationToken.None, ref counted);
+            guard = s < 0 ? null : PublishAcquired(s, size, attributed: true);
+            return guard is not null;
+        }
+        finally
+        {
+            if (counted)
+            {
+                ExitBlocking();
+            }
+        }
     }
 
     /// <summary>Acquires a buffer, waiting for a free slot until <paramref name="cancellationToken"/> is cancelled.
@@ -67,8 +78,19 @@ public sealed unsafe partial class BufferPool
         return Task.Factory.StartNew(
             () =>
             {
-                int s = WaitForSlot(size, -1, cancellationToken);
-                return PublishAcquired(s, size, attributed: true)!;
+                bool counted = false;
+                try
+                {
+                    int s = WaitForSlot(size, -1, cancellationToken, ref counted);
+                    return PublishAcquired(s, size, attributed: true)!;
+                }
+                finally
+                {
+                    if (counted)
+                    {
+                        ExitBlocking();
+                    }
+                }
             },
             cancellationToken,
             TaskCreationOptions.LongRunning,
@@ -426,8 +448,10 @@ public sealed unsafe partial class BufferPool
         return any;
     }
 
-    /// <summary>Blocks until a slot is claimed (returns it), the timeout passes (-1) or the token is cancelled.</summary>
-    private int WaitForSlot(long size, long timeoutNs, CancellationToken token)
+    /// <summary>Blocks until a slot is claimed (returns it), the timeout passes (-1) or the token is cancelled.
+    /// Before its first sleep it counts itself in as a blocking call (<paramref name="counted"/>; the caller counts
+    /// out once it has published the slot), and throws ObjectDisposedException once the pool is closing.</summary>
+    private int WaitForSlot(long size, long timeoutNs, CancellationToken token, ref bool counted)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         uint* epoch = &_header->FreeEpoch;
@@ -436,11 +460,17 @@ public sealed unsafe partial class BufferPool
         // a dead process (docs/layout.md, "Waiting for a free slot").
         AddLocalWaiter(+1);
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
+        CancellationTokenRegistration closeReg = default;
         try
         {
             while (true)
             {
                 token.ThrowIfCancellationRequested();
+                if (counted)
+                {
+                    ThrowIfClosing();
+                }
+
                 uint seen = Volatile.Read(ref *epoch);
                 int s = ClaimSlot(size, reclaim: true);
                 if (s >= 0)
@@ -460,11 +490,20 @@ public sealed unsafe partial class BufferPool
                     waitNs = Math.Min(waitNs, left);
                 }
 
+                if (!counted)
+                {
+                    EnterBlocking();
+                    counted = true;
+                    closeReg = WakeOnClose(epoch);
+                    continue; // look once more now that a close would wake us
+                }
+
                 _ = Libc.FutexWait((nint)epoch, seen, waitNs);
             }
         }
         finally
         {
+            closeReg.Dispose();
             reg.Dispose();
             AddLocalWaiter(-1);
         }

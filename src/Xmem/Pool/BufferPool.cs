@@ -13,7 +13,9 @@ namespace Xmem;
 /// buffer, writes it, and hands its <c>MetaIndex</c> to other processes, which <see cref="Get"/> the same memory
 /// without a copy. Each slot's reference count lives in shared memory; at zero the slot is recycled and its memory
 /// kept for the next acquire that fits. Every member is safe to call from any thread of any process, except that
-/// <see cref="Dispose"/> must not race with other calls on the same instance (guards are safe at any time).
+/// <see cref="Dispose"/> must not race with other non-blocking calls on the same instance (guards are safe at any
+/// time). Blocking calls — a waiting acquire, a channel Send or Receive — are woken by Dispose and throw
+/// <see cref="ObjectDisposedException"/>; Dispose returns once they have left.
 /// </summary>
 public sealed unsafe partial class BufferPool : IDisposable
 {
@@ -41,6 +43,13 @@ public sealed unsafe partial class BufferPool : IDisposable
     private volatile bool _disposed;
     private volatile bool _detaching;
     private int _guardOpsInFlight;
+    // Closing while others wait: Dispose sets _closing, wakes every sleeper (the token's callbacks wake the futex words
+    // they registered) and waits until _blockingCalls is 0. A blocking call counts itself in (a full-fence increment)
+    // before its first sleep and then reads _closing; Dispose stores _closing and then (after a full fence) reads the
+    // count: so either the call sees _closing and leaves, or Dispose sees the call and waits for it.
+    private volatile bool _closing;
+    private int _blockingCalls;
+    private readonly CancellationTokenSource _closingSource = new();
     private readonly Lock _waitGate = new();
     private int _localWaiters;
     private int _liveCapacity;
@@ -135,36 +144,48 @@ public sealed unsafe partial class BufferPool : IDisposable
             ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), Convert.ToString(mode, 8), "mode must be permission bits within 0777 that include owner read and write (0600), e.g. 0600 or 0660.");
         }
 
-        string obj = PoolName.ControlObject(bare);
-        for (int attempt = 0; ; attempt++)
+        StalePoolSweep.MaybeRun(bare);
+
+        // The name is given to a finished, locked file or not at all (InitializeNew), so a creator that finds it
+        // taken meets either a live pool or a stale one, never another creator's half-made file.
+        long deadline = Environment.TickCount64 + 2000;
+        while (true)
         {
-            SafeFd fd;
-            try
+            BufferPool? pool = InitializeNew(bare, capacity, (uint)mode, persistent);
+            if (pool is not null)
             {
-                fd = SegmentFile.CreateExclusive(obj, (uint)mode);
-            }
-            catch (PoolExistsException) when (attempt < 3)
-            {
-                if (TryRemoveStale(bare))
-                {
-                    continue;
-                }
-
-                throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
+                return pool;
             }
 
-            return InitializeNew(bare, fd, capacity, (uint)mode, persistent);
+            bool removed = TryRemoveStale(bare, out bool busy);
+            if (removed && Environment.TickCount64 < deadline)
+            {
+                continue; // stale, and now gone: try again
+            }
+
+            if (busy && Environment.TickCount64 < deadline)
+            {
+                Thread.Sleep(1); // another remover (a Create, a sweep, `xmem gc`) is deciding: wait for its verdict
+                continue;
+            }
+
+            throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
         }
     }
 
-    private static BufferPool InitializeNew(string bare, SafeFd fd, int capacity, uint mode, bool persistent)
+    /// <summary>Creation (docs/layout.md, "Creation"): makes the control segment as an unnamed file, locks entry 0's
+    /// liveness byte, sizes it and writes the header, and only then names it with linkat(2), which never replaces an
+    /// existing name. Returns null when the name is taken (nothing is left behind then).</summary>
+    private static BufferPool? InitializeNew(string bare, int capacity, uint mode, bool persistent)
     {
         string obj = PoolName.ControlObject(bare);
+        SafeFd fd = SegmentFile.CreateUnnamed(mode);
         MappedRegion? region = null;
-        ulong instance = 0;
+        bool named = false;
         try
         {
-            // Entry 0's liveness lock marks the creator alive while the header is still being written.
+            // Entry 0's liveness lock marks the creator alive from before the file has a name: nobody can ever find
+            // this pool by name with its creator alive but unlocked.
             if (!Libc.TryLockByte(fd.Fd, LayoutConstants.LivenessLockByte(0)))
             {
                 throw new XmemException(XmemStatus.Internal, "could not lock a freshly created segment");
@@ -179,8 +200,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             h->Capacity = capacity;
             h->MaxProcesses = LayoutConstants.MaxProcesses;
             h->SegmentSize = size;
-            instance = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
-            h->InstanceId = instance;
+            h->InstanceId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
             h->HeaderSize = LayoutConstants.HeaderSize;
             h->SlotSize = LayoutConstants.SlotSize;
             h->ProcessTableOffset = LayoutConstants.ProcessTableOffset;
@@ -196,6 +216,16 @@ public sealed unsafe partial class BufferPool : IDisposable
                 hints[i / 64] |= 1UL << (i % 64);
             }
 
+            // The name is the publication of the header (an opener reads it through its own mapping of the same
+            // pages, after its open(2) found the name); linkat never replaces an existing name.
+            if (!SegmentFile.Publish(fd, obj))
+            {
+                region.Dispose();
+                fd.Dispose(); // the unnamed file goes with its last descriptor
+                return null;
+            }
+
+            named = true;
             var pool = new BufferPool(bare, fd, region);
             if (!pool.RegisterEntry(0))
             {
@@ -208,22 +238,55 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
         catch
         {
-            region?.Dispose();
-            if (instance != 0)
+            if (named)
             {
-                try
-                {
-                    _ = RemoveInstanceSegments(bare, instance, SegmentFile.AccessOf(fd, obj));
-                }
-                catch (XmemException)
-                {
-                    // fstat failed: the segments are left as orphans for `xmem gc`; the original error matters more.
-                }
+                AbandonUnfinished(fd, region!, bare);
             }
 
-            _ = SegmentFile.Unlink(obj);
+            region?.Dispose();
             fd.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>A creator that fails after naming its pool removes it as a remover would (under the removal lock,
+    /// Removed before anything is unlinked), and unlinks the name only while it still names this instance.</summary>
+    private static void AbandonUnfinished(SafeFd fd, MappedRegion region, string bare)
+    {
+        if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
+        {
+            return; // another remover has it: the pool is unfinished and nobody is in it, so that remover removes it
+        }
+
+        try
+        {
+            var h = (PoolHeader*)region.Address;
+            ulong instance = h->InstanceId;
+            string obj = PoolName.ControlObject(bare);
+            bool ours;
+            using (SafeFd? named = SegmentFile.TryOpen(obj, writable: false))
+            {
+                ours = named is not null && ReadInstance(named, obj) == instance;
+            }
+
+            Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
+            try
+            {
+                _ = RemoveInstanceSegments(bare, instance, SegmentFile.AccessOf(fd, obj));
+            }
+            catch (XmemException)
+            {
+                // fstat failed: the segments are left as orphans for `xmem gc`; the original error matters more.
+            }
+
+            if (ours)
+            {
+                _ = SegmentFile.Unlink(obj);
+            }
+        }
+        finally
+        {
+            Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
         }
     }
 
@@ -234,6 +297,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     public static BufferPool Open(string name)
     {
         string bare = PoolName.Normalize(name);
+        StalePoolSweep.MaybeRun(bare);
         string obj = PoolName.ControlObject(bare);
         SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
             ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(obj)}). Create it first with BufferPool.Create, or check XMEM_SHM_DIR.", PoolName.PathOf(obj), Errno.ENOENT);
@@ -543,8 +607,13 @@ public sealed unsafe partial class BufferPool : IDisposable
 
     /// <summary>Removes the pool at <paramref name="bare"/> when no live process is attached and it is not
     /// persistent. Returns true when removed (or gone already).</summary>
-    internal static bool TryRemoveStale(string bare)
+    internal static bool TryRemoveStale(string bare) => TryRemoveStale(bare, out _);
+
+    /// <summary>As <see cref="TryRemoveStale(string)"/>; <paramref name="busy"/> tells that another remover held the
+    /// removal lock, so the verdict is still open (theirs will follow).</summary>
+    internal static bool TryRemoveStale(string bare, out bool busy)
     {
+        busy = false;
         string obj = PoolName.ControlObject(bare);
         using SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
         if (fd is null)
@@ -554,6 +623,7 @@ public sealed unsafe partial class BufferPool : IDisposable
 
         if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
         {
+            busy = true;
             return false; // someone else is removing or replacing it
         }
 
@@ -564,7 +634,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             {
                 if (HasLiveProcess(fd))
                 {
-                    return false; // its creator is still sizing it
+                    return false; // no file of this version (its name is given to a sized file): leave it to its owner
                 }
 
                 _ = SegmentFile.Unlink(obj);
@@ -582,6 +652,22 @@ public sealed unsafe partial class BufferPool : IDisposable
                 return true;
             }
 
+            if (ours && Volatile.Read(ref h->State) == LayoutConstants.PoolStateInitializing)
+            {
+                // Its creator locked entry 0 before naming it and publishes Ready while holding that lock: alive, it
+                // is still writing it (and its State must not be touched); dead, nobody ever attached (Open refuses
+                // an unfinished pool without a live creator), so it is removed at once.
+                if (HasLiveProcess(fd))
+                {
+                    return false;
+                }
+
+                Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
+                _ = RemoveInstanceSegments(bare, h->InstanceId, SegmentFile.AccessOf(fd, obj));
+                _ = SegmentFile.Unlink(obj);
+                return true;
+            }
+
             if (ours && (h->Flags & LayoutConstants.PoolFlagPersistent) != 0 && Volatile.Read(ref h->State) == LayoutConstants.PoolStateReady)
             {
                 return false;
@@ -589,13 +675,17 @@ public sealed unsafe partial class BufferPool : IDisposable
 
             // Removing is published before the liveness checks, and an opener locks its entry before it reads the
             // state: either we see the opener alive, or the opener sees Removing (docs/layout.md, "Removal").
-            uint before = ours ? Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoving) : 0;
+            if (ours)
+            {
+                _ = Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoving);
+            }
+
             if (HasLiveProcess(fd))
             {
                 if (ours)
                 {
                     // A Removing found here was left by a remover that died (we hold the removal lock): put Ready.
-                    Volatile.Write(ref h->State, before == LayoutConstants.PoolStateInitializing ? before : LayoutConstants.PoolStateReady);
+                    Volatile.Write(ref h->State, LayoutConstants.PoolStateReady);
                 }
 
                 return false;
@@ -622,6 +712,30 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
     }
 
+    /// <summary>A look without any lock or write: the pool at <paramref name="bare"/> has this layout's header, is not
+    /// persistent, and no process-table entry is alive. <see cref="TryRemoveStale(string, out bool)"/> decides.</summary>
+    internal static bool LooksStale(string bare)
+    {
+        string obj = PoolName.ControlObject(bare);
+        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: false);
+        if (fd is null || SegmentFile.SizeOf(fd, obj) < LayoutConstants.HeaderSize)
+        {
+            return false;
+        }
+
+        using (MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: false, PoolName.PathOf(obj)))
+        {
+            var h = (PoolHeader*)r.Address;
+            if (h->Magic != LayoutConstants.Magic || h->LayoutVersion != LayoutConstants.LayoutVersion
+                || (Volatile.Read(ref h->Flags) & LayoutConstants.PoolFlagPersistent) != 0)
+            {
+                return false;
+            }
+        }
+
+        return !HasLiveProcess(fd);
+    }
+
     /// <summary>True when any process-table entry's liveness byte is locked by another open file description: one
     /// F_OFD_GETLK over the whole table answers it.</summary>
     internal static bool HasLiveProcess(SafeFd fd) =>
@@ -637,6 +751,8 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _disposed = true;
+        BeginClose();
+        WaitForBlockingCalls();
         Volatile.Write(ref _liveCapacity, 0);
         lock (s_open)
         {
@@ -680,7 +796,71 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _controlFd.Dispose();
+        _closingSource.Dispose();
     }
+
+    /// <summary>The first step of closing: from here on every blocking call on this pool (a wait for a slot, a channel
+    /// receive or send) wakes and throws ObjectDisposedException; nothing is detached yet. Dispose begins with it; the
+    /// C ABI calls it when a pool handle is closed while calls are still in flight. Idempotent.</summary>
+    internal void BeginClose()
+    {
+        _closing = true;
+        Interlocked.MemoryBarrier(); // the store above before the count read in WaitForBlockingCalls (see the fields)
+        try
+        {
+            _closingSource.Cancel(); // runs the wake callbacks of every sleeper registered so far
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed already: nothing waits any more.
+        }
+    }
+
+    /// <summary>Waits until every blocking call has left. A sleeper that registered its wake after the cancel
+    /// above, or read its futex word just before it, sleeps at most one slice (100 ms) more; the free-slot word is
+    /// woken again meanwhile, which costs other processes' waiters one extra scan at most.</summary>
+    private void WaitForBlockingCalls()
+    {
+        int rounds = 0;
+        while (Volatile.Read(ref _blockingCalls) != 0)
+        {
+            if (rounds++ % 10 == 0)
+            {
+                _ = Libc.FutexWakeAll((nint)(&_header->FreeEpoch));
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    /// <summary>Counts a blocking call in, before its first sleep; throws ObjectDisposedException when the pool is
+    /// closing. Every call of it that returns is matched by one <see cref="ExitBlocking"/>.</summary>
+    internal void EnterBlocking()
+    {
+        Interlocked.Increment(ref _blockingCalls); // full fence: before the read of _closing (see the fields)
+        if (_closing)
+        {
+            Interlocked.Decrement(ref _blockingCalls);
+            ThrowHelper.ThrowPoolClosedWhileWaiting(_bare);
+        }
+    }
+
+    /// <summary>Counts a blocking call out.</summary>
+    internal void ExitBlocking() => Interlocked.Decrement(ref _blockingCalls);
+
+    /// <summary>Throws ObjectDisposedException once the pool is closing: a counted blocking call checks it after
+    /// every wake.</summary>
+    internal void ThrowIfClosing()
+    {
+        if (_closing)
+        {
+            ThrowHelper.ThrowPoolClosedWhileWaiting(_bare);
+        }
+    }
+
+    /// <summary>Makes a close wake a sleeper on <paramref name="word"/> (a futex word in shared memory).</summary>
+    internal CancellationTokenRegistration WakeOnClose(uint* word) =>
+        _closingSource.Token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)word);
 
     /// <summary>Drops the lease a guard held on the control segment's mapping.</summary>
     internal void ReleaseControlLease() => _lease.DangerousRelease();

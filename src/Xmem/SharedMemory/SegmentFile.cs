@@ -70,6 +70,34 @@ internal static class SegmentFile
         return handle;
     }
 
+    /// <summary>Creates an unnamed object (O_TMPFILE) in the shared-memory directory with exactly
+    /// <paramref name="mode"/>; <see cref="Publish"/> names it. A process that dies before that leaves nothing.</summary>
+    internal static SafeFd CreateUnnamed(uint mode)
+    {
+        string dir = SharedMemoryDirectory.Path;
+        int fd = Libc.Open(dir, Libc.O_RDWR | Libc.O_TMPFILE | Libc.O_CLOEXEC, mode);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno is Errno.EOPNOTSUPP or Errno.EISDIR or Errno.EINVAL)
+            {
+                throw new XmemException(XmemStatus.OsError, $"create an unnamed file in '{dir}' (O_TMPFILE) failed: the file system does not support it. Point XMEM_SHM_DIR at a tmpfs (or ext4, xfs, btrfs) directory, or unset it to use /dev/shm.", errno);
+            }
+
+            ThrowHelper.ThrowOsError("create shared-memory object", errno, dir);
+        }
+
+        var handle = new SafeFd(fd);
+        if (Libc.FChmod(fd, mode) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            handle.Dispose();
+            ThrowHelper.ThrowOsError("fchmod", errno, dir);
+        }
+
+        return handle;
+    }
+
     /// <summary>The owner, group and permission bits of an open segment, from the kernel (statx on the descriptor).</summary>
     internal static SegmentAccess AccessOf(SafeFd fd, string objectName)
     {
@@ -120,6 +148,31 @@ internal static class SegmentFile
             Errno.EACCES or Errno.EPERM => UnlinkOutcome.Denied,
             _ => UnlinkOutcome.Failed,
         };
+    }
+
+    /// <summary>Gives an unnamed object from <see cref="CreateUnnamed"/> its name, atomically and never replacing an
+    /// existing object: true when named, false when the name exists already (EEXIST).</summary>
+    internal static bool Publish(SafeFd fd, string objectName)
+    {
+        string path = PoolName.PathOf(objectName);
+        if (Libc.LinkAt(Libc.AT_FDCWD, $"/proc/self/fd/{fd.Fd}", Libc.AT_FDCWD, path, Libc.AT_SYMLINK_FOLLOW) == 0)
+        {
+            return true;
+        }
+
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno == Errno.EEXIST)
+        {
+            return false;
+        }
+
+        if (errno == Errno.ENOENT && !Directory.Exists("/proc/self/fd"))
+        {
+            throw new XmemException(XmemStatus.OsError, $"name a shared-memory object (linkat) failed on '{path}': /proc is not mounted, and xmem names a new pool through /proc/self/fd. Mount /proc (mount -t proc proc /proc).", errno);
+        }
+
+        ThrowHelper.ThrowOsError("name a shared-memory object (linkat)", errno, path);
+        return false;
     }
 
     /// <summary>Opens an existing object, or returns null when there is none (ENOENT).</summary>
