@@ -84,6 +84,7 @@ public sealed class HostileChannelTests : PoolTest
             // killed before the link leaves just that private object, which no opener ever looks at.
             string leftover = Path.Combine(Shm.Directory, $"{LayoutConstants.ObjectPrefix}{name}.{instance:x16}.nframes.{Environment.ProcessId:x}-dead");
             File.WriteAllBytes(leftover, new byte[4096]);
+            File.SetUnixFileMode(leftover, UnixFileMode.UserRead | UnixFileMode.UserWrite); // the pool's mode, as its creator made it
 
             using BufferChannel ch = pool.Channel("frames", depth: 4);
             ch.Send(pool.AcquireCpu(10));
