@@ -460,7 +460,9 @@ public sealed unsafe partial class BufferPool
                     waitNs = Math.Min(waitNs, left);
                 }
 
+                bool outOfGate = ForkGate.LeaveForWait(); // a wait without a bound must not hold a fork back
                 _ = Libc.FutexWait((nint)epoch, seen, waitNs);
+                ForkGate.ReturnFromWait(outOfGate);
             }
         }
         finally
