@@ -60,10 +60,12 @@ _guard_wait_writes_done = _lib.xmem_guard_wait_writes_done
 _last_error = _lib.xmem_last_error
 _last_native_error = _lib.xmem_last_native_error
 
-# A child made by fork() inherits the parent's handles, but not the .NET runtime's threads, nor the parent's entry
-# in the pools' process tables: nothing in it may call into the library on the parent's behalf. Finalizers read this
-# flag (bound as a default argument, so it outlives module teardown at exit).
-_fork_state = [False]
+# A child made by fork() inherits the parent's objects, whose references and process-table entries stay the
+# parent's: the child must neither use nor release them (the library makes them inert there too). Objects the child
+# makes itself work and release normally. _fork_gen[0] counts the forks between this process and the one that
+# imported xmem; every pool (and the guards, views, channels from it) remembers the generation it was opened in, so
+# an older one was inherited. Finalizers bind the list as a default argument, so it outlives module teardown at exit.
+_fork_gen = [0]
 _open_pools: "weakref.WeakSet[BufferPool]" = weakref.WeakSet()
 
 
@@ -139,14 +141,16 @@ class BufferPool:
         InvalidNameError, InvalidArgumentError: a bad name, capacity or mode (``ValueError``).
     """
 
-    __slots__ = ("_h", "_name", "_capacity", "__weakref__")
+    __slots__ = ("_h", "_name", "_capacity", "_gen", "__weakref__")
 
     _h: int
     _name: str
     _capacity: int
+    _gen: int
 
     def __init__(self, name: str, capacity: int = 1024, *, mode: int = 0o600, persistent: bool = False) -> None:
         self._h = 0
+        self._gen = _fork_gen[0]
         bname = _encode_name(name)
         capacity = _as_int(capacity, "capacity", 1, _I32_MAX)
         mode = _as_int(mode, "mode", 0, 0o777)
@@ -167,6 +171,7 @@ class BufferPool:
         _check(_pool_open(bname, byref(h)))
         pool = BufferPool.__new__(BufferPool)
         pool._h = 0
+        pool._gen = _fork_gen[0]
         pool._attach(h.value)
         return pool
 
@@ -230,9 +235,9 @@ class BufferPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _pool_close, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _close: Any = _pool_close, _fork_gen: List[int] = _fork_gen) -> None:
         h = getattr(self, "_h", 0)
-        if h and not _fork_state[0]:
+        if h and getattr(self, "_gen", -1) == _fork_gen[0]:
             self._h = 0
             _close(h)
 
@@ -243,11 +248,8 @@ class BufferPool:
 
     def _fail(self, rc: int) -> Exception:
         if not self._h:
-            if _fork_state[0]:
-                return PoolClosedError(
-                    "pool %r was opened before this process forked; a forked child cannot use it. Open it again in "
-                    "the child with BufferPool.open(name), or start children with multiprocessing's 'spawn' "
-                    "context." % self._name, Status.DISPOSED)
+            if self._gen != _fork_gen[0]:
+                return PoolClosedError(_inherited_message(self._name), Status.DISPOSED)
             return PoolClosedError("pool %r is closed; open it again with BufferPool.open(%r)." % (self._name, self._name), Status.DISPOSED)
         return _last_error_for(rc)
 
@@ -495,10 +497,11 @@ class BufferPool:
 class _ViewLease:
     """A native lease that keeps one buffer's memory mapped while any view made from it lives (views hold it)."""
 
-    __slots__ = ("_h", "ptr", "size", "__weakref__")
+    __slots__ = ("_h", "ptr", "size", "_gen", "__weakref__")
 
     def __init__(self, guard_handle: int) -> None:
         self._h = 0
+        self._gen = _fork_gen[0]
         h = c_uint64()
         ptr = c_void_p()
         size = c_int64()
@@ -507,9 +510,9 @@ class _ViewLease:
         self.ptr: int = ptr.value or 0
         self.size: int = size.value
 
-    def __del__(self, _release: Any = _lease_release, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _release: Any = _lease_release, _fork_gen: List[int] = _fork_gen) -> None:
         h = self._h
-        if h and not _fork_state[0]:
+        if h and self._gen == _fork_gen[0]:
             self._h = 0
             _release(h)
 
@@ -786,8 +789,8 @@ class BufferGuard:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
         self._h = 0
         self._lease = None
-        if _fork_state[0]:
-            raise PoolClosedError("this guard was inherited through fork(); a forked child cannot use it.")
+        if self._pool._gen != _fork_gen[0]:
+            raise PoolClosedError(_inherited_message(self._pool._name), Status.DISPOSED)
         _check(_guard_forget(h))
 
     def release(self) -> None:
@@ -798,7 +801,7 @@ class BufferGuard:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
         self._h = 0
         self._lease = None
-        if not _fork_state[0]:
+        if self._pool._gen == _fork_gen[0]:  # an inherited guard's reference is the parent's: nothing to do
             rc = _guard_release(h)
             if rc:
                 raise _last_error_for(rc)
@@ -811,15 +814,15 @@ class BufferGuard:
         if h:
             self._h = 0
             self._lease = None
-            if not _fork_state[0]:
+            if self._pool._gen == _fork_gen[0]:
                 _guard_release(h)
 
-    def __del__(self, _release: Any = _guard_release, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _release: Any = _guard_release, _fork_gen: List[int] = _fork_gen) -> None:
         try:
             h = self._h
         except AttributeError:  # construction failed before the handle was set
             return
-        if h and not _fork_state[0]:
+        if h and self._pool._gen == _fork_gen[0]:
             self._h = 0
             _release(h)
 
@@ -1047,8 +1050,17 @@ def _export_dlpack(guard_handle: int, dtype: str, shape: Sequence[int], strides:
 # ---------------------------------------------------------------------- process events
 
 
+def _inherited_message(name: str) -> str:
+    return ("pool %r was opened before this process was forked: in a child made by fork() it and its guards, views "
+            "and channels are inert (their references belong to the parent). Open the pool again in the child with "
+            "BufferPool.open(%r), or start children with multiprocessing's 'spawn' or 'forkserver' start method."
+            % (name, name))
+
+
 def _after_fork_in_child() -> None:
-    _fork_state[0] = True
+    # Pools opened before the fork become closed-looking here (so closing them is a no-op and using them says why);
+    # the library has made their native state inert already, in its own atfork handler.
+    _fork_gen[0] += 1
     for pool in list(_open_pools):
         pool._h = 0
     _open_pools.clear()
@@ -1056,9 +1068,7 @@ def _after_fork_in_child() -> None:
 
 def _close_all_at_exit() -> None:
     # Detach before the interpreter tears down, while everything still works (guards left alive are released by
-    # the close; their finalizers then do nothing harmful).
-    if _fork_state[0]:
-        return
+    # the close; their finalizers then do nothing harmful). Only this process's own pools are in the set.
     for pool in list(_open_pools):
         pool.close()
 
