@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Xmem.Interop;
 
@@ -26,57 +27,54 @@ namespace Xmem.Pool;
 ///   later Enter sees Closed and waits; none can be inside when fork() copies the process.
 /// Left open: the few instructions between an export's entry into managed code and its increment (and between its
 /// decrement and its return) are not covered; no runtime hook reaches them.
-/// Cost on every export: two uncontended interlocked operations on the thread's own stripe (cache line), one read
-/// of Closed and two thread-static accesses.
+/// Cost on every export: two uncontended interlocked operations on the thread's stripe (a cache line of its own
+/// unless more than 32 threads call xmem), one read of Closed, one thread-static access on entry and one on exit.
 /// </remarks>
 internal static unsafe class ForkGate
 {
     private const int StripeCount = 32;
-    private const int StripeBytes = 128; // two cache lines: the adjacent-line prefetcher would otherwise pair stripes
 
-    // Native memory, so the futex word and the counters have fixed addresses (managed statics could move).
-    // Byte 0: Closed; stripe i at (i + 1) * StripeBytes.
-    private static readonly byte* s_block = AllocateBlock();
+    // Plain zero-initialised statics: no static constructor, so the fast path has no class-initialisation check.
+    // Accessed through refs only (a managed static may move); the futex word, which needs a fixed address, is
+    // allocated on first use by the slow paths.
+    private static Stripes s_stripes;
+    private static int s_closed;
+    private static nint s_wakeWord;
     private static int s_nextStripe;
     private static int s_generation;
 
-    [ThreadStatic] private static int t_depth;
-    [ThreadStatic] private static int t_stripe; // 1 + the stripe's index; 0 until the thread's first Enter
+    [ThreadStatic] private static ThreadGate t_gate;
 
     /// <summary>How many forks separate this process from the one that loaded xmem: 0 there, 1 in its children, …
-    /// A pool remembers the generation it was opened in; one of an older generation was inherited through fork.</summary>
+    /// A pool opened before the last fork was inherited through it.</summary>
     internal static int Generation => Volatile.Read(ref s_generation);
-
-    private static int* Closed => (int*)s_block;
 
     /// <summary>Counts the calling thread in; waits (outside managed code) while a fork is being prepared.
     /// Dispose the result on every path out of the export.</summary>
     internal static Scope Enter()
     {
-        int d = t_depth;
-        t_depth = d + 1;
-        if (d == 0)
+        ref ThreadGate t = ref t_gate;
+        int stripe = t.Stripe != 0 ? t.Stripe : t.Stripe = 1 + (int)((uint)Interlocked.Increment(ref s_nextStripe) % StripeCount);
+        if (t.Depth++ == 0)
         {
-            int* c = OwnStripe();
-            Interlocked.Increment(ref *c); // a full fence: Closed is read after the increment is visible
-            if (Volatile.Read(ref *Closed) != 0)
+            ref int c = ref Stripe(stripe);
+            Interlocked.Increment(ref c); // a full fence: Closed is read after the increment is visible
+            if (Volatile.Read(ref s_closed) != 0)
             {
-                WaitWhileClosed(c);
+                WaitWhileClosed(ref c);
             }
         }
 
-        return default;
+        return new Scope(stripe);
     }
 
     /// <summary>Counts the calling thread out (the last of nested entries does).</summary>
-    private static void Exit()
+    private static void Exit(int stripe)
     {
-        int d = t_depth - 1;
-        t_depth = d;
-        if (d == 0)
+        if (--t_gate.Depth == 0)
         {
             // Interlocked (a full fence): everything this thread did inside is done before a preparer sees it out.
-            Interlocked.Decrement(ref *OwnStripe());
+            Interlocked.Decrement(ref Stripe(stripe));
         }
     }
 
@@ -84,12 +82,13 @@ internal static unsafe class ForkGate
     /// inside (the C ABI), to pass to <see cref="ReturnFromWait"/>; a .NET caller is never inside.</summary>
     internal static bool LeaveForWait()
     {
-        if (t_depth == 0)
+        ref ThreadGate t = ref t_gate;
+        if (t.Depth == 0)
         {
             return false;
         }
 
-        Interlocked.Decrement(ref *OwnStripe());
+        Interlocked.Decrement(ref Stripe(t.Stripe));
         return true;
     }
 
@@ -101,11 +100,11 @@ internal static unsafe class ForkGate
             return;
         }
 
-        int* c = OwnStripe();
-        Interlocked.Increment(ref *c);
-        if (Volatile.Read(ref *Closed) != 0)
+        ref int c = ref Stripe(t_gate.Stripe);
+        Interlocked.Increment(ref c);
+        if (Volatile.Read(ref s_closed) != 0)
         {
-            WaitWhileClosed(c);
+            WaitWhileClosed(ref c);
         }
     }
 
@@ -113,8 +112,9 @@ internal static unsafe class ForkGate
     /// finalizers queued so far have run. Runs as managed code, so it starts only once a collection is over.</summary>
     internal static void Close()
     {
-        Interlocked.Increment(ref *Closed); // a full fence: the stripes are read after every Enter can see it
-        int own = t_depth != 0 ? 1 : 0; // a fork from inside an export: this thread's own count stays
+        _ = WakeWord(); // allocated now, not in the parent handler
+        Interlocked.Increment(ref s_closed); // a full fence: the stripes are read after every Enter can see it
+        int own = t_gate.Depth != 0 ? 1 : 0; // a fork from inside an export: this thread's own count stays
         var spin = new SpinWait();
         while (CountInside() != own)
         {
@@ -133,9 +133,11 @@ internal static unsafe class ForkGate
     /// <summary>fork()'s parent handler: opens the gate (once every fork under way is done) and wakes the waiters.</summary>
     internal static void Open()
     {
-        if (Interlocked.Decrement(ref *Closed) == 0)
+        if (Interlocked.Decrement(ref s_closed) == 0)
         {
-            _ = Libc.FutexWakeAll((nint)Closed);
+            int* w = WakeWord();
+            Interlocked.Increment(ref *w); // a new value: a waiter that read the old one does not sleep
+            _ = Libc.FutexWakeAll((nint)w);
         }
     }
 
@@ -152,35 +154,42 @@ internal static unsafe class ForkGate
     /// everything opened before the fork inherited.</summary>
     private static void ResetInChild()
     {
-        for (int i = 0; i < StripeCount; i++)
+        for (int i = 1; i <= StripeCount; i++)
         {
-            Volatile.Write(ref *Stripe(i), 0);
+            Volatile.Write(ref Stripe(i), 0);
         }
 
-        if (t_depth != 0)
+        ref ThreadGate t = ref t_gate;
+        if (t.Depth != 0)
         {
-            Volatile.Write(ref *OwnStripe(), 1);
+            Volatile.Write(ref Stripe(t.Stripe), 1);
         }
 
-        Volatile.Write(ref *Closed, 0);
+        Volatile.Write(ref s_closed, 0);
         Interlocked.Increment(ref s_generation);
     }
 
-    private static void WaitWhileClosed(int* stripe)
+    private static void WaitWhileClosed(ref int stripe)
     {
+        int* w = WakeWord();
         while (true)
         {
-            Interlocked.Decrement(ref *stripe); // out while waiting: the preparer must not wait for us
-            int closed;
-            while ((closed = Volatile.Read(ref *Closed)) != 0)
+            Interlocked.Decrement(ref stripe); // out while waiting: the preparer must not wait for us
+            while (true)
             {
-                // In the kernel, outside managed code, until the parent handler opens the gate (EAGAIN when it
-                // changed meanwhile, EINTR on a signal: read it again either way).
-                _ = Libc.FutexWait((nint)Closed, (uint)closed, -1);
+                int seen = Volatile.Read(ref *w);
+                if (Volatile.Read(ref s_closed) == 0)
+                {
+                    break;
+                }
+
+                // In the kernel, outside managed code, until the parent handler bumps the word (EAGAIN when it
+                // changed since we read it, EINTR on a signal: look again either way).
+                _ = Libc.FutexWait((nint)w, (uint)seen, -1);
             }
 
-            Interlocked.Increment(ref *stripe);
-            if (Volatile.Read(ref *Closed) == 0)
+            Interlocked.Increment(ref stripe);
+            if (Volatile.Read(ref s_closed) == 0)
             {
                 return; // in, and seen open after counting in (a later preparer waits for us)
             }
@@ -190,39 +199,62 @@ internal static unsafe class ForkGate
     private static int CountInside()
     {
         int n = 0;
-        for (int i = 0; i < StripeCount; i++)
+        for (int i = 1; i <= StripeCount; i++)
         {
-            n += Volatile.Read(ref *Stripe(i));
+            n += Volatile.Read(ref Stripe(i));
         }
 
         return n;
     }
 
-    private static int* OwnStripe()
+    /// <summary>Stripe <paramref name="i"/> (1-based: 0 is "none yet" in <see cref="ThreadGate"/>).</summary>
+    private static ref int Stripe(int i) => ref s_stripes[i - 1].Value;
+
+    private static int* WakeWord()
     {
-        int s = t_stripe;
-        if (s == 0)
+        nint w = Volatile.Read(ref s_wakeWord);
+        if (w != 0)
         {
-            t_stripe = s = 1 + (int)((uint)Interlocked.Increment(ref s_nextStripe) % StripeCount);
+            return (int*)w;
         }
 
-        return Stripe(s - 1);
-    }
+        nint fresh = (nint)NativeMemory.AllocZeroed(sizeof(int));
+        nint won = Interlocked.CompareExchange(ref s_wakeWord, fresh, 0);
+        if (won != 0)
+        {
+            NativeMemory.Free((void*)fresh);
+            return (int*)won;
+        }
 
-    private static int* Stripe(int i) => (int*)(s_block + ((i + 1) * StripeBytes));
-
-    private static byte* AllocateBlock()
-    {
-        nuint bytes = (nuint)((StripeCount + 1) * StripeBytes);
-        var block = (byte*)NativeMemory.AlignedAlloc(bytes, StripeBytes);
-        NativeMemory.Clear(block, bytes);
-        return block; // never freed: the handlers and exports use it for the life of the process
+        return (int*)fresh; // never freed: the handlers use it for the life of the process
     }
 
     /// <summary>An export's stay inside the gate; <c>using</c> it counts the thread out on every path.</summary>
-    internal readonly ref struct Scope
+    internal readonly ref struct Scope(int stripe)
     {
+        private readonly int _stripe = stripe;
+
         /// <summary>Counts the thread out.</summary>
-        public void Dispose() => Exit();
+        public void Dispose() => Exit(_stripe);
+    }
+
+    /// <summary>The calling thread's nesting depth inside the gate, and its stripe (1-based; 0 until its first entry).</summary>
+    private struct ThreadGate
+    {
+        internal int Depth;
+        internal int Stripe;
+    }
+
+    /// <summary>One counter per 128 bytes (two cache lines: the adjacent-line prefetcher would otherwise pair them).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 128)]
+    private struct PaddedCounter
+    {
+        [FieldOffset(0)] internal int Value;
+    }
+
+    [InlineArray(StripeCount)]
+    private struct Stripes
+    {
+        private PaddedCounter _first;
     }
 }
