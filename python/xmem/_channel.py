@@ -17,7 +17,7 @@ from ._errors import (
     XmemTimeoutError,
 )
 from ._native import ChannelProperties
-from ._pool import BufferGuard, BufferPool, _GUARD_INVALID_MESSAGE, _as_int, _last_error_for, _pending_guard
+from ._pool import BufferGuard, BufferPool, _GUARD_INVALID_MESSAGE, _as_int, _fork_gen, _last_error_for, _pending_guard
 
 __all__ = ["Channel", "Subscription"]
 
@@ -33,8 +33,8 @@ _subscription_close = _lib.xmem_subscription_close
 _SLICE_NS = 100_000_000
 _MODES = {"queue": _native.CHANNEL_QUEUE, "fanout": _native.CHANNEL_FANOUT}
 
-# Handles inherited through fork() must not be used or closed by the child (see _pool._fork_state).
-_fork_state = [False]
+# Channels and subscriptions inherited through fork() must not be used or closed by the child; those it opens itself
+# work normally (see _pool._fork_gen).
 _open: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
@@ -268,9 +268,9 @@ class Channel:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _channel_close, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _close: Any = _channel_close, _fork_gen: List[int] = _fork_gen) -> None:
         h = getattr(self, "_h", 0)
-        if h and not _fork_state[0]:
+        if h and self._pool._gen == _fork_gen[0]:
             self._h = 0
             _close(h)
 
@@ -358,9 +358,9 @@ class Subscription:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _subscription_close, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _close: Any = _subscription_close, _fork_gen: List[int] = _fork_gen) -> None:
         h = getattr(self, "_h", 0)
-        if h and not _fork_state[0]:
+        if h and self._channel._pool._gen == _fork_gen[0]:
             self._h = 0
             _close(h)
 
@@ -370,13 +370,16 @@ class Subscription:
     def _live(self) -> int:
         h = self._h
         if not h:
+            pool = self._channel._pool
+            if pool._gen != _fork_gen[0]:
+                raise pool._fail(Status.DISPOSED)
             raise PoolClosedError("this subscription of channel %r is closed; subscribe again." % self._channel._name,
                                   Status.DISPOSED)
         return h
 
 
 def _after_fork_in_child() -> None:
-    _fork_state[0] = True
+    # Runs after _pool's handler (registered first), so the generation has gone up already.
     for obj in list(_open):
         obj._h = 0
     _open.clear()

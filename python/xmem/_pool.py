@@ -60,10 +60,12 @@ _guard_wait_writes_done = _lib.xmem_guard_wait_writes_done
 _last_error = _lib.xmem_last_error
 _last_native_error = _lib.xmem_last_native_error
 
-# A child made by fork() inherits the parent's handles, but not the .NET runtime's threads, nor the parent's entry
-# in the pools' process tables: nothing in it may call into the library on the parent's behalf. Finalizers read this
-# flag (bound as a default argument, so it outlives module teardown at exit).
-_fork_state = [False]
+# A child made by fork() inherits the parent's objects, whose references and process-table entries stay the
+# parent's: the child must neither use nor release them (the library makes them inert there too). Objects the child
+# makes itself work and release normally. _fork_gen[0] counts the forks between this process and the one that
+# imported xmem; every pool (and the guards, views, channels from it) remembers the generation it was opened in, so
+# an older one was inherited. Finalizers bind the list as a default argument, so it outlives module teardown at exit.
+_fork_gen = [0]
 _open_pools: "weakref.WeakSet[BufferPool]" = weakref.WeakSet()
 
 
@@ -141,17 +143,20 @@ class BufferPool:
 
     # _box: the native handle, written by the create/open call straight into this object, so that an interrupt
     # (KeyboardInterrupt) landing anywhere after the call returned leaves the handle owned by an object whose
-    # close/__del__/exit hook closes it. _h is the same handle for the calls (0 once closing began).
-    __slots__ = ("_h", "_box", "_name", "_capacity", "__weakref__")
+    # close/__del__/exit hook closes it. _h is the same handle for the calls (0 once closing began). _gen: the
+    # fork generation the pool was opened in (a pool inherited through fork is dead in the child).
+    __slots__ = ("_h", "_box", "_name", "_capacity", "_gen", "__weakref__")
 
     _h: int
     _box: c_uint64
     _name: str
     _capacity: int
+    _gen: int
 
     def __init__(self, name: str, capacity: int = 1024, *, mode: int = 0o600, persistent: bool = False) -> None:
         self._h = 0
         self._name = name
+        self._gen = _fork_gen[0]
         bname = _encode_name(name)
         capacity = _as_int(capacity, "capacity", 1, _I32_MAX)
         mode = _as_int(mode, "mode", 0, 0o777)
@@ -172,6 +177,7 @@ class BufferPool:
         pool = BufferPool.__new__(BufferPool)
         pool._h = 0
         pool._name = name
+        pool._gen = _fork_gen[0]
         h = pool._box = c_uint64()
         _open_pools.add(pool)
         _check(_pool_open(bname, byref(h)))
@@ -228,7 +234,7 @@ class BufferPool:
         """Detaches this process from the pool: the references its guards still hold are released (as if the
         process had died). Views (memoryviews, arrays, DLPack tensors) stay readable. Closing twice does nothing."""
         box = getattr(self, "_box", None)
-        if box is None or _fork_state[0]:
+        if box is None or self._gen != _fork_gen[0]:  # inherited through fork: the parent's handle, never closed here
             return
         h = box.value
         if h:
@@ -245,9 +251,9 @@ class BufferPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _pool_close, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _close: Any = _pool_close, _fork_gen: List[int] = _fork_gen) -> None:
         box = getattr(self, "_box", None)
-        if box is not None and box.value and not _fork_state[0]:
+        if box is not None and box.value and getattr(self, "_gen", -1) == _fork_gen[0]:
             self._h = 0
             _close(box.value)
             box.value = 0
@@ -259,11 +265,8 @@ class BufferPool:
 
     def _fail(self, rc: int) -> Exception:
         if not self._h:
-            if _fork_state[0]:
-                return PoolClosedError(
-                    "pool %r was opened before this process forked; a forked child cannot use it. Open it again in "
-                    "the child with BufferPool.open(name), or start children with multiprocessing's 'spawn' "
-                    "context." % self._name, Status.DISPOSED)
+            if self._gen != _fork_gen[0]:
+                return PoolClosedError(_inherited_message(self._name), Status.DISPOSED)
             return PoolClosedError("pool %r is closed; open it again with BufferPool.open(%r)." % (self._name, self._name), Status.DISPOSED)
         return _last_error_for(rc)
 
@@ -514,10 +517,11 @@ class BufferPool:
 class _ViewLease:
     """A native lease that keeps one buffer's memory mapped while any view made from it lives (views hold it)."""
 
-    __slots__ = ("_h", "ptr", "size", "__weakref__")
+    __slots__ = ("_h", "ptr", "size", "_gen", "__weakref__")
 
     def __init__(self, guard_handle: int) -> None:
         self._h = 0
+        self._gen = _fork_gen[0]
         h = c_uint64()
         ptr = c_void_p()
         size = c_int64()
@@ -526,9 +530,9 @@ class _ViewLease:
         self.ptr: int = ptr.value or 0
         self.size: int = size.value
 
-    def __del__(self, _release: Any = _lease_release, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _release: Any = _lease_release, _fork_gen: List[int] = _fork_gen) -> None:
         h = self._h
-        if h and not _fork_state[0]:
+        if h and self._gen == _fork_gen[0]:
             self._h = 0
             _release(h)
 
@@ -803,10 +807,10 @@ class BufferGuard:
         h = self._h
         if not h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
-        if _fork_state[0]:
+        if self._pool._gen != _fork_gen[0]:
             self._h = 0
             self._lease = None
-            raise PoolClosedError("this guard was inherited through fork(); a forked child cannot use it.")
+            raise PoolClosedError(_inherited_message(self._pool._name), Status.DISPOSED)
         # The native call first, then the handle is dropped: an interrupt between them leaves a spent handle,
         # whose release by __del__ is refused harmlessly, never a reference owned by nothing.
         rc = _guard_forget(h)
@@ -820,7 +824,8 @@ class BufferGuard:
         h = self._h
         if not h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
-        rc = 0 if _fork_state[0] else _guard_release(h)  # first, as in forget()
+        # First, as in forget(); an inherited guard's reference is the parent's: nothing to do.
+        rc = _guard_release(h) if self._pool._gen == _fork_gen[0] else 0
         self._h = 0
         self._lease = None
         if rc:
@@ -832,19 +837,19 @@ class BufferGuard:
     def __exit__(self, *exc: object) -> None:
         h = self._h
         if h:
-            if not _fork_state[0]:
+            if self._pool._gen == _fork_gen[0]:  # an inherited guard's reference is the parent's
                 _guard_release(h)  # first, as in forget()
             self._h = 0
             self._lease = None
 
-    def __del__(self, _release: Any = _guard_release, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _release: Any = _guard_release, _fork_gen: List[int] = _fork_gen) -> None:
         try:
             h = self._h
             if h == _PENDING:  # interrupted between the native call and taking its handle: it is in _out
                 h = self._out.guard
         except AttributeError:  # construction failed before the handle was set
             return
-        if h and not _fork_state[0]:
+        if h and self._pool._gen == _fork_gen[0]:
             _release(h)
             self._h = 0
 
@@ -1087,8 +1092,17 @@ def _export_dlpack(guard_handle: int, dtype: str, shape: Sequence[int], strides:
 # ---------------------------------------------------------------------- process events
 
 
+def _inherited_message(name: str) -> str:
+    return ("pool %r was opened before this process was forked: in a child made by fork() it and its guards, views "
+            "and channels are inert (their references belong to the parent). Open the pool again in the child with "
+            "BufferPool.open(%r), or start children with multiprocessing's 'spawn' or 'forkserver' start method."
+            % (name, name))
+
+
 def _after_fork_in_child() -> None:
-    _fork_state[0] = True
+    # Pools opened before the fork become closed-looking here (so closing them is a no-op and using them says why);
+    # the library has made their native state inert already, in its own atfork handler.
+    _fork_gen[0] += 1
     for pool in list(_open_pools):
         pool._h = 0
         box = getattr(pool, "_box", None)
@@ -1099,9 +1113,7 @@ def _after_fork_in_child() -> None:
 
 def _close_all_at_exit() -> None:
     # Detach before the interpreter tears down, while everything still works (guards left alive are released by
-    # the close; their finalizers then do nothing harmful).
-    if _fork_state[0]:
-        return
+    # the close; their finalizers then do nothing harmful). Only this process's own pools are in the set.
     for pool in list(_open_pools):
         pool.close()
 

@@ -118,6 +118,11 @@ public sealed unsafe class BufferChannel : IDisposable
 
     internal void Unsubscribe(int k)
     {
+        if (_pool.IsInheritedThroughFork)
+        {
+            return; // the subscription is the parent's: a forked child leaves its ring alone
+        }
+
         uint* sub = &_seg.Ring(k)->Subscriber;
         uint sw = Volatile.Read(ref *sub);
         if (SubscriberWord.State(sw) != SubscriberWord.Active || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Leaving, SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw)), sw) != sw)
@@ -510,6 +515,10 @@ public sealed unsafe class BufferChannel : IDisposable
     internal void ThrowIfDisposed()
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (_pool.IsInheritedThroughFork)
+        {
+            _pool.ThrowIfDisposedForChannel(); // names fork: the channel's pool is inert in a forked child
+        }
     }
 
     /// <summary>Closes this process's view of the channel. The channel and the references in it stay (they go with

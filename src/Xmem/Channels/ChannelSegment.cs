@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Xmem.Errors;
 using Xmem.Interop;
+using Xmem.Pool;
 using Xmem.SharedMemory;
 
 namespace Xmem.Channels;
@@ -417,7 +418,9 @@ internal sealed unsafe class ChannelSegment : IDisposable
             seen |= 1;
         }
 
+        bool outOfGate = ForkGate.LeaveForWait(); // a sleep without a bound must not hold a fork back
         _ = Libc.FutexWait((nint)epoch, seen, timeoutNs);
+        ForkGate.ReturnFromWait(outOfGate);
     }
 
     public void Dispose() => _region.Dispose();

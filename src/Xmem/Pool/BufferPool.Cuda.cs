@@ -133,6 +133,10 @@ public sealed unsafe partial class BufferPool
         }
     }
 
+    /// <summary>In a forked child (see <see cref="AbandonInheritedPools"/>): the read-only page of the control
+    /// segment that CUDA guards carry is a mapping of the control descriptor too, so it goes the same way.</summary>
+    private void DropInheritedCudaMapping() => _cudaNoCpuMapping?.Region.ReplaceInheritedWithZeros(writable: false);
+
     private static void ValidateDevice(CudaSlotTable table, int deviceId)
     {
         if (deviceId < 0)

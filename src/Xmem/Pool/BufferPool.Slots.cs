@@ -498,7 +498,9 @@ public sealed unsafe partial class BufferPool
                     continue; // look once more now that a close would wake us
                 }
 
+                bool outOfGate = ForkGate.LeaveForWait(); // a wait without a bound must not hold a fork back
                 _ = Libc.FutexWait((nint)epoch, seen, waitNs);
+                ForkGate.ReturnFromWait(outOfGate);
             }
         }
         finally

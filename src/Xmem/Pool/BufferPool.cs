@@ -42,6 +42,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     private ulong* _holdings;
     private volatile bool _disposed;
     private volatile bool _detaching;
+    private volatile bool _inheritedThroughFork;
     private int _guardOpsInFlight;
     // Closing while others wait: Dispose sets _closing, wakes every sleeper (the token's callbacks wake the futex words
     // they registered) and waits until _blockingCalls is 0. A blocking call counts itself in (a full-fence increment)
@@ -121,6 +122,10 @@ public sealed unsafe partial class BufferPool : IDisposable
 
     /// <summary>True when the pool outlives its processes until removed (<c>xmem rm</c>).</summary>
     public bool IsPersistent => (Volatile.Read(ref _header->Flags) & LayoutConstants.PoolFlagPersistent) != 0;
+
+    /// <summary>True in a child made by fork() for a pool its parent opened: the pool is inert here (its entry, its
+    /// references and its liveness lock are the parent's), see <see cref="AbandonInheritedPools"/>.</summary>
+    internal bool IsInheritedThroughFork => _inheritedThroughFork;
 
     /// <summary>This process's entry in the pool's process table.</summary>
     internal int ProcessEntryIndex => _me;
@@ -209,7 +214,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             h->Flags = persistent ? LayoutConstants.PoolFlagPersistent : 0;
             h->Mode = mode;
             h->CreatedUnixNs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000;
-            h->CreatorPid = Environment.ProcessId;
+            h->CreatorPid = ProcessInfo.OwnPid;
             var hints = (ulong*)(region.Address + (nint)LayoutConstants.FreeHintsOffset);
             for (int i = 0; i < capacity; i++)
             {
@@ -869,7 +874,50 @@ public sealed unsafe partial class BufferPool : IDisposable
     {
         if (_disposed)
         {
-            ThrowHelper.ThrowPoolDisposed(_bare);
+            ThrowDisposed();
+        }
+    }
+
+    private void ThrowDisposed()
+    {
+        if (_inheritedThroughFork)
+        {
+            ThrowHelper.ThrowInheritedThroughFork(_bare);
+        }
+
+        ThrowHelper.ThrowPoolDisposed(_bare);
+    }
+
+    /// <summary>
+    /// In a child made by fork(), from its atfork handler (only the forking thread exists, and no thread was inside
+    /// xmem at the fork: <see cref="ForkGate"/>): makes every pool opened before the fork inert. Such a pool's
+    /// process entry, references and liveness lock are the parent's, so the child must neither use nor release them:
+    /// every call then fails naming fork, Dispose and guard releases do nothing, and nothing touches shared memory.
+    /// An OFD lock belongs to the open file description, which the child's copies share with the parent, and the
+    /// kernel keeps it while any descriptor or shared mapping of that description exists. So the child drops both of
+    /// its references — the control descriptor (closed, never unlocked: an unlock through the shared description
+    /// would free the parent's entry at once) and the control segment's mapping (replaced by zero pages) — and the
+    /// kernel then drops the parent's locks as soon as the parent dies, however long the child lives. Data mappings
+    /// stay (they hold no lock), so views the child inherited stay readable.
+    /// </summary>
+    internal static void AbandonInheritedPools()
+    {
+        BufferPool[] pools;
+        lock (s_open)
+        {
+            pools = [.. s_open.Select(w => w.TryGetTarget(out BufferPool? p) ? p : null).OfType<BufferPool>()];
+            s_open.Clear(); // nor detached at this child's exit
+        }
+
+        foreach (BufferPool p in pools)
+        {
+            p._inheritedThroughFork = true;
+            p._detaching = true; // guard releases return at once (ReleaseGuardReference)
+            Volatile.Write(ref p._liveCapacity, 0); // every index is refused, then reported as inherited
+            p._disposed = true; // Dispose returns at once
+            p._controlFd.CloseInheritedCopy();
+            p._control.ReplaceInheritedWithZeros(writable: true);
+            p.DropInheritedCudaMapping();
         }
     }
 
@@ -952,7 +1000,7 @@ public sealed unsafe partial class BufferPool : IDisposable
                     _lease.AdoptHoldings(_holdingsRegion);
                 }
 
-                int pid = Environment.ProcessId;
+                int pid = ProcessInfo.OwnPid;
                 e->Pid = pid;
                 e->StartTime = ProcessInfo.OwnStartTime;
                 e->Waiters = 0;
