@@ -80,7 +80,11 @@ _AT_THE_LIMIT = textwrap.dedent(
 
 def test_a_process_at_its_memory_limit_gets_errors_and_releases_everything(unique_name):
     name = unique_name("oom")
-    env = dict(os.environ, DOTNET_GCHeapHardLimit="1000000")
+    # A real limit of this child alone: a 16 MiB .NET heap. The library ships with the non-concurrent GC (fork
+    # safety: no background GC thread a forked child could miss), and .NET 10's workstation non-concurrent GC itself
+    # segfaults at a hard heap limit (in gc_heap::soh_try_fit, seen 4 in 5 runs) before xmem sees an
+    # OutOfMemoryException; with the concurrent GC the limit surfaces as the OutOfMemoryException this test is about.
+    env = dict(os.environ, DOTNET_GCHeapHardLimit="1000000", DOTNET_gcConcurrent="1")
     proc = subprocess.run([sys.executable, "-c", _AT_THE_LIMIT, name], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, "child died (rc %d): %s\n%s" % (proc.returncode, proc.stdout, proc.stderr[-3000:])
     lines = proc.stdout.split("\n")
