@@ -120,7 +120,9 @@ xmem_status xmem_pool_open(const char *name, xmem_pool *out_pool);
    the handle. Guard handles stay valid to release; memory they (or leases) point to stays mapped. */
 xmem_status xmem_pool_close(xmem_pool pool);
 
-/* Removes a pool and its segments by name. *out_removed: 1 when there was one, 0 when not (not an error). */
+/* Removes a pool and its segments by name. *out_removed: 1 when there was one, 0 when not (not an error).
+   XMEM_E_PERMISSION_DENIED when segments made by other users could not be unlinked (a sticky /dev/shm lets only
+   their owner or root): the pool is removed all the same, and the message names them. */
 xmem_status xmem_pool_remove(const char *name, int32_t *out_removed);
 
 /* *out_exists: 1 when a pool of this name exists. */

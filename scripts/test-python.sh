@@ -15,6 +15,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 python=${PYTHON:-/usr/bin/python3}
 config=${XMEM_CONFIG:-Release}
+# No stale-pool sweep in the processes of a test run (the C round trip included): on a machine shared with other runs,
+# a sweep here must not remove a stale pool that one of their tests is looking at (docs/layout.md, "Removal").
+export XMEM_STALE_SWEEP=${XMEM_STALE_SWEEP:-0}
 lib=artifacts/native/libxmem.so
 fail() { echo "test-python: FAILED: $*" >&2; exit 1; }
 

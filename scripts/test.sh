@@ -5,8 +5,8 @@
 #
 # Usage: scripts/test.sh [extra dotnet test arguments, e.g. --filter FullyQualifiedName~CrossProcess]
 #
-# As root it creates the user `xmemtest` (if absent), which the permission tests run a child process as; as any
-# other user those tests are skipped with their reason.
+# As root it creates the users and group of scripts/create-test-users.sh (if absent), which the permission tests
+# run child processes as; as any other user those tests are skipped with their reason.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,9 +26,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "dependencies"
 ./scripts/install-deps.sh
 
-if [[ "$(id -u)" -eq 0 ]] && ! id -u xmemtest >/dev/null 2>&1; then
-    step "creating user xmemtest (for the permission tests)"
-    useradd --system --no-create-home --shell /usr/sbin/nologin xmemtest
+if [[ "$(id -u)" -eq 0 ]]; then
+    step "test users xmemtest, xmemtest-a, xmemtest-b, xmemtest-out and group xmemtest-pool (for the permission tests)"
+    ./scripts/create-test-users.sh
 fi
 
 step "build (Release, warnings are errors)"

@@ -36,9 +36,9 @@ implementation = "compiled" if compiled is not None else "ctypes"
 
 
 class _CtypesPoolBase:
-    """The pool's native handle, for the ctypes implementation."""
+    """The pool's native handle and fork generation, for the ctypes implementation (see BufferPool)."""
 
-    __slots__ = ("_h", "__weakref__")
+    __slots__ = ("_h", "_gen", "__weakref__")
 
 
 class _CtypesGuardBase:

@@ -16,8 +16,8 @@ from ._errors import (
     Status,
     XmemTimeoutError,
 )
-from ._native import ChannelProperties, GuardOut
-from ._pool import BufferGuard, BufferPool, _GUARD_INVALID_MESSAGE, _as_int, _last_error_for, _new_guard
+from ._native import ChannelProperties
+from ._pool import BufferGuard, BufferPool, _GUARD_INVALID_MESSAGE, _as_int, _fork_gen, _last_error_for, _pending_guard
 
 __all__ = ["Channel", "Subscription"]
 
@@ -33,8 +33,8 @@ _subscription_close = _lib.xmem_subscription_close
 _SLICE_NS = 100_000_000
 _MODES = {"queue": _native.CHANNEL_QUEUE, "fanout": _native.CHANNEL_FANOUT}
 
-# Handles inherited through fork() must not be used or closed by the child (see _pool._fork_state).
-_fork_state = [False]
+# Channels and subscriptions inherited through fork() must not be used or closed by the child; those it opens itself
+# work normally (see _pool._fork_gen).
 _open: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
@@ -60,7 +60,8 @@ def _receive(fn: Any, handle: int, timeout: Optional[float], writable: bool, poo
     """The receive loop shared by channels and subscriptions; None when ``timeout`` passed."""
     flags = _native.RECEIVE_WRITABLE if writable else 0
     deadline = _deadline(timeout)
-    out = GuardOut()
+    g = _pending_guard(pool, not writable)  # owns the reference the moment the native call returns (see _PENDING)
+    out = g._out
     if deadline is not None and timeout == 0:
         rc = fn(handle, 0, flags, byref(out), byref(out, 8))
     else:
@@ -74,10 +75,13 @@ def _receive(fn: Any, handle: int, timeout: Optional[float], writable: bool, poo
             if not handle:
                 raise PoolClosedError("%s was closed while waiting to receive." % what, Status.DISPOSED)
     if rc in (Status.TIMEOUT, Status.WOULD_BLOCK):
+        g._h = 0
         return None
     if rc:
+        g._h = 0
         raise pool._fail(rc) if not pool._h else _last_error_for(rc)
-    return _new_guard(pool, out, not writable)
+    g._h = out.guard
+    return g
 
 
 class Channel:
@@ -266,9 +270,9 @@ class Channel:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _channel_close, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _close: Any = _channel_close, _fork_gen: List[int] = _fork_gen) -> None:
         h = getattr(self, "_h", 0)
-        if h and not _fork_state[0]:
+        if h and self._pool._gen == _fork_gen[0]:
             self._h = 0
             _close(h)
 
@@ -356,9 +360,9 @@ class Subscription:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _subscription_close, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _close: Any = _subscription_close, _fork_gen: List[int] = _fork_gen) -> None:
         h = getattr(self, "_h", 0)
-        if h and not _fork_state[0]:
+        if h and self._channel._pool._gen == _fork_gen[0]:
             self._h = 0
             _close(h)
 
@@ -368,6 +372,9 @@ class Subscription:
     def _live(self) -> int:
         h = self._h
         if not h:
+            pool = self._channel._pool
+            if pool._gen != _fork_gen[0]:
+                raise pool._fail(Status.DISPOSED)
             raise PoolClosedError("this subscription of channel %r is closed; subscribe again." % self._channel._name,
                                   Status.DISPOSED)
         return h
@@ -380,7 +387,7 @@ if _compiled is not None:
 
 
 def _after_fork_in_child() -> None:
-    _fork_state[0] = True
+    # Runs after _pool's handler (registered first), so the generation has gone up already.
     for obj in list(_open):
         obj._h = 0
     _open.clear()

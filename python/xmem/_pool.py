@@ -60,10 +60,12 @@ _guard_wait_writes_done = _lib.xmem_guard_wait_writes_done
 _last_error = _lib.xmem_last_error
 _last_native_error = _lib.xmem_last_native_error
 
-# A child made by fork() inherits the parent's handles, but not the .NET runtime's threads, nor the parent's entry
-# in the pools' process tables: nothing in it may call into the library on the parent's behalf. Finalizers read this
-# flag (bound as a default argument, so it outlives module teardown at exit).
-_fork_state = [False]
+# A child made by fork() inherits the parent's objects, whose references and process-table entries stay the
+# parent's: the child must neither use nor release them (the library makes them inert there too). Objects the child
+# makes itself work and release normally. _fork_gen[0] counts the forks between this process and the one that
+# imported xmem; every pool (and the guards, views, channels from it) remembers the generation it was opened in, so
+# an older one was inherited. Finalizers bind the list as a default argument, so it outlives module teardown at exit.
+_fork_gen = [0]
 _open_pools: "weakref.WeakSet[BufferPool]" = weakref.WeakSet()
 
 
@@ -139,18 +141,28 @@ class BufferPool(_accel.PoolBase):
         InvalidNameError, InvalidArgumentError: a bad name, capacity or mode (``ValueError``).
     """
 
-    __slots__ = ("_name", "_capacity")  # _h (the handle) and __weakref__ are the base's
+    # _box: the native handle, written by the create/open call straight into this object, so that an interrupt
+    # (KeyboardInterrupt) landing anywhere after the call returned leaves the handle owned by an object whose
+    # close/__del__/exit hook closes it. _h is the same handle for the calls (0 once closing began). _gen: the
+    # fork generation the pool was opened in (a pool inherited through fork is dead in the child).
+    # _h, _gen and __weakref__ are the base's (C fields in the compiled implementation, which reads them).
+    __slots__ = ("_box", "_name", "_capacity")
 
     _h: int
+    _box: c_uint64
     _name: str
     _capacity: int
+    _gen: int
 
     def __init__(self, name: str, capacity: int = 1024, *, mode: int = 0o600, persistent: bool = False) -> None:
         self._h = 0
+        self._name = name
+        self._gen = _fork_gen[0]
         bname = _encode_name(name)
         capacity = _as_int(capacity, "capacity", 1, _I32_MAX)
         mode = _as_int(mode, "mode", 0, 0o777)
-        h = c_uint64()
+        h = self._box = c_uint64()
+        _open_pools.add(self)  # before the call: the exit hook closes whatever the box holds
         _check(_pool_create(bname, capacity, mode, 1 if persistent else 0, byref(h)))
         self._attach(h.value)
 
@@ -163,10 +175,13 @@ class BufferPool(_accel.PoolBase):
             PermissionDeniedError: its mode does not admit this user (a ``PermissionError``).
         """
         bname = _encode_name(name)
-        h = c_uint64()
-        _check(_pool_open(bname, byref(h)))
         pool = BufferPool.__new__(BufferPool)
         pool._h = 0
+        pool._name = name
+        pool._gen = _fork_gen[0]
+        h = pool._box = c_uint64()
+        _open_pools.add(pool)
+        _check(_pool_open(bname, byref(h)))
         pool._attach(h.value)
         return pool
 
@@ -179,12 +194,13 @@ class BufferPool(_accel.PoolBase):
         _check(_lib.xmem_pool_name(handle, buf, 256, byref(n)))
         self._capacity = cap.value
         self._name = buf.value.decode("utf-8")
-        _open_pools.add(self)
 
     @staticmethod
     def remove(name: str) -> bool:
         """Removes the pool and all its segments; False when there was none. Processes still attached keep their
-        mappings until they close, as with an unlinked file."""
+        mappings until they close, as with an unlinked file. Raises PermissionError (PermissionDeniedError) when
+        segments made by other users could not be unlinked (a sticky /dev/shm lets only their owner or root); the
+        pool is removed all the same."""
         out = c_int32()
         _check(_lib.xmem_pool_remove(_encode_name(name), byref(out)))
         return bool(out.value)
@@ -219,11 +235,17 @@ class BufferPool(_accel.PoolBase):
     def close(self) -> None:
         """Detaches this process from the pool: the references its guards still hold are released (as if the
         process had died). Views (memoryviews, arrays, DLPack tensors) stay readable. Closing twice does nothing."""
-        h = self._h
+        box = getattr(self, "_box", None)
+        if box is None or self._gen != _fork_gen[0]:  # inherited through fork: the parent's handle, never closed here
+            return
+        h = box.value
         if h:
-            self._h = 0
-            _open_pools.discard(self)
+            self._h = 0  # other threads' calls fail as "closed" from here on
+            # Interrupted before the next line, the box still holds the handle (closed by __del__ or at exit); after
+            # it, the close is done and a repeat of it is refused harmlessly (handles are never reused).
             _pool_close(h)
+            box.value = 0
+            _open_pools.discard(self)
 
     def __enter__(self) -> "BufferPool":
         return self
@@ -231,11 +253,12 @@ class BufferPool(_accel.PoolBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _pool_close, _fork_state: List[bool] = _fork_state) -> None:
-        h = getattr(self, "_h", 0)
-        if h and not _fork_state[0]:
+    def __del__(self, _close: Any = _pool_close, _fork_gen: List[int] = _fork_gen) -> None:
+        box = getattr(self, "_box", None)
+        if box is not None and box.value and getattr(self, "_gen", -1) == _fork_gen[0]:
             self._h = 0
-            _close(h)
+            _close(box.value)
+            box.value = 0
 
     def __repr__(self) -> str:
         if not getattr(self, "_h", 0):
@@ -244,11 +267,8 @@ class BufferPool(_accel.PoolBase):
 
     def _fail(self, rc: int) -> Exception:
         if not self._h:
-            if _fork_state[0]:
-                return PoolClosedError(
-                    "pool %r was opened before this process forked; a forked child cannot use it. Open it again in "
-                    "the child with BufferPool.open(name), or start children with multiprocessing's 'spawn' "
-                    "context." % self._name, Status.DISPOSED)
+            if self._gen != _fork_gen[0]:
+                return PoolClosedError(_inherited_message(self._name), Status.DISPOSED)
             return PoolClosedError("pool %r is closed; open it again with BufferPool.open(%r)." % (self._name, self._name), Status.DISPOSED)
         return _last_error_for(rc)
 
@@ -304,19 +324,20 @@ class BufferPool(_accel.PoolBase):
         return g
 
     def _acquire_cpu(self, size: int, timeout: Optional[float]) -> "BufferGuard":
-        out = GuardOut()
+        g = _new_object(BufferGuard)  # _pending_guard(self, False), inline: this is the hot path
+        g._h = _PENDING
+        g._pool = self
+        g._out = out = GuardOut()
+        g._ro = False
+        g._lease = None
         if timeout is None:
             rc = _pool_acquire_cpu(self._h, size, byref(out), byref(out, 8))
         else:
             rc = self._acquire_wait(size, timeout, out)
         if rc:
+            g._h = 0
             raise self._fail(rc)
-        g = _new_object(BufferGuard)
         g._h = out.guard
-        g._pool = self
-        g._out = out
-        g._ro = False
-        g._lease = None
         return g
 
     def _acquire_wait(self, size: int, timeout: float, out: GuardOut) -> int:
@@ -402,32 +423,34 @@ class BufferPool(_accel.PoolBase):
         released). Raises :class:`SlotNotLiveError` for a slot with no live buffer."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        out = GuardOut()
-        rc = _pool_get(self._h, meta_index, byref(out), byref(out, 8))
-        if rc:
-            raise self._fail(rc)
-        g = _new_object(BufferGuard)
-        g._h = out.guard
+        g = _new_object(BufferGuard)  # _pending_guard(self, True), inline: this is the hot path
+        g._h = _PENDING
         g._pool = self
-        g._out = out
+        g._out = out = GuardOut()
         g._ro = True
         g._lease = None
+        rc = _pool_get(self._h, meta_index, byref(out), byref(out, 8))
+        if rc:
+            g._h = 0
+            raise self._fail(rc)
+        g._h = out.guard
         return g
 
     def get_mut(self, meta_index: int) -> "BufferGuard":
         """A read-write guard on a live slot; the slot's count goes up by one."""
         if meta_index.__class__ is not int or not 0 <= meta_index <= _I32_MAX:
             meta_index = _as_int(meta_index, "meta_index", -_I32_MAX - 1, _I32_MAX)
-        out = GuardOut()
-        rc = _pool_get_mut(self._h, meta_index, byref(out), byref(out, 8))
-        if rc:
-            raise self._fail(rc)
-        g = _new_object(BufferGuard)
-        g._h = out.guard
+        g = _new_object(BufferGuard)  # _pending_guard(self, False), inline: this is the hot path
+        g._h = _PENDING
         g._pool = self
-        g._out = out
+        g._out = out = GuardOut()
         g._ro = False
         g._lease = None
+        rc = _pool_get_mut(self._h, meta_index, byref(out), byref(out, 8))
+        if rc:
+            g._h = 0
+            raise self._fail(rc)
+        g._h = out.guard
         return g
 
     def set_ref_count(self, meta_index: int, count: int) -> None:
@@ -496,10 +519,11 @@ class BufferPool(_accel.PoolBase):
 class _ViewLease:
     """A native lease that keeps one buffer's memory mapped while any view made from it lives (views hold it)."""
 
-    __slots__ = ("_h", "ptr", "size", "__weakref__")
+    __slots__ = ("_h", "ptr", "size", "_gen", "__weakref__")
 
     def __init__(self, guard_handle: int) -> None:
         self._h = 0
+        self._gen = _fork_gen[0]
         h = c_uint64()
         ptr = c_void_p()
         size = c_int64()
@@ -508,9 +532,9 @@ class _ViewLease:
         self.ptr: int = ptr.value or 0
         self.size: int = size.value
 
-    def __del__(self, _release: Any = _lease_release, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _release: Any = _lease_release, _fork_gen: List[int] = _fork_gen) -> None:
         h = self._h
-        if h and not _fork_state[0]:
+        if h and self._gen == _fork_gen[0]:
             self._h = 0
             _release(h)
 
@@ -786,11 +810,16 @@ class BufferGuard(_accel.GuardBase):
         h = self._h
         if not h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        if self._pool._gen != _fork_gen[0]:
+            self._h = 0
+            self._lease = None
+            raise PoolClosedError(_inherited_message(self._pool._name), Status.DISPOSED)
+        # The native call first, then the handle is dropped: an interrupt between them leaves a spent handle,
+        # whose release by __del__ is refused harmlessly, never a reference owned by nothing.
+        rc = _guard_forget(h)
         self._h = 0
         self._lease = None
-        if _fork_state[0]:
-            raise PoolClosedError("this guard was inherited through fork(); a forked child cannot use it.")
-        _check(_guard_forget(h))
+        _check(rc)
 
     def release(self) -> None:
         """Releases the reference now (as leaving a ``with`` block does). Raises :class:`GuardInvalidError` when it
@@ -798,12 +827,12 @@ class BufferGuard(_accel.GuardBase):
         h = self._h
         if not h:
             raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+        # First, as in forget(); an inherited guard's reference is the parent's: nothing to do.
+        rc = _guard_release(h) if self._pool._gen == _fork_gen[0] else 0
         self._h = 0
         self._lease = None
-        if not _fork_state[0]:
-            rc = _guard_release(h)
-            if rc:
-                raise _last_error_for(rc)
+        if rc:
+            raise _last_error_for(rc)
 
     def __enter__(self) -> "BufferGuard":
         return self
@@ -811,19 +840,21 @@ class BufferGuard(_accel.GuardBase):
     def __exit__(self, *exc: object) -> None:
         h = self._h
         if h:
+            if self._pool._gen == _fork_gen[0]:  # an inherited guard's reference is the parent's
+                _guard_release(h)  # first, as in forget()
             self._h = 0
             self._lease = None
-            if not _fork_state[0]:
-                _guard_release(h)
 
-    def __del__(self, _release: Any = _guard_release, _fork_state: List[bool] = _fork_state) -> None:
+    def __del__(self, _release: Any = _guard_release, _fork_gen: List[int] = _fork_gen) -> None:
         try:
             h = self._h
+            if h == _PENDING:  # interrupted between the native call and taking its handle: it is in _out
+                h = self._out.guard
         except AttributeError:  # construction failed before the handle was set
             return
-        if h and not _fork_state[0]:
-            self._h = 0
+        if h and self._pool._gen == _fork_gen[0]:
             _release(h)
+            self._h = 0
 
     def __repr__(self) -> str:
         if not self._h:
@@ -1007,6 +1038,21 @@ def _stream_arg(stream: Any) -> int:
 
 _new_object = _accel.GuardBase.__new__
 
+# The _h of a guard whose native call is under way: the call writes the handle into the guard's own _out, so that a
+# KeyboardInterrupt landing after the call returned (CPython checks for signals right after a C call) leaves the
+# reference owned by the guard, whose __del__ releases it, instead of by nothing until the pool closes.
+_PENDING = -1
+
+
+def _pending_guard(pool: BufferPool, ro: bool) -> BufferGuard:
+    g = _new_object(BufferGuard)
+    g._h = _PENDING
+    g._pool = pool
+    g._out = GuardOut()
+    g._ro = ro
+    g._lease = None
+    return g
+
 
 def _new_guard(pool: BufferPool, out: GuardOut, ro: bool) -> BufferGuard:
     g = _new_object(BufferGuard)
@@ -1056,18 +1102,28 @@ def _export_dlpack(guard_handle: int, dtype: str, shape: Sequence[int], strides:
 # ---------------------------------------------------------------------- process events
 
 
+def _inherited_message(name: str) -> str:
+    return ("pool %r was opened before this process was forked: in a child made by fork() it and its guards, views "
+            "and channels are inert (their references belong to the parent). Open the pool again in the child with "
+            "BufferPool.open(%r), or start children with multiprocessing's 'spawn' or 'forkserver' start method."
+            % (name, name))
+
+
 def _after_fork_in_child() -> None:
-    _fork_state[0] = True
+    # Pools opened before the fork become closed-looking here (so closing them is a no-op and using them says why);
+    # the library has made their native state inert already, in its own atfork handler.
+    _fork_gen[0] += 1
     for pool in list(_open_pools):
         pool._h = 0
+        box = getattr(pool, "_box", None)
+        if box is not None:
+            box.value = 0  # the parent's handle: this process must never close it
     _open_pools.clear()
 
 
 def _close_all_at_exit() -> None:
     # Detach before the interpreter tears down, while everything still works (guards left alive are released by
-    # the close; their finalizers then do nothing harmful).
-    if _fork_state[0]:
-        return
+    # the close; their finalizers then do nothing harmful). Only this process's own pools are in the set.
     for pool in list(_open_pools):
         pool.close()
 

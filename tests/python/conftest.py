@@ -25,6 +25,12 @@ WATCHDOG_S = float(os.environ.get("XMEM_TEST_TIMEOUT", "120"))
 
 _counter = itertools.count()
 
+# The stale-pool sweep (a process's first create/open removes pools with no live process) stays off in this suite and
+# the processes it starts, as in the C# suite: a sweep run by a test here must not remove a stale pool that a test of
+# another suite running at the same time is looking at. Set before the library loads (its runtime reads the
+# environment once).
+os.environ.setdefault("XMEM_STALE_SWEEP", "0")
+
 import xmem  # noqa: E402  (after the constants: a failing import should name the library problem first)
 
 

@@ -49,10 +49,10 @@ internal static class GcCommand
 
         foreach (OrphanSegment o in PoolInspector.FindOrphanSegments())
         {
-            bool gone = dryRun || TryDelete(o.Path);
-            actions.Add(gone
+            string? why = dryRun ? null : TryDelete(o.Path);
+            actions.Add(why is null
                 ? new GcAction(o.PoolName, "removed-orphan-segment", $"segment {o.Name} belongs to no existing pool", o.Bytes)
-                : new GcAction(o.PoolName, "skipped", $"could not delete orphaned segment {o.Name}", 0));
+                : new GcAction(o.PoolName, "skipped", $"could not delete orphaned segment {o.Name}: {why}", 0));
         }
 
         long freed = actions.Sum(a => a.Bytes);
@@ -145,20 +145,22 @@ internal static class GcCommand
         }
     }
 
-    private static bool TryDelete(string path)
+    /// <summary>Deletes a file; null when done, else why not (and what to do).</summary>
+    private static string? TryDelete(string path)
     {
         try
         {
             File.Delete(path);
-            return true;
+            return null;
         }
-        catch (IOException)
+        catch (IOException e)
         {
-            return false;
+            return e.Message;
         }
         catch (UnauthorizedAccessException)
         {
-            return false;
+            // A sticky directory (/dev/shm) lets only a file's owner or root remove it: another member made it.
+            return "permission denied (it belongs to another user); run `xmem gc` as its owner or as root";
         }
     }
 }

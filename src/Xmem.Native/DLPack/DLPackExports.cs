@@ -22,6 +22,8 @@ internal static unsafe class DLPackExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_export_dlpack")]
     internal static int GuardExportDLPack(ulong guard, DLPackRequest* request, nint* outManaged)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (request is null)
         {
             return LastError.NullArgument("request");
@@ -256,10 +258,18 @@ internal static unsafe class DLPackExports
     }
 
     [UnmanagedCallersOnly]
-    private static void DeleteVersioned(DLManagedTensorVersioned* m) => Free((nint)m, m is null ? 0 : m->ManagerCtx);
+    private static void DeleteVersioned(DLManagedTensorVersioned* m)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        Free((nint)m, m is null ? 0 : m->ManagerCtx);
+    }
 
     [UnmanagedCallersOnly]
-    private static void DeleteUnversioned(DLManagedTensor* m) => Free((nint)m, m is null ? 0 : m->ManagerCtx);
+    private static void DeleteUnversioned(DLManagedTensor* m)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        Free((nint)m, m is null ? 0 : m->ManagerCtx);
+    }
 
     private static void Free(nint block, nint managerCtx)
     {
@@ -293,11 +303,17 @@ internal static unsafe class DLPackExports
     private static readonly byte[] s_nameVersioned = PinnedName("dltensor_versioned");
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_capsule_name")]
-    internal static byte* CapsuleName(int versioned) => AddressOf(versioned != 0 ? s_nameVersioned : s_nameUnversioned);
+    internal static byte* CapsuleName(int versioned)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return AddressOf(versioned != 0 ? s_nameVersioned : s_nameUnversioned);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_init_python")]
     internal static int InitPython(nint isValid, nint getPointer)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (isValid == 0 || getPointer == 0)
         {
             return LastError.NullArgument(isValid == 0 ? "py_capsule_is_valid" : "py_capsule_get_pointer");
@@ -314,6 +330,8 @@ internal static unsafe class DLPackExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_capsule_destructor")]
     internal static void CapsuleDestructor(nint capsule)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         try
         {
             if (capsule == 0 || s_capsuleIsValid is null)

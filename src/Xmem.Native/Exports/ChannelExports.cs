@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Xmem.Native.Handles;
+using Xmem.Pool;
 
 namespace Xmem.Native.Exports;
 
@@ -15,6 +16,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_channel")]
     internal static int PoolChannel(ulong pool, byte* name, int depth, int mode, ulong* outChannel)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (name is null)
         {
             return LastError.NullArgument("name");
@@ -65,6 +68,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_channel_close")]
     internal static int ChannelClose(ulong channel)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         ChannelHandle? c = HandleTables.Channels.Remove(channel);
         if (c is null)
         {
@@ -78,6 +83,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_channel_info")]
     internal static int ChannelInfo(ulong channel, ChannelInfoOut* outInfo)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outInfo is null)
         {
             return LastError.NullArgument("out_info");
@@ -110,6 +117,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_channel_send")]
     internal static int ChannelSend(ulong channel, ulong guard, long timeoutNs)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (timeoutNs < -1)
         {
             return LastError.Set(XmemStatus.InvalidArgument, $"timeout_ns is {timeoutNs}; use -1 (wait as long as it takes), 0 (do not wait) or a number of nanoseconds.");
@@ -177,6 +186,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_channel_receive")]
     internal static int ChannelReceive(ulong channel, long timeoutNs, uint flags, ulong* outGuard, BufferInfo* outInfo)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         int rc = CheckReceive(timeoutNs, flags, outGuard);
         if (rc != 0)
         {
@@ -214,6 +225,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_channel_subscribe")]
     internal static int ChannelSubscribe(ulong channel, ulong* outSubscription)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outSubscription is null)
         {
             return LastError.NullArgument("out_subscription");
@@ -266,6 +279,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_subscription_receive")]
     internal static int SubscriptionReceive(ulong subscription, long timeoutNs, uint flags, ulong* outGuard, BufferInfo* outInfo)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         int rc = CheckReceive(timeoutNs, flags, outGuard);
         if (rc != 0)
         {
@@ -312,6 +327,8 @@ internal static unsafe class ChannelExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_subscription_close")]
     internal static int SubscriptionClose(ulong subscription)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         SubscriptionHandle? s = HandleTables.Subscriptions.Remove(subscription);
         if (s is null)
         {

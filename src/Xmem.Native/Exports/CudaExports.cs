@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Xmem.Cuda;
 using Xmem.Native.Handles;
+using Xmem.Pool;
 
 namespace Xmem.Native.Exports;
 
@@ -11,10 +12,18 @@ namespace Xmem.Native.Exports;
 internal static unsafe class CudaExports
 {
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr")]
-    internal static int GuardCudaPtr(ulong guard, ulong* outPtr) => CudaPtr(guard, outPtr, mutable: false);
+    internal static int GuardCudaPtr(ulong guard, ulong* outPtr)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return CudaPtr(guard, outPtr, mutable: false);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr_mut")]
-    internal static int GuardCudaPtrMut(ulong guard, ulong* outPtr) => CudaPtr(guard, outPtr, mutable: true);
+    internal static int GuardCudaPtrMut(ulong guard, ulong* outPtr)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return CudaPtr(guard, outPtr, mutable: true);
+    }
 
     private static int CudaPtr(ulong guard, ulong* outPtr, bool mutable)
     {
@@ -52,13 +61,25 @@ internal static unsafe class CudaExports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_record_writes_done")]
-    internal static int GuardRecordWritesDone(ulong guard, ulong stream) => Ordering(guard, stream, OrderingKind.Record);
+    internal static int GuardRecordWritesDone(ulong guard, ulong stream)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Ordering(guard, stream, OrderingKind.Record);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_wait_writes_done")]
-    internal static int GuardWaitWritesDone(ulong guard, ulong stream) => Ordering(guard, stream, OrderingKind.Wait);
+    internal static int GuardWaitWritesDone(ulong guard, ulong stream)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Ordering(guard, stream, OrderingKind.Wait);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_synchronize_writes")]
-    internal static int GuardSynchronizeWrites(ulong guard) => Ordering(guard, 0, OrderingKind.Synchronize);
+    internal static int GuardSynchronizeWrites(ulong guard)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Ordering(guard, 0, OrderingKind.Synchronize);
+    }
 
     private enum OrderingKind
     {
@@ -115,13 +136,25 @@ internal static unsafe class CudaExports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cuda")]
-    internal static int GuardCopyToCuda(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) => Copy(guard, deviceId, outGuard, outInfo);
+    internal static int GuardCopyToCuda(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Copy(guard, deviceId, outGuard, outInfo);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cpu")]
-    internal static int GuardCopyToCpu(ulong guard, ulong* outGuard, BufferInfo* outInfo) => Copy(guard, -1, outGuard, outInfo);
+    internal static int GuardCopyToCpu(ulong guard, ulong* outGuard, BufferInfo* outInfo)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Copy(guard, -1, outGuard, outInfo);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_device")]
-    internal static int GuardCopyToDevice(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) => Copy(guard, deviceId, outGuard, outInfo);
+    internal static int GuardCopyToDevice(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Copy(guard, deviceId, outGuard, outInfo);
+    }
 
     /// <summary>A copy into a new buffer of the same pool: CPU for <paramref name="deviceId"/> -1, else CUDA device
     /// <paramref name="deviceId"/>. A CPU-to-CPU copy needs no CUDA; every other one does.</summary>

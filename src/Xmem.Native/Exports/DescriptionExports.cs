@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text;
 using Xmem.Native.Handles;
+using Xmem.Pool;
 
 namespace Xmem.Native.Exports;
 
@@ -13,6 +14,8 @@ internal static unsafe class DescriptionExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_set_description")]
     internal static int GuardSetDescription(ulong guard, DescriptionInfo* description)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (description is null)
         {
             return LastError.NullArgument("description");
@@ -67,6 +70,8 @@ internal static unsafe class DescriptionExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_description")]
     internal static int GuardDescription(ulong guard, DescriptionInfo* outDescription)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outDescription is null)
         {
             return LastError.NullArgument("out_description");

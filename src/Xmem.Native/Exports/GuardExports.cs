@@ -10,6 +10,8 @@ internal static unsafe class GuardExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_info")]
     internal static int GuardInfo(ulong guard, BufferInfo* outInfo)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outInfo is null)
         {
             return LastError.NullArgument("out_info");
@@ -33,10 +35,18 @@ internal static unsafe class GuardExports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cpu_ptr")]
-    internal static int GuardCpuPtr(ulong guard, nint* outPtr) => CpuPtr(guard, outPtr, mutable: false);
+    internal static int GuardCpuPtr(ulong guard, nint* outPtr)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return CpuPtr(guard, outPtr, mutable: false);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cpu_ptr_mut")]
-    internal static int GuardCpuPtrMut(ulong guard, nint* outPtr) => CpuPtr(guard, outPtr, mutable: true);
+    internal static int GuardCpuPtrMut(ulong guard, nint* outPtr)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return CpuPtr(guard, outPtr, mutable: true);
+    }
 
     private static int CpuPtr(ulong guard, nint* outPtr, bool mutable)
     {
@@ -70,6 +80,8 @@ internal static unsafe class GuardExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_release")]
     internal static int GuardRelease(ulong guard)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         GuardHandle? g = HandleTables.Guards.Remove(guard);
         if (g is null)
         {
@@ -113,6 +125,8 @@ internal static unsafe class GuardExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_forget")]
     internal static int GuardForget(ulong guard)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         GuardHandle? g = HandleTables.Guards.Remove(guard);
         if (g is null)
         {
@@ -141,14 +155,25 @@ internal static unsafe class GuardExports
         }
         catch (Exception e)
         {
-            g.Guard.Dispose();
-            return LastError.Fail(e);
+            int rc = LastError.Fail(e);
+            try
+            {
+                g.Guard.Dispose();
+            }
+            catch (Exception)
+            {
+                // The forget's own error is the one to report; a reference not given back here is reclaimed at detach.
+            }
+
+            return rc;
         }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_lease_view")]
     internal static int GuardLeaseView(ulong guard, ulong* outLease, nint* outPtr, long* outSize)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outLease is null)
         {
             return LastError.NullArgument("out_lease");
@@ -184,6 +209,8 @@ internal static unsafe class GuardExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_lease_release")]
     internal static int LeaseRelease(ulong lease)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         MappingLease? l = HandleTables.Leases.Remove(lease);
         if (l is null)
         {

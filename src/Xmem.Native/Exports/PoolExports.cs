@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Xmem.Native.Handles;
+using Xmem.Pool;
 
 namespace Xmem.Native.Exports;
 
@@ -12,6 +13,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_create")]
     internal static int PoolCreate(byte* name, int capacity, uint mode, int persistent, ulong* outPool)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (name is null)
         {
             return LastError.NullArgument("name");
@@ -42,6 +45,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_open")]
     internal static int PoolOpen(byte* name, ulong* outPool)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (name is null)
         {
             return LastError.NullArgument("name");
@@ -80,10 +85,21 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_close")]
     internal static int PoolClose(ulong pool)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         PoolHandle? p = HandleTables.Pools.Remove(pool);
         if (p is null)
         {
             return LastError.InvalidHandle("pool", pool);
+        }
+
+        try
+        {
+            p.BeginClose(); // blocked calls on this pool wake and fail; new ones (through its channels) are refused
+        }
+        catch (Exception)
+        {
+            // Waking is a courtesy: the waiters still end within one slice; the close itself goes on.
         }
 
         p.Exit(); // drops the table's count: disposes now, or when the last call in flight returns
@@ -93,6 +109,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_remove")]
     internal static int PoolRemove(byte* name, int* outRemoved)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (name is null)
         {
             return LastError.NullArgument("name");
@@ -117,6 +135,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_exists")]
     internal static int PoolExists(byte* name, int* outExists)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (name is null)
         {
             return LastError.NullArgument("name");
@@ -143,6 +163,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_name")]
     internal static int PoolName(ulong pool, byte* buf, nuint bufSize, nuint* outLength)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         PoolHandle? p = Enter(pool);
         if (p is null)
         {
@@ -180,6 +202,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_capacity")]
     internal static int PoolCapacity(ulong pool, int* outCapacity)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outCapacity is null)
         {
             return LastError.NullArgument("out_capacity");
@@ -201,6 +225,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_acquire_cpu")]
     internal static int PoolAcquireCpu(ulong pool, long size, ulong* outGuard, BufferInfo* outInfo)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outGuard is null)
         {
             return LastError.NullArgument("out_guard");
@@ -229,6 +255,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_acquire_cpu_wait")]
     internal static int PoolAcquireCpuWait(ulong pool, long size, long timeoutNs, ulong* outGuard, BufferInfo* outInfo)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outGuard is null)
         {
             return LastError.NullArgument("out_guard");
@@ -269,6 +297,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_acquire_cuda")]
     internal static int PoolAcquireCuda(ulong pool, long size, int deviceId, ulong* outGuard, BufferInfo* outInfo)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outGuard is null)
         {
             return LastError.NullArgument("out_guard");
@@ -297,6 +327,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_preallocate_cpu")]
     internal static int PoolPreallocateCpu(ulong pool, long size, int count, int* outIndexes)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outIndexes is null && count != 0)
         {
             return LastError.NullArgument("out_indexes");
@@ -327,6 +359,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_preallocate_cuda")]
     internal static int PoolPreallocateCuda(ulong pool, long size, int count, int deviceId, int* outIndexes)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outIndexes is null && count != 0)
         {
             return LastError.NullArgument("out_indexes");
@@ -357,6 +391,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_set_cuda_get_waits")]
     internal static int PoolSetCudaGetWaits(ulong pool, int on)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         PoolHandle? p = Enter(pool);
         if (p is null)
         {
@@ -371,6 +407,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_cuda_get_waits")]
     internal static int PoolCudaGetWaits(ulong pool, int* outOn)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         if (outOn is null)
         {
             return LastError.NullArgument("out_on");
@@ -390,10 +428,18 @@ internal static unsafe class PoolExports
     // ------------------------------------------------------------------ get / counts
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_get")]
-    internal static int PoolGet(ulong pool, int metaIndex, ulong* outGuard, BufferInfo* outInfo) => Get(pool, metaIndex, outGuard, outInfo, writable: false);
+    internal static int PoolGet(ulong pool, int metaIndex, ulong* outGuard, BufferInfo* outInfo)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Get(pool, metaIndex, outGuard, outInfo, writable: false);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_get_mut")]
-    internal static int PoolGetMut(ulong pool, int metaIndex, ulong* outGuard, BufferInfo* outInfo) => Get(pool, metaIndex, outGuard, outInfo, writable: true);
+    internal static int PoolGetMut(ulong pool, int metaIndex, ulong* outGuard, BufferInfo* outInfo)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return Get(pool, metaIndex, outGuard, outInfo, writable: true);
+    }
 
     private static int Get(ulong pool, int metaIndex, ulong* outGuard, BufferInfo* outInfo, bool writable)
     {
@@ -431,6 +477,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_set_ref_count")]
     internal static int PoolSetRefCount(ulong pool, int metaIndex, int count)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         PoolHandle? p = Enter(pool);
         if (p is null)
         {
@@ -458,13 +506,25 @@ internal static unsafe class PoolExports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_add_ref")]
-    internal static int PoolAddRef(ulong pool, int metaIndex, int* outCount) => CountOp(pool, metaIndex, outCount, CountOpKind.AddRef);
+    internal static int PoolAddRef(ulong pool, int metaIndex, int* outCount)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return CountOp(pool, metaIndex, outCount, CountOpKind.AddRef);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_release")]
-    internal static int PoolRelease(ulong pool, int metaIndex, int* outCount) => CountOp(pool, metaIndex, outCount, CountOpKind.Release);
+    internal static int PoolRelease(ulong pool, int metaIndex, int* outCount)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return CountOp(pool, metaIndex, outCount, CountOpKind.Release);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_ref_count")]
-    internal static int PoolRefCount(ulong pool, int metaIndex, int* outCount) => CountOp(pool, metaIndex, outCount, CountOpKind.Read);
+    internal static int PoolRefCount(ulong pool, int metaIndex, int* outCount)
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        return CountOp(pool, metaIndex, outCount, CountOpKind.Read);
+    }
 
     private enum CountOpKind
     {
@@ -514,6 +574,8 @@ internal static unsafe class PoolExports
     [UnmanagedCallersOnly(EntryPoint = "xmem_pool_trim")]
     internal static int PoolTrim(ulong pool, long* outBytes)
     {
+        using ForkGate.Scope fork = ForkGate.Enter();
+
         PoolHandle? p = Enter(pool);
         if (p is null)
         {

@@ -10,10 +10,20 @@ internal abstract class CountedTarget
 {
     private int _users = 1;
     private volatile bool _closed;
+    private volatile bool _closing;
+
+    /// <summary>Refuses every later <see cref="TryEnter"/>: the handle was closed, and the calls still in flight
+    /// are only waited out (a blocking one re-entering every slice must not keep the object alive).</summary>
+    internal void RefuseNewCalls() => _closing = true;
 
     /// <summary>Counts a call in; false once the object is (being) closed.</summary>
     internal bool TryEnter()
     {
+        if (_closing)
+        {
+            return false;
+        }
+
         while (true)
         {
             int n = Volatile.Read(ref _users);
@@ -74,6 +84,14 @@ internal sealed class PoolHandle(BufferPool pool) : CountedTarget
 
     /// <summary>Waits until a dispose that has started is finished.</summary>
     internal void WaitDisposed() => WaitClosed();
+
+    /// <summary>The handle was closed: refuse new calls and wake the blocked ones (they fail with "disposed"), so
+    /// the last of them out disposes the pool promptly.</summary>
+    internal void BeginClose()
+    {
+        RefuseNewCalls();
+        Pool.BeginClose();
+    }
 
     protected override void Close() => Pool.Dispose();
 }

@@ -118,6 +118,11 @@ public sealed unsafe class BufferChannel : IDisposable
 
     internal void Unsubscribe(int k)
     {
+        if (_pool.IsInheritedThroughFork)
+        {
+            return; // the subscription is the parent's: a forked child leaves its ring alone
+        }
+
         uint* sub = &_seg.Ring(k)->Subscriber;
         uint sw = Volatile.Read(ref *sub);
         if (SubscriberWord.State(sw) != SubscriberWord.Active || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Leaving, SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw)), sw) != sw)
@@ -233,11 +238,18 @@ public sealed unsafe class BufferChannel : IDisposable
         long start = Stopwatch.GetTimestamp();
         long spinNs = (long)SpinDuration.TotalNanoseconds;
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
+        CancellationTokenRegistration closeReg = default;
+        bool counted = false; // a blocking call of the pool from its first sleep on (see BufferPool.EnterBlocking)
         try
         {
             while (true)
             {
                 token.ThrowIfCancellationRequested();
+                if (counted)
+                {
+                    _pool.ThrowIfClosing();
+                }
+
                 uint seen = Volatile.Read(ref *epoch);
                 int r = _seg.TryClaimRead(k, tag, inc, out ulong pos, out ulong observed);
                 if (r == ChannelSegment.Claimed)
@@ -268,12 +280,25 @@ public sealed unsafe class BufferChannel : IDisposable
                     continue;
                 }
 
+                if (!counted)
+                {
+                    _pool.EnterBlocking();
+                    counted = true;
+                    closeReg = _pool.WakeOnClose(epoch);
+                    continue; // look once more now that a close would wake us
+                }
+
                 ChannelSegment.SleepOn(epoch, seen, timeoutNs >= 0 ? Math.Min(MaxSleepNs, timeoutNs - elapsed) : MaxSleepNs);
             }
         }
         finally
         {
+            closeReg.Dispose();
             reg.Dispose();
+            if (counted)
+            {
+                _pool.ExitBlocking();
+            }
         }
     }
 
@@ -288,11 +313,37 @@ public sealed unsafe class BufferChannel : IDisposable
         }
 
         guard.ThrowIfInvalid();
+        var wait = new SendWait();
+        try
+        {
+            return SendCore(guard, timeoutNs, ref wait);
+        }
+        finally
+        {
+            wait.Registration.Dispose();
+            if (wait.Counted)
+            {
+                _pool.ExitBlocking();
+            }
+        }
+    }
+
+    /// <summary>A send's standing as a blocking call of the pool (see BufferPool.EnterBlocking): counted in before
+    /// its first sleep, out when the send is complete.</summary>
+    private struct SendWait
+    {
+        public bool Counted;
+        public CancellationTokenRegistration Registration;
+        public nint Word; // the futex word Registration wakes (fan-out sends wait on one ring after another)
+    }
+
+    private bool SendCore(BufferGuard guard, long timeoutNs, ref SendWait wait)
+    {
         long start = Stopwatch.GetTimestamp();
         if (_seg.Mode == ChannelLayout.ModeQueue)
         {
             // The common case allocates nothing: one ring, one cell, the sender's own reference.
-            ulong qpos = ClaimForSend(0, timeoutNs, start, out bool qskip);
+            ulong qpos = ClaimForSend(0, timeoutNs, start, ref wait, out bool qskip);
             if (qskip)
             {
                 guard.Dispose();
@@ -330,7 +381,7 @@ public sealed unsafe class BufferChannel : IDisposable
         int claimCount = 0;
         foreach (int k in rings[..ringCount])
         {
-            ulong pos = ClaimForSend(k, timeoutNs, start, out bool skip);
+            ulong pos = ClaimForSend(k, timeoutNs, start, ref wait, out bool skip);
             if (skip)
             {
                 continue;
@@ -378,7 +429,7 @@ public sealed unsafe class BufferChannel : IDisposable
 
     /// <summary>Claims a cell of ring <paramref name="k"/> for this sender, waiting for room. ulong.MaxValue on
     /// timeout; <paramref name="skip"/> when the ring's subscriber left or died meanwhile.</summary>
-    private ulong ClaimForSend(int k, long timeoutNs, long start, out bool skip)
+    private ulong ClaimForSend(int k, long timeoutNs, long start, ref SendWait wait, out bool skip)
     {
         skip = false;
         int tag = _pool.ChannelTag;
@@ -387,6 +438,11 @@ public sealed unsafe class BufferChannel : IDisposable
         long spinNs = (long)SpinDuration.TotalNanoseconds;
         while (true)
         {
+            if (wait.Counted)
+            {
+                _pool.ThrowIfClosing();
+            }
+
             uint seen = Volatile.Read(ref *epoch);
             if (_seg.TryClaimWrite(k, tag, inc, out ulong pos, out ulong blocker))
             {
@@ -423,6 +479,20 @@ public sealed unsafe class BufferChannel : IDisposable
                 continue;
             }
 
+            if (!wait.Counted)
+            {
+                _pool.EnterBlocking();
+                wait.Counted = true;
+            }
+
+            if (wait.Word != (nint)epoch)
+            {
+                wait.Registration.Dispose();
+                wait.Registration = _pool.WakeOnClose(epoch);
+                wait.Word = (nint)epoch;
+                continue; // look once more now that a close would wake us
+            }
+
             ChannelSegment.SleepOn(epoch, seen, timeoutNs >= 0 ? Math.Min(MaxSleepNs, timeoutNs - elapsed) : MaxSleepNs);
         }
     }
@@ -445,6 +515,10 @@ public sealed unsafe class BufferChannel : IDisposable
     internal void ThrowIfDisposed()
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (_pool.IsInheritedThroughFork)
+        {
+            _pool.ThrowIfDisposedForChannel(); // names fork: the channel's pool is inert in a forked child
+        }
     }
 
     /// <summary>Closes this process's view of the channel. The channel and the references in it stay (they go with

@@ -22,9 +22,6 @@ internal static class ChannelLayout
     internal const uint ModeQueue = 0;
     internal const uint ModeFanOut = 1;
 
-    /// <summary>Byte of the channel segment whose OFD write lock is held while it is being initialized.</summary>
-    internal const long InitLockByte = 0;
-
     internal static long RingStride(int depth) => ((RingHeaderSize + ((long)depth * CellSize)) + 63) & ~63L;
 
     internal static long SegmentSize(int depth, int rings) => HeaderSize + (rings * RingStride(depth));

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Xmem.Errors;
 using Xmem.Interop;
+using Xmem.Pool;
 using Xmem.SharedMemory;
 
 namespace Xmem.Channels;
@@ -58,68 +59,141 @@ internal sealed unsafe class ChannelSegment : IDisposable
     private static readonly System.Buffers.SearchValues<char> NameChars =
         System.Buffers.SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
 
-    /// <summary>Opens the channel, creating and initializing it when it does not exist. Whoever holds the OFD lock
-    /// on byte 0 initializes a segment not yet Ready (the creator, or an opener that finds the creator died).</summary>
-    internal static ChannelSegment OpenOrCreate(string bare, ulong poolInstance, string name, int depth, uint mode, uint fileMode)
+    /// <summary>How long an opener waits for a channel segment that is not Ready to become Ready (one made by an older
+    /// xmem that initialized it in place) before it reports the channel damaged.</summary>
+    private const int ReadyWaitMs = 2000;
+
+    /// <summary>Opens the channel, creating it when it does not exist. A segment is built whole under a private name
+    /// and published under the channel's name by link(2), Ready from its first instant; so a segment found under the
+    /// name that is not Ready is damage, never work in progress — an error, and never re-initialized or truncated: other
+    /// processes may have it mapped, and shrinking it would kill them with SIGBUS (docs/layout.md, "Channels").
+    /// The segment gets the pool's group and mode (<paramref name="access"/>) before it is linked; a file under the
+    /// name without them is not the pool's (a stranger took the name, which it can see in /dev/shm) and is never
+    /// used: a channel's name is the application's, so there is no other name to fall back on, and opening it fails
+    /// with what to do.</summary>
+    internal static ChannelSegment OpenOrCreate(string bare, ulong poolInstance, string name, int depth, uint mode, SegmentAccess access)
     {
         string obj = ObjectName(bare, poolInstance, name);
-        SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
-        if (fd is null)
+        for (int attempt = 0; ; attempt++)
         {
-            try
+            SafeFd? fd = OpenOwn(obj, bare, name);
+            if (fd is null)
             {
-                fd = SegmentFile.CreateExclusive(obj, fileMode);
-            }
-            catch (PoolExistsException)
-            {
-                fd = SegmentFile.TryOpen(obj, writable: true)
-                    ?? throw new XmemException(XmemStatus.NotFound, $"channel '{name}' of pool '{bare}' vanished while it was being opened (the pool is being removed).");
-            }
-        }
+                ChannelSegment? made = TryCreate(bare, poolInstance, obj, name, depth, mode, access);
+                if (made is not null)
+                {
+                    return made;
+                }
 
-        using (fd)
-        {
-            long deadline = Environment.TickCount64 + 2000;
-            while (true)
+                // Another process published the channel first: open theirs. The name vanishing again right after
+                // means the pool is being removed.
+                if (attempt >= 3)
+                {
+                    throw new XmemException(XmemStatus.NotFound, $"channel '{name}' of pool '{bare}' vanished while it was being opened (the pool is being removed).");
+                }
+
+                continue;
+            }
+
+            using (fd)
             {
-                ChannelSegment? ready = TryMapReady(fd, obj, bare, poolInstance, name);
-                if (ready is not null)
+                // A pool's channel gets its group and mode before it is linked under the name, so a file there
+                // without them was made by someone else.
+                if (!SegmentFile.IsPoolFile(fd, access, obj))
+                {
+                    throw new PoolPermissionException($"channel '{name}' of pool '{bare}': {PoolName.PathOf(obj)} was not made by this pool (it does not have the pool's {access}); a user outside the pool's group holds the name. Remove that file as root or as its owner, or use another channel name.", Errno.EEXIST);
+                }
+
+                ChannelSegment ready = WaitForReady(fd, obj, bare, poolInstance, name);
+                try
                 {
                     ready.Check(depth, mode);
-                    return ready;
                 }
-
-                if (Libc.TryLockByte(fd.Fd, ChannelLayout.InitLockByte))
+                catch
                 {
-                    try
-                    {
-                        ready = TryMapReady(fd, obj, bare, poolInstance, name) ?? Initialize(fd, obj, poolInstance, name, depth, mode);
-                    }
-                    finally
-                    {
-                        Libc.UnlockByte(fd.Fd, ChannelLayout.InitLockByte);
-                    }
-
-                    ready.Check(depth, mode);
-                    return ready;
+                    ready.Dispose();
+                    throw;
                 }
 
-                if (Environment.TickCount64 > deadline)
-                {
-                    throw new XmemTimeoutException($"channel '{name}' of pool '{bare}' has been initializing for over 2 s.");
-                }
-
-                Thread.Sleep(1);
+                return ready;
             }
         }
     }
 
+    /// <summary>Builds the channel under a private name (<c>…n&lt;channel&gt;.&lt;random&gt;</c>, which no opener
+    /// looks at), publishes it Ready, then links it to the channel's name. Null when the name was taken meanwhile. A
+    /// creator killed before the link leaves only the private object, which goes with the pool's other objects.</summary>
+    private static ChannelSegment? TryCreate(string bare, ulong poolInstance, string obj, string name, int depth, uint mode, SegmentAccess access)
+    {
+        string tmp = PoolName.InstancePrefix(bare, poolInstance) + "n" + name + "." + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+        ChannelSegment? seg = null;
+        try
+        {
+            using (SafeFd fd = SegmentFile.TryCreateExclusive(tmp, access)
+                ?? throw new PoolPermissionException($"channel '{name}' of pool '{bare}': the private name {PoolName.PathOf(tmp)} (64 random bits) is taken by a file this process did not make; remove it as root or as its owner.", Errno.EEXIST))
+            {
+                seg = Initialize(fd, tmp, poolInstance, name, depth, mode);
+            }
+
+            bool linked = SegmentFile.TryLink(tmp, obj);
+            _ = SegmentFile.Unlink(tmp);
+            if (!linked)
+            {
+                seg.Dispose();
+                return null;
+            }
+
+            return seg;
+        }
+        catch
+        {
+            seg?.Dispose();
+            _ = SegmentFile.Unlink(tmp);
+            throw;
+        }
+    }
+
+    /// <summary>The segment under the channel's name, once Ready and valid. One that is not Ready within
+    /// <see cref="ReadyWaitMs"/> is reported as damaged (CorruptSegmentException); its file is left as it is.</summary>
+    private static ChannelSegment WaitForReady(SafeFd fd, string obj, string bare, ulong poolInstance, string name)
+    {
+        long deadline = Environment.TickCount64 + ReadyWaitMs;
+        while (true)
+        {
+            ChannelSegment? ready = TryMapReady(fd, obj, bare, poolInstance, name, out long size, out uint state);
+            if (ready is not null)
+            {
+                return ready;
+            }
+
+            if (Environment.TickCount64 > deadline)
+            {
+                string what = size < ChannelLayout.HeaderSize ? $"is {size} bytes, shorter than its header" : $"is not Ready (State {state})";
+                throw new CorruptSegmentException($"pool '{bare}': channel '{name}' is damaged: its segment {PoolName.PathOf(obj)} {what}. Another process wrote it (or an older xmem died creating it); xmem never re-initializes a channel that others may have mapped. Use another channel name, or remove the pool (`xmem rm {bare}`) and create it again.");
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    private static SafeFd? OpenOwn(string obj, string bare, string name)
+    {
+        try
+        {
+            return SegmentFile.TryOpen(obj, writable: true);
+        }
+        catch (PoolPermissionException e)
+        {
+            throw new PoolPermissionException($"channel '{name}' of pool '{bare}': {PoolName.PathOf(obj)} cannot be opened (permission denied): it was made by a user outside the pool's group, or with another mode. Remove that file as root or as its owner, or use another channel name.", e.NativeError);
+        }
+    }
+
     /// <summary>Opens an existing, Ready channel (for repairs); null when there is none.</summary>
-    internal static ChannelSegment? TryOpenExisting(string bare, ulong poolInstance, string name)
+    internal static ChannelSegment? TryOpenExisting(string bare, ulong poolInstance, string name, SegmentAccess access)
     {
         string obj = ObjectName(bare, poolInstance, name);
         using SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
-        return fd is null ? null : TryMapReady(fd, obj, bare, poolInstance, name);
+        return fd is null || !SegmentFile.IsPoolFile(fd, access, obj) ? null : TryMapReady(fd, obj, bare, poolInstance, name, out _, out _);
     }
 
     private void Check(int depth, uint mode)
@@ -131,9 +205,10 @@ internal sealed unsafe class ChannelSegment : IDisposable
         }
     }
 
-    private static ChannelSegment? TryMapReady(SafeFd fd, string obj, string bare, ulong poolInstance, string name)
+    private static ChannelSegment? TryMapReady(SafeFd fd, string obj, string bare, ulong poolInstance, string name, out long size, out uint state)
     {
-        long size = SegmentFile.SizeOf(fd, obj);
+        size = SegmentFile.SizeOf(fd, obj);
+        state = 0;
         if (size < ChannelLayout.HeaderSize)
         {
             return null;
@@ -145,7 +220,8 @@ internal sealed unsafe class ChannelSegment : IDisposable
             h = *(ChannelHeader*)head.Address;
         }
 
-        if (Volatile.Read(ref h.State) != ChannelLayout.StateReady)
+        state = h.State;
+        if (state != ChannelLayout.StateReady)
         {
             return null;
         }
@@ -168,8 +244,7 @@ internal sealed unsafe class ChannelSegment : IDisposable
     {
         int rings = mode == ChannelLayout.ModeFanOut ? ChannelLayout.MaxSubscribers : 1;
         long size = ChannelLayout.SegmentSize(depth, rings);
-        SegmentFile.Size(fd, 0, reserve: false, obj); // a dead initializer's leftovers go: start from zeros
-        SegmentFile.Size(fd, size, reserve: true, obj);
+        SegmentFile.Size(fd, size, reserve: true, obj); // a file this process just made, under its private name
         MappedRegion region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
         var h = (ChannelHeader*)region.Address;
         h->Magic = ChannelLayout.Magic;
@@ -343,7 +418,9 @@ internal sealed unsafe class ChannelSegment : IDisposable
             seen |= 1;
         }
 
+        bool outOfGate = ForkGate.LeaveForWait(); // a sleep without a bound must not hold a fork back
         _ = Libc.FutexWait((nint)epoch, seen, timeoutNs);
+        ForkGate.ReturnFromWait(outOfGate);
     }
 
     public void Dispose() => _region.Dispose();

@@ -42,7 +42,13 @@ internal static class ThrowHelper
         throw new BufferReadOnlyException("this guard is read-only (from Get); use GetMut for write access.");
 
     [DoesNotReturn]
+    internal static void ThrowInheritedThroughFork(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", $"pool '{name}' was opened before this process was forked: in a child made by fork() it is inert (its references belong to the parent, which still uses them). Open the pool again in the child (BufferPool.Open), or start child processes with multiprocessing's 'spawn' or 'forkserver' start method.");
+
+    [DoesNotReturn]
     internal static void ThrowPoolDisposed(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was disposed; open it again with BufferPool.Open.");
+
+    [DoesNotReturn]
+    internal static void ThrowPoolClosedWhileWaiting(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was closed (disposed) by another thread while this call waited; open it again with BufferPool.Open.");
 
     [DoesNotReturn]
     internal static void ThrowCorrupt(string poolName, string what) =>

@@ -31,6 +31,10 @@ public static partial class PoolInspector
         return pools;
     }
 
+    /// <summary>The names of the pools in the directory (their control segments), unordered; nothing is read but the
+    /// directory.</summary>
+    internal static List<string> ListPoolNames() => PoolNames(out _);
+
     /// <summary>The figures of one pool. Throws <see cref="PoolNotFoundException"/> when there is none and
     /// <see cref="ArgumentException"/> for a malformed name; a pool that cannot be read is returned with its status.</summary>
     public static PoolSummary Summarize(string name) => ReadOrThrow(name, collect: false, allSlots: false).Summary;

@@ -12,6 +12,7 @@ internal static class Errno
     internal const int ENOMEM = 12;
     internal const int EACCES = 13;
     internal const int EEXIST = 17;
+    internal const int EISDIR = 21;
     internal const int EINVAL = 22;
     internal const int ENFILE = 23;
     internal const int EMFILE = 24;

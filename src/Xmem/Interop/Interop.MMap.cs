@@ -7,6 +7,9 @@ internal static partial class Libc
     internal const int PROT_READ = 0x1;
     internal const int PROT_WRITE = 0x2;
     internal const int MAP_SHARED = 0x01;
+    internal const int MAP_PRIVATE = 0x02;
+    internal const int MAP_FIXED = 0x10;
+    internal const int MAP_ANONYMOUS = 0x20;
     internal const int MAP_POPULATE = 0x8000;
 
     /// <summary>MAP_FAILED is <c>(void*)-1</c>, not null.</summary>

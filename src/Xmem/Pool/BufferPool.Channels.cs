@@ -45,7 +45,7 @@ public sealed unsafe partial class BufferPool
             ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), mode, "mode must be Queue or FanOut.");
         }
 
-        ChannelSegment seg = ChannelSegment.OpenOrCreate(_bare, _instance, name, depth, (uint)mode, Volatile.Read(ref _header->Mode));
+        ChannelSegment seg = ChannelSegment.OpenOrCreate(_bare, _instance, name, depth, (uint)mode, _access);
         lock (_channelLock)
         {
             _channelSegments.TryAdd(seg.InstanceId, seg);
@@ -183,8 +183,7 @@ public sealed unsafe partial class BufferPool
                     if (!cuda)
                     {
                         size = r->Size;
-                        map = MapSlot(s, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
-                        map.Region.DangerousAddRefChecked();
+                        map = LeaseSlotMapping(s, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
                     }
                 }
                 catch (Exception e)
@@ -220,8 +219,16 @@ public sealed unsafe partial class BufferPool
             throw mapError!;
         }
 
-        TakeGuardLease();
-        return new BufferGuard(this, s, gen, map, size, readOnly: !writable);
+        try
+        {
+            return NewGuard(s, gen, map, size, readOnly: !writable);
+        }
+        catch
+        {
+            // The handover already moved the reference into this process's holding: give it back, or it leaks.
+            _ = ReleaseAttributed(s, gen, 1, _holdings, _tag, forget: false);
+            throw;
+        }
     }
 
     private static void SkipCell(ChannelSegment ch, int k, RingCell* cell, ulong from, ulong to)
@@ -230,9 +237,6 @@ public sealed unsafe partial class BufferPool
         ChannelSegment.BumpEpoch(&ch.Ring(k)->SpaceEpoch);
         ChannelSegment.BumpEpoch(&ch.Ring(k)->DataEpoch);
     }
-
-    /// <summary>The lease every guard holds on the pool's shared mappings.</summary>
-    private void TakeGuardLease() => _lease.DangerousAddRefChecked();
 
     /// <summary>Locks slot <paramref name="s"/> whatever its state and returns its word as it was (unlocked).</summary>
     private ulong LockAny(int s)
@@ -362,7 +366,7 @@ public sealed unsafe partial class BufferPool
         try
         {
             ChannelSegment.ValidateName(name);
-            seg = ChannelSegment.TryOpenExisting(_bare, _instance, name);
+            seg = ChannelSegment.TryOpenExisting(_bare, _instance, name, _access);
         }
         catch (Exception e) when (e is ArgumentException or XmemException)
         {

@@ -133,6 +133,10 @@ public sealed unsafe partial class BufferPool
         }
     }
 
+    /// <summary>In a forked child (see <see cref="AbandonInheritedPools"/>): the read-only page of the control
+    /// segment that CUDA guards carry is a mapping of the control descriptor too, so it goes the same way.</summary>
+    private void DropInheritedCudaMapping() => _cudaNoCpuMapping?.Region.ReplaceInheritedWithZeros(writable: false);
+
     private static void ValidateDevice(CudaSlotTable table, int deviceId)
     {
         if (deviceId < 0)
@@ -397,9 +401,14 @@ public sealed unsafe partial class BufferPool
             CudaSlotTable table = CudaTable;
             CudaMemory? mem = table.Cached(s, r->MemGen);
             long size = r->Size;
-            if (mem is null || size > mem.AllocSize - mem.Offset)
+            if (mem is null || size < 1 || size > mem.AllocSize - mem.Offset)
             {
                 mem = table.Resolve(s, ReadCudaInfo(table, s));
+                if (size < 1 || size > mem.AllocSize - mem.Offset)
+                {
+                    // Size changed between the two reads: a peer is writing the record of a live slot.
+                    ThrowHelper.ThrowCorrupt(_bare, $"slot {s} says it holds {size} bytes of a {mem.AllocSize - mem.Offset}-byte CUDA buffer");
+                }
             }
 
             if (CudaGetWaitsForWrites)

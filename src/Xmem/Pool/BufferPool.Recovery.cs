@@ -81,11 +81,13 @@ public sealed unsafe partial class BufferPool
         string obj = PoolName.HoldingsObject(_bare, _instance, i);
         MappedRegion? region = null;
         ulong* holdings = null;
-        SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
+        bool ownFile = false;
+        SafeFd? fd = TryOpenHoldings(obj);
         if (fd is not null)
         {
             using (fd)
             {
+                ownFile = true;
                 long size = SegmentFile.SizeOf(fd, obj);
                 if (size >= 8L * _capacity)
                 {
@@ -112,7 +114,12 @@ public sealed unsafe partial class BufferPool
             Interlocked.And(ref _header->WaitMask[i >> 6], ~(1UL << (i & 63)));
             Volatile.Write(ref e->Waiters, 0);
 
-            _ = SegmentFile.Unlink(obj);
+            if (ownFile)
+            {
+                // Denied when another member made it (sticky /dev/shm): the next owner of the entry reuses it.
+                _ = SegmentFile.TryUnlink(obj);
+            }
+
             Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
             RemoveOrphanDataSegments();
         }
@@ -120,6 +127,30 @@ public sealed unsafe partial class BufferPool
         {
             region?.Dispose();
         }
+    }
+
+    /// <summary>Opens a dead entry's holdings segment; null when there is none, or when the file of that name is not
+    /// the pool's (another group or mode, or unreadable): then the dead process never made its own (it would have
+    /// taken another entry), and a stranger's file is neither trusted nor unlinked.</summary>
+    private SafeFd? TryOpenHoldings(string obj)
+    {
+        SafeFd? fd;
+        try
+        {
+            fd = SegmentFile.TryOpen(obj, writable: true);
+        }
+        catch (PoolPermissionException)
+        {
+            return null;
+        }
+
+        if (fd is not null && !SegmentFile.IsPoolFile(fd, _access, obj))
+        {
+            fd.Dispose();
+            return null;
+        }
+
+        return fd;
     }
 
     /// <summary>Finishes or rolls back the locked section that a dead process (tag) left on slot <paramref name="s"/>.</summary>
@@ -222,7 +253,9 @@ public sealed unsafe partial class BufferPool
             bool hasMemory = Volatile.Read(ref r->DataCapacity) > 0;
             foreach ((uint g, string file) in files)
             {
-                if (!(hasMemory && g == memGen) && SegmentFile.Unlink(file))
+                // Only the pool's own files: a stranger's file of a data segment's name is left alone.
+                if (!(hasMemory && g == memGen) && SegmentFile.OwnershipOf(file, _access, out _) == SegmentOwnership.Pool
+                    && SegmentFile.TryUnlink(file) == UnlinkOutcome.Removed)
                 {
                     removed++;
                 }

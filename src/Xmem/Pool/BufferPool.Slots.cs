@@ -47,9 +47,20 @@ public sealed unsafe partial class BufferPool
             ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "timeout must be non-negative or Timeout.InfiniteTimeSpan.");
         }
 
-        int s = WaitForSlot(size, timeoutNs, CancellationToken.None);
-        guard = s < 0 ? null : PublishAcquired(s, size, attributed: true);
-        return guard is not null;
+        bool counted = false;
+        try
+        {
+            int s = WaitForSlot(size, timeoutNs, CancellationToken.None, ref counted);
+            guard = s < 0 ? null : PublishAcquired(s, size, attributed: true);
+            return guard is not null;
+        }
+        finally
+        {
+            if (counted)
+            {
+                ExitBlocking();
+            }
+        }
     }
 
     /// <summary>Acquires a buffer, waiting for a free slot until <paramref name="cancellationToken"/> is cancelled.
@@ -67,8 +78,19 @@ public sealed unsafe partial class BufferPool
         return Task.Factory.StartNew(
             () =>
             {
-                int s = WaitForSlot(size, -1, cancellationToken);
-                return PublishAcquired(s, size, attributed: true)!;
+                bool counted = false;
+                try
+                {
+                    int s = WaitForSlot(size, -1, cancellationToken, ref counted);
+                    return PublishAcquired(s, size, attributed: true)!;
+                }
+                finally
+                {
+                    if (counted)
+                    {
+                        ExitBlocking();
+                    }
+                }
             },
             cancellationToken,
             TaskCreationOptions.LongRunning,
@@ -426,8 +448,10 @@ public sealed unsafe partial class BufferPool
         return any;
     }
 
-    /// <summary>Blocks until a slot is claimed (returns it), the timeout passes (-1) or the token is cancelled.</summary>
-    private int WaitForSlot(long size, long timeoutNs, CancellationToken token)
+    /// <summary>Blocks until a slot is claimed (returns it), the timeout passes (-1) or the token is cancelled.
+    /// Before its first sleep it counts itself in as a blocking call (<paramref name="counted"/>; the caller counts
+    /// out once it has published the slot), and throws ObjectDisposedException once the pool is closing.</summary>
+    private int WaitForSlot(long size, long timeoutNs, CancellationToken token, ref bool counted)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         uint* epoch = &_header->FreeEpoch;
@@ -436,11 +460,17 @@ public sealed unsafe partial class BufferPool
         // a dead process (docs/layout.md, "Waiting for a free slot").
         AddLocalWaiter(+1);
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
+        CancellationTokenRegistration closeReg = default;
         try
         {
             while (true)
             {
                 token.ThrowIfCancellationRequested();
+                if (counted)
+                {
+                    ThrowIfClosing();
+                }
+
                 uint seen = Volatile.Read(ref *epoch);
                 int s = ClaimSlot(size, reclaim: true);
                 if (s >= 0)
@@ -460,11 +490,22 @@ public sealed unsafe partial class BufferPool
                     waitNs = Math.Min(waitNs, left);
                 }
 
+                if (!counted)
+                {
+                    EnterBlocking();
+                    counted = true;
+                    closeReg = WakeOnClose(epoch);
+                    continue; // look once more now that a close would wake us
+                }
+
+                bool outOfGate = ForkGate.LeaveForWait(); // a wait without a bound must not hold a fork back
                 _ = Libc.FutexWait((nint)epoch, seen, waitNs);
+                ForkGate.ReturnFromWait(outOfGate);
             }
         }
         finally
         {
+            closeReg.Dispose();
             reg.Dispose();
             AddLocalWaiter(-1);
         }
@@ -505,14 +546,23 @@ public sealed unsafe partial class BufferPool
         BufferGuard? guard = null;
         if (attributed)
         {
-            map.Region.DangerousAddRefChecked();
-            _lease.DangerousAddRefChecked();
-            guard = new BufferGuard(this, s, gen, map, size, readOnly: false);
+            try
+            {
+                guard = NewGuard(s, gen, map, size, readOnly: false); // takes over the mapping's lease
+            }
+            catch
+            {
+                Volatile.Write(ref word, SlotWord.Make(0, SlotWord.Free, 0, gen));
+                AfterFreed(s);
+                throw;
+            }
+
             // Publication: every field above is visible before the slot reads Live (release stores).
             CommitAttributed(r, s, _holdings, _tag, w, Holding.Make(gen, 1), SlotWord.Make(1, SlotWord.Live, 0, gen));
         }
         else
         {
+            map.Region.DangerousRelease(); // in flight: no guard of this process points into the memory
             Volatile.Write(ref word, SlotWord.Make(1, SlotWord.Live, 0, gen));
         }
 
@@ -520,7 +570,7 @@ public sealed unsafe partial class BufferPool
     }
 
     /// <summary>With slot <paramref name="s"/> claimed: keeps its memory when it fits, else replaces it by a new data
-    /// segment (pages reserved now). Returns this process's mapping of it.</summary>
+    /// segment (pages reserved now). Returns this process's mapping of it, with a lease for the caller.</summary>
     private DataMapping EnsureMemoryLocked(int s, long size)
     {
         SlotRecord* r = &_slots[s];
@@ -529,7 +579,7 @@ public sealed unsafe partial class BufferPool
         {
             try
             {
-                return MapSlot(s, r->MemGen, cap, size);
+                return LeaseSlotMapping(s, r->MemGen, cap, size);
             }
             catch (CorruptSegmentException)
             {
@@ -539,20 +589,8 @@ public sealed unsafe partial class BufferPool
         }
 
         _ = DropMemoryLocked(s);
-        uint memGen = r->MemGen + 1;
         long newCap = LayoutConstants.AlignUp(size, LayoutConstants.PageSize);
-        string obj = PoolName.DataObject(_bare, _instance, s, memGen);
-        SafeFd fd;
-        try
-        {
-            fd = SegmentFile.CreateExclusive(obj, Volatile.Read(ref _header->Mode));
-        }
-        catch (PoolExistsException)
-        {
-            _ = SegmentFile.Unlink(obj); // left by a process that died while replacing this slot's memory
-            fd = SegmentFile.CreateExclusive(obj, Volatile.Read(ref _header->Mode));
-        }
-
+        (SafeFd fd, uint memGen, string obj) = CreateDataSegmentLocked(s, r->MemGen);
         using (fd)
         {
             MappedRegion region;
@@ -571,15 +609,44 @@ public sealed unsafe partial class BufferPool
             r->Kind = LayoutConstants.KindCpu;
             Volatile.Write(ref r->DataCapacity, newCap);
             var map = new DataMapping(region, memGen);
-            lock (_mapLock)
+            lock (_mappings.Gate)
             {
-                DataMapping? old = _maps[s];
-                _maps[s] = map;
-                old?.Region.Dispose();
+                _mappings.SetLocked(s, map);
+                map.Region.DangerousAddRefChecked(); // under the gate: no eviction closes it first
             }
 
             return map;
         }
+    }
+
+    /// <summary>Names of the next generations an acquirer tries for a slot's new memory before giving up.</summary>
+    private const int MaxDataNameTries = 16;
+
+    /// <summary>With slot <paramref name="s"/> claimed: creates its next data segment, generation
+    /// <paramref name="memGen"/> + 1 or later. An existing file of the pool's own (a member died while replacing this
+    /// slot's memory) is unlinked and made again; one the kernel will not let this process unlink, or a stranger's
+    /// file of another group or mode (its name can be seen in /dev/shm), is left alone and the next generation
+    /// tried: the slot records whichever generation it got, so nothing but the name changes.</summary>
+    private (SafeFd Fd, uint MemGen, string Obj) CreateDataSegmentLocked(int s, uint memGen)
+    {
+        for (int tries = 0; tries < MaxDataNameTries; tries++)
+        {
+            memGen++;
+            string obj = PoolName.DataObject(_bare, _instance, s, memGen);
+            SafeFd? fd = SegmentFile.TryCreateExclusive(obj, _access);
+            if (fd is null && SegmentFile.OwnershipOf(obj, _access, out _) == SegmentOwnership.Pool
+                && SegmentFile.TryUnlink(obj) is UnlinkOutcome.Removed or UnlinkOutcome.Missing)
+            {
+                fd = SegmentFile.TryCreateExclusive(obj, _access);
+            }
+
+            if (fd is not null)
+            {
+                return (fd, memGen, obj);
+            }
+        }
+
+        throw new PoolPermissionException($"pool '{_bare}': the names of slot {s}'s next {MaxDataNameTries} data segments ({PoolName.InstancePrefix(_bare, _instance)}s{s}.g*) are all held by files this process cannot remove (made by a stranger, or by another member). Remove them as root or as their owner (`xmem gc`).", Errno.EEXIST);
     }
 
     /// <summary>With slot <paramref name="s"/> claimed: unlinks its data segment and drops this process's mapping.</summary>
@@ -594,10 +661,9 @@ public sealed unsafe partial class BufferPool
             _ = SegmentFile.Unlink(PoolName.DataObject(_bare, _instance, s, r->MemGen));
         }
 
-        lock (_mapLock)
+        lock (_mappings.Gate)
         {
-            _maps[s]?.Region.Dispose();
-            _maps[s] = null;
+            _mappings.RemoveLocked(s);
         }
 
         r->Kind = LayoutConstants.KindNone;
@@ -605,38 +671,45 @@ public sealed unsafe partial class BufferPool
     }
 
     /// <summary>This process's mapping of slot <paramref name="s"/>'s data segment generation
-    /// <paramref name="memGen"/>: cached after the first call, so later calls make no system call. Every value read
-    /// from the slot is checked against the segment before it is used.</summary>
-    private DataMapping MapSlot(int s, uint memGen, long cap, long size)
+    /// <paramref name="memGen"/>, with a lease for the caller: cached after the first call, so later calls make no
+    /// system call and allocate nothing. Every value read from the slot is checked on every path: Size must be
+    /// 1..DataCapacity and within the mapping, else the slot is corrupt.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private DataMapping LeaseSlotMapping(int s, uint memGen, long cap, long size)
     {
-        DataMapping? m = Volatile.Read(ref _maps[s]);
-        if (m is not null && m.MemGen == memGen && m.Length >= size)
+        if (size <= cap && _mappings.TryLease(s, memGen, size) is DataMapping m)
         {
             return m;
         }
 
-        return MapSlotSlow(s, memGen, cap, size);
+        return LeaseSlotMappingSlow(s, memGen, cap, size);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private DataMapping MapSlotSlow(int s, uint memGen, long cap, long size)
+    private DataMapping LeaseSlotMappingSlow(int s, uint memGen, long cap, long size)
     {
         if (cap <= 0 || size < 1 || size > cap)
         {
             ThrowHelper.ThrowCorrupt(_bare, $"slot {s} says it holds {size} bytes in {cap} bytes of memory");
         }
 
-        lock (_mapLock)
+        lock (_mappings.Gate)
         {
-            DataMapping? m = _maps[s];
+            DataMapping? m = _mappings.PeekLocked(s);
             if (m is not null && m.MemGen == memGen && m.Length >= size)
             {
+                m.Region.DangerousAddRefChecked(); // under the gate: listed entries are open
                 return m;
             }
 
             string obj = PoolName.DataObject(_bare, _instance, s, memGen);
             using SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
                 ?? throw new CorruptSegmentException($"pool '{_bare}': slot {s}'s data segment {obj} is missing (removed by hand, or the slot record is damaged).");
+            if (!SegmentFile.IsPoolFile(fd, _access, obj))
+            {
+                // Not made by the pool (the real one was removed by hand and a stranger took the name): never mapped.
+                ThrowHelper.ThrowCorrupt(_bare, $"slot {s}'s data segment {obj} does not have the pool's {_access}: it was not made by this pool");
+            }
             long fileSize = SegmentFile.SizeOf(fd, obj);
             if (fileSize < cap)
             {
@@ -644,9 +717,8 @@ public sealed unsafe partial class BufferPool
             }
 
             var map = new DataMapping(MappedRegion.Map(fd.Fd, cap, writable: true, PoolName.PathOf(obj)), memGen);
-            DataMapping? old = _maps[s];
-            Volatile.Write(ref _maps[s], map);
-            old?.Region.Dispose();
+            _mappings.SetLocked(s, map); // may evict other slots' mappings beyond the budget, never this one
+            map.Region.DangerousAddRefChecked();
             return map;
         }
     }
@@ -664,13 +736,12 @@ public sealed unsafe partial class BufferPool
         }
 
         uint gen = SlotWord.Gen(w);
-        DataMapping map;
-        long size;
+        BufferGuard guard;
         try
         {
-            size = r->Size;
-            map = MapSlot(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
-            map.Region.DangerousAddRefChecked();
+            long size = r->Size;
+            DataMapping map = LeaseSlotMapping(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+            guard = NewGuard(metaIndex, gen, map, size, readOnly: !writable);
         }
         catch
         {
@@ -678,10 +749,35 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
+        // Everything that can fail (mapping, leases, the guard's allocation) is done: the commit cannot fail, so a
+        // reference is never counted without the guard that gives it back.
         ulong h = _holdings[metaIndex];
         CommitAttributed(r, metaIndex, _holdings, _tag, SlotWord.WithOwner(w, _tag), Holding.Make(gen, Holding.CountFor(h, gen) + 1), SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));
-        _lease.DangerousAddRefChecked();
-        return new BufferGuard(this, metaIndex, gen, map, size, readOnly: !writable);
+        return guard;
+    }
+
+    /// <summary>The guard for a reference about to be committed, taking over the caller's lease on
+    /// <paramref name="map"/> and taking one on the control segment. On failure (out of memory, pool disposed)
+    /// nothing is left held: the mapping's lease is dropped too.</summary>
+    private BufferGuard NewGuard(int s, uint gen, DataMapping map, long size, bool readOnly)
+    {
+        bool controlLeased = false;
+        try
+        {
+            _lease.DangerousAddRefChecked();
+            controlLeased = true;
+            return new BufferGuard(this, s, gen, map, size, readOnly);
+        }
+        catch
+        {
+            if (controlLeased)
+            {
+                _lease.DangerousRelease();
+            }
+
+            map.Region.DangerousRelease();
+            throw;
+        }
     }
 
     /// <summary>Locks a live slot for an attributed change and returns its word as it was (unlocked).</summary>

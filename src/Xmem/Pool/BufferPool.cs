@@ -13,7 +13,9 @@ namespace Xmem;
 /// buffer, writes it, and hands its <c>MetaIndex</c> to other processes, which <see cref="Get"/> the same memory
 /// without a copy. Each slot's reference count lives in shared memory; at zero the slot is recycled and its memory
 /// kept for the next acquire that fits. Every member is safe to call from any thread of any process, except that
-/// <see cref="Dispose"/> must not race with other calls on the same instance (guards are safe at any time).
+/// <see cref="Dispose"/> must not race with other non-blocking calls on the same instance (guards are safe at any
+/// time). Blocking calls — a waiting acquire, a channel Send or Receive — are woken by Dispose and throw
+/// <see cref="ObjectDisposedException"/>; Dispose returns once they have left.
 /// </summary>
 public sealed unsafe partial class BufferPool : IDisposable
 {
@@ -29,8 +31,11 @@ public sealed unsafe partial class BufferPool : IDisposable
     private readonly int _capacity;
     private readonly int _hintWords;
     private readonly ulong _instance;
-    private readonly DataMapping?[] _maps;
-    private readonly Lock _mapLock = new();
+
+    /// <summary>The group and mode of every segment this process makes for the pool: the control segment's, from
+    /// the kernel at open (the header's Mode field is writable by every member and is never read for this).</summary>
+    private readonly SegmentAccess _access;
+    private readonly MappingCache _mappings;
     private readonly Lock _recoveryGate = new();
     private int _me = -1;
     private int _tag;
@@ -38,7 +43,15 @@ public sealed unsafe partial class BufferPool : IDisposable
     private ulong* _holdings;
     private volatile bool _disposed;
     private volatile bool _detaching;
+    private volatile bool _inheritedThroughFork;
     private int _guardOpsInFlight;
+    // Closing while others wait: Dispose sets _closing, wakes every sleeper (the token's callbacks wake the futex words
+    // they registered) and waits until _blockingCalls is 0. A blocking call counts itself in (a full-fence increment)
+    // before its first sleep and then reads _closing; Dispose stores _closing and then (after a full fence) reads the
+    // count: so either the call sees _closing and leaves, or Dispose sees the call and waits for it.
+    private volatile bool _closing;
+    private int _blockingCalls;
+    private readonly CancellationTokenSource _closingSource = new();
     private readonly Lock _waitGate = new();
     private int _localWaiters;
     private int _liveCapacity;
@@ -54,11 +67,12 @@ public sealed unsafe partial class BufferPool : IDisposable
         _capacity = _header->Capacity;
         _liveCapacity = _capacity;
         _instance = _header->InstanceId;
+        _access = SegmentFile.AccessOf(fd, PoolName.ControlObject(bare));
         _hintWords = (_capacity + 63) / 64;
         _procs = (ProcessEntry*)(control.Address + (nint)LayoutConstants.ProcessTableOffset);
         _hints = (ulong*)(control.Address + (nint)LayoutConstants.FreeHintsOffset);
         _slots = (SlotRecord*)(control.Address + (nint)LayoutConstants.SlotTableOffset(_capacity));
-        _maps = new DataMapping?[_capacity];
+        _mappings = new MappingCache(_capacity, MappingCache.BudgetFromEnvironment());
     }
 
     /// <summary>Registers a pool that finished attaching, so that it is detached at process exit.</summary>
@@ -112,6 +126,10 @@ public sealed unsafe partial class BufferPool : IDisposable
     /// <summary>True when the pool outlives its processes until removed (<c>xmem rm</c>).</summary>
     public bool IsPersistent => (Volatile.Read(ref _header->Flags) & LayoutConstants.PoolFlagPersistent) != 0;
 
+    /// <summary>True in a child made by fork() for a pool its parent opened: the pool is inert here (its entry, its
+    /// references and its liveness lock are the parent's), see <see cref="AbandonInheritedPools"/>.</summary>
+    internal bool IsInheritedThroughFork => _inheritedThroughFork;
+
     /// <summary>This process's entry in the pool's process table.</summary>
     internal int ProcessEntryIndex => _me;
 
@@ -134,36 +152,48 @@ public sealed unsafe partial class BufferPool : IDisposable
             ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), Convert.ToString(mode, 8), "mode must be permission bits within 0777 that include owner read and write (0600), e.g. 0600 or 0660.");
         }
 
-        string obj = PoolName.ControlObject(bare);
-        for (int attempt = 0; ; attempt++)
+        StalePoolSweep.MaybeRun(bare);
+
+        // The name is given to a finished, locked file or not at all (InitializeNew), so a creator that finds it
+        // taken meets either a live pool or a stale one, never another creator's half-made file.
+        long deadline = Environment.TickCount64 + 2000;
+        while (true)
         {
-            SafeFd fd;
-            try
+            BufferPool? pool = InitializeNew(name, bare, capacity, (uint)mode, persistent);
+            if (pool is not null)
             {
-                fd = SegmentFile.CreateExclusive(obj, (uint)mode);
-            }
-            catch (PoolExistsException) when (attempt < 3)
-            {
-                if (TryRemoveStale(bare))
-                {
-                    continue;
-                }
-
-                throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
+                return pool;
             }
 
-            return InitializeNew(name, bare, fd, capacity, (uint)mode, persistent);
+            bool removed = TryRemoveStale(bare, out bool busy);
+            if (removed && Environment.TickCount64 < deadline)
+            {
+                continue; // stale, and now gone: try again
+            }
+
+            if (busy && Environment.TickCount64 < deadline)
+            {
+                Thread.Sleep(1); // another remover (a Create, a sweep, `xmem gc`) is deciding: wait for its verdict
+                continue;
+            }
+
+            throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
         }
     }
 
-    private static BufferPool InitializeNew(string name, string bare, SafeFd fd, int capacity, uint mode, bool persistent)
+    /// <summary>Creation (docs/layout.md, "Creation"): makes the control segment as an unnamed file, locks entry 0's
+    /// liveness byte, sizes it and writes the header, and only then names it with linkat(2), which never replaces an
+    /// existing name. Returns null when the name is taken (nothing is left behind then).</summary>
+    private static BufferPool? InitializeNew(string name, string bare, int capacity, uint mode, bool persistent)
     {
         string obj = PoolName.ControlObject(bare);
+        SafeFd fd = SegmentFile.CreateUnnamed(mode);
         MappedRegion? region = null;
-        ulong instance = 0;
+        bool named = false;
         try
         {
-            // Entry 0's liveness lock marks the creator alive while the header is still being written.
+            // Entry 0's liveness lock marks the creator alive from before the file has a name: nobody can ever find
+            // this pool by name with its creator alive but unlocked.
             if (!Libc.TryLockByte(fd.Fd, LayoutConstants.LivenessLockByte(0)))
             {
                 throw new XmemException(XmemStatus.Internal, "could not lock a freshly created segment");
@@ -178,8 +208,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             h->Capacity = capacity;
             h->MaxProcesses = LayoutConstants.MaxProcesses;
             h->SegmentSize = size;
-            instance = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
-            h->InstanceId = instance;
+            h->InstanceId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
             h->HeaderSize = LayoutConstants.HeaderSize;
             h->SlotSize = LayoutConstants.SlotSize;
             h->ProcessTableOffset = LayoutConstants.ProcessTableOffset;
@@ -188,15 +217,28 @@ public sealed unsafe partial class BufferPool : IDisposable
             h->Flags = persistent ? LayoutConstants.PoolFlagPersistent : 0;
             h->Mode = mode;
             h->CreatedUnixNs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000;
-            h->CreatorPid = Environment.ProcessId;
+            h->CreatorPid = ProcessInfo.OwnPid;
             var hints = (ulong*)(region.Address + (nint)LayoutConstants.FreeHintsOffset);
             for (int i = 0; i < capacity; i++)
             {
                 hints[i / 64] |= 1UL << (i % 64);
             }
 
+            // The name is the publication of the header (an opener reads it through its own mapping of the same
+            // pages, after its open(2) found the name); linkat never replaces an existing name.
+            if (!SegmentFile.Publish(fd, obj))
+            {
+                region.Dispose();
+                fd.Dispose(); // the unnamed file goes with its last descriptor
+                return null;
+            }
+
+            named = true;
             var pool = new BufferPool(name, bare, fd, region);
-            pool.RegisterEntry(0);
+            if (!pool.RegisterEntry(0))
+            {
+                throw new PoolPermissionException($"pool '{bare}': the holdings segment name of a brand-new instance is held by a file this pool did not make; try again.", Errno.EEXIST);
+            }
 
             // Published last, with release ordering: a reader that sees Ready sees every field above.
             Volatile.Write(ref h->State, LayoutConstants.PoolStateReady);
@@ -204,15 +246,55 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
         catch
         {
-            region?.Dispose();
-            if (instance != 0)
+            if (named)
             {
-                RemoveInstanceSegments(bare, instance);
+                AbandonUnfinished(fd, region!, bare);
             }
 
-            _ = SegmentFile.Unlink(obj);
+            region?.Dispose();
             fd.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>A creator that fails after naming its pool removes it as a remover would (under the removal lock,
+    /// Removed before anything is unlinked), and unlinks the name only while it still names this instance.</summary>
+    private static void AbandonUnfinished(SafeFd fd, MappedRegion region, string bare)
+    {
+        if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
+        {
+            return; // another remover has it: the pool is unfinished and nobody is in it, so that remover removes it
+        }
+
+        try
+        {
+            var h = (PoolHeader*)region.Address;
+            ulong instance = h->InstanceId;
+            string obj = PoolName.ControlObject(bare);
+            bool ours;
+            using (SafeFd? named = SegmentFile.TryOpen(obj, writable: false))
+            {
+                ours = named is not null && ReadInstance(named, obj) == instance;
+            }
+
+            Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
+            try
+            {
+                _ = RemoveInstanceSegments(bare, instance, SegmentFile.AccessOf(fd, obj));
+            }
+            catch (XmemException)
+            {
+                // fstat failed: the segments are left as orphans for `xmem gc`; the original error matters more.
+            }
+
+            if (ours)
+            {
+                _ = SegmentFile.Unlink(obj);
+            }
+        }
+        finally
+        {
+            Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
         }
     }
 
@@ -223,6 +305,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     public static BufferPool Open(string name)
     {
         string bare = PoolName.Normalize(name);
+        StalePoolSweep.MaybeRun(bare);
         string obj = PoolName.ControlObject(bare);
         SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
             ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(obj)}). Create it first with BufferPool.Create, or check XMEM_SHM_DIR.", PoolName.PathOf(obj), Errno.ENOENT);
@@ -415,11 +498,13 @@ public sealed unsafe partial class BufferPool : IDisposable
             Thread.Sleep(1);
         }
 
+        List<string> denied;
+        bool unlinked;
         try
         {
             ulong instance = MarkRemoved(fd, obj);
-            RemoveInstanceSegments(bare, instance);
-            return SegmentFile.Unlink(obj);
+            denied = RemoveInstanceSegments(bare, instance, SegmentFile.AccessOf(fd, obj));
+            unlinked = SegmentFile.Unlink(obj);
         }
         finally
         {
@@ -428,6 +513,21 @@ public sealed unsafe partial class BufferPool : IDisposable
                 Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
             }
         }
+
+        if (denied.Count > 0)
+        {
+            throw new PoolPermissionException(DescribeDenied(bare, denied), Errno.EPERM);
+        }
+
+        return unlinked;
+    }
+
+    /// <summary>The report of a removal that left segments the kernel would not let this process unlink.</summary>
+    private static string DescribeDenied(string bare, List<string> denied)
+    {
+        string first = string.Join(", ", denied.Take(4));
+        string more = denied.Count > 4 ? $" and {denied.Count - 4} more" : "";
+        return $"pool '{bare}' was removed, but {denied.Count} of its segments could not be unlinked ({first}{more}): they were made by other users, and in {SharedMemoryDirectory.Path} (a sticky directory) only a file's owner or root may remove it. Run `xmem gc` as their owner or as root.";
     }
 
     /// <summary>Publishes State = Removed (the commit point of a removal: from here on openers fail and any remover
@@ -462,9 +562,12 @@ public sealed unsafe partial class BufferPool : IDisposable
         return ((PoolHeader*)r.Address)->InstanceId;
     }
 
-    /// <summary>Unlinks the data and holdings segments of one pool instance (instance 0: of every instance).</summary>
-    private static void RemoveInstanceSegments(string bare, ulong instance)
+    /// <summary>Unlinks the data and holdings segments of one pool instance (instance 0: of every instance). Only
+    /// the pool's own files (its group and mode, <paramref name="access"/>) are unlinked, never a stranger's; returns
+    /// the pool's files that the kernel would not let this process unlink (made by another member).</summary>
+    private static List<string> RemoveInstanceSegments(string bare, ulong instance, SegmentAccess access)
     {
+        var denied = new List<string>();
         string dir = SharedMemoryDirectory.Path;
         string prefix = instance == 0 ? LayoutConstants.ObjectPrefix + bare + "." : PoolName.InstancePrefix(bare, instance);
         try
@@ -478,7 +581,10 @@ public sealed unsafe partial class BufferPool : IDisposable
                     continue; // not ours, or another pool whose name merely starts with this one's
                 }
 
-                _ = SegmentFile.Unlink(file);
+                if (SegmentFile.OwnershipOf(file, access, out _) == SegmentOwnership.Pool && SegmentFile.TryUnlink(file) == UnlinkOutcome.Denied)
+                {
+                    denied.Add(file);
+                }
             }
         }
         catch (IOException)
@@ -487,6 +593,8 @@ public sealed unsafe partial class BufferPool : IDisposable
         catch (UnauthorizedAccessException)
         {
         }
+
+        return denied;
     }
 
     private static bool LooksLikeInstanceSegment(string file, string bare)
@@ -507,8 +615,13 @@ public sealed unsafe partial class BufferPool : IDisposable
 
     /// <summary>Removes the pool at <paramref name="bare"/> when no live process is attached and it is not
     /// persistent. Returns true when removed (or gone already).</summary>
-    internal static bool TryRemoveStale(string bare)
+    internal static bool TryRemoveStale(string bare) => TryRemoveStale(bare, out _);
+
+    /// <summary>As <see cref="TryRemoveStale(string)"/>; <paramref name="busy"/> tells that another remover held the
+    /// removal lock, so the verdict is still open (theirs will follow).</summary>
+    internal static bool TryRemoveStale(string bare, out bool busy)
     {
+        busy = false;
         string obj = PoolName.ControlObject(bare);
         using SafeFd? fd = SegmentFile.TryOpen(obj, writable: true);
         if (fd is null)
@@ -518,6 +631,7 @@ public sealed unsafe partial class BufferPool : IDisposable
 
         if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
         {
+            busy = true;
             return false; // someone else is removing or replacing it
         }
 
@@ -528,7 +642,7 @@ public sealed unsafe partial class BufferPool : IDisposable
             {
                 if (HasLiveProcess(fd))
                 {
-                    return false; // its creator is still sizing it
+                    return false; // no file of this version (its name is given to a sized file): leave it to its owner
                 }
 
                 _ = SegmentFile.Unlink(obj);
@@ -541,7 +655,23 @@ public sealed unsafe partial class BufferPool : IDisposable
             if (ours && Volatile.Read(ref h->State) == LayoutConstants.PoolStateRemoved)
             {
                 // A remover died after the commit point: finish its job, whoever is still attached.
-                RemoveInstanceSegments(bare, h->InstanceId);
+                _ = RemoveInstanceSegments(bare, h->InstanceId, SegmentFile.AccessOf(fd, obj));
+                _ = SegmentFile.Unlink(obj);
+                return true;
+            }
+
+            if (ours && Volatile.Read(ref h->State) == LayoutConstants.PoolStateInitializing)
+            {
+                // Its creator locked entry 0 before naming it and publishes Ready while holding that lock: alive, it
+                // is still writing it (and its State must not be touched); dead, nobody ever attached (Open refuses
+                // an unfinished pool without a live creator), so it is removed at once.
+                if (HasLiveProcess(fd))
+                {
+                    return false;
+                }
+
+                Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
+                _ = RemoveInstanceSegments(bare, h->InstanceId, SegmentFile.AccessOf(fd, obj));
                 _ = SegmentFile.Unlink(obj);
                 return true;
             }
@@ -553,13 +683,17 @@ public sealed unsafe partial class BufferPool : IDisposable
 
             // Removing is published before the liveness checks, and an opener locks its entry before it reads the
             // state: either we see the opener alive, or the opener sees Removing (docs/layout.md, "Removal").
-            uint before = ours ? Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoving) : 0;
+            if (ours)
+            {
+                _ = Interlocked.Exchange(ref h->State, LayoutConstants.PoolStateRemoving);
+            }
+
             if (HasLiveProcess(fd))
             {
                 if (ours)
                 {
                     // A Removing found here was left by a remover that died (we hold the removal lock): put Ready.
-                    Volatile.Write(ref h->State, before == LayoutConstants.PoolStateInitializing ? before : LayoutConstants.PoolStateReady);
+                    Volatile.Write(ref h->State, LayoutConstants.PoolStateReady);
                 }
 
                 return false;
@@ -572,7 +706,9 @@ public sealed unsafe partial class BufferPool : IDisposable
                 Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
             }
 
-            RemoveInstanceSegments(bare, ours ? h->InstanceId : 0);
+            // Segments it cannot unlink (other members' files) are left for `xmem gc` run by their owner or root,
+            // which reports any it cannot remove either.
+            _ = RemoveInstanceSegments(bare, ours ? h->InstanceId : 0, SegmentFile.AccessOf(fd, obj));
 
             // While we hold the removal lock nobody else unlinks this name, so it still names this file.
             _ = SegmentFile.Unlink(obj);
@@ -582,6 +718,30 @@ public sealed unsafe partial class BufferPool : IDisposable
         {
             Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
         }
+    }
+
+    /// <summary>A look without any lock or write: the pool at <paramref name="bare"/> has this layout's header, is not
+    /// persistent, and no process-table entry is alive. <see cref="TryRemoveStale(string, out bool)"/> decides.</summary>
+    internal static bool LooksStale(string bare)
+    {
+        string obj = PoolName.ControlObject(bare);
+        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: false);
+        if (fd is null || SegmentFile.SizeOf(fd, obj) < LayoutConstants.HeaderSize)
+        {
+            return false;
+        }
+
+        using (MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: false, PoolName.PathOf(obj)))
+        {
+            var h = (PoolHeader*)r.Address;
+            if (h->Magic != LayoutConstants.Magic || h->LayoutVersion != LayoutConstants.LayoutVersion
+                || (Volatile.Read(ref h->Flags) & LayoutConstants.PoolFlagPersistent) != 0)
+            {
+                return false;
+            }
+        }
+
+        return !HasLiveProcess(fd);
     }
 
     /// <summary>True when any process-table entry's liveness byte is locked by another open file description: one
@@ -599,6 +759,8 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _disposed = true;
+        BeginClose();
+        WaitForBlockingCalls();
         Volatile.Write(ref _liveCapacity, 0);
         lock (s_open)
         {
@@ -627,13 +789,9 @@ public sealed unsafe partial class BufferPool : IDisposable
             }
         }
 
-        lock (_mapLock)
+        lock (_mappings.Gate)
         {
-            for (int i = 0; i < _maps.Length; i++)
-            {
-                _maps[i]?.Region.Dispose();
-                _maps[i] = null;
-            }
+            _mappings.ClearLocked();
         }
 
         // One lock query without the removal lock first, so that detaching from a pool others still use does not
@@ -646,7 +804,71 @@ public sealed unsafe partial class BufferPool : IDisposable
         }
 
         _controlFd.Dispose();
+        _closingSource.Dispose();
     }
+
+    /// <summary>The first step of closing: from here on every blocking call on this pool (a wait for a slot, a channel
+    /// receive or send) wakes and throws ObjectDisposedException; nothing is detached yet. Dispose begins with it; the
+    /// C ABI calls it when a pool handle is closed while calls are still in flight. Idempotent.</summary>
+    internal void BeginClose()
+    {
+        _closing = true;
+        Interlocked.MemoryBarrier(); // the store above before the count read in WaitForBlockingCalls (see the fields)
+        try
+        {
+            _closingSource.Cancel(); // runs the wake callbacks of every sleeper registered so far
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed already: nothing waits any more.
+        }
+    }
+
+    /// <summary>Waits until every blocking call has left. A sleeper that registered its wake after the cancel
+    /// above, or read its futex word just before it, sleeps at most one slice (100 ms) more; the free-slot word is
+    /// woken again meanwhile, which costs other processes' waiters one extra scan at most.</summary>
+    private void WaitForBlockingCalls()
+    {
+        int rounds = 0;
+        while (Volatile.Read(ref _blockingCalls) != 0)
+        {
+            if (rounds++ % 10 == 0)
+            {
+                _ = Libc.FutexWakeAll((nint)(&_header->FreeEpoch));
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    /// <summary>Counts a blocking call in, before its first sleep; throws ObjectDisposedException when the pool is
+    /// closing. Every call of it that returns is matched by one <see cref="ExitBlocking"/>.</summary>
+    internal void EnterBlocking()
+    {
+        Interlocked.Increment(ref _blockingCalls); // full fence: before the read of _closing (see the fields)
+        if (_closing)
+        {
+            Interlocked.Decrement(ref _blockingCalls);
+            ThrowHelper.ThrowPoolClosedWhileWaiting(_bare);
+        }
+    }
+
+    /// <summary>Counts a blocking call out.</summary>
+    internal void ExitBlocking() => Interlocked.Decrement(ref _blockingCalls);
+
+    /// <summary>Throws ObjectDisposedException once the pool is closing: a counted blocking call checks it after
+    /// every wake.</summary>
+    internal void ThrowIfClosing()
+    {
+        if (_closing)
+        {
+            ThrowHelper.ThrowPoolClosedWhileWaiting(_bare);
+        }
+    }
+
+    /// <summary>Makes a close wake a sleeper on <paramref name="word"/> (a futex word in shared memory).</summary>
+    internal CancellationTokenRegistration WakeOnClose(uint* word) =>
+        _closingSource.Token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)word);
 
     /// <summary>Drops the lease a guard held on the control segment's mapping.</summary>
     internal void ReleaseControlLease() => _lease.DangerousRelease();
@@ -655,7 +877,50 @@ public sealed unsafe partial class BufferPool : IDisposable
     {
         if (_disposed)
         {
-            ThrowHelper.ThrowPoolDisposed(_bare);
+            ThrowDisposed();
+        }
+    }
+
+    private void ThrowDisposed()
+    {
+        if (_inheritedThroughFork)
+        {
+            ThrowHelper.ThrowInheritedThroughFork(_bare);
+        }
+
+        ThrowHelper.ThrowPoolDisposed(_bare);
+    }
+
+    /// <summary>
+    /// In a child made by fork(), from its atfork handler (only the forking thread exists, and no thread was inside
+    /// xmem at the fork: <see cref="ForkGate"/>): makes every pool opened before the fork inert. Such a pool's
+    /// process entry, references and liveness lock are the parent's, so the child must neither use nor release them:
+    /// every call then fails naming fork, Dispose and guard releases do nothing, and nothing touches shared memory.
+    /// An OFD lock belongs to the open file description, which the child's copies share with the parent, and the
+    /// kernel keeps it while any descriptor or shared mapping of that description exists. So the child drops both of
+    /// its references — the control descriptor (closed, never unlocked: an unlock through the shared description
+    /// would free the parent's entry at once) and the control segment's mapping (replaced by zero pages) — and the
+    /// kernel then drops the parent's locks as soon as the parent dies, however long the child lives. Data mappings
+    /// stay (they hold no lock), so views the child inherited stay readable.
+    /// </summary>
+    internal static void AbandonInheritedPools()
+    {
+        BufferPool[] pools;
+        lock (s_open)
+        {
+            pools = [.. s_open.Select(w => w.TryGetTarget(out BufferPool? p) ? p : null).OfType<BufferPool>()];
+            s_open.Clear(); // nor detached at this child's exit
+        }
+
+        foreach (BufferPool p in pools)
+        {
+            p._inheritedThroughFork = true;
+            p._detaching = true; // guard releases return at once (ReleaseGuardReference)
+            Volatile.Write(ref p._liveCapacity, 0); // every index is refused, then reported as inherited
+            p._disposed = true; // Dispose returns at once
+            p._controlFd.CloseInheritedCopy();
+            p._control.ReplaceInheritedWithZeros(writable: true);
+            p.DropInheritedCudaMapping();
         }
     }
 
@@ -665,6 +930,7 @@ public sealed unsafe partial class BufferPool : IDisposable
     /// later point is seen as dead), then its holdings segment is made, then the entry is published Active.</summary>
     private void Attach()
     {
+        int skipped = 0;
         for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
         {
             if (!Libc.TryLockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i)))
@@ -672,16 +938,28 @@ public sealed unsafe partial class BufferPool : IDisposable
                 continue; // a live process has it
             }
 
-            RegisterEntry(i);
-            return;
+            if (RegisterEntry(i))
+            {
+                return;
+            }
+
+            skipped++; // its holdings name is held by a file the pool did not make: another entry will do
+        }
+
+        if (skipped > 0)
+        {
+            throw new PoolPermissionException($"pool '{_bare}': no process entry could be taken; {skipped} free entries have their holdings segment name ({PoolName.InstancePrefix(_bare, _instance)}p<i>) held by files this pool did not make (another group or mode). Remove those files as root or as their owner.", Errno.EEXIST);
         }
 
         throw new TooManyProcessesException($"pool '{_bare}' already has {LayoutConstants.MaxProcesses} attached processes; detach some (Dispose) before attaching more.");
     }
 
-    /// <summary>Registers this process in entry <paramref name="i"/>, whose liveness byte this descriptor holds.</summary>
-    private void RegisterEntry(int i)
+    /// <summary>Registers this process in entry <paramref name="i"/>, whose liveness byte this descriptor holds.
+    /// Returns false (entry freed and unlocked again) when the entry's holdings name is held by a file the pool did
+    /// not make: a stranger must not lock the pool's users out by pre-creating names it can see in /dev/shm.</summary>
+    private bool RegisterEntry(int i)
     {
+        bool madeHoldings = false;
         try
         {
             lock (_recoveryGate)
@@ -701,29 +979,31 @@ public sealed unsafe partial class BufferPool : IDisposable
                 Volatile.Write(ref e->State, LayoutConstants.ProcessRegistering);
 
                 string holdingsObj = PoolName.HoldingsObject(_bare, _instance, i);
-                SafeFd hfd;
-                try
+                SafeFd? hfd = MakeHoldingsSegment(holdingsObj, out madeHoldings);
+                if (hfd is null)
                 {
-                    hfd = SegmentFile.CreateExclusive(holdingsObj, Volatile.Read(ref _header->Mode));
-                }
-                catch (PoolExistsException)
-                {
-                    // Left by a process that died between making it and publishing its entry: no operation ever
-                    // used it, so it holds nothing.
-                    _ = SegmentFile.Unlink(holdingsObj);
-                    hfd = SegmentFile.CreateExclusive(holdingsObj, Volatile.Read(ref _header->Mode));
+                    Volatile.Write(ref e->State, LayoutConstants.ProcessFree);
+                    _me = -1;
+                    _tag = 0;
+                    Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i));
+                    return false;
                 }
 
                 using (hfd)
                 {
                     long bytes = Math.Max(8L * _capacity, LayoutConstants.PageSize);
+                    if (!madeHoldings)
+                    {
+                        SegmentFile.Size(hfd, 0, reserve: false, holdingsObj); // a reused file starts from zeros
+                    }
+
                     SegmentFile.Size(hfd, bytes, reserve: true, holdingsObj);
                     _holdingsRegion = MappedRegion.Map(hfd.Fd, bytes, writable: true, PoolName.PathOf(holdingsObj));
                     _holdings = (ulong*)_holdingsRegion.Address;
                     _lease.AdoptHoldings(_holdingsRegion);
                 }
 
-                int pid = Environment.ProcessId;
+                int pid = ProcessInfo.OwnPid;
                 e->Pid = pid;
                 e->StartTime = ProcessInfo.OwnStartTime;
                 e->Waiters = 0;
@@ -735,13 +1015,19 @@ public sealed unsafe partial class BufferPool : IDisposable
                 System.Text.Encoding.UTF8.GetBytes(comm.AsSpan(0, Math.Min(comm.Length, 15)), commBytes);
                 Volatile.Write(ref e->State, LayoutConstants.ProcessActive);
             }
+
+            return true;
         }
         catch
         {
             if (_me == i)
             {
                 Volatile.Write(ref _procs[i].State, LayoutConstants.ProcessFree);
-                _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, i));
+                if (madeHoldings)
+                {
+                    _ = SegmentFile.Unlink(PoolName.HoldingsObject(_bare, _instance, i));
+                }
+
                 _me = -1;
                 _tag = 0;
             }
@@ -749,5 +1035,52 @@ public sealed unsafe partial class BufferPool : IDisposable
             Libc.UnlockByte(_controlFd.Fd, LayoutConstants.LivenessLockByte(i));
             throw;
         }
+    }
+
+    /// <summary>Makes the holdings segment of the entry this process holds. An existing file of that name is a
+    /// leftover of a member that died before publishing its entry (it holds nothing): unlinked and made again, or,
+    /// when the kernel will not let this process unlink it (a sticky /dev/shm: only its owner may), reused — it has
+    /// the pool's group and mode, so this process can write it. A file of another group or mode is a stranger's: the
+    /// entry is skipped (null), the file left alone.</summary>
+    private SafeFd? MakeHoldingsSegment(string obj, out bool made)
+    {
+        made = false;
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            SafeFd? fd = SegmentFile.TryCreateExclusive(obj, _access);
+            if (fd is not null)
+            {
+                made = true;
+                return fd;
+            }
+
+            if (SegmentFile.OwnershipOf(obj, _access, out _) == SegmentOwnership.Foreign)
+            {
+                return null;
+            }
+
+            if (SegmentFile.TryUnlink(obj) is UnlinkOutcome.Removed or UnlinkOutcome.Missing)
+            {
+                continue;
+            }
+
+            try
+            {
+                fd = SegmentFile.TryOpen(obj, writable: true);
+            }
+            catch (PoolPermissionException)
+            {
+                return null;
+            }
+
+            if (fd is not null && SegmentFile.IsPoolFile(fd, _access, obj))
+            {
+                return fd;
+            }
+
+            fd?.Dispose();
+        }
+
+        return null;
     }
 }

@@ -10,4 +10,8 @@ internal sealed class DataMapping(MappedRegion region, uint memGen)
     internal uint MemGen { get; } = memGen;
     internal nint Address => Region.Address;
     internal long Length => Region.Length;
+
+    /// <summary>CLOCK's reference bit (<see cref="MappingCache"/>): set by every use, cleared by the eviction hand.
+    /// A plain field: a lost or late store only gives the mapping one more or one less pass of the hand.</summary>
+    internal bool Referenced;
 }

@@ -6,12 +6,24 @@ internal static class ProcessInfo
     /// <summary>Start time of this process in clock ticks since boot (/proc/self/stat field 22); 0 if unreadable.</summary>
     private static ulong s_ownStartTime;
     private static string? s_ownComm;
+    private static int s_ownPid;
+
+    /// <summary>This process's id, read once (and again after a fork: Environment.ProcessId would keep the parent's).</summary>
+    internal static int OwnPid => s_ownPid != 0 ? s_ownPid : s_ownPid = Interop.Libc.GetPid();
 
     /// <summary>This process's start time, read once.</summary>
-    internal static ulong OwnStartTime => s_ownStartTime != 0 ? s_ownStartTime : s_ownStartTime = StartTime(Environment.ProcessId);
+    internal static ulong OwnStartTime => s_ownStartTime != 0 ? s_ownStartTime : s_ownStartTime = StartTime(OwnPid);
 
     /// <summary>This process's command name, read once.</summary>
-    internal static string OwnComm => s_ownComm ??= Comm(Environment.ProcessId);
+    internal static string OwnComm => s_ownComm ??= Comm(OwnPid);
+
+    /// <summary>In a child made by fork(): forgets the parent's facts, to be read again for this process.</summary>
+    internal static void ResetAfterFork()
+    {
+        s_ownPid = 0;
+        s_ownStartTime = 0;
+        s_ownComm = null;
+    }
 
     internal static ulong StartTime(int pid)
     {

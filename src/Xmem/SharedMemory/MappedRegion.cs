@@ -39,6 +39,23 @@ internal sealed class MappedRegion : SafeHandle
     }
 
     protected override bool ReleaseHandle() => Libc.MUnmap(handle, (nuint)Length) == 0;
+
+    /// <summary>In a child made by fork(): replaces this process's inherited copy of the range by private zero pages
+    /// at the same address. A shared mapping holds a reference to the open file description it was mapped from — the
+    /// one that owns the parent's OFD locks — so while it exists the kernel keeps those locks even after the parent
+    /// dies. Stale pointers into the range then read zeros (which every reader refuses as shared memory it cannot
+    /// trust) instead of faulting. MAP_FIXED swaps the pages in one step; it fails only without memory, and then the
+    /// range stays as it was.</summary>
+    internal void ReplaceInheritedWithZeros(bool writable)
+    {
+        if (IsClosed || IsInvalid)
+        {
+            return;
+        }
+
+        int prot = Libc.PROT_READ | (writable ? Libc.PROT_WRITE : 0);
+        _ = Libc.MMap(handle, (nuint)Length, prot, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_FIXED, -1, 0);
+    }
 }
 
 /// <summary>An owned file descriptor: closed exactly once, never a raw int in a field.</summary>
@@ -52,4 +69,19 @@ internal sealed class SafeFd : SafeHandle
     internal int Fd => (int)handle;
 
     protected override bool ReleaseHandle() => Libc.Close((int)handle) == 0;
+
+    /// <summary>In a child made by fork(): closes this process's copy of an inherited descriptor, and marks the
+    /// handle closed so that nothing closes the number again once it is reused. close(2) only, never an unlock: see
+    /// BufferPool.AbandonInheritedPools.</summary>
+    internal void CloseInheritedCopy()
+    {
+        if (IsClosed || IsInvalid)
+        {
+            return;
+        }
+
+        int fd = (int)handle;
+        SetHandleAsInvalid();
+        _ = Libc.Close(fd);
+    }
 }

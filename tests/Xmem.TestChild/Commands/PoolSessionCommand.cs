@@ -18,6 +18,9 @@ namespace Xmem.TestChild.Commands;
 /// addref I | release I          ok NEWCOUNT
 /// set I COUNT                   ok
 /// refcount I                    ok COUNT
+/// channel NAME                  ok              (opens, creating it if needed, a queue channel of depth 8)
+/// recover                       ok N            (RecoverDeadProcesses)
+/// remove                        ok True|False   (BufferPool.Remove of this pool)
 /// exit                          ok              (disposes the pool and exits 0; end of stdin does the same)
 /// </code>
 /// </summary>
@@ -115,6 +118,13 @@ internal static class PoolSessionCommand
                 return "ok";
             case "refcount":
                 return $"ok {pool.RefCount(I(1))}";
+            case "channel":
+                pool.Channel(w[1], depth: 8).Dispose();
+                return "ok";
+            case "recover":
+                return $"ok {pool.RecoverDeadProcesses()}";
+            case "remove":
+                return $"ok {BufferPool.Remove(pool.Name)}";
             default:
                 throw new ArgumentException($"unknown instruction '{w[0]}'");
         }

@@ -32,8 +32,9 @@ internal sealed class TestChild : IDisposable
     public bool HasExited => _process.HasExited;
 
     /// <summary>Starts <c>dotnet Xmem.TestChild.dll command args...</c>, as <paramref name="runAsUser"/> (through
-    /// runuser, with primary group <paramref name="runAsGroup"/>) when given.</summary>
-    public static TestChild Start(string command, IEnumerable<string> args, string? runAsUser = null, string? runAsGroup = null)
+    /// runuser, with primary group <paramref name="runAsGroup"/>) when given, with the test host's environment changed
+    /// by <paramref name="environment"/> (a null value removes the variable).</summary>
+    public static TestChild Start(string command, IEnumerable<string> args, string? runAsUser = null, string? runAsGroup = null, IReadOnlyDictionary<string, string?>? environment = null)
     {
         string dll = BuildPaths.TestChildDll;
         if (!File.Exists(dll))
@@ -77,6 +78,18 @@ internal sealed class TestChild : IDisposable
 
         // The child must not inherit the test host's diagnostics settings that would make it wait for a debugger.
         psi.Environment.Remove("DOTNET_DiagnosticPorts");
+        foreach ((string key, string? value) in environment ?? new Dictionary<string, string?>())
+        {
+            if (value is null)
+            {
+                psi.Environment.Remove(key);
+            }
+            else
+            {
+                psi.Environment[key] = value;
+            }
+        }
+
         var process = new Process { StartInfo = psi };
         string description = $"test child '{command} {string.Join(' ', args)}'" + (runAsUser is null ? "" : $" as {runAsUser}");
         var child = new TestChild(process, description);

@@ -10,8 +10,18 @@ namespace Xmem.Tests.Infrastructure;
 /// xunit's own framework, except that the tests of <see cref="SuiteEndChecks"/> run after every other test of the
 /// assembly has finished: they are the assembly-level checks (nothing left in the shared-memory directory).
 /// </summary>
-public sealed class XmemTestFramework(IMessageSink messageSink) : XunitTestFramework(messageSink)
+public sealed class XmemTestFramework : XunitTestFramework
 {
+    public XmemTestFramework(IMessageSink messageSink)
+        : base(messageSink)
+    {
+        // The stale-pool sweep (a process's first Create/Open removes pools with no live process) is off in the test
+        // host and so in the children it starts, which inherit its environment: tests of `xmem gc`, RemoveIfStale
+        // and Create-replaces-a-stale-pool look at a stale pool before it is removed, and a sweep run meanwhile by
+        // another test's process would remove it under them. StalePoolSweepTests turn it on in their children.
+        Environment.SetEnvironmentVariable("XMEM_STALE_SWEEP", "0");
+    }
+
     protected override ITestFrameworkExecutor CreateExecutor(AssemblyName assemblyName) =>
         new Executor(assemblyName, SourceInformationProvider, DiagnosticMessageSink);
 

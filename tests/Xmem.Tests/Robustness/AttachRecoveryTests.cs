@@ -54,10 +54,12 @@ public sealed unsafe class AttachRecoveryTests : PoolTest
 
         Assert.Equal(1, pool.RefCount(0)); // only this process's reference is left
     }
+
     /// <summary>
-    /// An Open that fails while attaching (here: its holdings segment cannot be made, because a directory squats
-    /// the name) must report the error and leave a process that exits normally: the half-built pool must not be
-    /// detached again at process exit through its unmapped control segment (that crashed the process, exit 134).
+    /// An Open that fails while attaching (here: no entry can be taken, because directories squat the holdings
+    /// names of every free entry; a single squatted name is skipped) must report the error and leave a process that
+    /// exits normally: the half-built pool must not be detached again at process exit through its unmapped control
+    /// segment (that crashed the process, exit 134).
     /// </summary>
     [Fact]
     public void Open_that_fails_while_attaching_does_not_crash_the_process_at_exit()
@@ -65,19 +67,28 @@ public sealed unsafe class AttachRecoveryTests : PoolTest
         string name = NewName("attachfail");
         using BufferPool pool = BufferPool.Create(name, capacity: 4); // entry 0: the child lands on entry 1
         ulong instance = Shm.ReadControl(name, 32, 8);
-        string squat = Path.Combine(Shm.Directory, $"{LayoutConstants.ObjectPrefix}{name}.{instance:x16}.p1");
-        Directory.CreateDirectory(squat);
+        string[] squats = [.. Enumerable.Range(1, LayoutConstants.MaxProcesses - 1)
+            .Select(i => Path.Combine(Shm.Directory, $"{LayoutConstants.ObjectPrefix}{name}.{instance:x16}.p{i}"))];
+        foreach (string squat in squats)
+        {
+            Directory.CreateDirectory(squat);
+        }
+
         try
         {
             using TestChild c = TestChild.Start("open", name);
             string answer = c.ReadLine();
             int exit = c.WaitForExit();
-            Assert.StartsWith("error Xmem.", answer, StringComparison.Ordinal);
+            Assert.StartsWith($"error {typeof(PoolPermissionException).FullName}", answer, StringComparison.Ordinal);
+            Assert.Contains("held by files this pool did not make", answer);
             Assert.True(exit == 70, $"the child must exit with 70 (error reported); it exited {exit}. stderr:\n{c.StandardError}");
         }
         finally
         {
-            Directory.Delete(squat);
+            foreach (string squat in squats)
+            {
+                Directory.Delete(squat);
+            }
         }
     }
 }

@@ -38,6 +38,9 @@ public sealed unsafe class CrashWindowTests : PoolTest
             fs.Write(BitConverter.GetBytes(state.Holding));
         }
 
+        // The pool's mode (0600), as the dead member's own segment would have: recovery reads only the pool's files.
+        File.SetUnixFileMode(HoldingsPath(name, h->InstanceId), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+
         e->Pid = 999_999;
         e->Incarnation = 1;
         slot->JournalHoldings = state.JournalHoldings;

@@ -9,7 +9,7 @@ namespace Xmem.Tests.Robustness;
 /// hundreds of times, and afterwards every slot comes back (docs/layout.md, "Crash rules"; "What every port must
 /// test": a process killed with SIGKILL at random moments loses no slot).
 /// </summary>
-public sealed class KillTests(ITestOutputHelper output) : PoolTest
+public sealed partial class KillTests(ITestOutputHelper output) : PoolTest
 {
     private const int Capacity = 8;
     private const int Victims = 2;
@@ -36,7 +36,7 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
         int seed = Environment.TickCount;
         var rng = new Random(seed);
         var tally = new VictimTally();
-        int kills = 0, attachKills = 0, started = 0;
+        int kills = 0, attachKills = 0, started = 0, registeredAtEnd = -1;
         var clock = Stopwatch.StartNew();
         using BufferPool pool = BufferPool.Create(name, Capacity);
         var children = new TestChild?[Victims];
@@ -76,6 +76,18 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
         }
         finally
         {
+            // Stop every victim before killing any, so that no survivor sees the others die and reclaims them; the
+            // entries left registered then are exactly what this process must reclaim below. (A victim may be
+            // stopped between a detach and its reattach, holding no entry at all; then there is less to reclaim.)
+            foreach (TestChild? c in children)
+            {
+                if (c is not null)
+                {
+                    _ = Signal(c.Pid, SIGSTOP);
+                }
+            }
+
+            registeredAtEnd = RegisteredEntriesOtherThan(name, pool.ProcessEntryIndex);
             foreach (TestChild? c in children)
             {
                 if (c is not null)
@@ -88,7 +100,7 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
 
         TimeSpan killPhase = clock.Elapsed;
 
-        // This process is the only one left: it reclaims every dead entry (the last two victims at least).
+        // This process is the only one left: it reclaims every dead entry, exactly those still registered above.
         int reclaimed = pool.ReclaimDeadProcesses();
         PoolAudit audit = PoolAudit.Of(name, liveEntries: 0);
 
@@ -109,7 +121,7 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
         string figures = RobustnessFigures.Record("kill",
             ("kills", kills), ("attach_kills", attachKills), ("children", started), ("seconds", Math.Round(killPhase.TotalSeconds, 1)),
             ("victim_operations_at_least", tally.Operations), ("victim_reattaches", tally.Reattaches),
-            ("reclaimed_at_end", reclaimed), ("buffers_lost", audit.SlotsNotFree), ("hints_lost", audit.HintsLost),
+            ("reclaimed_at_end", reclaimed), ("registered_at_end", registeredAtEnd), ("buffers_lost", audit.SlotsNotFree), ("hints_lost", audit.HintsLost),
             ("orphan_segments", audit.OrphanDataSegments), ("violations", tally.Violations.Count), ("seed", seed));
         output.WriteLine(figures);
         foreach (string p in audit.Problems)
@@ -119,7 +131,7 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
 
         Assert.True(tally.Violations.Count == 0, $"{tally.Violations.Count} data checks failed (seed {seed}):\n{string.Join('\n', tally.Violations.Take(20))}");
         Assert.True(audit.Problems.Count == 0, $"after {kills} kills and reclaiming the dead, the pool is not whole (seed {seed}):\n{string.Join('\n', audit.Problems)}");
-        Assert.True(reclaimed >= 1, "the last victims' entries must have been reclaimed by this process");
+        Assert.True(reclaimed == registeredAtEnd, $"the last victims' {registeredAtEnd} registered entries must have been reclaimed by this process, reclaimed {reclaimed}");
         Assert.True(hintsSet, "every slot was acquired and released again, yet a hint is clear");
         Assert.Equal(expectedLeft, left);
     }
@@ -185,6 +197,16 @@ public sealed class KillTests(ITestOutputHelper output) : PoolTest
 
         return tally;
     }
+
+    private const int SIGSTOP = 19;
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Signal(int pid, int signal);
+
+    /// <summary>Process entries whose State is not Free, other than <paramref name="mine"/>.</summary>
+    private static int RegisteredEntriesOtherThan(string name, int mine) =>
+        Enumerable.Range(0, LayoutConstants.MaxProcesses).Count(i => i != mine
+            && Shm.ReadControl(name, LayoutConstants.ProcessTableOffset + ((long)i * LayoutConstants.ProcessEntrySize), 4) != 0);
 
     private static string HoldingsOfEntry0(string name) =>
         $"{LayoutConstants.ObjectPrefix}{name}.{Shm.ReadControl(name, 32, 8):x16}.p0";

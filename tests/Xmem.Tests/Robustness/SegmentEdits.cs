@@ -167,6 +167,10 @@ public sealed record DeadHoldingsEdit(int Entry, uint State, int Slot, uint Coun
             }
         }
 
+        // The pool's mode (0600), as a member's own holdings segment has: a file without it is a stranger's, which
+        // recovery never reads.
+        File.SetUnixFileMode(t.PathOf($"p{Entry}"), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+
         t.Write(EditTarget.EntryOffset(Entry) + 4, 4, 999_999); // Pid
         t.Write(EditTarget.EntryOffset(Entry), 4, State);
     }
