@@ -1146,4 +1146,6 @@ _accel.install(BufferPool, BufferGuard, {
     "invalid_argument": InvalidArgumentError,
     "timeout_error": XmemTimeoutError,
     "pool_closed": lambda msg: PoolClosedError(msg, Status.DISPOSED),
+    "inherited_message": _inherited_message,
+    "fork_gen": _fork_gen,
 })

@@ -12,8 +12,18 @@ native handles in C fields and implement the methods named in ``POOL_METHODS``/`
 keep every other method and the single copy of the docstrings (``install`` moves them onto these methods).
 
 Invariants
-  * ``GuardBase.gh`` is the guard handle while the guard owns its reference, else 0; it goes to 0 before the handle
-    is released, forgotten or sent, so a handle is given back exactly once.
+  * ``GuardBase.gh`` is the guard handle while the guard owns its reference, else 0; it goes to 0 in the same
+    uninterruptible step (no Python code, no signal check in between) as the handle is released, forgotten or sent,
+    so a handle is given back exactly once.
+  * The native calls that hand out a guard write its handle and info straight into the C fields of a guard object
+    made before the call (as the ctypes implementation's pending guards, xmem._pool._PENDING): the moment the call
+    returns the reference is owned by an object whose __dealloc__ releases it (no interrupt, no failed allocation can
+    leave it owned by nothing). A pending guard made by the Python code (``_h = _PENDING``, then ``_out``) is
+    finished by ``_h = out.guard``; until then ``__dealloc__`` releases ``_out.guard``.
+  * Fork: every pool stamps the fork generation it was opened in (``PoolBase.gen``, ``_gen``), and
+    ``xmem._pool._fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
+    fork(): its reference (and any lease) is the parent's, so its release/forget/exit/dealloc never call the
+    library here, and using it raises PoolClosedError naming fork. Objects the child makes itself work normally.
   * Every buffer export (``__getbuffer__``) takes its own native lease (xmem_guard_lease_view) and drops it in
     ``__releasebuffer__``: a view never outlives the mapping, whatever happens to the guard or the pool.
   * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
@@ -137,9 +147,8 @@ DEF I64_MAX = 0x7FFFFFFFFFFFFFFF
 # A blocking call waits at most this long per native call: between slices the signal handlers run (Ctrl-C).
 DEF SLICE_NS = 100000000
 
-# Set in a child made by os.fork(): handles inherited from the parent belong to the parent's runtime (see
-# xmem._pool._fork_state); nothing here may call the library on their behalf.
-cdef bint forked = False
+# xmem._pool._fork_gen (given by install()): [the fork generation of this process]; see "Fork" above.
+cdef list fork_gen = None
 
 # Python objects of the package, given by install().
 cdef object Status_ = None
@@ -151,6 +160,7 @@ cdef object read_only_error = None  # (meta_index) -> ReadOnlyError
 cdef object invalid_argument = None  # (message) -> InvalidArgumentError
 cdef object timeout_error = None  # (message) -> XmemTimeoutError
 cdef object pool_closed = None  # (message) -> PoolClosedError
+cdef object inherited_message = None  # (pool name) -> the message for objects inherited through fork
 cdef object guard_type = None  # xmem.BufferGuard
 cdef PyTypeObject *guard_tp = NULL
 cdef object empty_tuple = ()
@@ -195,13 +205,24 @@ cdef inline int32_t index_of(object meta_index) except? -1:
     return <int32_t>as_int(meta_index, "meta_index", -I32_MAX - 1, I32_MAX)
 
 
-cdef inline GuardBase new_guard(object pool, uint64_t h, xmem_buffer_info *info, bint ro):
+cdef inline long long current_gen() except? -1:
+    if fork_gen is None:  # install() not run: no guard or pool of the package exists yet
+        return 0
+    return fork_gen[0]
+
+
+cdef inline bint inherited(GuardBase g) except -1:
+    """True when ``g`` came from a pool opened before this process was forked (its reference is the parent's)."""
+    return g.gen != current_gen()
+
+
+cdef inline GuardBase empty_guard(PoolBase pool, bint ro):
+    # A guard that owns nothing yet (gh 0), for a native call to write its handle and info into (see Invariants).
     # tp_new of GuardBase, inherited by BufferGuard: no __init__ (BufferGuard's refuses direct construction).
     cdef GuardBase g = <GuardBase>guard_tp.tp_new(guard_type, empty_tuple, None)
-    g.gh = h
-    g.info = info[0]
     g.ro = ro
     g.pool_obj = pool
+    g.gen = pool.gen
     return g
 
 
@@ -211,6 +232,7 @@ cdef class PoolBase:
     """The native state of a BufferPool: its handle. The methods are BufferPool's (see its docstrings)."""
 
     cdef uint64_t ph
+    cdef long long gen
     cdef object __weakref__
 
     @property
@@ -220,6 +242,14 @@ cdef class PoolBase:
     @_h.setter
     def _h(self, value):
         self.ph = value
+
+    @property
+    def _gen(self):
+        return self.gen
+
+    @_gen.setter
+    def _gen(self, value):
+        self.gen = value
 
     def add_ref(self, meta_index):
         cdef int32_t out = 0
@@ -243,44 +273,47 @@ cdef class PoolBase:
         return out
 
     def get(self, meta_index):
-        cdef uint64_t g = 0
-        cdef xmem_buffer_info info
-        cdef xmem_status rc = c_pool_get(self.ph, index_of(meta_index), &g, &info)
+        cdef int32_t i = index_of(meta_index)
+        cdef GuardBase g = empty_guard(self, True)  # before the call: it owns the reference once the call returns
+        cdef xmem_status rc = c_pool_get(self.ph, i, &g.gh, &g.info)
         if rc:
+            g.gh = 0
             raise self._fail(rc)
-        return new_guard(self, g, &info, True)
+        return g
 
     def get_mut(self, meta_index):
-        cdef uint64_t g = 0
-        cdef xmem_buffer_info info
-        cdef xmem_status rc = c_pool_get_mut(self.ph, index_of(meta_index), &g, &info)
+        cdef int32_t i = index_of(meta_index)
+        cdef GuardBase g = empty_guard(self, False)
+        cdef xmem_status rc = c_pool_get_mut(self.ph, i, &g.gh, &g.info)
         if rc:
+            g.gh = 0
             raise self._fail(rc)
-        return new_guard(self, g, &info, False)
+        return g
 
     def _acquire_cpu(self, size, timeout):
-        cdef uint64_t g = 0
-        cdef xmem_buffer_info info
         cdef xmem_status rc
         cdef int64_t n = size, deadline, wait
         cdef uint64_t h = self.ph
         cdef double t
+        cdef GuardBase g = empty_guard(self, False)
         if timeout is None:
-            rc = c_pool_acquire_cpu(h, n, &g, &info)
+            rc = c_pool_acquire_cpu(h, n, &g.gh, &g.info)
         else:
             t = float(timeout)
             if not t >= 0:
                 raise invalid_argument("timeout is %r; it must be None, a number of seconds >= 0, or math.inf." % t)
             deadline = -1 if t > 9.0e9 else now_ns() + <int64_t>(t * 1e9)
             # A free slot is the common case: take it without letting go of the GIL.
-            rc = c_pool_acquire_cpu(h, n, &g, &info)
+            rc = c_pool_acquire_cpu(h, n, &g.gh, &g.info)
             while rc == E_POOL_FULL:
+                g.gh = 0
                 wait = slice_of(deadline)
                 with nogil:
-                    rc = c_pool_acquire_cpu_wait(h, n, wait, &g, &info)
+                    rc = c_pool_acquire_cpu_wait(h, n, wait, &g.gh, &g.info)
                 if rc != E_TIMEOUT:
-                    break
+                    break  # a slot, or an error: XMEM_E_DISPOSED when close() woke the wait (_fail says "closed")
                 rc = E_POOL_FULL
+                g.gh = 0
                 if deadline >= 0 and now_ns() >= deadline:
                     raise timeout_error(
                         "pool %r: no slot was released within %g s (all %d are live). Release buffers sooner, wait "
@@ -288,8 +321,9 @@ cdef class PoolBase:
                 PyErr_CheckSignals()  # raises KeyboardInterrupt & co. (nothing is held yet)
                 h = self.ph  # closed meanwhile: the next call reports it
         if rc:
+            g.gh = 0
             raise self._fail(rc)
-        return new_guard(self, g, &info, False)
+        return g
 
 
 POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_cpu")
@@ -299,6 +333,7 @@ POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_c
 
 ctypedef struct ExportState:
     uint64_t lease
+    long long gen  # the fork generation the lease was taken in: released only in that process
     Py_ssize_t shape[8]
     Py_ssize_t strides[8]
 
@@ -335,14 +370,19 @@ cdef class GuardBase:
     cdef uint64_t gh
     cdef xmem_buffer_info info
     cdef bint ro
-    cdef object pool_obj
+    cdef bint pending  # made by xmem._pool._pending_guard, its native call not yet taken: the handle is in out_obj
+    cdef PoolBase pool_obj
+    cdef long long gen  # pool_obj's fork generation, kept here so that __dealloc__ never needs pool_obj (which a
+                        # garbage collection of a cycle may have cleared first)
     cdef object lease_obj
     cdef object out_obj
     cdef object __weakref__
 
     def __dealloc__(self):
         cdef uint64_t h = self.gh
-        if h and not forked:
+        if self.pending and self.out_obj is not None:
+            h = self.out_obj.guard  # interrupted between the native call and taking its handle
+        if h and not inherited(self):
             self.gh = 0
             c_guard_release(h)
 
@@ -350,19 +390,38 @@ cdef class GuardBase:
 
     @property
     def _h(self):
-        return self.gh
+        return -1 if self.pending else self.gh
 
     @_h.setter
     def _h(self, value):
+        if value == -1:  # xmem._pool._PENDING: the native call will fill _out
+            self.pending = True
+            self.gh = 0
+            return
+        if self.pending:
+            self.pending = False
+            out = self.out_obj
+            if out is not None:  # the call filled it: take its info along with the handle
+                self.copy_out(out)
         self.gh = value
+
+    cdef int copy_out(self, out) except -1:
+        self.info.size = out.size
+        self.info.cpu_ptr = <void *><uintptr_t>(out.cpu_ptr or 0)
+        self.info.cuda_ptr = out.cuda_ptr
+        self.info.meta_index = out.meta_index
+        self.info.device_id = out.device_id
+        self.info.flags = out.flags
+        return 0
 
     @property
     def _pool(self):
         return self.pool_obj
 
     @_pool.setter
-    def _pool(self, value):
+    def _pool(self, PoolBase value):
         self.pool_obj = value
+        self.gen = value.gen if value is not None else current_gen()
 
     @property
     def _ro(self):
@@ -393,13 +452,9 @@ cdef class GuardBase:
     @_out.setter
     def _out(self, out):
         self.out_obj = out
-        self.gh = out.guard
-        self.info.size = out.size
-        self.info.cpu_ptr = <void *><uintptr_t>(out.cpu_ptr or 0)
-        self.info.cuda_ptr = out.cuda_ptr
-        self.info.meta_index = out.meta_index
-        self.info.device_id = out.device_id
-        self.info.flags = out.flags
+        self.copy_out(out)
+        if not self.pending:
+            self.gh = out.guard
 
     # --- hot methods
 
@@ -421,24 +476,28 @@ cdef class GuardBase:
 
     def release(self):
         cdef uint64_t h = self.gh
+        cdef xmem_status rc = 0
         if not h:
             raise guard_invalid()
+        if not inherited(self):  # an inherited guard's reference is the parent's: nothing to do
+            rc = c_guard_release(h)
         self.gh = 0
         self.lease_obj = None
-        if not forked:
-            rc = c_guard_release(h)
-            if rc:
-                raise last_error_for(rc)
+        if rc:
+            raise last_error_for(rc)
 
     def forget(self):
         cdef uint64_t h = self.gh
+        cdef xmem_status rc
         if not h:
             raise guard_invalid()
+        if inherited(self):
+            self.gh = 0
+            self.lease_obj = None
+            raise pool_closed(inherited_message(self.pool_obj._name))
+        rc = c_guard_forget(h)
         self.gh = 0
         self.lease_obj = None
-        if forked:
-            raise pool_closed("this guard was inherited through fork(); a forked child cannot use it.")
-        rc = c_guard_forget(h)
         if rc:
             raise last_error_for(rc)
 
@@ -448,10 +507,10 @@ cdef class GuardBase:
     def __exit__(self, *exc):
         cdef uint64_t h = self.gh
         if h:
+            if not inherited(self):
+                c_guard_release(h)
             self.gh = 0
             self.lease_obj = None
-            if not forked:
-                c_guard_release(h)
 
     # --- the buffer protocol
 
@@ -468,6 +527,8 @@ cdef class GuardBase:
         cdef bint contiguous
         if not h:
             raise guard_invalid()
+        if inherited(self):
+            raise pool_closed(inherited_message(self.pool_obj._name))
         if self.ro and (flags & PyBUF_WRITABLE) == PyBUF_WRITABLE:
             raise read_only_error(self.info.meta_index)
         if self.info.flags & BUFFER_CUDA:
@@ -481,6 +542,7 @@ cdef class GuardBase:
         st = <ExportState *>malloc(sizeof(ExportState))
         if st == NULL:
             raise MemoryError()
+        st.gen = current_gen()
         rc = c_guard_lease_view(h, &st.lease, &ptr, &size)
         if rc:
             free(st)
@@ -552,8 +614,7 @@ cdef class GuardBase:
             view.suboffsets = NULL
             view.internal = st
         except BaseException:
-            if not forked:
-                c_lease_release(st.lease)
+            c_lease_release(st.lease)  # taken just above, in this process
             free(st)
             raise
 
@@ -561,7 +622,7 @@ cdef class GuardBase:
         cdef ExportState *st = <ExportState *>view.internal
         if st != NULL:
             view.internal = NULL
-            if not forked:
+            if st.gen == current_gen():  # a view inherited through fork holds the parent's lease
                 c_lease_release(st.lease)
             free(st)
 
@@ -571,25 +632,28 @@ GUARD_METHODS = ("is_valid", "meta_index", "size", "release", "forget", "__enter
 
 # ---------------------------------------------------------------------------------------------------- channels
 
-def receive(fn, handle, timeout, writable, pool, what, owner):
+def receive(fn, handle, timeout, writable, PoolBase pool not None, what, owner):
     """xmem._channel._receive, with the wait in native slices: one native call when a buffer is there or comes
-    within a slice."""
+    within a slice. The guard is made before the call, which writes its handle into it (see Invariants). A close()
+    of the pool or of ``owner`` meanwhile ends the wait with PoolClosedError (the library returns XMEM_E_DISPOSED to
+    a wait the pool's close woke)."""
     cdef fn_receive_t cfn = <fn_receive_t>(c_subscription_receive if fn is subscription_receive_ctypes else c_channel_receive)
     cdef uint32_t flags = RECEIVE_WRITABLE if writable else 0
     cdef int64_t deadline = deadline_of(timeout)
     cdef int64_t wait
-    cdef uint64_t h = handle, g = 0
-    cdef xmem_buffer_info info
+    cdef uint64_t h = handle
     cdef xmem_status rc
+    cdef GuardBase g = empty_guard(pool, not writable)
     if deadline >= 0 and timeout == 0:
-        rc = cfn(h, 0, flags, &g, &info)
+        rc = cfn(h, 0, flags, &g.gh, &g.info)
     else:
         while True:
             wait = slice_of(deadline)
             with nogil:
-                rc = cfn(h, wait, flags, &g, &info)
+                rc = cfn(h, wait, flags, &g.gh, &g.info)
             if rc != E_TIMEOUT and rc != E_WOULD_BLOCK:
                 break
+            g.gh = 0
             if deadline >= 0 and now_ns() >= deadline:
                 break
             PyErr_CheckSignals()
@@ -597,10 +661,12 @@ def receive(fn, handle, timeout, writable, pool, what, owner):
             if not h:
                 raise pool_closed("%s was closed while waiting to receive." % what)
     if rc == E_TIMEOUT or rc == E_WOULD_BLOCK:
+        g.gh = 0
         return None
     if rc:
-        raise pool._fail(rc) if not pool._h else last_error_for(rc)
-    return new_guard(pool, g, &info, not writable)
+        g.gh = 0
+        raise pool._fail(rc) if not pool.ph else last_error_for(rc)
+    return g
 
 
 def send(channel, buf, timeout):
@@ -622,7 +688,7 @@ def send(channel, buf, timeout):
     while True:
         h = channel._h
         if not h:
-            h = channel._live()
+            h = channel._live()  # raises: closed, its pool closed (by close() meanwhile), or inherited through fork
         wait = 0 if (deadline >= 0 and timeout == 0) else slice_of(deadline)
         if wait == 0:
             rc = c_channel_send(h, g, 0)
@@ -634,7 +700,7 @@ def send(channel, buf, timeout):
             gb.lease_obj = None
             return True
         if rc != E_TIMEOUT and rc != E_WOULD_BLOCK:
-            err = channel._error(rc)
+            err = channel._error(rc)  # XMEM_E_DISPOSED from a wait the pool's close woke: PoolClosedError
             if c_guard_info(g, &info) == E_INVALID_HANDLE:
                 gb.gh = 0  # the failed send still took the reference (and gave it back)
             raise err
@@ -666,11 +732,6 @@ BOUND = ("xmem_pool_acquire_cpu",
          "xmem_subscription_receive")
 
 
-def _after_fork_in_child():
-    global forked
-    forked = True
-
-
 cdef void set_doc(object cls, str name, object doc) except *:
     cdef object descr = cls.__dict__[name]
     cdef bytes b = doc.encode("utf-8")
@@ -696,10 +757,10 @@ def install(lib, pool_cls, guard_cls, names):
     PoolBase/GuardBase) use the compiled methods: their Python definitions are removed, and their docstrings (with
     a text signature) move onto the compiled ones. ``names`` gives the package objects the cold paths use."""
     global Status_, GuardOut_, last_error_for, as_int, guard_invalid, read_only_error, invalid_argument
-    global timeout_error, pool_closed, guard_type, guard_tp, subscription_receive_ctypes
+    global timeout_error, pool_closed, guard_type, guard_tp, subscription_receive_ctypes, fork_gen
+    global inherited_message
     import ctypes
     import inspect
-    import os
 
     for name in BOUND:
         if not xmem_bind(name.encode("ascii"), addr(lib, name)):
@@ -717,6 +778,11 @@ def install(lib, pool_cls, guard_cls, names):
     invalid_argument = names["invalid_argument"]
     timeout_error = names["timeout_error"]
     pool_closed = names["pool_closed"]
+    inherited_message = names["inherited_message"]
+    gens = names["fork_gen"]
+    if type(gens) is not list or len(gens) != 1 or type(gens[0]) is not int:
+        raise TypeError("xmem._xmem.install: fork_gen must be xmem._pool._fork_gen, a list of one int")
+    fork_gen = gens
     guard_type = guard_cls
     guard_tp = <PyTypeObject *>guard_cls
 
@@ -737,6 +803,4 @@ def install(lib, pool_cls, guard_cls, names):
                 set_doc(base, name, "%s%s\n--\n\n%s" % (name, sig, doc))
             delattr(cls, name)
     if "__del__" in guard_cls.__dict__:
-        delattr(guard_cls, "__del__")  # GuardBase.__dealloc__ releases a guard left alive
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        delattr(guard_cls, "__del__")  # GuardBase.__dealloc__ releases a guard left alive (never an inherited one)
