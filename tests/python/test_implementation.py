@@ -58,3 +58,33 @@ def test_both_implementations_document_the_same_methods():
     import inspect
     import json
     assert json.loads(res.stdout) == [inspect.getdoc(xmem.BufferPool.get), inspect.getdoc(xmem.BufferGuard.size)]
+
+
+def test_a_pending_guard_owns_the_reference_its_native_call_wrote_in_both_implementations(unique_name):
+    """xmem._pool._pending_guard (the ctypes code's interrupt-safe guards: _h = _PENDING, the native call writes into
+    _out) works on either base: finished by ``_h = out.guard`` it is a normal guard with the call's info; dropped
+    before that (an interrupt right after the call), it releases the reference the call wrote into its _out."""
+    import ctypes
+    import gc
+
+    from xmem import _pool
+
+    with xmem.BufferPool(unique_name(), 2) as pool:
+        with pool.acquire_cpu(16) as g:
+            i = g.meta_index
+            p = _pool._pending_guard(pool, True)
+            out = p._out
+            assert _pool._pool_get(pool._h, i, ctypes.byref(out), ctypes.byref(out, 8)) == 0
+            p._h = out.guard
+            assert p.is_valid and p.meta_index == i and p.size == 16 and p.is_read_only
+            assert pool.ref_count(i) == 2
+            p.release()
+            assert pool.ref_count(i) == 1
+
+            p = _pool._pending_guard(pool, False)
+            out = p._out
+            assert _pool._pool_get_mut(pool._h, i, ctypes.byref(out), ctypes.byref(out, 8)) == 0
+            assert pool.ref_count(i) == 2
+            del p, out  # never finished: the reference is in _out only
+            gc.collect()
+            assert pool.ref_count(i) == 1
