@@ -85,7 +85,7 @@ if [[ -x scripts/test-python.sh ]]; then
     # pytest's summary lines, one per pytest run (test-python.sh may run it more than once):
     # "[====] 12 passed, 1 failed, 2 skipped, 1 warning in 3.21s (0:00:03) [====]" (parts may be missing).
     py_summary="$(grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+ in [0-9.]+s( \([0-9:]+\))?( =+)?$|no tests ran' "$work/pytest.log" || true)"
-    sum_of() { grep -oE "[0-9]+ $1" <<<"$py_summary" | grep -oE '^[0-9]+' | awk '{ n += $1 } END { print n + 0 }'; }
+    sum_of() { { grep -oE "[0-9]+ $1" <<<"$py_summary" || true; } | awk '{ n += $1 } END { print n + 0 }'; }
     py_passed="$(sum_of passed)"
     py_failed="$(sum_of failed)"
     py_errors="$(sum_of 'errors?')"
