@@ -82,11 +82,13 @@ if [[ -x scripts/test-python.sh ]]; then
     ./scripts/test-python.sh 2>&1 | tee "$work/pytest.log"
     py_rc=${PIPESTATUS[0]}
     set -e
-    # pytest's summary line: "[====] 12 passed, 1 failed, 2 skipped, 1 warning in 3.21s [====]" (parts may be missing).
-    py_summary="$(grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+ in [0-9.]+s( =+)?$|no tests ran' "$work/pytest.log" | tail -n 1 || true)"
-    py_passed="$(grep -oE '[0-9]+ passed' <<<"$py_summary" | grep -oE '[0-9]+' || echo 0)"
-    py_failed="$(grep -oE '[0-9]+ failed' <<<"$py_summary" | grep -oE '[0-9]+' || echo 0)"
-    py_errors="$(grep -oE '[0-9]+ errors?' <<<"$py_summary" | grep -oE '[0-9]+' || echo 0)"
+    # pytest's summary lines, one per pytest run (test-python.sh may run it more than once):
+    # "[====] 12 passed, 1 failed, 2 skipped, 1 warning in 3.21s (0:00:03) [====]" (parts may be missing).
+    py_summary="$(grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+ in [0-9.]+s( \([0-9:]+\))?( =+)?$|no tests ran' "$work/pytest.log" || true)"
+    sum_of() { { grep -oE "[0-9]+ $1" <<<"$py_summary" || true; } | awk '{ n += $1 } END { print n + 0 }'; }
+    py_passed="$(sum_of passed)"
+    py_failed="$(sum_of failed)"
+    py_errors="$(sum_of 'errors?')"
     passed=$((passed + py_passed))
     failed=$((failed + py_failed + py_errors))
     if [[ $py_rc -ne 0 ]]; then
