@@ -356,7 +356,7 @@ public static partial class PoolInspector
             AttachedProcesses = aliveCount,
             DeadProcesses = dead,
             Persistent = (h.Flags & LayoutConstants.PoolFlagPersistent) != 0,
-            Mode = (int)(h.Mode & 0x1FF),
+            Mode = (int)(reader.Access.Mode & 0x1FF),
             InstanceId = h.InstanceId,
             CreatorPid = h.CreatorPid,
             Created = created > 0 && created < 4_102_444_800_000_000_000L /* 2100 */ ? DateTimeOffset.FromUnixTimeMilliseconds(created / 1_000_000) : null,

@@ -63,7 +63,7 @@ public sealed record PoolSummary
     /// <summary>True when the pool outlives its processes until removed.</summary>
     public bool Persistent { get; init; }
 
-    /// <summary>Permission bits of the pool's segments.</summary>
+    /// <summary>Permission bits of the pool's segments: the control segment's, from the kernel (fstat).</summary>
     public int Mode { get; init; }
 
     /// <summary>Identifier of this incarnation of the pool (its segments' names carry it in hex).</summary>

@@ -21,10 +21,15 @@ internal sealed class SegmentReader : IDisposable
         _fd = fd;
         _io = new SafeFileHandle(fd.Fd, ownsHandle: false);
         FileSize = SegmentFile.SizeOf(fd, objectName);
+        Access = SegmentFile.AccessOf(fd, objectName);
     }
 
     /// <summary>The file's size when it was opened.</summary>
     internal long FileSize { get; }
+
+    /// <summary>The file's owner, group and permission bits, from the kernel: what a pool's segments really get (the
+    /// header's Mode field is writable by every member and is never shown or used).</summary>
+    internal SegmentAccess Access { get; }
 
     /// <summary>Opens the object read-only; null when it does not exist. Throws PoolPermissionException and other
     /// OS errors from the error table.</summary>

@@ -219,6 +219,19 @@ public sealed class PermissionTests : PoolTest
     }
 
     [Fact]
+    public void Inspection_shows_the_kernels_mode_never_the_headers_mode_field()
+    {
+        using BufferPool pool = NewPool(2, mode: 0x180);
+        using (var file = new FileStream(PathOf(LayoutConstants.ObjectPrefix + pool.Name), FileMode.Open, FileAccess.ReadWrite))
+        {
+            file.Position = 76; // PoolHeader.Mode, which every member can write
+            file.Write(BitConverter.GetBytes(0x1B6u)); // 0666
+        }
+
+        Assert.Equal(0x180, Xmem.Inspection.PoolInspector.Summarize(pool.Name).Mode);
+    }
+
+    [Fact]
     public unsafe void The_headers_mode_field_is_never_trusted_for_new_segments()
     {
         using BufferPool pool = NewPool(2, mode: 0x180);
