@@ -367,12 +367,12 @@ public static partial class PoolInspector
     private static bool IsValidHeader(in PoolHeader h, long fileSize, string bare, out string? problem) =>
         IsValidHeader(h, fileSize, bare, out _, out problem);
 
-    /// <summary>The header checks of <see cref="BufferPool.Validate"/>, on a private copy, without throwing.</summary>
+    /// <summary>The header checks of <see cref="HeaderCheck.Validate"/>, on a private copy, without throwing.</summary>
     private static unsafe bool IsValidHeader(PoolHeader h, long fileSize, string bare, out PoolStatus status, out string? problem)
     {
         try
         {
-            BufferPool.Validate(&h, fileSize, bare);
+            HeaderCheck.Validate(&h, fileSize, bare);
             status = PoolStatus.Live;
             problem = null;
             return true;

@@ -1,3 +1,4 @@
+using Xmem.Core;
 using Xmem.Cuda;
 using Xmem.Errors;
 using Xmem.Interop;
@@ -10,10 +11,9 @@ public sealed unsafe partial class BufferGuard
 {
     private readonly CudaMemory? _cudaMemory;
 
-    /// <summary>A guard on a CUDA buffer. <paramref name="noCpuMapping"/> stands in for the CPU mapping the main
-    /// constructor requires (see BufferPool.InitCuda); the caller took one lease on it.</summary>
-    internal BufferGuard(BufferPool pool, int metaIndex, uint gen, DataMapping noCpuMapping, CudaMemory memory, long size, bool readOnly)
-        : this(pool, metaIndex, gen, noCpuMapping, size, readOnly)
+    /// <summary>A guard on a CUDA buffer: no CPU mapping.</summary>
+    internal BufferGuard(BufferPool pool, int metaIndex, uint gen, CudaMemory memory, long size, bool readOnly)
+        : this(pool, metaIndex, gen, (DataMapping?)null, size, readOnly)
     {
         _cudaMemory = memory;
     }
@@ -94,7 +94,7 @@ public sealed unsafe partial class BufferGuard
             }
             else
             {
-                d.CopyHostToDevice(deviceId, to.Pointer, _map.Address, Size);
+                d.CopyHostToDevice(deviceId, to.Pointer, _map!.Address, Size);
             }
 
             d.RecordEvent(deviceId, to.Event, LibCuda.NullStream);
@@ -123,7 +123,7 @@ public sealed unsafe partial class BufferGuard
             }
             else
             {
-                Buffer.MemoryCopy((void*)_map.Address, (void*)dst.CpuPointer, Size, Size);
+                Buffer.MemoryCopy((void*)_map!.Address, (void*)dst.CpuPointer, Size, Size);
             }
 
             return dst;

@@ -1,3 +1,4 @@
+using Xmem.Core;
 using System.Runtime.CompilerServices;
 using Xmem.Pool;
 using Xmem.SharedMemory;
@@ -18,9 +19,10 @@ namespace Xmem
         internal MappingLease LeaseMapping()
         {
             ThrowIfInvalid();
+            ThrowIfCuda();
             // Safe against a racing Dispose of this guard or of the pool: SafeHandle's count is atomic, and a region
             // already closed refuses the lease (ObjectDisposedException) instead of handing out an unmapped address.
-            _map.Region.DangerousAddRefChecked();
+            _map!.Region.DangerousAddRefChecked();
             return new MappingLease(_map.Region, _map.Address, Size);
         }
     }

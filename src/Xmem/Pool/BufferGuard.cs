@@ -1,3 +1,4 @@
+using Xmem.Core;
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -17,12 +18,12 @@ public sealed unsafe partial class BufferGuard : IDisposable
     private const int StateValid = 0, StateDone = 1;
 
     private readonly BufferPool _pool;
-    private readonly DataMapping _map;
+    private readonly DataMapping? _map; // null for a CUDA buffer: it has no CPU mapping
     private readonly uint _gen;
     private int _state;
     private GuardMemoryManager? _memory;
 
-    internal BufferGuard(BufferPool pool, int metaIndex, uint gen, DataMapping map, long size, bool readOnly)
+    internal BufferGuard(BufferPool pool, int metaIndex, uint gen, DataMapping? map, long size, bool readOnly)
     {
         _pool = pool;
         MetaIndex = metaIndex;
@@ -57,7 +58,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         {
             ThrowIfInvalid();
             ThrowIfCuda();
-            return _map.Address;
+            return _map!.Address;
         }
     }
 
@@ -73,7 +74,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
                 ThrowHelper.ThrowReadOnly();
             }
 
-            return new Span<byte>((void*)_map.Address, checked((int)Size));
+            return new Span<byte>((void*)_map!.Address, checked((int)Size));
         }
     }
 
@@ -84,7 +85,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         {
             ThrowIfInvalid();
             ThrowIfCuda();
-            return new ReadOnlySpan<byte>((void*)_map.Address, checked((int)Size));
+            return new ReadOnlySpan<byte>((void*)_map!.Address, checked((int)Size));
         }
     }
 
@@ -174,7 +175,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
 
     private void ReleaseLeases()
     {
-        _map.Region.DangerousRelease();
+        _map?.Region.DangerousRelease();
         _pool.ReleaseControlLease();
     }
 
@@ -204,7 +205,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         {
             guard.ThrowIfInvalid();
             guard.ThrowIfCuda();
-            return new MemoryHandle((byte*)guard._map.Address + elementIndex);
+            return new MemoryHandle((byte*)guard._map!.Address + elementIndex);
         }
 
         public override void Unpin()

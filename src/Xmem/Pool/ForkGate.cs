@@ -1,3 +1,4 @@
+using Xmem.SharedMemory;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Xmem.Interop;
@@ -142,12 +143,12 @@ internal static unsafe class ForkGate
     }
 
     /// <summary>fork()'s child handler: resets the gate, then makes every pool opened before the fork inert in this
-    /// child (<see cref="BufferPool.AbandonInheritedPools"/>). Only the forking thread exists here.</summary>
+    /// child (<see cref="OpenPools.AbandonInherited"/>). Only the forking thread exists here.</summary>
     internal static void AfterForkInChild()
     {
         ResetInChild();
         ProcessInfo.ResetAfterFork();
-        BufferPool.AbandonInheritedPools();
+        OpenPools.AbandonInherited();
     }
 
     /// <summary>The gate starts open and empty but for this thread's own count; the generation goes up, making

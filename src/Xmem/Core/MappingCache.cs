@@ -1,6 +1,7 @@
+using Xmem.SharedMemory;
 using System.Runtime.CompilerServices;
 
-namespace Xmem.Pool;
+namespace Xmem.Core;
 
 /// <summary>
 /// This process's cache of data-segment mappings, one entry per slot, bounded by a budget of mappings.

@@ -1,47 +1,27 @@
 using System.Text;
+using Xmem.Core;
 using Xmem.Errors;
 using Xmem.Layout;
 
-namespace Xmem;
+namespace Xmem.Description;
 
-// Buffer descriptions (docs/layout.md, "Channels: Descriptions"). Writers serialize on the slot lock (so a writer
-// that dies is repaired by the core's recovery like any lock owner) and publish through the DescVersion seqlock:
-// odd while the fields change. Readers take no lock: they copy the fields between two equal even versions, retry a
-// bounded number of times (a writer that died mid-write leaves the version odd for ever), and validate the copy
-// against the buffer's size before anything of it is used.
-public sealed unsafe partial class BufferPool
+/// <summary>
+/// Buffer descriptions in slot records (docs/layout.md, "Descriptions"). Writers serialize on the slot lock (so a
+/// writer that dies is repaired by the core's recovery like any lock owner) and publish through the DescVersion
+/// seqlock: odd while the fields change. Readers take no lock: they copy the fields between two equal even versions,
+/// retry a bounded number of times (a writer that died mid-write leaves the version odd for ever), and validate the
+/// copy against the buffer's size before anything of it is used.
+/// </summary>
+internal sealed unsafe class SlotDescriptions(SlotTable slots)
 {
     private const int DescriptionReadAttempts = 200;
 
-    /// <summary>Acquires a read-write buffer sized for <paramref name="spec"/> (at least 1 byte) and describes it
-    /// with the spec, sequence number 0 and the current CLOCK_MONOTONIC time.</summary>
-    /// <exception cref="ArgumentException">The spec is the default (uninitialized) value.</exception>
-    public BufferGuard AcquireCpu(TensorSpec spec)
-    {
-        if (spec.ElementType == ElementType.None || spec.Shape.IsDefault)
-        {
-            throw new ArgumentException("the tensor spec is uninitialized; make it with new TensorSpec(type, shape...).", nameof(spec));
-        }
-
-        BufferGuard guard = AcquireCpu(Math.Max(spec.RequiredBytes, 1));
-        try
-        {
-            WriteDescription(guard.MetaIndex, guard.Generation, guard.Size, new BufferDescription(spec, 0, BufferDescription.MonotonicNowNs()));
-        }
-        catch
-        {
-            guard.Dispose();
-            throw;
-        }
-
-        return guard;
-    }
+    private readonly SlotTable _slots = slots;
 
     /// <summary>Validates <paramref name="d"/> against a buffer of <paramref name="size"/> bytes and writes it into
     /// slot <paramref name="s"/> (generation <paramref name="gen"/>, which the caller holds a reference to).</summary>
-    internal void WriteDescription(int s, uint gen, long size, in BufferDescription d)
+    internal void Write(int s, uint gen, long size, in BufferDescription d)
     {
-        ThrowIfDisposed();
         Span<byte> contentType = stackalloc byte[32];
         Span<byte> producerTag = stackalloc byte[32];
         EncodeTag(d.ContentType, contentType, "ContentType");
@@ -61,8 +41,8 @@ public sealed unsafe partial class BufferPool
             }
         }
 
-        SlotRecord* r = &_slots[s];
-        ulong w = LockLive(s);
+        SlotRecord* r = _slots.Record(s);
+        ulong w = _slots.LockLive(s);
         try
         {
             if (SlotWord.Gen(w) != gen)
@@ -103,10 +83,9 @@ public sealed unsafe partial class BufferPool
     /// <summary>Reads slot <paramref name="s"/>'s description as seen by a holder of a reference to it, validated
     /// against <paramref name="size"/>. Null when it was never set, is being written by a writer that does not finish
     /// (died), or does not validate (a corrupt or hostile segment).</summary>
-    internal BufferDescription? ReadDescription(int s, long size)
+    internal BufferDescription? Read(int s, long size)
     {
-        ThrowIfDisposed();
-        SlotRecord* r = &_slots[s];
+        SlotRecord* r = _slots.Record(s);
         Span<long> shape = stackalloc long[8];
         Span<long> strides = stackalloc long[8];
         Span<byte> ct = stackalloc byte[32];

@@ -93,15 +93,15 @@ public sealed unsafe class BufferChannel : IDisposable
             throw new InvalidOperationException($"channel '{Name}' is a queue; receive from it directly, or open a fan-out channel to subscribe.");
         }
 
-        int tag = _pool.ChannelTag;
-        ushort inc = _pool.ChannelIncarnation;
+        int tag = _pool.Core.Registry.Tag;
+        ushort inc = _pool.Core.Registry.Incarnation;
         for (int pass = 0; pass < 2; pass++)
         {
             for (int k = 0; k < _seg.RingCount; k++)
             {
                 uint* sub = &_seg.Ring(k)->Subscriber;
                 uint sw = Volatile.Read(ref *sub);
-                bool free = sw == 0 || (pass == 1 && !_pool.IsClaimerAlive(SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw)));
+                bool free = sw == 0 || (pass == 1 && !_pool.Core.Registry.IsClaimerAlive(SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw)));
                 if (!free || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Joining, tag, inc), sw) != sw)
                 {
                     continue;
@@ -147,7 +147,7 @@ public sealed unsafe class BufferChannel : IDisposable
             {
                 RingCell* cell = _seg.Cell(k, (ulong)i);
                 ulong c = Volatile.Read(ref cell->Word);
-                if (_pool.RepairCell(_seg, k, CellWord.Lap(c), c))
+                if (_pool.Handover.RepairCell(_seg, k, CellWord.Lap(c), c))
                 {
                     repaired++;
                 }
@@ -167,8 +167,8 @@ public sealed unsafe class BufferChannel : IDisposable
     {
         uint* sub = &_seg.Ring(k)->Subscriber;
         uint sw = Volatile.Read(ref *sub);
-        bool abandoned = sw == 0 ? _seg.Backlog(k) > 0 : !_pool.IsClaimerAlive(SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw));
-        if (!abandoned || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Leaving, _pool.ChannelTag, _pool.ChannelIncarnation), sw) != sw)
+        bool abandoned = sw == 0 ? _seg.Backlog(k) > 0 : !_pool.Core.Registry.IsClaimerAlive(SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw));
+        if (!abandoned || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Leaving, _pool.Core.Registry.Tag, _pool.Core.Registry.Incarnation), sw) != sw)
         {
             return 0;
         }
@@ -182,8 +182,8 @@ public sealed unsafe class BufferChannel : IDisposable
     private int DrainRing(int k)
     {
         int n = 0;
-        int tag = _pool.ChannelTag;
-        ushort inc = _pool.ChannelIncarnation;
+        int tag = _pool.Core.Registry.Tag;
+        ushort inc = _pool.Core.Registry.Incarnation;
         while (true)
         {
             int r = _seg.TryClaimRead(k, tag, inc, out ulong pos, out ulong observed);
@@ -192,7 +192,7 @@ public sealed unsafe class BufferChannel : IDisposable
                 _pool.CompleteReceive(_seg, k, pos, observed, writable: false)?.Dispose();
                 n++;
             }
-            else if (!_pool.RepairCell(_seg, k, pos, observed))
+            else if (!_pool.Handover.RepairCell(_seg, k, pos, observed))
             {
                 return n;
             }
@@ -231,15 +231,15 @@ public sealed unsafe class BufferChannel : IDisposable
     internal BufferGuard? ReceiveCore(int k, bool writable, long timeoutNs, CancellationToken token)
     {
         ThrowIfDisposed();
-        _pool.ThrowIfDisposedForChannel();
-        int tag = _pool.ChannelTag;
-        ushort inc = _pool.ChannelIncarnation;
+        _pool.ThrowIfDisposed();
+        int tag = _pool.Core.Registry.Tag;
+        ushort inc = _pool.Core.Registry.Incarnation;
         uint* epoch = &_seg.Ring(k)->DataEpoch;
         long start = Stopwatch.GetTimestamp();
         long spinNs = (long)SpinDuration.TotalNanoseconds;
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         CancellationTokenRegistration closeReg = default;
-        bool counted = false; // a blocking call of the pool from its first sleep on (see BufferPool.EnterBlocking)
+        bool counted = false; // a blocking call of the pool from its first sleep on (see BlockingCalls)
         try
         {
             while (true)
@@ -247,7 +247,7 @@ public sealed unsafe class BufferChannel : IDisposable
                 token.ThrowIfCancellationRequested();
                 if (counted)
                 {
-                    _pool.ThrowIfClosing();
+                    _pool.Blocking.ThrowIfClosing();
                 }
 
                 uint seen = Volatile.Read(ref *epoch);
@@ -264,7 +264,7 @@ public sealed unsafe class BufferChannel : IDisposable
                 }
 
                 long elapsed = (long)Stopwatch.GetElapsedTime(start).TotalNanoseconds;
-                if (elapsed > RepairAfterNs && _pool.RepairCell(_seg, k, pos, observed))
+                if (elapsed > RepairAfterNs && _pool.Handover.RepairCell(_seg, k, pos, observed))
                 {
                     continue;
                 }
@@ -282,9 +282,9 @@ public sealed unsafe class BufferChannel : IDisposable
 
                 if (!counted)
                 {
-                    _pool.EnterBlocking();
+                    _pool.Blocking.Enter();
                     counted = true;
-                    closeReg = _pool.WakeOnClose(epoch);
+                    closeReg = _pool.Blocking.WakeOnClose(epoch);
                     continue; // look once more now that a close would wake us
                 }
 
@@ -297,7 +297,7 @@ public sealed unsafe class BufferChannel : IDisposable
             reg.Dispose();
             if (counted)
             {
-                _pool.ExitBlocking();
+                _pool.Blocking.Exit();
             }
         }
     }
@@ -305,7 +305,7 @@ public sealed unsafe class BufferChannel : IDisposable
     private bool SendCore(BufferGuard guard, long timeoutNs)
     {
         ThrowIfDisposed();
-        _pool.ThrowIfDisposedForChannel();
+        _pool.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(guard);
         if (!ReferenceEquals(guard.Pool, _pool))
         {
@@ -323,12 +323,12 @@ public sealed unsafe class BufferChannel : IDisposable
             wait.Registration.Dispose();
             if (wait.Counted)
             {
-                _pool.ExitBlocking();
+                _pool.Blocking.Exit();
             }
         }
     }
 
-    /// <summary>A send's standing as a blocking call of the pool (see BufferPool.EnterBlocking): counted in before
+    /// <summary>A send's standing as a blocking call of the pool (see BlockingCalls): counted in before
     /// its first sleep, out when the send is complete.</summary>
     private struct SendWait
     {
@@ -392,7 +392,7 @@ public sealed unsafe class BufferChannel : IDisposable
                 for (int i = 0; i < claimCount; i++)
                 {
                     RingCell* cell = _seg.Cell(claimRings[i], claimPos[i]);
-                    _ = Interlocked.CompareExchange(ref cell->Word, CellWord.Make((uint)claimPos[i], CellWord.Void), CellWord.Make((uint)claimPos[i], CellWord.Writing, _pool.ChannelTag, _pool.ChannelIncarnation));
+                    _ = Interlocked.CompareExchange(ref cell->Word, CellWord.Make((uint)claimPos[i], CellWord.Void), CellWord.Make((uint)claimPos[i], CellWord.Writing, _pool.Core.Registry.Tag, _pool.Core.Registry.Incarnation));
                     ChannelSegment.BumpEpoch(&_seg.Ring(claimRings[i])->DataEpoch);
                 }
 
@@ -432,15 +432,15 @@ public sealed unsafe class BufferChannel : IDisposable
     private ulong ClaimForSend(int k, long timeoutNs, long start, ref SendWait wait, out bool skip)
     {
         skip = false;
-        int tag = _pool.ChannelTag;
-        ushort inc = _pool.ChannelIncarnation;
+        int tag = _pool.Core.Registry.Tag;
+        ushort inc = _pool.Core.Registry.Incarnation;
         uint* epoch = &_seg.Ring(k)->SpaceEpoch;
         long spinNs = (long)SpinDuration.TotalNanoseconds;
         while (true)
         {
             if (wait.Counted)
             {
-                _pool.ThrowIfClosing();
+                _pool.Blocking.ThrowIfClosing();
             }
 
             uint seen = Volatile.Read(ref *epoch);
@@ -452,7 +452,7 @@ public sealed unsafe class BufferChannel : IDisposable
             long elapsed = (long)Stopwatch.GetElapsedTime(start).TotalNanoseconds;
             if (elapsed > RepairAfterNs)
             {
-                if (_pool.RepairCell(_seg, k, pos, blocker))
+                if (_pool.Handover.RepairCell(_seg, k, pos, blocker))
                 {
                     continue;
                 }
@@ -481,14 +481,14 @@ public sealed unsafe class BufferChannel : IDisposable
 
             if (!wait.Counted)
             {
-                _pool.EnterBlocking();
+                _pool.Blocking.Enter();
                 wait.Counted = true;
             }
 
             if (wait.Word != (nint)epoch)
             {
                 wait.Registration.Dispose();
-                wait.Registration = _pool.WakeOnClose(epoch);
+                wait.Registration = _pool.Blocking.WakeOnClose(epoch);
                 wait.Word = (nint)epoch;
                 continue; // look once more now that a close would wake us
             }
@@ -517,7 +517,7 @@ public sealed unsafe class BufferChannel : IDisposable
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (_pool.IsInheritedThroughFork)
         {
-            _pool.ThrowIfDisposedForChannel(); // names fork: the channel's pool is inert in a forked child
+            _pool.ThrowIfDisposed(); // names fork: the channel's pool is inert in a forked child
         }
     }
 
@@ -527,7 +527,7 @@ public sealed unsafe class BufferChannel : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            _pool.CloseChannel(_seg);
+            _pool.Handover.Close(_seg);
         }
     }
 }

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Xmem.Pool;
+namespace Xmem.SharedMemory;
 
 internal static class SafeHandleExtensions
 {

@@ -1,4 +1,4 @@
-namespace Xmem.Pool;
+namespace Xmem.SharedMemory;
 
 /// <summary>Facts about the current process recorded in its process-table entry (for `xmem stat`).</summary>
 internal static class ProcessInfo

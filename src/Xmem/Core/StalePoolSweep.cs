@@ -1,6 +1,6 @@
 using Xmem.Inspection;
 
-namespace Xmem.Pool;
+namespace Xmem.Core;
 
 /// <summary>
 /// Removes stale pools — not persistent, no live process — when this process creates or opens a pool, so that the
@@ -59,7 +59,7 @@ internal static class StalePoolSweep
             try
             {
                 // The cheap look first (no lock taken, nothing written), so a pool in use is never marked Removing.
-                if (BufferPool.LooksStale(bare) && BufferPool.TryRemoveStale(bare, out _))
+                if (PoolRemoval.LooksStale(bare) && PoolRemoval.TryRemoveStale(bare, out _))
                 {
                     removed++;
                 }

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Xmem.SharedMemory;
 
-namespace Xmem.Pool;
+namespace Xmem.Core;
 
 /// <summary>
 /// Keeps a pool's own mappings (control segment and this process's holdings) mapped while anything of this process

@@ -1,6 +1,6 @@
 using Xmem.SharedMemory;
 
-namespace Xmem.Pool;
+namespace Xmem.Core;
 
 /// <summary>This process's mapping of one generation of one slot's data segment. The pool's cache holds one lease
 /// on the region; each guard holds another, so the memory stays mapped while any guard (or view) points into it.</summary>

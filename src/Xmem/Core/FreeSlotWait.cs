@@ -1,0 +1,76 @@
+using Xmem.Interop;
+using Xmem.Pool;
+
+namespace Xmem.Core;
+
+/// <summary>
+/// Waiting for a free slot (docs/layout.md, "Waiting for a free slot"): a waiter sleeps on the header's FreeEpoch
+/// futex word, and a release makes the wake call only when some process has a waiter. Each process keeps its own
+/// count of waiting threads and shows "I have waiters" as its bit in the header's WaitMask, one atomic that recovery
+/// clears exactly for a dead process. A waiter reads the epoch before it looks for a slot, so a release after the
+/// look changes the epoch and the sleep returns at once.
+/// </summary>
+internal static unsafe class FreeSlotWait
+{
+    /// <summary>Blocks until a CPU slot fitting <paramref name="size"/> is claimed (returns it), the timeout passes
+    /// (-1) or the token is cancelled. Before its first sleep it counts itself in as a blocking call
+    /// (<paramref name="counted"/>; the caller counts out once it has published the slot), and throws
+    /// ObjectDisposedException once the pool is closing.</summary>
+    internal static int Wait(PoolCore core, long size, long timeoutNs, CancellationToken token, ref bool counted)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        uint* epoch = &core.Control.Header->FreeEpoch;
+        var picker = new CpuSlotPicker(core.Hints, size);
+        core.Registry.AddLocalWaiter(+1);
+        CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
+        CancellationTokenRegistration closeReg = default;
+        try
+        {
+            while (true)
+            {
+                token.ThrowIfCancellationRequested();
+                if (counted)
+                {
+                    core.Blocking.ThrowIfClosing();
+                }
+
+                uint seen = Volatile.Read(ref *epoch);
+                int s = core.Slots.Claim(picker, reclaim: true);
+                if (s >= 0)
+                {
+                    return s;
+                }
+
+                long waitNs = 100_000_000; // wake at least every 100 ms to look for dead holders
+                if (timeoutNs >= 0)
+                {
+                    long left = timeoutNs - (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds;
+                    if (left <= 0)
+                    {
+                        return -1;
+                    }
+
+                    waitNs = Math.Min(waitNs, left);
+                }
+
+                if (!counted)
+                {
+                    core.Blocking.Enter();
+                    counted = true;
+                    closeReg = core.Blocking.WakeOnClose(epoch);
+                    continue; // look once more now that a close would wake us
+                }
+
+                bool outOfGate = ForkGate.LeaveForWait(); // a wait without a bound must not hold a fork back
+                _ = Libc.FutexWait((nint)epoch, seen, waitNs);
+                ForkGate.ReturnFromWait(outOfGate);
+            }
+        }
+        finally
+        {
+            closeReg.Dispose();
+            reg.Dispose();
+            core.Registry.AddLocalWaiter(-1);
+        }
+    }
+}
