@@ -1,3 +1,4 @@
+using Xmem.Core;
 using System.Runtime.InteropServices;
 using Xmem.Native.Handles;
 using Xmem.Pool;

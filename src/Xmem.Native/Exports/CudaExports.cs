@@ -1,3 +1,4 @@
+using Xmem.Core;
 using System.Runtime.InteropServices;
 using Xmem.Cuda;
 using Xmem.Native.Handles;

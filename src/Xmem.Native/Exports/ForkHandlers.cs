@@ -1,3 +1,4 @@
+using Xmem.Core;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;

@@ -169,6 +169,18 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
         return new Received(s, gen, cuda, map, size, mapError);
     }
 
+    /// <summary>Takes over the message in the cell this process claimed and releases it at once (a ring nobody will
+    /// read is drained).</summary>
+    internal void DiscardReceived(ChannelSegment ch, int k, ulong pos, ulong claimed)
+    {
+        Received r = TakeReceived(ch, k, pos, claimed);
+        if (r.Slot >= 0)
+        {
+            r.Map?.Region.DangerousRelease();
+            _ = _slots.ReleaseAttributed(r.Slot, r.Gen, 1, core.OwnHoldings, Tag, forget: false);
+        }
+    }
+
     /// <summary>What a receive took over: a reference of generation <see cref="Gen"/> of slot <see cref="Slot"/>, now
     /// in this process's holding (Slot -1: nothing).</summary>
     internal readonly record struct Received(int Slot, uint Gen, bool Cuda, DataMapping? Map, long Size, Exception? MapError)

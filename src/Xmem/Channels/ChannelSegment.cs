@@ -1,8 +1,8 @@
+using Xmem.Core;
 using System.Security.Cryptography;
 using System.Text;
 using Xmem.Errors;
 using Xmem.Interop;
-using Xmem.Pool;
 using Xmem.SharedMemory;
 
 namespace Xmem.Channels;

@@ -2,7 +2,6 @@ using System.Security.Cryptography;
 using Xmem.Errors;
 using Xmem.Interop;
 using Xmem.Layout;
-using Xmem.Pool;
 using Xmem.SharedMemory;
 
 namespace Xmem.Core;
@@ -276,7 +275,7 @@ internal sealed unsafe class ControlSegment
     }
 
     /// <summary>In a child made by fork(): drops this process's two references to the parent's open file description
-    /// (see <see cref="OpenPools.AbandonInherited"/>): the descriptor is closed without unlocking, the mapping
+    /// (see OpenPools.AbandonInherited): the descriptor is closed without unlocking, the mapping
     /// replaced by zero pages.</summary>
     internal void AbandonInherited()
     {

@@ -2,7 +2,6 @@ using Xmem.Interop;
 using System.Runtime.CompilerServices;
 using Xmem.Errors;
 using Xmem.Layout;
-using Xmem.Pool;
 using Xmem.SharedMemory;
 
 namespace Xmem.Core;

@@ -1,5 +1,4 @@
 using Xmem.Interop;
-using Xmem.Pool;
 
 namespace Xmem.Core;
 

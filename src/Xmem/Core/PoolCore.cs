@@ -1,7 +1,6 @@
 using Xmem.Errors;
 using Xmem.Interop;
 using Xmem.Layout;
-using Xmem.Pool;
 using Xmem.SharedMemory;
 
 namespace Xmem.Core;

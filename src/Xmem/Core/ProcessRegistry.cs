@@ -1,6 +1,5 @@
 using Xmem.Interop;
 using Xmem.Layout;
-using Xmem.Pool;
 using Xmem.SharedMemory;
 
 namespace Xmem.Core;

@@ -52,7 +52,7 @@ internal sealed unsafe class Recovery
 
         lock (_registry.RecoveryGate)
         {
-            if (_registry.Me < 0 || _registry.IsFree(i) && !_slots.HasLockedSlots(i + 1))
+            if (_registry.Me < 0 || _registry.IsFree(i) && !HasLockedSlots(i + 1))
             {
                 return false;
             }
@@ -87,12 +87,12 @@ internal sealed unsafe class Recovery
             ulong* holdings = dead is null ? null : dead.Words;
             for (int s = 0; s < _control.Capacity; s++)
             {
-                _slots.RepairLocked(s, tag, holdings);
+                RepairLocked(s, tag, holdings);
             }
 
             if (holdings is not null)
             {
-                _slots.ReleaseAll(holdings, tag);
+                ReleaseAll(holdings, tag);
             }
 
             _registry.ClearWaiters(i);
@@ -108,6 +108,73 @@ internal sealed unsafe class Recovery
         finally
         {
             dead?.Region.Dispose();
+        }
+    }
+
+    /// <summary>True when some slot is locked by entry tag <paramref name="tag"/>.</summary>
+    /// <summary>Releases every reference recorded in <paramref name="holdings"/> for entry tag <paramref name="tag"/>,
+    /// as for a dead process: a dead entry's recovery, and this process's own detach.</summary>
+    internal void ReleaseAll(ulong* holdings, int tag)
+    {
+        for (int s = 0; s < _control.Capacity; s++)
+        {
+            ulong h = Volatile.Read(ref holdings[s]);
+            if (Holding.Count(h) > 0)
+            {
+                _ = _slots.ReleaseAttributed(s, Holding.Gen(h), Holding.Count(h), holdings, tag, forget: false);
+            }
+        }
+    }
+
+    private bool HasLockedSlots(int tag)
+    {
+        for (int s = 0; s < _control.Capacity; s++)
+        {
+            if (SlotWord.Owner(Volatile.Read(ref _slots.Record(s)->Word)) == tag)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Finishes or rolls back the locked section that a dead process (<paramref name="tag"/>) left on slot
+    /// <paramref name="s"/>; <paramref name="holdings"/> is its holdings segment, or null when it has none.</summary>
+    private void RepairLocked(int s, int tag, ulong* holdings)
+    {
+        SlotRecord* r = _slots.Record(s);
+        ulong w = Volatile.Read(ref r->Word);
+        if (SlotWord.Owner(w) != tag)
+        {
+            return;
+        }
+
+        // A journal naming the dead owner with the word unchanged since it was saved: the count was never published,
+        // so the holding goes back. With the word changed, everything but the unlock was done: keep it. No journal:
+        // nothing was done yet, or everything but the unlock.
+        if (Volatile.Read(ref r->JournalOwner) == (uint)tag)
+        {
+            if (holdings is not null && w == r->JournalWord)
+            {
+                Volatile.Write(ref holdings[s], r->JournalHoldings);
+            }
+
+            Volatile.Write(ref r->JournalOwner, 0u);
+        }
+
+        uint state = SlotWord.State(w);
+        if (state == SlotWord.Live)
+        {
+            Volatile.Write(ref r->Word, SlotWord.WithOwner(w, 0));
+        }
+        else
+        {
+            // Free (a release to zero that was not unlocked), or Acquiring (an acquire that never published): Free.
+            // The memory record is consistent (capacity is set only once the segment exists); orphaned segments are
+            // removed by the recovery that called this.
+            Volatile.Write(ref r->Word, SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)));
+            _slots.AfterFreed(s);
         }
     }
 }

@@ -14,7 +14,7 @@ namespace Xmem.Core;
 ///   (<see cref="Claim{TPicker}"/>); taking a free slot without a new generation, to work on its memory, is another
 ///   (<see cref="TryTakeFree"/>, <see cref="ReturnFree"/>).
 /// - A process that dies inside a locked section is repaired by whoever takes its liveness lock
-///   (<see cref="RepairLocked"/>): the journal restores its holding, the count in the word is kept (nothing was
+///   (Recovery.RepairLocked): the journal restores its holding, the count in the word is kept (nothing was
 ///   published), and the lock is dropped. A lock held over 5 s by a live process is an error, never a hang.
 /// Interlocked operations are full fences in .NET; Volatile.Write is a release store, Volatile.Read an acquire load.
 /// Indexes given to this type are checked by its caller (the pool facade or a bounds check on a shared value).
@@ -400,19 +400,6 @@ internal sealed unsafe class SlotTable
         return drop;
     }
 
-    /// <summary>Releases every reference recorded in <paramref name="holdings"/> for entry tag <paramref name="tag"/>.</summary>
-    internal void ReleaseAll(ulong* holdings, int tag)
-    {
-        for (int s = 0; s < _control.Capacity; s++)
-        {
-            ulong h = Volatile.Read(ref holdings[s]);
-            if (Holding.Count(h) > 0)
-            {
-                _ = ReleaseAttributed(s, Holding.Gen(h), Holding.Count(h), holdings, tag, forget: false);
-            }
-        }
-    }
-
     /// <summary>After a slot became Free: hint it, advance the free epoch and wake sleepers, if any.</summary>
     internal void AfterFreed(int s)
     {
@@ -468,61 +455,6 @@ internal sealed unsafe class SlotTable
             }
 
             Thread.Sleep(0);
-        }
-    }
-
-    // ---------------------------------------------------------------- repair
-
-    /// <summary>True when some slot is locked by entry tag <paramref name="tag"/>.</summary>
-    internal bool HasLockedSlots(int tag)
-    {
-        for (int s = 0; s < _control.Capacity; s++)
-        {
-            if (SlotWord.Owner(Volatile.Read(ref _slots[s].Word)) == tag)
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
-    /// <summary>Finishes or rolls back the locked section that a dead process (<paramref name="tag"/>) left on slot
-    /// <paramref name="s"/>; <paramref name="holdings"/> is its holdings segment, or null when it has none.</summary>
-    internal void RepairLocked(int s, int tag, ulong* holdings)
-    {
-        SlotRecord* r = &_slots[s];
-        ulong w = Volatile.Read(ref r->Word);
-        if (SlotWord.Owner(w) != tag)
-        {
-            return;
-        }
-
-        // A journal naming the dead owner with the word unchanged since it was saved: the count was never published,
-        // so the holding goes back. With the word changed, everything but the unlock was done: keep it. No journal:
-        // nothing was done yet, or everything but the unlock.
-        if (Volatile.Read(ref r->JournalOwner) == (uint)tag)
-        {
-            if (holdings is not null && w == r->JournalWord)
-            {
-                Volatile.Write(ref holdings[s], r->JournalHoldings);
-            }
-
-            Volatile.Write(ref r->JournalOwner, 0u);
-        }
-
-        uint state = SlotWord.State(w);
-        if (state == SlotWord.Live)
-        {
-            Volatile.Write(ref r->Word, SlotWord.WithOwner(w, 0));
-        }
-        else
-        {
-            // Free (a release to zero that was not unlocked), or Acquiring (an acquire that never published): Free.
-            // The memory record is consistent (capacity is set only once the segment exists); orphaned segments are
-            // removed by the recovery that called this.
-            Volatile.Write(ref r->Word, SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)));
-            AfterFreed(s);
         }
     }
 }

@@ -19,16 +19,19 @@ public sealed unsafe class BufferChannel : IDisposable
 {
     private const long RepairAfterNs = 1_000_000;     // a claim older than this while we wait: ask if its owner lives
     private const long MaxSleepNs = 100_000_000;      // wake at least this often to look for dead processes
-    private const uint Joining = 2, Leaving = 3;
 
     private readonly BufferPool _pool;
     private readonly ChannelSegment _seg;
+    private readonly FanOutSubscribers _subscribers;
+    private readonly SendClaims _sendClaims;
     private int _disposed;
 
     internal BufferChannel(BufferPool pool, ChannelSegment segment)
     {
         _pool = pool;
         _seg = segment;
+        _subscribers = new FanOutSubscribers(segment, pool.Handover, pool.Core.Registry);
+        _sendClaims = new SendClaims(segment, pool.Handover, _subscribers, pool.Core.Registry, pool.Blocking);
     }
 
     /// <summary>The channel's name.</summary>
@@ -93,27 +96,13 @@ public sealed unsafe class BufferChannel : IDisposable
             throw new InvalidOperationException($"channel '{Name}' is a queue; receive from it directly, or open a fan-out channel to subscribe.");
         }
 
-        int tag = _pool.Core.Registry.Tag;
-        ushort inc = _pool.Core.Registry.Incarnation;
-        for (int pass = 0; pass < 2; pass++)
+        int k = _subscribers.TryJoin();
+        if (k < 0)
         {
-            for (int k = 0; k < _seg.RingCount; k++)
-            {
-                uint* sub = &_seg.Ring(k)->Subscriber;
-                uint sw = Volatile.Read(ref *sub);
-                bool free = sw == 0 || (pass == 1 && !_pool.Core.Registry.IsClaimerAlive(SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw)));
-                if (!free || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Joining, tag, inc), sw) != sw)
-                {
-                    continue;
-                }
-
-                DrainRing(k); // what an earlier subscriber left is not for us
-                Volatile.Write(ref *sub, SubscriberWord.Make(SubscriberWord.Active, tag, inc));
-                return new ChannelSubscription(this, k);
-            }
+            throw new XmemException(XmemStatus.TooManyProcesses, $"channel '{Name}' already has {ChannelLayout.MaxSubscribers} subscribers; dispose some subscriptions first.");
         }
 
-        throw new XmemException(XmemStatus.TooManyProcesses, $"channel '{Name}' already has {ChannelLayout.MaxSubscribers} subscribers; dispose some subscriptions first.");
+        return new ChannelSubscription(this, k);
     }
 
     internal void Unsubscribe(int k)
@@ -123,15 +112,7 @@ public sealed unsafe class BufferChannel : IDisposable
             return; // the subscription is the parent's: a forked child leaves its ring alone
         }
 
-        uint* sub = &_seg.Ring(k)->Subscriber;
-        uint sw = Volatile.Read(ref *sub);
-        if (SubscriberWord.State(sw) != SubscriberWord.Active || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Leaving, SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw)), sw) != sw)
-        {
-            return;
-        }
-
-        DrainRing(k);
-        Volatile.Write(ref *sub, 0u);
+        _subscribers.Leave(k);
     }
 
     /// <summary>Repairs every cell left half-sent or half-received by a dead process, and gives back the references
@@ -155,48 +136,11 @@ public sealed unsafe class BufferChannel : IDisposable
 
             if (_seg.Mode == ChannelLayout.ModeFanOut)
             {
-                repaired += ReclaimIfAbandoned(k);
+                repaired += _subscribers.ReclaimIfAbandoned(k);
             }
         }
 
         return repaired;
-    }
-
-    /// <summary>Drains a fan-out ring whose subscriber died (or that has none but holds leftovers).</summary>
-    private int ReclaimIfAbandoned(int k)
-    {
-        uint* sub = &_seg.Ring(k)->Subscriber;
-        uint sw = Volatile.Read(ref *sub);
-        bool abandoned = sw == 0 ? _seg.Backlog(k) > 0 : !_pool.Core.Registry.IsClaimerAlive(SubscriberWord.Tag(sw), SubscriberWord.Incarnation(sw));
-        if (!abandoned || Interlocked.CompareExchange(ref *sub, SubscriberWord.Make(Leaving, _pool.Core.Registry.Tag, _pool.Core.Registry.Incarnation), sw) != sw)
-        {
-            return 0;
-        }
-
-        int n = DrainRing(k);
-        Volatile.Write(ref *sub, 0u);
-        return n;
-    }
-
-    /// <summary>Receives and releases everything ready in ring <paramref name="k"/> (repairing dead claims).</summary>
-    private int DrainRing(int k)
-    {
-        int n = 0;
-        int tag = _pool.Core.Registry.Tag;
-        ushort inc = _pool.Core.Registry.Incarnation;
-        while (true)
-        {
-            int r = _seg.TryClaimRead(k, tag, inc, out ulong pos, out ulong observed);
-            if (r == ChannelSegment.Claimed)
-            {
-                _pool.CompleteReceive(_seg, k, pos, observed, writable: false)?.Dispose();
-                n++;
-            }
-            else if (!_pool.Handover.RepairCell(_seg, k, pos, observed))
-            {
-                return n;
-            }
-        }
     }
 
     // ---------------------------------------------------------------- waiting
@@ -328,22 +272,13 @@ public sealed unsafe class BufferChannel : IDisposable
         }
     }
 
-    /// <summary>A send's standing as a blocking call of the pool (see BlockingCalls): counted in before
-    /// its first sleep, out when the send is complete.</summary>
-    private struct SendWait
-    {
-        public bool Counted;
-        public CancellationTokenRegistration Registration;
-        public nint Word; // the futex word Registration wakes (fan-out sends wait on one ring after another)
-    }
-
     private bool SendCore(BufferGuard guard, long timeoutNs, ref SendWait wait)
     {
         long start = Stopwatch.GetTimestamp();
         if (_seg.Mode == ChannelLayout.ModeQueue)
         {
             // The common case allocates nothing: one ring, one cell, the sender's own reference.
-            ulong qpos = ClaimForSend(0, timeoutNs, start, ref wait, out bool qskip);
+            ulong qpos = _sendClaims.Claim(0, timeoutNs, start, (long)SpinDuration.TotalNanoseconds, ref wait, out bool qskip);
             if (qskip)
             {
                 guard.Dispose();
@@ -381,7 +316,7 @@ public sealed unsafe class BufferChannel : IDisposable
         int claimCount = 0;
         foreach (int k in rings[..ringCount])
         {
-            ulong pos = ClaimForSend(k, timeoutNs, start, ref wait, out bool skip);
+            ulong pos = _sendClaims.Claim(k, timeoutNs, start, (long)SpinDuration.TotalNanoseconds, ref wait, out bool skip);
             if (skip)
             {
                 continue;
@@ -391,9 +326,7 @@ public sealed unsafe class BufferChannel : IDisposable
             {
                 for (int i = 0; i < claimCount; i++)
                 {
-                    RingCell* cell = _seg.Cell(claimRings[i], claimPos[i]);
-                    _ = Interlocked.CompareExchange(ref cell->Word, CellWord.Make((uint)claimPos[i], CellWord.Void), CellWord.Make((uint)claimPos[i], CellWord.Writing, _pool.Core.Registry.Tag, _pool.Core.Registry.Incarnation));
-                    ChannelSegment.BumpEpoch(&_seg.Ring(claimRings[i])->DataEpoch);
+                    _pool.Handover.VoidClaimedCell(_seg, claimRings[i], claimPos[i]);
                 }
 
                 return false;
@@ -425,76 +358,6 @@ public sealed unsafe class BufferChannel : IDisposable
         }
 
         return true;
-    }
-
-    /// <summary>Claims a cell of ring <paramref name="k"/> for this sender, waiting for room. ulong.MaxValue on
-    /// timeout; <paramref name="skip"/> when the ring's subscriber left or died meanwhile.</summary>
-    private ulong ClaimForSend(int k, long timeoutNs, long start, ref SendWait wait, out bool skip)
-    {
-        skip = false;
-        int tag = _pool.Core.Registry.Tag;
-        ushort inc = _pool.Core.Registry.Incarnation;
-        uint* epoch = &_seg.Ring(k)->SpaceEpoch;
-        long spinNs = (long)SpinDuration.TotalNanoseconds;
-        while (true)
-        {
-            if (wait.Counted)
-            {
-                _pool.Blocking.ThrowIfClosing();
-            }
-
-            uint seen = Volatile.Read(ref *epoch);
-            if (_seg.TryClaimWrite(k, tag, inc, out ulong pos, out ulong blocker))
-            {
-                return pos;
-            }
-
-            long elapsed = (long)Stopwatch.GetElapsedTime(start).TotalNanoseconds;
-            if (elapsed > RepairAfterNs)
-            {
-                if (_pool.Handover.RepairCell(_seg, k, pos, blocker))
-                {
-                    continue;
-                }
-
-                if (_seg.Mode == ChannelLayout.ModeFanOut)
-                {
-                    _ = ReclaimIfAbandoned(k);
-                    if (SubscriberWord.State(Volatile.Read(ref _seg.Ring(k)->Subscriber)) != SubscriberWord.Active)
-                    {
-                        skip = true;
-                        return 0;
-                    }
-                }
-            }
-
-            if (timeoutNs >= 0 && elapsed >= timeoutNs)
-            {
-                return ulong.MaxValue;
-            }
-
-            if (elapsed < spinNs)
-            {
-                Thread.SpinWait(8);
-                continue;
-            }
-
-            if (!wait.Counted)
-            {
-                _pool.Blocking.Enter();
-                wait.Counted = true;
-            }
-
-            if (wait.Word != (nint)epoch)
-            {
-                wait.Registration.Dispose();
-                wait.Registration = _pool.Blocking.WakeOnClose(epoch);
-                wait.Word = (nint)epoch;
-                continue; // look once more now that a close would wake us
-            }
-
-            ChannelSegment.SleepOn(epoch, seen, timeoutNs >= 0 ? Math.Min(MaxSleepNs, timeoutNs - elapsed) : MaxSleepNs);
-        }
     }
 
     private static long ToNs(TimeSpan timeout)

@@ -216,7 +216,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         {
             if (_core.Registry.Me >= 0)
             {
-                _core.Slots.ReleaseAll(_core.OwnHoldings, _core.Registry.Tag);
+                _core.Recovery.ReleaseAll(_core.OwnHoldings, _core.Registry.Tag);
                 _cuda.Detach();
                 _core.LeaveEntryLocked();
             }

@@ -1,3 +1,5 @@
+using Xmem.Core;
+
 namespace Xmem.Pool;
 
 /// <summary>
@@ -11,6 +13,7 @@ internal static class OpenPools
 
     private static List<WeakReference<BufferPool>> Create()
     {
+        ForkGate.SetChildHook(AbandonInherited);
         AppDomain.CurrentDomain.ProcessExit += static (_, _) =>
         {
             foreach (BufferPool p in TakeAll())

@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Xmem.Interop;
 
-namespace Xmem.Pool;
+namespace Xmem.Core;
 
 /// <summary>
 /// Makes fork() safe for processes that call xmem through its C ABI (C, Python): the gate every export passes, which
@@ -142,13 +142,20 @@ internal static unsafe class ForkGate
         }
     }
 
-    /// <summary>fork()'s child handler: resets the gate, then makes every pool opened before the fork inert in this
-    /// child (<see cref="OpenPools.AbandonInherited"/>). Only the forking thread exists here.</summary>
+    /// <summary>What a child made by fork() does with the objects it inherited (set once, by the pool layer: it
+    /// makes every pool opened before the fork inert). A plain static: read only by the child handler.</summary>
+    private static Action? s_afterForkInChild;
+
+    /// <summary>Sets the child handler's work on inherited objects (<see cref="AfterForkInChild"/>).</summary>
+    internal static void SetChildHook(Action hook) => Volatile.Write(ref s_afterForkInChild, hook);
+
+    /// <summary>fork()'s child handler: resets the gate, then runs the child hook (the pool layer makes every pool
+    /// opened before the fork inert in this child). Only the forking thread exists here.</summary>
     internal static void AfterForkInChild()
     {
         ResetInChild();
         ProcessInfo.ResetAfterFork();
-        OpenPools.AbandonInherited();
+        Volatile.Read(ref s_afterForkInChild)?.Invoke();
     }
 
     /// <summary>The gate starts open and empty but for this thread's own count; the generation goes up, making
