@@ -237,8 +237,8 @@ internal static class SegmentNames
         ulong instance = ulong.Parse(rest[..HexDigits], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
         ReadOnlySpan<char> kind = rest[(HexDigits + 1)..];
         // Whatever follows the instance is the instance's (docs/layout.md: removal unlinks xmem.v1.<name>.<instance>.*),
-        // as long as it is a plain name: no '/', nothing outside [A-Za-z0-9._-], not starting with '.'.
-        if (!IsValidName(kind, int.MaxValue))
+        // as long as it is a file name.
+        if (kind.IsEmpty || kind.ContainsAny('/', '\0'))
         {
             return false;
         }

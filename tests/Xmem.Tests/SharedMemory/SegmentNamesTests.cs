@@ -55,6 +55,10 @@ public sealed class SegmentNamesTests
     [InlineData("xmem.v1.cam0.0123456789abcdef.nframes.0123")] // draft without its 16 hex digits
     [InlineData("xmem.v1.cam0.0123456789abcdef.nframes.0123456789ABCDEF")]
     [InlineData("xmem.v1.cam0.0123456789abcdef.desc")]
+    [InlineData("xmem.v1.cam0.0123456789abcdef.s1.g+1")]
+    [InlineData("xmem.v1.cam0.0123456789abcdef.p 0")] // removal unlinks xmem.v1.<name>.<instance>.*, whatever follows
+    [InlineData("xmem.v1.cam0.0123456789abcdef..p0")]
+    [InlineData("xmem.v1.cam0.0123456789abcdef.x")]
     public void A_name_not_in_the_exact_built_form_is_only_an_object_of_the_instance(string file)
     {
         Assert.True(SegmentNames.TryParse(file, "cam0", out SegmentName n));
@@ -65,9 +69,7 @@ public sealed class SegmentNamesTests
     [InlineData("xmem.v1.cam0.0123456789ABCDEF.p0")] // upper-case hex is not an instance
     [InlineData("xmem.v1.cam0.0123456789abcde.p0")] // 15 digits
     [InlineData("xmem.v1.cam0.0123456789abcdef.")] // nothing after the instance
-    [InlineData("xmem.v1.cam0.0123456789abcdef..p0")]
-    [InlineData("xmem.v1.cam0.0123456789abcdef.p 0")]
-    [InlineData("xmem.v1.cam0.0123456789abcdef.s1.g+1")]
+    [InlineData("xmem.v1.cam0.0123456789abcdef.p0/x")] // not a file name
     [InlineData("xmem.v1.cam01")] // another pool whose name starts with this one's
     [InlineData("xmem.v1.cam0-x.0123456789abcdef.p0")]
     [InlineData("xmem.v2.cam0")]
