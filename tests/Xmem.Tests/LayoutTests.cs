@@ -1,11 +1,13 @@
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
+using Xmem.Channels;
 using Xmem.Layout;
 using Xunit;
 
 namespace Xmem.Tests;
 
-/// <summary>Pins the structs of SegmentLayout.cs to the normative tables of docs/layout.md.</summary>
+/// <summary>Pins the structs of SegmentLayout.cs, ChannelLayout.cs and SlotHandoverRecord.cs to the normative tables
+/// of docs/layout.md.</summary>
 public sealed partial class LayoutTests
 {
     private static string LayoutDoc()
@@ -107,5 +109,102 @@ public sealed partial class LayoutTests
         Assert.Equal(0xFFFUL, (w >> 28) & 0xFFF);
         Assert.Equal(0x123456UL, w >> 40);
         Assert.Contains("bits 40..63  Generation", LayoutDoc());
+    }
+
+    [Fact]
+    public void ChannelHeader_offsets_match_the_document() => AssertMatches<ChannelHeader>("ChannelHeader", ChannelLayout.HeaderSize);
+
+    [Fact]
+    public void RingHeader_offsets_match_the_document() => AssertMatches<RingHeader>("RingHeader", ChannelLayout.RingHeaderSize);
+
+    [Fact]
+    public void Cell_offsets_match_the_document() => AssertMatches<RingCell>("Cell", ChannelLayout.CellSize);
+
+    [Fact]
+    public void Handover_record_offsets_match_the_document() => AssertMatches<SlotHandoverRecord>("Handover record", LayoutConstants.SlotSize);
+
+    [Fact]
+    public void Handover_record_shares_the_aligned_word_at_40_with_JournalOwner_and_overlays_only_reserved_bytes()
+    {
+        Assert.Equal(SlotHandoverRecord.JournalOwnerWordOffset, (int)Marshal.OffsetOf<SlotRecord>(nameof(SlotRecord.JournalOwner)));
+        Assert.Equal(0, SlotHandoverRecord.JournalOwnerWordOffset % 8);
+        Assert.Equal(SlotHandoverRecord.JournalOwnerWordOffset + 4, (int)Marshal.OffsetOf<SlotHandoverRecord>(nameof(SlotHandoverRecord.HandoverState)));
+        Assert.Equal(0x0000_0002_0000_0007UL, SlotHandoverRecord.JournalOwnerAndState(7, SlotHandoverRecord.StateCommitted));
+
+        // The record's bytes (44..47, 416..499) are no field of the core's SlotRecord: the core never writes them.
+        var core = typeof(SlotRecord).GetFields().Select(f => (int)Marshal.OffsetOf<SlotRecord>(f.Name)).ToHashSet();
+        Assert.DoesNotContain(44, core);
+        Assert.True(core.Max() < 416, "a SlotRecord field lies in the handover record's bytes 416..511");
+        Assert.Equal(500, (int)Marshal.OffsetOf<SlotHandoverRecord>(nameof(SlotHandoverRecord.HandoverName)) + SlotHandoverRecord.MaxNameLength);
+        Assert.Equal(ChannelLayout.MaxNameLength, SlotHandoverRecord.MaxNameLength);
+        Assert.Contains("1. Write 416..499", LayoutDoc());
+    }
+
+    [Fact]
+    public void Handover_record_values_are_the_documented_ones()
+    {
+        string doc = LayoutDoc();
+        Assert.Contains("| 44 | 4 | HandoverState | 0 none, 1 Pending, 2 Committed.", doc);
+        Assert.Contains("| 420 | 4 | HandoverKind | 1 send, 2 receive |", doc);
+        Assert.Equal((0u, 1u, 2u), (SlotHandoverRecord.StateNone, SlotHandoverRecord.StatePending, SlotHandoverRecord.StateCommitted));
+        Assert.Equal((1u, 2u), (SlotHandoverRecord.KindSend, SlotHandoverRecord.KindReceive));
+    }
+
+    [Fact]
+    public void The_channel_codes_handover_offsets_are_the_records()
+    {
+        // The channel code still addresses the record by these constants; they must be the struct's (and so the document's).
+        int At(string field) => (int)Marshal.OffsetOf<SlotHandoverRecord>(field);
+        Assert.Equal(HandoverRecord.StateOffset, At(nameof(SlotHandoverRecord.HandoverState)));
+        Assert.Equal(HandoverRecord.TagOffset, At(nameof(SlotHandoverRecord.HandoverTag)));
+        Assert.Equal(HandoverRecord.KindOffset, At(nameof(SlotHandoverRecord.HandoverKind)));
+        Assert.Equal(HandoverRecord.GenOffset, At(nameof(SlotHandoverRecord.HandoverGen)));
+        Assert.Equal(HandoverRecord.RingOffset, At(nameof(SlotHandoverRecord.HandoverRing)));
+        Assert.Equal(HandoverRecord.ChannelOffset, At(nameof(SlotHandoverRecord.HandoverChannel)));
+        Assert.Equal(HandoverRecord.PositionOffset, At(nameof(SlotHandoverRecord.HandoverPosition)));
+        Assert.Equal(HandoverRecord.NameLengthOffset, At(nameof(SlotHandoverRecord.HandoverNameLength)));
+        Assert.Equal(HandoverRecord.NameOffset, At(nameof(SlotHandoverRecord.HandoverName)));
+        Assert.Equal(HandoverRecord.JournalOwnerOffset, SlotHandoverRecord.JournalOwnerWordOffset);
+        Assert.Equal(HandoverRecord.JournalWordOffset, (int)Marshal.OffsetOf<SlotRecord>(nameof(SlotRecord.JournalWord)));
+        Assert.Equal((SlotHandoverRecord.StateNone, SlotHandoverRecord.StatePending, SlotHandoverRecord.StateCommitted), (HandoverRecord.None, HandoverRecord.Pending, HandoverRecord.Committed));
+        Assert.Equal((SlotHandoverRecord.KindSend, SlotHandoverRecord.KindReceive), (HandoverRecord.KindSend, HandoverRecord.KindReceive));
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(8, 1)]
+    [InlineData(5, 16)]
+    [InlineData(1 << 16, 16)]
+    public void Channel_segment_follows_the_documented_formulas(int depth, int rings)
+    {
+        long stride = (128 + (16L * depth) + 63) / 64 * 64;
+        Assert.Equal(stride, ChannelLayout.RingStride(depth));
+        Assert.Equal(256 + (rings * stride), ChannelLayout.SegmentSize(depth, rings));
+        string doc = LayoutDoc();
+        Assert.Contains("`RingStride(depth) = align64(128 + 16 × depth)`; ring `k` is at `256 + k × RingStride`.", doc);
+        Assert.Contains("`256 + RingCount × RingStride(Depth)`", doc);
+        Assert.Contains("Depth a power of two in 1..65536, RingCount = 1", doc);
+        Assert.Contains("(queue) or 16 (fan-out", doc);
+        Assert.Equal((1 << 16, 16), (ChannelLayout.MaxDepth, ChannelLayout.MaxSubscribers));
+    }
+
+    [Fact]
+    public void Channel_magic_is_XMEMCHAN_in_little_endian_bytes_and_words_pack_at_the_documented_bits()
+    {
+        Assert.Equal("XMEMCHAN", System.Text.Encoding.ASCII.GetString(BitConverter.GetBytes(ChannelLayout.Magic)));
+        Assert.Contains("0x4E4148434D454D58", LayoutDoc());
+
+        // Cell word: lap(32) | phase(4) << 32 | tag(12) << 36 | incarnation(16) << 48.
+        ulong c = CellWord.Make(0x89AB_CDEF, CellWord.Void, 0xFFF, 0xBEEF);
+        Assert.Equal(0x89AB_CDEFUL, c & 0xFFFF_FFFF);
+        Assert.Equal((ulong)CellWord.Void, (c >> 32) & 0xF);
+        Assert.Equal(0xFFFUL, (c >> 36) & 0xFFF);
+        Assert.Equal(0xBEEFUL, c >> 48);
+        Assert.Equal((0u, 1u, 2u, 3u, 4u), (CellWord.Empty, CellWord.Writing, CellWord.Full, CellWord.Reading, CellWord.Void));
+        Assert.Contains(@"`lap(32) \| phase(4) << 32 \| tag(12) << 36 \| incarnation(16) << 48`", LayoutDoc());
+
+        // Subscriber word: state(4) | tag(12) << 4 | incarnation(16) << 16.
+        uint s = SubscriberWord.Make(SubscriberWord.Active, 0xABC, 0x1234);
+        Assert.Equal(0x1234_ABC1u, s);
     }
 }

@@ -1,59 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using System.Text.Json;
 
 namespace Xmem.Cli.Demo;
-
-/// <summary>Which consumers of <c>xmem demo</c> are Python processes.</summary>
-internal enum PythonConsumers
-{
-    /// <summary>All are <c>xmem __consumer</c>.</summary>
-    None,
-
-    /// <summary>The last one is python/examples/consumer.py.</summary>
-    One,
-
-    /// <summary>All are python/examples/consumer.py.</summary>
-    All,
-}
-
-/// <summary>What <c>xmem demo</c> was asked to do.</summary>
-internal sealed record DemoOptions(int Frames, int Consumers, FrameShape Shape, int Capacity, int Depth, bool FanOut, PythonConsumers Python, string? Name, bool Json);
-
-/// <summary>One consumer's part of a demo run (in <c>--json</c> output).</summary>
-internal sealed record DemoConsumerResult
-{
-    public required int Index { get; init; }
-    public required string Runtime { get; init; }
-    public required int Pid { get; init; }
-    public required int Frames { get; init; }
-    public string? View { get; init; }
-}
-
-/// <summary>The figures of one demo run (also its <c>--json</c> output).</summary>
-internal sealed record DemoResult
-{
-    public required string Pool { get; init; }
-    public required string Mode { get; init; }
-    public required int Frames { get; init; }
-    public required int WarmupFrames { get; init; }
-    public required int Consumers { get; init; }
-    public required long FrameBytes { get; init; }
-    public required long[] Shape { get; init; }
-    public required string ContentType { get; init; }
-    public required int Capacity { get; init; }
-    public required int Depth { get; init; }
-    public required double Seconds { get; init; }
-    public required double FramesPerSecond { get; init; }
-    public required double MicrosecondsPerFrame { get; init; }
-    public required double GigabytesPerSecond { get; init; }
-    public required double LatencyP50Microseconds { get; init; }
-    public required double LatencyP99Microseconds { get; init; }
-    public required long FramesChecked { get; init; }
-    public required long BytesVerified { get; init; }
-    public required DemoConsumerResult[] PerConsumer { get; init; }
-    public required bool PoolRemoved { get; init; }
-}
 
 /// <summary>
 /// <c>xmem demo</c>: this process creates a pool and a channel and produces described frames into it; consumer
@@ -69,7 +17,7 @@ internal sealed class DemoRunner(DemoOptions options)
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
 
     private readonly CancellationTokenSource _cancel = new();
-    private readonly List<Consumer> _consumers = [];
+    private readonly List<ConsumerProcess> _consumers = [];
     private readonly Lock _killLock = new();
     private int _signal;
     private long _cancelledAt;
@@ -148,7 +96,7 @@ internal sealed class DemoRunner(DemoOptions options)
         }
 
         result = result with { PoolRemoved = removed };
-        Report(result);
+        DemoReport.Print(options, result, _consumers);
         return ExitCodes.Ok;
     }
 
@@ -210,7 +158,7 @@ internal sealed class DemoRunner(DemoOptions options)
                 ? python!.StartInfo(name, options.Depth, options.FanOut, i)
                 : SelfProcess.StartInfo(ConsumerArguments(name));
             var process = Process.Start(psi) ?? throw new InvalidOperationException($"could not start consumer {i} ({psi.FileName}).");
-            var c = new Consumer(i, isPython, process);
+            var c = new ConsumerProcess(i, isPython, process);
             lock (_killLock)
             {
                 _consumers.Add(c);
@@ -220,7 +168,7 @@ internal sealed class DemoRunner(DemoOptions options)
         }
 
         // Fan-out subscribers receive what is sent after they joined: wait until every consumer is ready.
-        foreach (Consumer c in _consumers)
+        foreach (ConsumerProcess c in _consumers)
         {
             while (!c.Ready.Wait(Poll))
             {
@@ -282,7 +230,7 @@ internal sealed class DemoRunner(DemoOptions options)
             }
         }
 
-        foreach (Consumer c in _consumers)
+        foreach (ConsumerProcess c in _consumers)
         {
             while (!c.Reported.Wait(Poll))
             {
@@ -294,7 +242,7 @@ internal sealed class DemoRunner(DemoOptions options)
         }
 
         progress.Clear();
-        return Evaluate(name, warmup, timedStartNs);
+        return DemoEvaluation.Evaluate(options, _consumers, name, warmup, timedStartNs);
     }
 
     private string[] ConsumerArguments(string name)
@@ -308,104 +256,6 @@ internal sealed class DemoRunner(DemoOptions options)
         return [.. args];
     }
 
-    /// <summary>Checks the consumers' reports (every frame checked exactly once per consumer that had to, nothing
-    /// corrupt) and computes the figures.</summary>
-    private DemoResult Evaluate(string name, int warmup, long timedStartNs)
-    {
-        int total = warmup + options.Frames;
-        long size = options.Shape.Bytes;
-        var timesChecked = new int[total];
-        var latencies = new List<long>(options.Frames * (options.FanOut ? _consumers.Count : 1));
-        long lastDoneNs = timedStartNs;
-        var perConsumer = new List<DemoConsumerResult>();
-        foreach (Consumer c in _consumers)
-        {
-            ConsumerReport r = c.Report!;
-            string who = $"consumer {c.Index}{(c.IsPython ? " (python)" : "")}";
-            if (r.MismatchSeq is { } bad)
-            {
-                throw new InvalidDataException($"{who} found frame {bad} corrupt at byte {r.MismatchOffset}");
-            }
-
-            if (r.Error is not null)
-            {
-                throw new InvalidDataException($"{who} failed: {r.Error}");
-            }
-
-            if (r.Seqs.Length != r.LatencyNs.Length || r.Seqs.Length != r.DoneNs.Length)
-            {
-                throw new InvalidDataException($"{who} sent a malformed report ({r.Seqs.Length} seqs, {r.LatencyNs.Length} latencies, {r.DoneNs.Length} times)");
-            }
-
-            int timed = 0;
-            long previous = -1;
-            for (int i = 0; i < r.Seqs.Length; i++)
-            {
-                long seq = r.Seqs[i];
-                if (seq < 0 || seq >= total || (options.FanOut && seq != previous + 1))
-                {
-                    throw new InvalidDataException($"{who} received frame {seq} after frame {previous}: frames were lost, repeated or reordered");
-                }
-
-                previous = seq;
-                timesChecked[seq]++;
-                if (seq >= warmup)
-                {
-                    timed++;
-                    latencies.Add(r.LatencyNs[i]);
-                    lastDoneNs = Math.Max(lastDoneNs, r.DoneNs[i]);
-                }
-            }
-
-            if (r.BytesChecked != r.Seqs.Length * size)
-            {
-                throw new InvalidDataException($"{who} checked {r.BytesChecked:N0} bytes of {r.Seqs.Length} frames of {size:N0} bytes");
-            }
-
-            perConsumer.Add(new DemoConsumerResult { Index = c.Index, Runtime = r.Runtime, Pid = c.Process.Id, Frames = timed, View = r.View });
-        }
-
-        int expected = options.FanOut ? _consumers.Count : 1;
-        for (int seq = 0; seq < total; seq++)
-        {
-            if (timesChecked[seq] != expected)
-            {
-                throw new InvalidDataException($"frame {seq} was checked {timesChecked[seq]} times, not {expected}");
-            }
-        }
-
-        latencies.Sort();
-        double seconds = (lastDoneNs - timedStartNs) / 1e9;
-        return new DemoResult
-        {
-            Pool = name,
-            Mode = options.FanOut ? "fanout" : "queue",
-            Frames = options.Frames,
-            WarmupFrames = warmup,
-            Consumers = _consumers.Count,
-            FrameBytes = size,
-            Shape = options.Shape.Dims,
-            ContentType = options.Shape.ContentType,
-            Capacity = options.Capacity,
-            Depth = options.Depth,
-            Seconds = seconds,
-            FramesPerSecond = options.Frames / seconds,
-            MicrosecondsPerFrame = seconds * 1e6 / options.Frames,
-            GigabytesPerSecond = options.Frames * (double)size / seconds / 1e9,
-            LatencyP50Microseconds = Percentile(latencies, 0.50) / 1e3,
-            LatencyP99Microseconds = Percentile(latencies, 0.99) / 1e3,
-            FramesChecked = latencies.Count,
-            BytesVerified = latencies.Count * size,
-            PerConsumer = [.. perConsumer],
-            PoolRemoved = false,
-        };
-    }
-
-    /// <summary>The nearest-rank percentile of sorted <paramref name="sorted"/>.</summary>
-    private static double Percentile(List<long> sorted, double p) =>
-        sorted.Count == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
-
-    /// <summary>Waits for a free slot in short, bounded waits, so that a signal or a dead consumer is noticed.</summary>
     private BufferGuard Acquire(BufferPool pool, long size, CancellationToken ct)
     {
         while (true)
@@ -445,7 +295,7 @@ internal sealed class DemoRunner(DemoOptions options)
     {
         lock (_killLock)
         {
-            foreach (Consumer c in _consumers)
+            foreach (ConsumerProcess c in _consumers)
             {
                 // Output ends when the process exits, after every line it wrote was read (its report included).
                 if (c.OutputEnded && c.Report is null)
@@ -487,7 +337,7 @@ internal sealed class DemoRunner(DemoOptions options)
     {
         lock (_killLock)
         {
-            foreach (Consumer c in _consumers)
+            foreach (ConsumerProcess c in _consumers)
             {
                 try
                 {
@@ -505,13 +355,13 @@ internal sealed class DemoRunner(DemoOptions options)
     /// waits a little, then stops what is left.</summary>
     private void Shutdown()
     {
-        foreach (Consumer c in _consumers)
+        foreach (ConsumerProcess c in _consumers)
         {
             c.Stop();
         }
 
         long deadline = Environment.TickCount64 + ShutdownGraceMs;
-        foreach (Consumer c in _consumers)
+        foreach (ConsumerProcess c in _consumers)
         {
             int left = (int)Math.Max(0, deadline - Environment.TickCount64);
             if (!c.Process.WaitForExit(left))
@@ -535,167 +385,6 @@ internal sealed class DemoRunner(DemoOptions options)
         }
         catch (PoolNotFoundException)
         {
-        }
-    }
-
-    private void Report(DemoResult r)
-    {
-        if (options.Json)
-        {
-            Console.WriteLine(JsonSerializer.Serialize(r, Output.CliJsonContext.Default.DemoResult));
-            return;
-        }
-
-        string checkedBy = options.FanOut
-            ? (r.Consumers == 1 ? "every byte checked by the consumer" : $"every byte checked by each of the {r.Consumers} consumers")
-            : (r.Consumers == 1 ? "every byte checked by the consumer" : "every byte checked by one of the consumers");
-        Console.WriteLine($"  {r.Frames} frames handed over in {r.Seconds:0.000} s, {checkedBy}");
-        foreach (Consumer c in _consumers)
-        {
-            string[] lines;
-            lock (c.OtherLines)
-            {
-                lines = [.. c.OtherLines];
-            }
-
-            foreach (string line in lines.Take(6))
-            {
-                Console.WriteLine($"  | consumer {c.Index}: {line}");
-            }
-
-            if (lines.Length > 6)
-            {
-                Console.WriteLine($"  | consumer {c.Index}: ({lines.Length - 6} more lines)");
-            }
-        }
-
-        if (r.Consumers > 1 || r.PerConsumer.Any(p => p.View is not null))
-        {
-            Console.WriteLine("  " + string.Join("; ", r.PerConsumer.Select(p =>
-                $"consumer {p.Index} ({p.Runtime}{(p.View is null ? "" : ", " + p.View)}): {p.Frames} frames")));
-        }
-
-        Console.WriteLine($"  frames/s          {r.FramesPerSecond,10:N1}");
-        Console.WriteLine($"  µs per frame      {r.MicrosecondsPerFrame,10:N1}   (wall time per frame, producer and consumers overlapping)");
-        Console.WriteLine($"  GB/s              {r.GigabytesPerSecond,10:N2}   (frame bytes per second{(options.FanOut && r.Consumers > 1 ? $"; checked: × {r.Consumers}" : "")})");
-        Console.WriteLine($"  latency p50 µs    {r.LatencyP50Microseconds,10:N1}   (handoff: receive time − the description's timestamp, taken before Send;");
-        Console.WriteLine($"  latency p99 µs    {r.LatencyP99Microseconds,10:N1}    includes waiting in the channel behind up to {r.Depth} frames)");
-        Console.WriteLine($"  pool '{r.Pool}' {(r.PoolRemoved ? "removed" : "NOT removed: run `xmem gc`")}");
-    }
-
-    /// <summary>One consumer process: its stdin (the lifeline) and a thread that reads its stdout.</summary>
-    private sealed class Consumer(int index, bool isPython, Process process)
-    {
-        private readonly Lock _stdinLock = new();
-        private bool _stopped;
-        private volatile ConsumerReport? _report;
-        private volatile bool _outputEnded;
-
-        internal int Index { get; } = index;
-        internal bool IsPython { get; } = isPython;
-        internal Process Process { get; } = process;
-        internal ManualResetEventSlim Ready { get; } = new();
-        internal ManualResetEventSlim Reported { get; } = new();
-        internal ConsumerReport? Report => _report;
-        internal List<string> OtherLines { get; } = [];
-        internal bool OutputEnded => _outputEnded;
-
-        internal void StartReading()
-        {
-            var t = new Thread(Read) { IsBackground = true, Name = $"xmem demo consumer {Index} output" };
-            t.Start();
-        }
-
-        private void Read()
-        {
-            try
-            {
-                while (Process.StandardOutput.ReadLine() is { } line)
-                {
-                    if (line == DemoProtocol.ReadyLine)
-                    {
-                        Ready.Set();
-                    }
-                    else if (line.StartsWith(DemoProtocol.ResultPrefix, StringComparison.Ordinal))
-                    {
-                        _report = JsonSerializer.Deserialize(line.AsSpan(DemoProtocol.ResultPrefix.Length), DemoJsonContext.Default.ConsumerReport)
-                            ?? throw new InvalidDataException("an empty report");
-                        Reported.Set();
-                    }
-                    else
-                    {
-                        lock (OtherLines)
-                        {
-                            OtherLines.Add(line);
-                        }
-                    }
-                }
-            }
-            catch (Exception e) when (e is IOException or JsonException or InvalidDataException)
-            {
-                _report ??= new ConsumerReport { Error = $"unreadable output: {e.Message}" };
-                Reported.Set();
-            }
-            finally
-            {
-                _outputEnded = true;
-            }
-        }
-
-        /// <summary>Writes the stop line and closes stdin (end of file), once.</summary>
-        internal void Stop()
-        {
-            lock (_stdinLock)
-            {
-                if (_stopped)
-                {
-                    return;
-                }
-
-                _stopped = true;
-                try
-                {
-                    Process.StandardInput.WriteLine(DemoProtocol.StopLine);
-                    Process.StandardInput.Close();
-                }
-                catch (IOException)
-                {
-                    // it is gone already
-                }
-            }
-        }
-    }
-}
-
-/// <summary>The live progress line of the demo (only on a terminal), redrawn at most ten times a second.</summary>
-internal sealed class ProgressLine(bool enabled)
-{
-    private long _lastDraw;
-    private int _width;
-
-    internal void Update(long done, long total, long startTimestamp)
-    {
-        long now = Stopwatch.GetTimestamp();
-        if (!enabled || (done != total && Stopwatch.GetElapsedTime(_lastDraw, now).TotalMilliseconds < 100))
-        {
-            return;
-        }
-
-        _lastDraw = now;
-        double seconds = Stopwatch.GetElapsedTime(startTimestamp, now).TotalSeconds;
-        double fps = seconds > 0 ? done / seconds : 0;
-        int barWidth = 24;
-        int filled = (int)(barWidth * done / Math.Max(1, total));
-        string line = $"  [{new string('#', filled)}{new string('.', barWidth - filled)}] frame {done}/{total}  {fps:N0} frames/s";
-        _width = Math.Max(_width, line.Length);
-        Console.Write("\r" + line.PadRight(_width));
-    }
-
-    internal void Clear()
-    {
-        if (enabled && _width > 0)
-        {
-            Console.Write("\r" + new string(' ', _width) + "\r");
         }
     }
 }

@@ -17,13 +17,15 @@ namespace Xmem.Core;
 /// </summary>
 internal sealed unsafe class ControlSegment
 {
-    private ControlSegment(string bare, SafeFd fd, MappedRegion region)
+    // capacity: the one the header check accepted (or the creator wrote), never read again from the header, which
+    // every member can write, so the pointers below always fit the mapping.
+    private ControlSegment(string bare, SafeFd fd, MappedRegion region, int capacity)
     {
         Bare = bare;
         Fd = fd;
         Region = region;
         Header = (PoolHeader*)region.Address;
-        Capacity = Header->Capacity;
+        Capacity = capacity;
         Instance = Header->InstanceId;
         HintWords = (Capacity + 63) / 64;
         Procs = (ProcessEntry*)(region.Address + (nint)LayoutConstants.ProcessTableOffset);
@@ -94,7 +96,7 @@ internal sealed unsafe class ControlSegment
                 return null;
             }
 
-            return new ControlSegment(bare, fd, region);
+            return new ControlSegment(bare, fd, region, capacity);
         }
         catch
         {
@@ -139,8 +141,8 @@ internal sealed unsafe class ControlSegment
             long size = WaitForSize(fd, obj, bare);
             region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
             WaitForReady(fd, (PoolHeader*)region.Address, bare);
-            HeaderCheck.Validate((PoolHeader*)region.Address, size, bare);
-            return new ControlSegment(bare, fd, region);
+            int capacity = HeaderCheck.Validate((PoolHeader*)region.Address, size, bare);
+            return new ControlSegment(bare, fd, region, capacity);
         }
         catch
         {

@@ -1,4 +1,4 @@
-using Xmem.Inspection;
+using Xmem.SharedMemory;
 
 namespace Xmem.Core;
 
@@ -49,7 +49,8 @@ internal static class StalePoolSweep
     internal static int Run(string skip)
     {
         int removed = 0;
-        foreach (string bare in PoolInspector.ListPoolNames())
+        // A name that may be a pool's or another pool's object is a candidate: LooksStale reads its header.
+        foreach (string bare in SegmentNames.Pools(SharedMemoryDirectory.ListObjects(), isControlSegment: static _ => true, objects: null))
         {
             if (bare == skip)
             {

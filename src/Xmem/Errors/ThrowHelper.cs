@@ -51,8 +51,11 @@ internal static class ThrowHelper
     internal static void ThrowPoolClosedWhileWaiting(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was closed (disposed) by another thread while this call waited; open it again with BufferPool.Open.");
 
     [DoesNotReturn]
-    internal static void ThrowCorrupt(string poolName, string what) =>
-        throw new CorruptSegmentException($"pool '{poolName}': {what}. The control segment was written by something other than this version of xmem or was damaged; remove it with `xmem rm {poolName}` and create it again.");
+    internal static void ThrowCorrupt(string poolName, string what) => throw new CorruptSegmentException(CorruptMessage(poolName, what));
+
+    /// <summary>The message of <see cref="ThrowCorrupt"/>, for those that report a damaged pool without throwing.</summary>
+    internal static string CorruptMessage(string poolName, string what) =>
+        $"pool '{poolName}': {what}. The control segment was written by something other than this version of xmem or was damaged; remove it with `xmem rm {poolName}` and create it again.";
 
     [DoesNotReturn]
     internal static void ThrowPoolFull(string poolName, int capacity) =>

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Xmem.Layout;
 using Xmem.SharedMemory;
 
@@ -10,7 +9,7 @@ namespace Xmem.Inspection;
 /// checked before use, so a damaged or hostile segment shows as <see cref="PoolStatus.Corrupt"/> rather than throwing
 /// or crashing. Results are snapshots of pools that other processes may be changing.
 /// </summary>
-public static partial class PoolInspector
+public static class PoolInspector
 {
     private const int SlotBatch = 2048; // slot records read per pread (1 MiB)
 
@@ -18,7 +17,7 @@ public static partial class PoolInspector
     public static IReadOnlyList<PoolSummary> ListPools()
     {
         var pools = new List<PoolSummary>();
-        foreach (string bare in PoolNames(out _))
+        foreach (string bare in PoolDirectory.PoolNames(null))
         {
             PoolSummary? s = Read(bare, collect: false, allSlots: false)?.Summary;
             if (s is not null)
@@ -31,9 +30,6 @@ public static partial class PoolInspector
         return pools;
     }
 
-    /// <summary>The names of the pools in the directory (their control segments), unordered; nothing is read but the
-    /// directory.</summary>
-    internal static List<string> ListPoolNames() => PoolNames(out _);
 
     /// <summary>The figures of one pool. Throws <see cref="PoolNotFoundException"/> when there is none and
     /// <see cref="ArgumentException"/> for a malformed name; a pool that cannot be read is returned with its status.</summary>
@@ -47,11 +43,14 @@ public static partial class PoolInspector
     /// safe to delete. Segments of pools still being created or removed are never reported.</summary>
     public static IReadOnlyList<OrphanSegment> FindOrphanSegments()
     {
-        PoolNames(out List<(string File, string Pool, ulong Instance)> segments);
+        var segments = new List<(string File, SegmentName Name)>();
+        _ = PoolDirectory.PoolNames(segments);
         var orphans = new List<OrphanSegment>();
         var instances = new Dictionary<string, ulong?>(StringComparer.Ordinal);
-        foreach ((string file, string pool, ulong instance) in segments)
+        foreach ((string file, SegmentName name) in segments)
         {
+            string pool = name.Pool;
+            ulong instance = name.Instance;
             if (!instances.TryGetValue(pool, out ulong? current))
             {
                 current = CurrentInstance(pool);
@@ -89,14 +88,14 @@ public static partial class PoolInspector
     {
         try
         {
-            using SegmentReader? r = SegmentReader.TryOpen(PoolName.ControlObject(bare));
+            using SegmentReader? r = SegmentReader.TryOpen(SegmentNames.Control(bare));
             if (r is null)
             {
                 return 0;
             }
 
             PoolHeader h = default;
-            if (r.Read(new Span<PoolHeader>(ref h), 0) != 1 || !IsValidHeader(h, r.FileSize, bare, out _)
+            if (r.Read(new Span<PoolHeader>(ref h), 0) != 1 || HeaderCheck.Check(in h, r.FileSize, bare, out _) != HeaderFault.None
                 || h.State != LayoutConstants.PoolStateReady)
             {
                 return null;
@@ -110,91 +109,17 @@ public static partial class PoolInspector
         }
     }
 
-    // xmem.v1.<pool>.<instance: 16 hex>.<kind>: s<slot>.g<memgen> (data), p<entry> (holdings), and whatever other
-    // per-instance segments the pool has (channels, descriptions): every one carries the instance it belongs to.
-    [GeneratedRegex(@"^xmem\.v1\.(?<pool>.+)\.(?<inst>[0-9a-f]{16})\.[A-Za-z0-9_-][A-Za-z0-9._-]*$", RegexOptions.CultureInvariant)]
-    private static partial Regex InstanceSegmentName();
-
-    /// <summary>Pool names of the control segments in the directory; <paramref name="segments"/> gets the files
-    /// that look like instance segments (data or holdings).</summary>
-    private static List<string> PoolNames(out List<(string File, string Pool, ulong Instance)> segments)
-    {
-        segments = [];
-        var files = new HashSet<string>(StringComparer.Ordinal);
-        try
-        {
-            foreach (string path in Directory.EnumerateFiles(SharedMemoryDirectory.Path, LayoutConstants.ObjectPrefix + "*"))
-            {
-                files.Add(System.IO.Path.GetFileName(path));
-            }
-        }
-        catch (DirectoryNotFoundException)
-        {
-            return [];
-        }
-
-        var names = new List<string>();
-        foreach (string file in files)
-        {
-            Match m = InstanceSegmentName().Match(file);
-            if (m.Success && ValidName(m.Groups["pool"].Value))
-            {
-                string pool = m.Groups["pool"].Value;
-                // A pool whose name merely looks like a segment's is told apart by its header.
-                if (files.Contains(LayoutConstants.ObjectPrefix + pool) || !LooksLikeControlSegment(file))
-                {
-                    segments.Add((file, pool, ulong.Parse(m.Groups["inst"].ValueSpan, System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture)));
-                    continue;
-                }
-            }
-
-            string bare = file[LayoutConstants.ObjectPrefix.Length..];
-            if (ValidName(bare))
-            {
-                names.Add(bare);
-            }
-        }
-
-        return names;
-    }
-
-    private static bool ValidName(string bare)
-    {
-        try
-        {
-            return PoolName.Normalize(bare) == bare;
-        }
-        catch (ArgumentException)
-        {
-            return false;
-        }
-    }
-
-    private static bool LooksLikeControlSegment(string file)
-    {
-        try
-        {
-            using SegmentReader? r = SegmentReader.TryOpen(file);
-            PoolHeader h = default;
-            return r is not null && r.Read(new Span<PoolHeader>(ref h), 0) == 1 && h.Magic == LayoutConstants.Magic;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or XmemException)
-        {
-            return false;
-        }
-    }
-
     private static PoolDetails ReadOrThrow(string name, bool collect, bool allSlots)
     {
         string bare = PoolName.Normalize(name);
         return Read(bare, collect, allSlots)
-            ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(PoolName.ControlObject(bare))}). List the pools with `xmem ls`, or check XMEM_SHM_DIR.", PoolName.PathOf(PoolName.ControlObject(bare)));
+            ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(SegmentNames.Control(bare))}). List the pools with `xmem ls`, or check XMEM_SHM_DIR.", PoolName.PathOf(SegmentNames.Control(bare)));
     }
 
     /// <summary>Reads one pool; null when its control segment does not exist.</summary>
     private static PoolDetails? Read(string bare, bool collect, bool allSlots)
     {
-        string obj = PoolName.ControlObject(bare);
+        string obj = SegmentNames.Control(bare);
         string path = PoolName.PathOf(obj);
         SegmentReader? reader;
         try
@@ -261,9 +186,12 @@ public static partial class PoolInspector
                 : Unreadable(bare, path, PoolStatus.Corrupt, "the pool was never finished: its creator died while creating it");
         }
 
-        if (!IsValidHeader(h, fileSize, bare, out PoolStatus bad, out string? problem))
+        switch (HeaderCheck.Check(in h, fileSize, bare, out string? problem))
         {
-            return Unreadable(bare, path, bad, problem!);
+            case HeaderFault.Incompatible:
+                return Unreadable(bare, path, PoolStatus.Incompatible, problem);
+            case HeaderFault.Corrupt:
+                return Unreadable(bare, path, PoolStatus.Corrupt, problem);
         }
 
         if (h.State is LayoutConstants.PoolStateRemoving or LayoutConstants.PoolStateRemoved)
@@ -292,7 +220,7 @@ public static partial class PoolInspector
             int got = reader.Read<SlotRecord>(batch.AsSpan(0, n), LayoutConstants.SlotTableOffset(cap) + ((long)first * LayoutConstants.SlotSize));
             for (int k = 0; k < got; k++)
             {
-                SlotInfo si = DescribeSlot(first + k, in batch[k]);
+                SlotInfo si = TableSnapshot.DescribeSlot(first + k, in batch[k]);
                 if (si.State is SlotState.Live or SlotState.Acquiring)
                 {
                     inUse++;
@@ -330,7 +258,7 @@ public static partial class PoolInspector
                 {
                     Entry = i,
                     Pid = procs[i].Pid,
-                    Command = CommandOf(in procs[i]),
+                    Command = TableSnapshot.CommandOf(in procs[i]),
                     State = st switch { LayoutConstants.ProcessActive => "active", LayoutConstants.ProcessFree => "free", _ => "invalid" },
                     Alive = alive[i],
                     Waiters = Math.Max(0, procs[i].Waiters),
@@ -340,7 +268,7 @@ public static partial class PoolInspector
 
         if (collect && words!.Count > 0)
         {
-            AttributeHoldings(bare, h.InstanceId, cap, slots, words, entries);
+            TableSnapshot.AttributeHoldings(bare, h.InstanceId, cap, slots, words, entries);
         }
 
         long created = h.CreatedUnixNs;
@@ -362,171 +290,5 @@ public static partial class PoolInspector
             Created = created > 0 && created < 4_102_444_800_000_000_000L /* 2100 */ ? DateTimeOffset.FromUnixTimeMilliseconds(created / 1_000_000) : null,
         };
         return new PoolDetails { Summary = summary, Slots = slots, Processes = entries };
-    }
-
-    private static bool IsValidHeader(in PoolHeader h, long fileSize, string bare, out string? problem) =>
-        IsValidHeader(h, fileSize, bare, out _, out problem);
-
-    /// <summary>The header checks of <see cref="HeaderCheck.Validate"/>, on a private copy, without throwing.</summary>
-    private static unsafe bool IsValidHeader(PoolHeader h, long fileSize, string bare, out PoolStatus status, out string? problem)
-    {
-        try
-        {
-            HeaderCheck.Validate(&h, fileSize, bare);
-            status = PoolStatus.Live;
-            problem = null;
-            return true;
-        }
-        catch (IncompatibleLayoutException e)
-        {
-            status = PoolStatus.Incompatible;
-            problem = e.Message;
-            return false;
-        }
-        catch (CorruptSegmentException e)
-        {
-            status = PoolStatus.Corrupt;
-            problem = e.Message;
-            return false;
-        }
-    }
-
-    private static SlotInfo DescribeSlot(int index, in SlotRecord r)
-    {
-        ulong w = r.Word;
-        uint state = SlotWord.State(w);
-        int count = SlotWord.Count(w);
-        int owner = SlotWord.Owner(w);
-        long cap = r.DataCapacity;
-        long size = r.Size;
-        string kind = r.Kind switch { LayoutConstants.KindCpu => "cpu", LayoutConstants.KindCuda => "cuda", LayoutConstants.KindNone => "none", _ => $"invalid ({r.Kind})" };
-        string? problem = null;
-        if (state > SlotWord.Live)
-        {
-            problem = $"slot state {state} is not a known state";
-        }
-        else if (owner > LayoutConstants.MaxProcesses)
-        {
-            problem = $"lock owner {owner} is not a process entry";
-        }
-        else if (cap < 0 || cap > (1L << 46) || (cap % LayoutConstants.PageSize) != 0 && r.Kind == LayoutConstants.KindCpu)
-        {
-            problem = $"memory size {cap} is not a page multiple within 0..64 TiB";
-        }
-        else if (r.Kind > LayoutConstants.KindCuda)
-        {
-            problem = $"memory kind {r.Kind} is not a known kind";
-        }
-        else if (state == SlotWord.Live && (count == 0 || size < 1 || (r.Kind == LayoutConstants.KindCpu && size > cap)))
-        {
-            problem = count == 0 ? "live with a count of 0" : $"holds {size} bytes in {cap} bytes of memory";
-        }
-        else if (state == SlotWord.Free && count != 0)
-        {
-            problem = $"free with a count of {count}";
-        }
-
-        bool ok = problem is null;
-        return new SlotInfo
-        {
-            Index = index,
-            State = !ok ? SlotState.Invalid : state switch { SlotWord.Free => SlotState.Free, SlotWord.Acquiring => SlotState.Acquiring, _ => SlotState.Live },
-            Size = ok && state == SlotWord.Live ? size : 0,
-            MemoryBytes = ok && r.Kind == LayoutConstants.KindCpu ? cap : 0,
-            Count = count,
-            Generation = SlotWord.Gen(w),
-            MemoryGeneration = r.MemGen,
-            LockedByEntry = owner is > 0 and <= LayoutConstants.MaxProcesses ? owner - 1 : null,
-            Kind = kind,
-            Holders = [],
-            InFlight = ok ? count : 0,
-            Problem = problem,
-        };
-    }
-
-    /// <summary>Reads the holdings segment of each listed entry and attributes its references to the slots.</summary>
-    private static void AttributeHoldings(string bare, ulong instance, int cap, List<SlotInfo> slots, List<(int Slot, uint Gen, int Count)> words, List<ProcessEntryInfo> entries)
-    {
-        var holders = new List<SlotHolder>?[slots.Count];
-        var holdings = new ulong[cap];
-        for (int e = 0; e < entries.Count; e++)
-        {
-            ProcessEntryInfo entry = entries[e];
-            int got;
-            try
-            {
-                using SegmentReader? r = SegmentReader.TryOpen(PoolName.HoldingsObject(bare, instance, entry.Entry));
-                if (r is null)
-                {
-                    continue;
-                }
-
-                got = r.Read<ulong>(holdings, 0);
-            }
-            catch (Exception ex) when (ex is XmemException or IOException or UnauthorizedAccessException)
-            {
-                continue; // unreadable: its references stay counted as in flight
-            }
-
-            long total = 0;
-            foreach ((int listed, uint gen, int count) in words)
-            {
-                int s = slots[listed].Index;
-                if (s >= got)
-                {
-                    continue;
-                }
-
-                int held = Holding.CountFor(holdings[s], gen & SlotWord.GenMask);
-                if (held <= 0 || held > SlotWord.MaxCount)
-                {
-                    continue;
-                }
-
-                (holders[listed] ??= []).Add(new SlotHolder { Entry = entry.Entry, Pid = entry.Pid, Count = held, Alive = entry.Alive });
-                total += held;
-            }
-
-            entries[e] = entry with { References = (int)Math.Min(total, int.MaxValue) };
-        }
-
-        for (int i = 0; i < slots.Count; i++)
-        {
-            if (holders[i] is not { } list)
-            {
-                continue;
-            }
-
-            SlotInfo si = slots[i];
-            long attributed = 0;
-            foreach (SlotHolder holder in list)
-            {
-                attributed += holder.Count;
-            }
-
-            slots[i] = si with
-            {
-                Holders = list,
-                InFlight = (int)Math.Max(0, si.Count - attributed),
-                Problem = attributed > si.Count ? $"holders account for {attributed} references but the count is {si.Count} (changing while read?)" : si.Problem,
-            };
-        }
-    }
-
-    private static unsafe string CommandOf(in ProcessEntry e)
-    {
-        fixed (byte* p = e.Comm)
-        {
-            var bytes = new ReadOnlySpan<byte>(p, 16);
-            int end = bytes.IndexOf((byte)0);
-            string s = System.Text.Encoding.UTF8.GetString(end < 0 ? bytes : bytes[..end]);
-            return string.Create(s.Length, s, static (dst, src) =>
-            {
-                for (int i = 0; i < src.Length; i++)
-                {
-                    dst[i] = char.IsControl(src[i]) ? '?' : src[i];
-                }
-            });
-        }
     }
 }

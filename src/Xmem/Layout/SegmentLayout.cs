@@ -13,13 +13,13 @@ internal static class LayoutConstants
 {
     internal const ulong Magic = 0x4C4F4F504D454D58; // "XMEMPOOL" read as little-endian bytes
     internal const uint LayoutVersion = 1;
-    internal const string ObjectPrefix = "xmem.v1.";
+    internal const string ObjectPrefix = SharedMemory.SegmentNames.Prefix;
     internal const int HeaderSize = 4096;
     internal const int SlotSize = 512;
     internal const int ProcessEntrySize = 64;
     internal const int MaxProcesses = 256;
     internal const int MaxCapacity = 1 << 20;
-    internal const int MaxNameLength = 200;
+    internal const int MaxNameLength = SharedMemory.SegmentNames.MaxPoolNameLength;
     internal const int PageSize = 4096;
 
     internal const uint PoolStateInitializing = 0;

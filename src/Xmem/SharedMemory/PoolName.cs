@@ -8,9 +8,9 @@ internal static class PoolName
     {
         ArgumentNullException.ThrowIfNull(name, paramName);
         string bare = name.StartsWith('/') ? name[1..] : name;
-        if (bare.Length is 0 or > Layout.LayoutConstants.MaxNameLength)
+        if (bare.Length is 0 or > SegmentNames.MaxPoolNameLength)
         {
-            throw new ArgumentException($"pool name '{Printable(name)}' must be an optional '/' followed by 1 to {Layout.LayoutConstants.MaxNameLength} characters of [A-Za-z0-9._-].", paramName);
+            throw new ArgumentException($"pool name '{Printable(name)}' must be an optional '/' followed by 1 to {SegmentNames.MaxPoolNameLength} characters of [A-Za-z0-9._-].", paramName);
         }
 
         foreach (char c in bare)
@@ -39,16 +39,16 @@ internal static class PoolName
 
     private static string Printable(string s) => s.Length > 60 ? string.Concat(s.AsSpan(0, 60), "…").Replace("\0", "\\0") : s.Replace("\0", "\\0");
 
-    internal static string ControlObject(string bare) => Layout.LayoutConstants.ObjectPrefix + bare;
+    // The names themselves are built by SegmentNames (the one grammar of segment names); these keep the pool's
+    // callers short.
+    internal static string ControlObject(string bare) => SegmentNames.Control(bare);
 
-    internal static string DataObject(string bare, ulong instance, int slot, uint memGen) =>
-        $"{Layout.LayoutConstants.ObjectPrefix}{bare}.{instance:x16}.s{slot}.g{memGen}";
+    internal static string DataObject(string bare, ulong instance, int slot, uint memGen) => SegmentNames.Data(bare, instance, slot, memGen);
 
-    internal static string HoldingsObject(string bare, ulong instance, int entry) =>
-        $"{Layout.LayoutConstants.ObjectPrefix}{bare}.{instance:x16}.p{entry}";
+    internal static string HoldingsObject(string bare, ulong instance, int entry) => SegmentNames.Holdings(bare, instance, entry);
 
     /// <summary>Prefix shared by every segment of one pool instance other than its control segment.</summary>
-    internal static string InstancePrefix(string bare, ulong instance) => $"{Layout.LayoutConstants.ObjectPrefix}{bare}.{instance:x16}.";
+    internal static string InstancePrefix(string bare, ulong instance) => SegmentNames.InstancePrefix(bare, instance);
 
     internal static string PathOf(string objectName) => System.IO.Path.Combine(SharedMemoryDirectory.Path, objectName);
 }

@@ -12,4 +12,23 @@ public static class SharedMemoryDirectory
             return string.IsNullOrEmpty(dir) ? "/dev/shm" : dir.TrimEnd('/');
         }
     }
+
+    /// <summary>The names of the files in <see cref="Path"/> that start with <see cref="SharedMemory.SegmentNames.Prefix"/>
+    /// (read them with <see cref="SharedMemory.SegmentNames"/>); empty when the directory does not exist.</summary>
+    internal static HashSet<string> ListObjects()
+    {
+        var files = new HashSet<string>(StringComparer.Ordinal);
+        try
+        {
+            foreach (string path in Directory.EnumerateFiles(Path, SharedMemory.SegmentNames.Prefix + "*"))
+            {
+                files.Add(System.IO.Path.GetFileName(path));
+            }
+        }
+        catch (DirectoryNotFoundException)
+        {
+        }
+
+        return files;
+    }
 }

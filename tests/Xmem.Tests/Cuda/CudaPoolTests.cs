@@ -417,7 +417,7 @@ public sealed unsafe class CudaPoolTests : PoolTest, IDisposable
         Assert.Equal(0, Enumerable.Range(0, 2).Count(i => p.RefCount(i) > 1));
     }
 
-    [Fact(Skip = "needs the core hook that routes Get/GetMut of CUDA slots to CompleteCudaGet (docs/cuda.md, Core hooks)")]
+    [Fact]
     public void Public_get_returns_a_cuda_guard_for_a_cuda_slot()
     {
         var (a, b) = TwoProcesses();

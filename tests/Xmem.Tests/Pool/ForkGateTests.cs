@@ -1,3 +1,4 @@
+using Xmem.Core;
 using Xmem.Pool;
 
 namespace Xmem.Tests.Pool;
