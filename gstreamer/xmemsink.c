@@ -71,11 +71,10 @@ static GParamSpec *props[N_PROPS];
 #define DEFAULT_CAPACITY 64
 #define DEFAULT_DEPTH 8
 
-static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
-    "sink", GST_PAD_SINK, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE("{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, "
-                                        "GRAY16_LE, I420, NV12 }") ";"
-                    "ANY"));
+/* Any caps: raw video of the formats docs/gstreamer.md lists becomes tensors, the rest bytes (a caps string cannot
+   say "these first, then anything", so the template is ANY). */
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS,
+                                                                    GST_STATIC_CAPS_ANY);
 
 G_DEFINE_TYPE(GstXmemSink, gst_xmem_sink, GST_TYPE_BASE_SINK)
 
@@ -314,11 +313,12 @@ static gboolean gst_xmem_sink_event(GstBaseSink *bsink, GstEvent *event)
 {
     GstXmemSink *self = GST_XMEM_SINK(bsink);
     if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->channel != 0) {
-        send_end_marker(self);
-        /* Reported before the EOS message: `gst-launch-1.0 -v` prints them. */
+        /* Reported before the end marker (which may wait for room) and the EOS message: `gst-launch-1.0 -v`
+           prints them. */
         g_object_notify_by_pspec(G_OBJECT(self), props[PROP_FRAMES_ZERO_COPY]);
         g_object_notify_by_pspec(G_OBJECT(self), props[PROP_FRAMES_COPIED]);
         g_object_notify_by_pspec(G_OBJECT(self), props[PROP_FRAMES_DROPPED]);
+        send_end_marker(self);
     }
     return GST_BASE_SINK_CLASS(gst_xmem_sink_parent_class)->event(bsink, event);
 }

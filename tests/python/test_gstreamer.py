@@ -1,0 +1,414 @@
+"""The GStreamer elements xmemsink and xmemsrc (artifacts/gstreamer/libgstxmem.so, built by scripts/build-native.sh),
+run in real gst-launch-1.0 processes against xmem producers and consumers in this process (docs/gstreamer.md).
+
+Run once, with the compiled implementation (the Python side only feeds and checks; what is tested is the plugin).
+Every wait has a timeout (a receive, a process) and the conftest watchdog ends a hung test.
+"""
+
+import os
+import re
+import shlex
+import signal
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import xmem
+from conftest import REPO_ROOT
+
+PLUGIN_DIR = os.path.join(REPO_ROOT, "artifacts", "gstreamer")
+GST_LAUNCH = shutil.which("gst-launch-1.0")
+
+pytestmark = [
+    pytest.mark.skipif(GST_LAUNCH is None, reason="gst-launch-1.0 is not installed (scripts/install-deps.sh)"),
+    pytest.mark.skipif(os.environ.get("XMEM_IMPLEMENTATION") == "ctypes",
+                       reason="the GStreamer tests run once, with the compiled implementation"),
+]
+
+WAIT_S = 30  # watchdog of each receive and process wait (never a timing assertion)
+TRAILER = struct.Struct("<IIIIQQ")
+TRAILER_MAGIC = 0x54534758
+TRAILER_PTS, TRAILER_DURATION, TRAILER_ZERO_COPY = 1, 2, 4
+EOS_CONTENT_TYPE = "application/x-xmem-eos"
+
+
+@pytest.fixture(scope="session")
+def gst_env(tmp_path_factory):
+    if not os.path.isfile(os.path.join(PLUGIN_DIR, "libgstxmem.so")):
+        pytest.fail("artifacts/gstreamer/libgstxmem.so is missing: run scripts/build-native.sh", pytrace=False)
+    env = dict(os.environ)
+    env["GST_PLUGIN_PATH"] = PLUGIN_DIR
+    # A registry of this run's own, so that a stale cache elsewhere cannot hide the plugin just built.
+    env["GST_REGISTRY"] = str(tmp_path_factory.mktemp("gst") / "registry.bin")
+    env["GST_DEBUG_NO_COLOR"] = "1"
+    return env
+
+
+def launch(env, pipeline, *, verbose=True, extra_env=None, line_buffered=False):
+    """A gst-launch-1.0 process running `pipeline` (stdout and stderr together, as text). line_buffered: its stdout
+    is flushed at every line (stdbuf), for a test that reads it while the process runs."""
+    args = [GST_LAUNCH] + (["-v"] if verbose else []) + shlex.split(pipeline)
+    if line_buffered:
+        args = [shutil.which("stdbuf") or pytest.fail("stdbuf (coreutils) is missing"), "-oL"] + args
+    e = dict(env, **(extra_env or {}))
+    return subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, expect_ok=True):
+    out, _ = proc.communicate(timeout=WAIT_S)
+    if expect_ok:
+        assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def run(env, pipeline, expect_ok=True):
+    return finish(launch(env, pipeline), expect_ok)
+
+
+def counter(out, name):
+    found = re.findall(r"GstXmemSink:xmemsink0: %s = (\d+)" % name, out)
+    assert found, "no %s in the gst-launch output:\n%s" % (name, out[-3000:])
+    return int(found[-1])
+
+
+def trailer_of(buf):
+    magic, flags, buffer_flags, _, pts, duration = TRAILER.unpack(bytes(buf.memoryview()[-TRAILER.size:]))
+    assert magic == TRAILER_MAGIC
+    return flags, buffer_flags, pts, duration
+
+
+def ru(x, n):
+    return (x + n - 1) // n * n
+
+
+# Formats: (channels or None for bytes, numpy dtype) and GStreamer's default layout (docs/gstreamer.md).
+PACKED = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "RGBx": 4, "BGRx": 4, "GRAY8": 1, "GRAY16_LE": 1}
+FORMATS = list(PACKED) + ["I420", "NV12"]
+W, H, N = 321, 17, 3  # an odd width: rows are padded to 4 bytes, chroma planes round up
+
+
+def frame_size(fmt, w=W, h=H):
+    if fmt in PACKED:
+        item = 2 if fmt == "GRAY16_LE" else 1
+        return ru(w * PACKED[fmt] * item, 4) * h
+    y = ru(w, 4) * ru(h, 2)
+    if fmt == "I420":
+        return y + 2 * ru(ru(w, 2) // 2, 4) * (ru(h, 2) // 2)
+    if fmt == "NV12":
+        return y + ru(w, 4) * (ru(h, 2) // 2)
+    raise AssertionError(fmt)
+
+
+def planes(fmt, data, w=W, h=H):
+    """The pixel bytes of each plane of a planar frame in GStreamer's default layout, without row padding."""
+    ys, ch_h, ch_w = ru(w, 4), ru(h, 2) // 2, ru(w, 2) // 2
+    a = np.frombuffer(data, np.uint8)
+    y = a[:ys * h].reshape(h, ys)[:, :w]
+    off = ys * ru(h, 2)
+    if fmt == "I420":
+        cs = ru(ch_w, 4)
+        u = a[off:off + cs * ch_h].reshape(ch_h, cs)[:, :ch_w]
+        v = a[off + cs * ch_h:off + 2 * cs * ch_h].reshape(ch_h, cs)[:, :ch_w]
+        return [y, u, v]
+    uv = a[off:off + ys * ch_h].reshape(ch_h, ys)[:, :2 * ch_w]
+    return [y, uv]
+
+
+def pts_of(i, fps=30):
+    return i * 1_000_000_000 // fps
+
+
+SOURCE = "videotestsrc num-buffers=%d pattern=smpte horizontal-speed=13 ! video/x-raw,format=%s,width=%d,height=%d,framerate=30/1"
+
+
+@pytest.fixture(scope="module")
+def reference_frames(gst_env, tmp_path_factory):
+    """What videotestsrc makes of each format, written by filesink: N frames in GStreamer's default layout."""
+    cache = {}
+
+    def get(fmt):
+        if fmt not in cache:
+            path = tmp_path_factory.mktemp("ref") / ("%s.raw" % fmt)
+            run(gst_env, (SOURCE % (N, fmt, W, H)) + " ! filesink location=%s" % path)
+            data = path.read_bytes()
+            size = frame_size(fmt)
+            assert len(data) == N * size, "the default layout of %s is not what docs/gstreamer.md says" % fmt
+            frames = [data[i * size:(i + 1) * size] for i in range(N)]
+            assert len(set(frames)) == N, "the reference frames should differ (horizontal-speed)"
+            cache[fmt] = frames
+        return cache[fmt]
+
+    return get
+
+
+def receive_frames(ch, n, proc=None):
+    """n buffers from the channel; fails early when the gst-launch process `proc` ended without sending them."""
+    frames = []
+    deadline = time.monotonic() + WAIT_S
+    while len(frames) < n:
+        buf = ch.try_recv(timeout=0.2)
+        if buf is not None:
+            frames.append(buf)
+            continue
+        if proc is not None and proc.poll() is not None and len(ch) == 0:
+            pytest.fail("gst-launch ended after %d of %d buffers:\n%s" % (len(frames), n, proc.stdout.read()[-3000:]))
+        assert time.monotonic() < deadline, "received %d of %d buffers" % (len(frames), n)
+    return frames
+
+
+@pytest.mark.parametrize("path", ["zero-copy", "copy"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_xmemsink_describes_each_format_with_shape_strides_and_bytes(gst_env, unique_name, reference_frames, fmt,
+                                                                   path):
+    ref = reference_frames(fmt)
+    name = unique_name("gst")
+    # copy: identity drops the allocation query, so videotestsrc writes into its own memory and xmemsink copies.
+    middle = " ! identity drop-allocation=true" if path == "copy" else ""
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        proc = launch(gst_env, (SOURCE % (N, fmt, W, H)) + middle + " ! xmemsink sync=false pool=" + name)
+        t0 = time.monotonic_ns()
+        got = receive_frames(ch, N + 1, proc)
+        out = finish(proc)
+        for i, buf in enumerate(got[:N]):
+            with buf:
+                assert buf.content_type == "video/%s;w=%d;h=%d" % (fmt, W, H)
+                assert buf.seq == i + 1
+                assert buf.timestamp_ns >= t0 - 60_000_000_000
+                if fmt in PACKED:
+                    c = PACKED[fmt]
+                    item = 2 if fmt == "GRAY16_LE" else 1
+                    stride = ru(W * c * item, 4)
+                    assert buf.dtype == ("uint16" if item == 2 else "uint8")
+                    if c == 1:
+                        assert buf.shape == (H, W) and buf.strides == (stride, item)
+                    else:
+                        assert buf.shape == (H, W, c) and buf.strides == (stride, c, 1)
+                    expect = np.frombuffer(ref[i], np.uint8).reshape(H, stride)[:, :W * c * item]
+                    expect = expect.copy().view(buf.dtype).reshape(buf.shape)
+                    assert np.array_equal(buf.numpy(), expect)
+                else:
+                    assert buf.dtype == "uint8" and buf.shape == (frame_size(fmt),) and buf.strides == (1,)
+                    got_planes = planes(fmt, bytes(buf.memoryview()[:frame_size(fmt)]))
+                    for p, q in zip(got_planes, planes(fmt, ref[i])):
+                        assert np.array_equal(p, q)
+                flags, _, pts, duration = trailer_of(buf)
+                assert flags & TRAILER_PTS and pts == pts_of(i)
+                assert flags & TRAILER_DURATION and duration == pts_of(i + 1) - pts_of(i)
+                assert bool(flags & TRAILER_ZERO_COPY) == (path == "zero-copy")
+        with got[N] as eos:
+            assert eos.content_type == EOS_CONTENT_TYPE and eos.seq == N + 1 and eos.shape == (1,)
+        if path == "zero-copy":
+            assert counter(out, "frames-zero-copy") == N and counter(out, "frames-copied") == 0
+        else:
+            assert counter(out, "frames-zero-copy") == 0 and counter(out, "frames-copied") == N
+
+
+def test_xmemsink_sends_other_caps_as_bytes_named_by_media_type(gst_env, unique_name, tmp_path):
+    src = "audiotestsrc num-buffers=3 samplesperbuffer=100 wave=saw ! audio/x-raw,format=S16LE,rate=8000,channels=1"
+    ref_path = tmp_path / "ref.raw"
+    run(gst_env, src + " ! filesink location=%s" % ref_path)
+    ref = ref_path.read_bytes()
+    assert len(ref) == 600
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        proc = launch(gst_env, src + " ! xmemsink sync=false pool=" + name)
+        got = receive_frames(ch, 4, proc)
+        finish(proc)
+        data = b""
+        for buf in got[:3]:
+            with buf:
+                assert buf.content_type == "audio/x-raw" and buf.dtype == "uint8" and buf.shape == (200,)
+                data += bytes(buf.numpy())
+        assert data == ref
+        assert got[3].content_type == EOS_CONTENT_TYPE
+        got[3].release()
+
+
+def test_xmemsink_refuses_caps_a_description_cannot_name(gst_env, unique_name):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 4):
+        out = run(gst_env, "fakesrc num-buffers=1 sizetype=fixed sizemax=8 ! "
+                           "application/x-this-media-type-is-longer-than-31-bytes ! xmemsink pool=" + name,
+                  expect_ok=False)
+    assert "longer than the 31 bytes" in out and "gdppay" in out, out[-3000:]
+
+
+def test_xmemsink_blocks_while_the_channel_is_full_and_loses_nothing(gst_env, unique_name):
+    name = unique_name("gst")
+    frames = 12
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=2) as ch:
+        proc = launch(gst_env, (SOURCE % (frames, "GRAY8", 64, 8)) + " ! xmemsink sync=false depth=2 pool=" + name)
+        deadline = time.monotonic() + WAIT_S
+        while len(ch) < 2:
+            assert time.monotonic() < deadline, "the channel never filled"
+            time.sleep(0.01)
+        # Full: the sink can only be waiting (it must send 12 frames and the end marker through 2 places).
+        assert proc.poll() is None
+        seqs = [b.seq for b in receive_frames(ch, frames + 1, proc)]
+        out = finish(proc)
+        assert seqs == list(range(1, frames + 2))
+        assert counter(out, "frames-dropped") == 0
+        assert counter(out, "frames-zero-copy") + counter(out, "frames-copied") == frames
+
+
+def test_xmemsink_leaky_drops_frames_when_the_channel_is_full(gst_env, unique_name):
+    name = unique_name("gst")
+    frames = 20
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=2) as ch:
+        proc = launch(gst_env, (SOURCE % (frames, "GRAY8", 64, 8)) + " ! xmemsink sync=false leaky=true depth=2 pool="
+                      + name, line_buffered=True)
+        # The counters are reported before the end marker, which waits for room (it is never dropped).
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "frames-dropped" in line:
+                break
+        dropped = counter("".join(lines), "frames-dropped")
+        got = receive_frames(ch, 3, proc)
+        out = finish(proc)
+        assert dropped == frames - 2
+        assert [b.seq for b in got[:2]] == [1, 2]
+        assert got[2].content_type == EOS_CONTENT_TYPE and got[2].seq == frames + 1
+        for b in got:
+            b.release()
+        assert "ERROR" not in out
+
+
+def _send_rgb(pool, ch, frame, seq, content_type="image/rgb8"):
+    buf = pool.acquire_cpu(shape=frame.shape, dtype=frame.dtype, seq=seq, content_type=content_type, timeout=WAIT_S)
+    buf.numpy()[:] = frame
+    ch.send(buf, timeout=WAIT_S)
+
+
+def _send_eos(pool, ch):
+    buf = pool.acquire_cpu(1, timeout=WAIT_S)
+    buf.set_description(content_type=EOS_CONTENT_TYPE)
+    ch.send(buf, timeout=WAIT_S)
+
+
+def test_xmemsrc_turns_python_frames_into_video_with_caps_from_the_description(gst_env, unique_name, tmp_path):
+    name = unique_name("gst")
+    rng = np.random.default_rng(11)
+    frames = [rng.integers(0, 256, (5, 7, 3), dtype=np.uint8) for _ in range(3)]
+    out_path = tmp_path / "out.raw"
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        for i, f in enumerate(frames):
+            _send_rgb(pool, ch, f, i + 1)
+        _send_eos(pool, ch)
+        # videoconvert reads the rows through the video meta (stride 21, not GStreamer's 24).
+        out = run(gst_env, "xmemsrc pool=%s ! videoconvert ! video/x-raw,format=BGR ! filesink location=%s"
+                  % (name, out_path))
+        assert "video/x-raw, format=(string)RGB, width=(int)7, height=(int)5" in out, out[-3000:]
+        data = out_path.read_bytes()
+        stride = ru(7 * 3, 4)
+        expect = b""
+        for f in frames:
+            rows = np.zeros((5, stride), np.uint8)
+            rows[:, :21] = f[:, :, ::-1].reshape(5, 21)
+            expect += rows.tobytes()
+        assert data == expect
+        assert len(ch) == 0
+
+
+def test_xmemsrc_renegotiates_when_the_description_changes(gst_env, unique_name, tmp_path):
+    name = unique_name("gst")
+    rgb = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    gray = (np.arange(4 * 6, dtype=np.uint16) * 1000).reshape(4, 6)
+    out_path = tmp_path / "out.raw"
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        _send_rgb(pool, ch, rgb, 1)
+        _send_rgb(pool, ch, gray, 2, content_type="image/gray16")
+        _send_rgb(pool, ch, rgb, 3)
+        _send_eos(pool, ch)
+        out = run(gst_env, "xmemsrc pool=%s ! filesink location=%s" % (name, out_path))
+    caps = re.findall(r"xmemsrc0.GstPad:src: caps = (.*)", out)
+    assert len(caps) == 3, out[-3000:]
+    assert "format=(string)RGB, width=(int)7, height=(int)5" in caps[0]
+    assert "format=(string)GRAY16_LE, width=(int)6, height=(int)4" in caps[1]
+    assert caps[2] == caps[0]
+    # filesink writes each buffer's memory as it is: the shared memory xmemsrc wrapped.
+    assert out_path.read_bytes() == rgb.tobytes() + gray.tobytes() + rgb.tobytes()
+
+
+def test_xmemsink_to_xmemsrc_keeps_pts_duration_and_caps(gst_env, unique_name, tmp_path):
+    name = unique_name("gst")
+    ref_path, out_path = tmp_path / "ref.raw", tmp_path / "out.raw"
+    run(gst_env, (SOURCE % (5, "I420", 64, 48)) + " ! filesink location=%s" % ref_path)
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8):
+        sink = launch(gst_env, (SOURCE % (5, "I420", 64, 48)) + " ! xmemsink sync=false pool=" + name)
+        out = run(gst_env, "xmemsrc pool=%s ! identity silent=false ! filesink location=%s" % (name, out_path))
+        finish(sink)
+    got, ref = out_path.read_bytes(), ref_path.read_bytes()
+    size = frame_size("I420", 64, 48)
+    assert len(got) == len(ref) == 5 * size
+    for i in range(5):
+        for p, q in zip(planes("I420", got[i * size:(i + 1) * size], 64, 48), planes("I420", ref[i * size:(i + 1) * size], 64, 48)):
+            assert np.array_equal(p, q)
+    assert "format=(string)I420, width=(int)64, height=(int)48" in out
+    pts = [int(m) for m in re.findall(r"pts: 0:00:00\.(\d+)", out)]
+    assert pts == [pts_of(i) for i in range(5)], out[-3000:]
+
+
+def test_xmemsrc_holds_the_reference_until_gstreamer_frees_the_buffer(gst_env, unique_name):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        buf = pool.acquire_cpu(shape=(4, 4), dtype="uint8", seq=1, content_type="image/gray8")
+        index = buf.meta_index
+        # No trailer: xmemsrc stamps it with the running time, and a sink syncing on a clock far in the future holds
+        # it: ts-offset puts it an hour ahead.
+        ch.send(buf)
+        proc = launch(gst_env, "xmemsrc pool=%s ! fakesink sync=true ts-offset=3600000000000" % name)
+        deadline = time.monotonic() + WAIT_S
+        while len(ch) > 0:
+            assert time.monotonic() < deadline, "xmemsrc never received the buffer"
+            time.sleep(0.01)
+        # Received: the channel's reference is now the GstBuffer's, held while fakesink waits.
+        assert pool.ref_count(index) == 1
+        proc.send_signal(signal.SIGINT)  # gst-launch stops the pipeline: the buffer is freed
+        finish(proc, expect_ok=False)
+        assert pool.ref_count(index) == 0
+
+
+def test_killed_gst_launch_leaves_nothing_held(gst_env, unique_name):
+    name = unique_name("gst")
+    capacity = 8
+    with xmem.BufferPool(name, capacity) as pool, pool.channel("frames", depth=2) as ch:
+        # Zero-copy: videotestsrc holds pool buffers, the sink blocks on the full channel.
+        proc = launch(gst_env, (SOURCE % (1000, "RGB", 32, 8)) + " ! xmemsink sync=false depth=2 pool=" + name)
+        deadline = time.monotonic() + WAIT_S
+        while len(ch) < 2:
+            assert time.monotonic() < deadline, "the channel never filled"
+            time.sleep(0.01)
+        proc.kill()
+        proc.communicate(timeout=WAIT_S)
+        # What was sent is intact and received; what the dead process held comes back: every slot can be taken.
+        got = [ch.recv(timeout=WAIT_S) for _ in range(2)]
+        assert [b.seq for b in got] == [1, 2] and all(b.shape == (8, 32, 3) for b in got)
+        for b in got:
+            b.release()
+        held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
+        for b in held:
+            b.release()
+
+
+def test_xmemsrc_without_its_pool_posts_a_clear_error(gst_env, unique_name):
+    name = unique_name("gst")
+    out = run(gst_env, "xmemsrc pool=%s ! fakesink" % name, expect_ok=False)
+    assert "no xmem pool '%s'" % name in out and "XMEM_E_NOT_FOUND" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("props,message", [
+    ("", "xmemsink needs a pool: set pool=NAME"),
+    ("pool=bad/name!", "XMEM_E_INVALID_NAME"),
+    ("pool={pool} depth=3", "could not open channel 'frames'"),
+])
+def test_xmemsink_bad_properties_post_clear_errors(gst_env, unique_name, props, message):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 4):
+        out = run(gst_env, "videotestsrc num-buffers=1 ! xmemsink " + props.format(pool=name), expect_ok=False)
+    assert message in out, out[-3000:]
