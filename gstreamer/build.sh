@@ -19,3 +19,9 @@ gcc -std=gnu11 -O2 -g -fPIC -shared -Wall -Wextra -Werror -fvisibility=hidden \
     -L artifacts/native -lxmem $(pkg-config --libs $pkgs) -Wl,-rpath,'$ORIGIN/../native' -Wl,--no-undefined \
     -o artifacts/gstreamer/libgstxmem.so
 echo "gstreamer/build.sh: artifacts/gstreamer/libgstxmem.so ($(stat -c %s artifacts/gstreamer/libgstxmem.so) bytes)"
+# The test driver of tests/python/test_gstreamer.py (state changes gst-launch-1.0 cannot make); outside
+# artifacts/gstreamer so that the plugin scanner never looks at it.
+mkdir -p artifacts/gstreamer-tests
+# shellcheck disable=SC2046
+gcc -std=gnu11 -O1 -Wall -Wextra -Werror $(pkg-config --cflags gstreamer-1.0) gstreamer/tests/state_cycles.c \
+    $(pkg-config --libs gstreamer-1.0) -o artifacts/gstreamer-tests/state_cycles

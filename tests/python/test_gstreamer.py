@@ -22,6 +22,7 @@ import xmem
 from conftest import REPO_ROOT
 
 PLUGIN_DIR = os.path.join(REPO_ROOT, "artifacts", "gstreamer")
+STATE_CYCLES = os.path.join(REPO_ROOT, "artifacts", "gstreamer-tests", "state_cycles")
 GST_LAUNCH = shutil.which("gst-launch-1.0")
 
 pytestmark = [
@@ -391,6 +392,89 @@ def test_killed_gst_launch_leaves_nothing_held(gst_env, unique_name):
         assert [b.seq for b in got] == [1, 2] and all(b.shape == (8, 32, 3) for b in got)
         for b in got:
             b.release()
+        held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
+        for b in held:
+            b.release()
+
+
+def state_cycles(env, pipeline, element, prop, target, cycles):
+    """gstreamer/tests/state_cycles: PLAYING until element.prop grew by target, then NULL, `cycles` times."""
+    assert os.path.isfile(STATE_CYCLES), "run scripts/build-native.sh (gstreamer/build.sh builds the driver)"
+    return subprocess.Popen([STATE_CYCLES, pipeline, element, prop, str(target), str(cycles)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def drain(ch, until):
+    """Receives (and releases) buffers until until() is true and the channel is empty; their seq numbers."""
+    seqs = []
+    deadline = time.monotonic() + WAIT_S * 2
+    while True:
+        buf = ch.try_recv(timeout=0.05)
+        if buf is None:
+            if until():
+                return seqs
+            assert time.monotonic() < deadline
+            continue
+        with buf:
+            seqs.append(buf.seq)
+
+
+def test_xmemsink_survives_playing_null_playing(gst_env, unique_name):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        proc = state_cycles(gst_env, "videotestsrc ! video/x-raw,format=GRAY8,width=64,height=8 ! "
+                                     "xmemsink name=sink sync=false pool=" + name, "sink", "frames-zero-copy", 5, 3)
+        seqs = drain(ch, lambda: proc.poll() is not None)
+        out = finish(proc)
+        assert out.split() == ["cycle", "1", "cycle", "2", "cycle", "3"]
+        # Each start numbers from 1 again: three runs, each 1, 2, 3, ... without a gap.
+        runs = [i for i, s in enumerate(seqs) if s == 1]
+        assert len(runs) == 3 and runs[0] == 0
+        for a, b in zip(runs, runs[1:] + [len(seqs)]):
+            assert seqs[a:b] == list(range(1, b - a + 1)) and b - a >= 5
+
+
+def test_xmemsink_blocked_on_a_full_channel_stops_on_null(gst_env, unique_name):
+    name = unique_name("gst")
+    capacity = 16
+    with xmem.BufferPool(name, capacity) as pool, pool.channel("frames", depth=2) as ch:
+        # Two frames fill the channel; the third blocks the streaming thread until the NULL transition unlocks it.
+        proc = state_cycles(gst_env, "videotestsrc ! video/x-raw,format=GRAY8,width=64,height=8 ! "
+                                     "xmemsink name=sink sync=false depth=2 pool=" + name,
+                            "sink", "frames-zero-copy", 2, 1)
+        out = finish(proc)
+        assert out.split() == ["cycle", "1"]
+        assert [b.seq for b in receive_frames(ch, 2)] == [1, 2]
+        held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
+        for b in held:
+            b.release()
+
+
+def test_xmemsrc_survives_playing_null_playing(gst_env, unique_name):
+    import threading
+    name = unique_name("gst")
+    capacity = 16
+    stop = threading.Event()
+    with xmem.BufferPool(name, capacity) as pool, pool.channel("frames", depth=4) as ch:
+        def produce():
+            seq = 0
+            while not stop.is_set():
+                buf = pool.acquire_cpu(shape=(8, 8), dtype="uint8", seq=seq, content_type="image/gray8", timeout=WAIT_S)
+                seq += 1
+                if not ch.try_send(buf, timeout=0.05):
+                    buf.release()
+        t = threading.Thread(target=produce)
+        t.start()
+        try:
+            proc = state_cycles(gst_env, "xmemsrc name=src pool=%s depth=4 ! fakesink sync=false" % name,
+                                "src", "frames-received", 5, 3)
+            out = finish(proc)
+        finally:
+            stop.set()
+            t.join(WAIT_S)
+        assert out.split() == ["cycle", "1", "cycle", "2", "cycle", "3"]
+        drain(ch, lambda: True)
+        # Every buffer xmemsrc received was released when GStreamer freed it: all slots can be taken.
         held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
         for b in held:
             b.release()
