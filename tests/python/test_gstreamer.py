@@ -496,3 +496,110 @@ def test_xmemsink_bad_properties_post_clear_errors(gst_env, unique_name, props, 
     with xmem.BufferPool(name, 4):
         out = run(gst_env, "videotestsrc num-buffers=1 ! xmemsink " + props.format(pool=name), expect_ok=False)
     assert message in out, out[-3000:]
+
+
+# ------------------------------------------------------------------------------------------ across "hosts"
+
+_PRODUCER = r"""
+import sys, numpy as np, xmem
+name, n, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+pool = xmem.BufferPool(name, 16)
+ch = pool.channel("frames", depth=8)
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(n):
+    buf = pool.acquire_cpu(shape=(h, w, 3), dtype="uint8", seq=i + 1, content_type="image/rgb8", timeout=30)
+    buf.numpy()[:] = ((np.arange(h * w * 3) * 7 + i * 31) % 251).astype(np.uint8).reshape(h, w, 3)
+    ch.send(buf, timeout=30)
+end = pool.acquire_cpu(1, timeout=30)
+end.set_description(content_type="application/x-xmem-eos")
+ch.send(end, timeout=30)
+sys.stdin.readline()
+ch.close()
+pool.close()
+"""
+
+_CONSUMER = r"""
+import sys, numpy as np, xmem
+name, n, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+pool = xmem.BufferPool(name, 16)
+ch = pool.channel("frames", depth=8)
+print("ready", flush=True)
+checked = 0
+for i in range(n):
+    with ch.recv(timeout=30) as buf:
+        assert buf.content_type == "video/RGB;w=%d;h=%d" % (w, h), buf.content_type
+        assert buf.shape == (h, w, 3) and buf.seq == i + 1, (buf.shape, buf.seq)
+        expect = ((np.arange(h * w * 3) * 7 + i * 31) % 251).astype(np.uint8).reshape(h, w, 3)
+        assert np.array_equal(buf.numpy(), expect), "frame %d differs" % i
+        checked += buf.numpy().nbytes
+with ch.recv(timeout=30) as buf:
+    assert buf.content_type == "application/x-xmem-eos", buf.content_type
+print("ok", n, checked, flush=True)
+ch.close()
+pool.close()
+"""
+
+
+def _tcp_sockets(port, state):
+    """Local sockets of /proc/net/tcp on `port` in `state` ("0A" listening, "01" established)."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return [r for r in rows if int(r[1].split(":")[1], 16) == port and r[3] == state]
+
+
+def _wait_for(what, predicate, procs):
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        for p in procs:
+            assert p.poll() is None, "%s: a process ended early:\n%s" % (what, p.stdout.read()[-3000:])
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_two_hosts_over_tcp_with_gdp_lose_no_frame_and_keep_caps(gst_env, tmp_path):
+    import socket
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    host_a.mkdir()
+    host_b.mkdir()
+    env_a = dict(gst_env, XMEM_SHM_DIR=str(host_a))
+    env_b = dict(gst_env, XMEM_SHM_DIR=str(host_b))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    n, h, w = 30, 48, 64
+    py = [sys.executable, "-c"]
+    args = ["cam", str(n), str(h), str(w)]
+    popen = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = []
+    try:
+        producer = subprocess.Popen(py + [_PRODUCER] + args, env=env_a, **popen)
+        consumer = subprocess.Popen(py + [_CONSUMER] + args, env=env_b, **popen)
+        procs += [producer, consumer]
+        assert producer.stdout.readline().strip() == "ready"
+        assert consumer.stdout.readline().strip() == "ready"
+        sender = launch(env_a, "xmemsrc pool=cam ! gdppay ! tcpserversink host=127.0.0.1 port=%d sync=false" % port,
+                        verbose=False)
+        procs.append(sender)
+        _wait_for("tcpserversink listening", lambda: _tcp_sockets(port, "0A"), procs)
+        receiver = launch(env_b, "tcpclientsrc host=127.0.0.1 port=%d ! gdpdepay ! xmemsink pool=cam sync=false"
+                          % port, verbose=False)
+        procs.append(receiver)
+        # Frames flow only once the client is connected: tcpserversink gives a new client what comes after it.
+        _wait_for("tcpclientsrc connected", lambda: _tcp_sockets(port, "01"), procs)
+        producer.stdin.write("go\n")
+        producer.stdin.flush()
+        result = consumer.stdout.readline().split()
+        assert result[:2] == ["ok", str(n)], consumer.stdout.read()[-3000:]
+        assert int(result[2]) == n * h * w * 3
+        finish(sender)
+        finish(receiver)
+        producer.stdin.write("done\n")
+        producer.stdin.flush()
+        assert producer.wait(WAIT_S) == 0 and consumer.wait(WAIT_S) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(WAIT_S)
+    assert os.listdir(host_a) == [] and os.listdir(host_b) == [], "segments left in the two shm directories"
