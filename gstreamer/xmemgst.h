@@ -20,9 +20,9 @@ GST_DEBUG_CATEGORY_EXTERN(xmemgst_debug);
 /* Waits are sliced so that flushing, state changes and a closed pool are noticed within this long. */
 #define XMEMGST_WAIT_SLICE_NS (100 * 1000 * 1000LL)
 
-/* The content type of the end marker: a 1-byte buffer without a tensor. xmemsink sends it on EOS, any producer may;
-   xmemsrc turns it into EOS, and other consumers skip it. */
-#define XMEMGST_EOS_CONTENT_TYPE "application/x-xmem-eos"
+/* The content type of the end marker: a 1-byte buffer without a tensor, the same end-of-stream buffer `xmem demo`
+   sends (docs/cli.md). xmemsink sends it on EOS, any producer may; xmemsrc turns it into EOS. */
+#define XMEMGST_EOS_CONTENT_TYPE "application/x-xmem-end"
 
 /* ---------------------------------------------------------------------------------------------- frame trailer */
 

@@ -35,7 +35,7 @@ WAIT_S = 30  # watchdog of each receive and process wait (never a timing asserti
 TRAILER = struct.Struct("<IIIIQQ")
 TRAILER_MAGIC = 0x54534758
 TRAILER_PTS, TRAILER_DURATION, TRAILER_ZERO_COPY = 1, 2, 4
-EOS_CONTENT_TYPE = "application/x-xmem-eos"
+EOS_CONTENT_TYPE = "application/x-xmem-end"
 
 
 @pytest.fixture(scope="session")
@@ -512,7 +512,7 @@ for i in range(n):
     buf.numpy()[:] = ((np.arange(h * w * 3) * 7 + i * 31) % 251).astype(np.uint8).reshape(h, w, 3)
     ch.send(buf, timeout=30)
 end = pool.acquire_cpu(1, timeout=30)
-end.set_description(content_type="application/x-xmem-eos")
+end.set_description(content_type="application/x-xmem-end")
 ch.send(end, timeout=30)
 sys.stdin.readline()
 ch.close()
@@ -534,7 +534,7 @@ for i in range(n):
         assert np.array_equal(buf.numpy(), expect), "frame %d differs" % i
         checked += buf.numpy().nbytes
 with ch.recv(timeout=30) as buf:
-    assert buf.content_type == "application/x-xmem-eos", buf.content_type
+    assert buf.content_type == "application/x-xmem-end", buf.content_type
 print("ok", n, checked, flush=True)
 ch.close()
 pool.close()
@@ -603,3 +603,38 @@ def test_two_hosts_over_tcp_with_gdp_lose_no_frame_and_keep_caps(gst_env, tmp_pa
                 p.kill()
                 p.wait(WAIT_S)
     assert os.listdir(host_a) == [] and os.listdir(host_b) == [], "segments left in the two shm directories"
+
+
+# ------------------------------------------------------------------------------------------ examples
+
+EXAMPLES = os.path.join(REPO_ROOT, "python", "examples")
+
+
+def test_examples_encode_numpy_frames_to_a_file_and_decode_it_back(gst_env, unique_name, tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("numpy_to_gst", os.path.join(EXAMPLES, "numpy_to_gst.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    video = tmp_path / "out.avi"
+    n, h, w = 12, 96, 128
+    enc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "numpy_to_gst.py"), str(video), "--count", str(n),
+                          "--width", str(w), "--height", str(h), "--pool", unique_name("gst")],
+                         env=gst_env, capture_output=True, text=True, timeout=WAIT_S * 2)
+    assert enc.returncode == 0, enc.stdout + enc.stderr
+    # The file is real Motion JPEG: decoded by GStreamer into xmem, each frame is the one sent (lossy, so close).
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        proc = launch(gst_env, "filesrc location=%s ! avidemux ! jpegdec ! videoconvert ! video/x-raw,format=RGB ! "
+                               "xmemsink sync=false pool=%s" % (video, name))
+        got = receive_frames(ch, n + 1, proc)
+        finish(proc)
+        for i, buf in enumerate(got[:n]):
+            with buf:
+                diff = np.abs(buf.numpy().astype(np.int16) - example.frame(i, h, w).astype(np.int16))
+                assert diff.mean() < 8, "frame %d: mean difference %.1f" % (i, diff.mean())
+        assert got[n].content_type == EOS_CONTENT_TYPE
+        got[n].release()
+    dec = subprocess.run([sys.executable, os.path.join(EXAMPLES, "gst_to_numpy.py"), "--file", str(video), "--quiet",
+                          "--width", str(w), "--height", str(h), "--pool", unique_name("gst")],
+                         env=gst_env, capture_output=True, text=True, timeout=WAIT_S * 2)
+    assert dec.returncode == 0 and dec.stdout.startswith("frames %d " % n), dec.stdout + dec.stderr
