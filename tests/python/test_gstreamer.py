@@ -605,6 +605,102 @@ def test_two_hosts_over_tcp_with_gdp_lose_no_frame_and_keep_caps(gst_env, tmp_pa
     assert os.listdir(host_a) == [] and os.listdir(host_b) == [], "segments left in the two shm directories"
 
 
+def test_two_hosts_over_rtp_raw_video_on_loopback(gst_env, tmp_path):
+    import socket
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    host_a.mkdir()
+    host_b.mkdir()
+    env_a = dict(gst_env, XMEM_SHM_DIR=str(host_a))
+    env_b = dict(gst_env, XMEM_SHM_DIR=str(host_b))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Small frames (two packets each, all of them fit the receiver's socket buffer): loopback loses none.
+    n, h, w = 20, 24, 32
+    py = [sys.executable, "-c"]
+    args = ["cam", str(n), str(h), str(w)]
+    popen = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = []
+    try:
+        producer = subprocess.Popen(py + [_PRODUCER] + args, env=env_a, **popen)
+        # The consumer checks n frames, then the end marker the receiver's xmemsink sends on EOS (gst-launch -e).
+        consumer = subprocess.Popen(py + [_CONSUMER] + args, env=env_b, **popen)
+        procs += [producer, consumer]
+        assert producer.stdout.readline().strip() == "ready"
+        assert consumer.stdout.readline().strip() == "ready"
+        caps = ("application/x-rtp,media=video,clock-rate=90000,encoding-name=RAW,sampling=RGB,depth=(string)8,"
+                "width=(string)%d,height=(string)%d,colorimetry=(string)SMPTE240M,payload=96" % (w, h))
+        receiver = subprocess.Popen([GST_LAUNCH, "-e", "udpsrc", "address=127.0.0.1", "port=%d" % port,
+                                     "caps=" + caps, "!", "rtpvrawdepay", "!", "xmemsink", "pool=cam", "sync=false"],
+                                    env=env_b, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(receiver)
+        _wait_for("udpsrc bound", lambda: _udp_bound(port), procs)
+        sender = launch(env_a, "xmemsrc pool=cam ! videoconvert ! video/x-raw,format=RGB ! rtpvrawpay ! "
+                               "udpsink host=127.0.0.1 port=%d sync=false" % port, verbose=False)
+        procs.append(sender)
+        producer.stdin.write("go\n")
+        producer.stdin.flush()
+        finish(sender)  # the end marker ends the sender; RTP carries no EOS: the receiver is stopped with one
+        deadline = time.monotonic() + WAIT_S
+        while consumer.poll() is None:
+            # SIGINT makes gst-launch -e send EOS: xmemsink sends the end marker once every frame is through.
+            receiver.send_signal(signal.SIGINT)
+            try:
+                consumer.wait(1)
+            except subprocess.TimeoutExpired:
+                assert time.monotonic() < deadline, "the consumer never got every frame"
+        result = consumer.stdout.read().split()
+        assert result[:2] == ["ok", str(n)], result
+        assert int(result[2]) == n * h * w * 3
+        finish(receiver)
+        producer.stdin.write("done\n")
+        producer.stdin.flush()
+        assert producer.wait(WAIT_S) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(WAIT_S)
+    assert os.listdir(host_a) == [] and os.listdir(host_b) == [], "segments left in the two shm directories"
+
+
+def _udp_bound(port):
+    with open("/proc/net/udp") as f:
+        return any(int(line.split()[1].split(":")[1], 16) == port for line in f.readlines()[1:])
+
+
+def test_a_consumer_killed_mid_stream_loses_nothing_for_the_others(gst_env, unique_name):
+    name = unique_name("gst")
+    capacity, frames = 16, 40
+    holder = r"""
+import sys, xmem
+pool = xmem.BufferPool.open(sys.argv[1])
+ch = pool.channel("frames", depth=4)
+held = [ch.recv(timeout=30) for _ in range(3)]
+print(" ".join(str(b.seq) for b in held), flush=True)
+sys.stdin.readline()
+"""
+    with xmem.BufferPool(name, capacity) as pool, pool.channel("frames", depth=4) as ch:
+        proc = launch(gst_env, (SOURCE % (frames, "RGB", 32, 8)) + " ! xmemsink sync=false depth=4 pool=" + name)
+        victim = subprocess.Popen([sys.executable, "-c", holder, name], env=gst_env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        taken = [int(x) for x in victim.stdout.readline().split()]
+        assert len(taken) == 3
+        victim.kill()  # holding three frames
+        victim.wait(WAIT_S)
+        rest = []
+        for _ in range(frames + 1 - 3):  # released at once: the pool has room only once the dead one's come back
+            with receive_frames(ch, 1, proc)[0] as b:
+                rest.append(b.seq)
+        finish(proc)
+        # Every frame went to exactly one consumer, the end marker too.
+        assert sorted(taken + rest) == list(range(1, frames + 2))
+        # The dead consumer's three references come back: every slot can be taken.
+        held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
+        for b in held:
+            b.release()
+
+
 # ------------------------------------------------------------------------------------------ examples
 
 EXAMPLES = os.path.join(REPO_ROOT, "python", "examples")
