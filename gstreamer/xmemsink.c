@@ -516,7 +516,8 @@ static void gst_xmem_sink_class_init(GstXmemSinkClass *klass)
                                          "Channel mode (an existing channel must be opened with its own mode)",
                                          XMEMGST_TYPE_CHANNEL_MODE, XMEM_CHANNEL_QUEUE, rw);
     props[PROP_LEAKY] = g_param_spec_boolean("leaky", "Leaky",
-                                             "Drop a frame when the channel or the pool is full instead of waiting",
+                                             "Drop a frame instead of waiting when the channel is full (on the copy path also "
+                                             "when the pool is; zero-copy upstream still waits for a free slot)",
                                              FALSE, rw);
     props[PROP_ZERO_COPY] = g_param_spec_boolean("zero-copy", "Zero copy",
                                                  "Offer upstream a buffer pool of xmem buffers (allocation query), so "
@@ -529,7 +530,7 @@ static void gst_xmem_sink_class_init(GstXmemSinkClass *klass)
                                                     "Frames copied into xmem buffers (upstream brought its own memory)",
                                                     0, G_MAXUINT64, 0, ro);
     props[PROP_FRAMES_DROPPED] = g_param_spec_uint64("frames-dropped", "Frames dropped",
-                                                     "Frames dropped because the channel or pool was full (leaky)", 0,
+                                                     "Frames dropped because the channel (or pool) was full (leaky)", 0,
                                                      G_MAXUINT64, 0, ro);
     g_object_class_install_properties(gobject_class, N_PROPS, props);
 

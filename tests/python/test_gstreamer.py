@@ -209,6 +209,26 @@ def test_xmemsink_describes_each_format_with_shape_strides_and_bytes(gst_env, un
             assert counter(out, "frames-zero-copy") == 0 and counter(out, "frames-copied") == N
 
 
+def test_xmemsink_fanout_gives_every_subscriber_every_frame(gst_env, unique_name):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 32) as pool, pool.channel("live", depth=4, mode="fanout") as ch:
+        subs = [ch.subscribe(), ch.subscribe()]
+        proc = launch(gst_env, (SOURCE % (N, "RGB", W, H)) + " ! xmemsink sync=false channel=live depth=4 mode=fanout "
+                               "pool=" + name)
+        got = [receive_frames(s, N + 1, proc) for s in subs]
+        finish(proc)
+        for frames in got:
+            assert [b.seq for b in frames] == list(range(1, N + 2))
+            assert all(b.shape == (H, W, 3) for b in frames[:N]) and frames[N].content_type == EOS_CONTENT_TYPE
+        # Both subscribers hold references to the same slots: one frame, no copy per subscriber.
+        assert [b.meta_index for b in got[0]] == [b.meta_index for b in got[1]]
+        for frames in got:
+            for b in frames:
+                b.release()
+        for s in subs:
+            s.close()
+
+
 def test_xmemsink_sends_other_caps_as_bytes_named_by_media_type(gst_env, unique_name, tmp_path):
     src = "audiotestsrc num-buffers=3 samplesperbuffer=100 wave=saw ! audio/x-raw,format=S16LE,rate=8000,channels=1"
     ref_path = tmp_path / "ref.raw"
