@@ -138,7 +138,10 @@ static GstFlowReturn gst_xmem_src_create(GstPushSrc *psrc, GstBuffer **out)
     }
     if (self->caps == NULL || !gst_caps_is_equal(self->caps, l.caps)) {
         GST_INFO_OBJECT(self, "caps from the description: %" GST_PTR_FORMAT, l.caps);
-        if (!gst_base_src_set_caps(GST_BASE_SRC(self), l.caps)) {
+        /* Asked first: set_caps only stores a sticky event, and a refusal would surface later as a bare
+           not-negotiated that does not say which caps. */
+        if (!gst_pad_peer_query_accept_caps(GST_BASE_SRC_PAD(self), l.caps)
+            || !gst_base_src_set_caps(GST_BASE_SRC(self), l.caps)) {
             char *c = gst_caps_to_string(l.caps);
             xmem_guard_release(guard);
             gst_caps_unref(l.caps);

@@ -250,13 +250,16 @@ def test_xmemsink_sends_other_caps_as_bytes_named_by_media_type(gst_env, unique_
         got[3].release()
 
 
-def test_xmemsink_refuses_caps_a_description_cannot_name(gst_env, unique_name):
+@pytest.mark.parametrize("caps,message", [
+    ("application/x-this-media-type-is-longer-than-31-bytes", "longer than the 31 bytes"),
+    ("video/x-raw(memory:DMABuf),format=RGB,width=4,height=4,framerate=1/1", "memory features (memory:DMABuf)"),
+])
+def test_xmemsink_refuses_caps_a_description_cannot_express(gst_env, unique_name, caps, message):
     name = unique_name("gst")
     with xmem.BufferPool(name, 4):
-        out = run(gst_env, "fakesrc num-buffers=1 sizetype=fixed sizemax=8 ! "
-                           "application/x-this-media-type-is-longer-than-31-bytes ! xmemsink pool=" + name,
-                  expect_ok=False)
-    assert "longer than the 31 bytes" in out and "gdppay" in out, out[-3000:]
+        out = run(gst_env, "fakesrc num-buffers=1 sizetype=fixed sizemax=48 ! capsfilter caps=%s ! xmemsink pool=%s"
+                  % (shlex.quote(caps), name), expect_ok=False)
+    assert message in out and "ERROR" in out, out[-3000:]
 
 
 def test_xmemsink_blocks_while_the_channel_is_full_and_loses_nothing(gst_env, unique_name):
@@ -498,6 +501,76 @@ def test_xmemsrc_survives_playing_null_playing(gst_env, unique_name):
         held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
         for b in held:
             b.release()
+
+
+def test_xmemsrc_refuses_a_description_that_does_not_fit_its_content_type(gst_env, unique_name):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 4) as pool, pool.channel("frames", depth=8) as ch:
+        # Says 100x100 RGB, holds 4x4: xmemsrc must not believe the content type (that would read past the buffer).
+        _send_rgb(pool, ch, np.zeros((4, 4, 3), np.uint8), 1, content_type="video/RGB;w=100;h=100")
+        out = run(gst_env, "xmemsrc pool=%s ! fakesink" % name, expect_ok=False)
+    assert "does not fit its content type" in out and "height and width" in out, out[-3000:]
+
+
+def test_xmemsrc_reports_caps_downstream_refuses(gst_env, unique_name):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 4) as pool, pool.channel("frames", depth=8) as ch:
+        _send_rgb(pool, ch, np.zeros((4, 4, 3), np.uint8), 1)
+        out = run(gst_env, "xmemsrc pool=%s ! video/x-raw,format=BGR ! fakesink" % name, expect_ok=False)
+    assert "downstream refused the caps of the received buffers: video/x-raw, format=(string)RGB" in out, out[-3000:]
+
+
+def test_killed_xmemsrc_leaves_nothing_held(gst_env, unique_name):
+    name = unique_name("gst")
+    capacity = 8
+    with xmem.BufferPool(name, capacity) as pool, pool.channel("frames", depth=4) as ch:
+        for i in range(3):
+            _send_rgb(pool, ch, np.full((4, 4, 3), i, np.uint8), i + 1)
+        # The sink waits an hour for the first buffer: xmemsrc holds it (and the queue the others).
+        proc = launch(gst_env, "xmemsrc pool=%s depth=4 ! queue ! fakesink sync=true ts-offset=3600000000000"
+                      % name)
+        deadline = time.monotonic() + WAIT_S
+        while len(ch) > 0:
+            assert time.monotonic() < deadline, "xmemsrc never received the buffers"
+            time.sleep(0.01)
+        proc.kill()
+        proc.communicate(timeout=WAIT_S)
+        held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
+        for b in held:
+            b.release()
+
+
+def test_gst_launch_killed_at_random_moments_leaves_nothing_held(gst_env, unique_name):
+    import random
+    rounds, capacity = 6, 12
+    rnd = random.Random(1234)
+    received = 0
+    for r in range(rounds):
+        name = unique_name("gst")
+        with xmem.BufferPool(name, capacity) as pool, pool.channel("frames", depth=4) as ch:
+            path = " ! identity drop-allocation=true" if r % 2 else ""
+            proc = launch(gst_env, (SOURCE % (100000, "RGB", 32, 8)) + path + " ! xmemsink sync=false depth=4 pool="
+                          + name)
+            stop_after = rnd.randrange(1, 40)
+            seq = 0
+            for _ in range(stop_after):
+                with receive_frames(ch, 1, proc)[0] as b:
+                    seq += 1
+                    assert b.seq == seq and b.shape == (8, 32, 3)
+            proc.kill()
+            proc.communicate(timeout=WAIT_S)
+            while True:  # what was sent before the kill is intact
+                b = ch.try_recv(timeout=0)
+                if b is None:
+                    break
+                with b:
+                    seq += 1
+                    assert b.seq == seq and b.shape == (8, 32, 3)
+            received += seq
+            held = [pool.acquire_cpu(64, timeout=WAIT_S) for _ in range(capacity)]
+            for b in held:
+                b.release()
+    print("gstreamer kill rounds: %d kills, %d frames received intact" % (rounds, received))
 
 
 def test_xmemsrc_without_its_pool_posts_a_clear_error(gst_env, unique_name):
