@@ -257,8 +257,11 @@ def test_xmemsink_sends_other_caps_as_bytes_named_by_media_type(gst_env, unique_
 def test_xmemsink_refuses_caps_a_description_cannot_express(gst_env, unique_name, caps, message):
     name = unique_name("gst")
     with xmem.BufferPool(name, 4):
-        out = run(gst_env, "fakesrc num-buffers=1 sizetype=fixed sizemax=48 ! capsfilter caps=%s ! xmemsink pool=%s"
-                  % (shlex.quote(caps), name), expect_ok=False)
+        # A live source: gst-launch-1.0 1.22 can stay waiting after an error during a non-live preroll that
+        # completes on EOS afterwards (seen here in about 1 run in 3; not understood yet); a live pipeline does not
+        # preroll.
+        out = run(gst_env, "fakesrc is-live=true num-buffers=1 sizetype=fixed sizemax=48 ! capsfilter caps=%s ! "
+                           "xmemsink pool=%s" % (shlex.quote(caps), name), expect_ok=False)
     assert message in out and "ERROR" in out, out[-3000:]
 
 
