@@ -11,6 +11,10 @@
  * trailer, when there is one, gives back PTS, duration and buffer flags (keep-timestamps=true); otherwise buffers are
  * stamped with the pipeline's running time on arrival.
  *
+ * Video buffers carry a GstVideoMeta with the producer's strides. Downstream that does not announce GstVideoMeta in
+ * the allocation query reads frames in GStreamer's default layout only: a frame of another layout (a tight RGB row
+ * from a Python producer, say) is then copied into the default layout (frames-copied), never passed on misread.
+ *
  * Receives wait in slices (XMEMGST_WAIT_SLICE_NS) and end with GST_FLOW_FLUSHING after unlock().
  */
 #include "xmemsrc.h"
@@ -34,12 +38,24 @@ struct _GstXmemSrc {
     xmem_channel channel;
     xmem_subscription subscription; /* fan-out mode */
     GstCaps *caps;                  /* the caps last sent */
+    gboolean video_meta_ok;         /* downstream announced GstVideoMeta for these caps */
 
     gint unlocked; /* atomic */
     guint64 frames_received; /* atomic, relaxed */
+    guint64 frames_copied;   /* atomic, relaxed */
 };
 
-enum { PROP_0, PROP_POOL, PROP_CHANNEL, PROP_DEPTH, PROP_MODE, PROP_KEEP_TIMESTAMPS, PROP_FRAMES_RECEIVED, N_PROPS };
+enum {
+    PROP_0,
+    PROP_POOL,
+    PROP_CHANNEL,
+    PROP_DEPTH,
+    PROP_MODE,
+    PROP_KEEP_TIMESTAMPS,
+    PROP_FRAMES_RECEIVED,
+    PROP_FRAMES_COPIED,
+    N_PROPS
+};
 static GParamSpec *props[N_PROPS];
 
 #define DEFAULT_DEPTH 8
@@ -71,6 +87,54 @@ static void src_memory_free(gpointer data)
 }
 
 /* ---------------------------------------------------------------------------------------------- create */
+
+/* Whether downstream takes GstVideoMeta with these caps (asked once per caps). */
+static gboolean downstream_takes_video_meta(GstXmemSrc *self, GstCaps *caps)
+{
+    GstQuery *query = gst_query_new_allocation(caps, FALSE);
+    gboolean ok = gst_pad_peer_query(GST_BASE_SRC_PAD(self), query)
+                  && gst_query_find_allocation_meta(query, GST_VIDEO_META_API_TYPE, NULL);
+    gst_query_unref(query);
+    return ok;
+}
+
+/* Whether the frame's layout is GStreamer's default for its format and size. */
+static gboolean default_layout(const GstVideoInfo *v)
+{
+    GstVideoInfo d;
+    if (!gst_video_info_set_format(&d, GST_VIDEO_INFO_FORMAT(v), GST_VIDEO_INFO_WIDTH(v), GST_VIDEO_INFO_HEIGHT(v)))
+        return FALSE;
+    for (guint i = 0; i < GST_VIDEO_INFO_N_PLANES(v); i++)
+        if (d.stride[i] != v->stride[i] || d.offset[i] != v->offset[i])
+            return FALSE;
+    return TRUE;
+}
+
+/* A copy of the frame (at src, in layout v) in the default layout; NULL when GStreamer cannot map it. */
+static GstBuffer *copy_to_default_layout(const GstVideoInfo *v, const guint8 *src, gsize size)
+{
+    GstVideoInfo d;
+    if (!gst_video_info_set_format(&d, GST_VIDEO_INFO_FORMAT(v), GST_VIDEO_INFO_WIDTH(v), GST_VIDEO_INFO_HEIGHT(v)))
+        return NULL;
+    GstBuffer *in = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, (gpointer)src, size, 0, size, NULL, NULL);
+    gst_buffer_add_video_meta_full(in, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(v), GST_VIDEO_INFO_WIDTH(v),
+                                   GST_VIDEO_INFO_HEIGHT(v), GST_VIDEO_INFO_N_PLANES(v), (gsize *)v->offset,
+                                   (gint *)v->stride);
+    GstBuffer *out = gst_buffer_new_allocate(NULL, GST_VIDEO_INFO_SIZE(&d), NULL);
+    GstVideoFrame fin, fout;
+    gboolean ok = FALSE;
+    if (gst_video_frame_map(&fin, v, in, GST_MAP_READ)) {
+        if (gst_video_frame_map(&fout, &d, out, GST_MAP_WRITE)) {
+            ok = gst_video_frame_copy(&fout, &fin);
+            gst_video_frame_unmap(&fout);
+        }
+        gst_video_frame_unmap(&fin);
+    }
+    gst_buffer_unref(in);
+    if (!ok)
+        gst_clear_buffer(&out);
+    return out;
+}
 
 static GstFlowReturn receive(GstXmemSrc *self, xmem_guard *guard, xmem_buffer_info *info)
 {
@@ -152,11 +216,28 @@ static GstFlowReturn gst_xmem_src_create(GstPushSrc *psrc, GstBuffer **out)
             return GST_FLOW_NOT_NEGOTIATED;
         }
         gst_caps_replace(&self->caps, l.caps);
+        self->video_meta_ok = l.is_video && downstream_takes_video_meta(self, l.caps);
     }
     gst_caps_unref(l.caps);
 
-    GstBuffer *buffer = gst_buffer_new();
-    if (l.data_size > 0) {
+    GstBuffer *buffer = NULL;
+    gboolean copied = FALSE;
+    if (l.is_video && !self->video_meta_ok && !default_layout(&l.vinfo)) {
+        buffer = copy_to_default_layout(&l.vinfo, info.cpu_ptr, (gsize)l.data_size);
+        if (buffer == NULL) {
+            xmem_guard_release(guard);
+            GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                              ("xmemsrc could not copy a received frame into GStreamer's default layout"), (NULL));
+            return GST_FLOW_ERROR;
+        }
+        copied = TRUE;
+        __atomic_fetch_add(&self->frames_copied, 1, __ATOMIC_RELAXED);
+    } else {
+        buffer = gst_buffer_new();
+    }
+    if (copied) {
+        /* the trailer is read below, then the guard released */
+    } else if (l.data_size > 0) {
         SrcMemory *m = g_new0(SrcMemory, 1);
         m->pool = xmemgst_pool_ref(self->pool);
         m->guard = guard;
@@ -164,7 +245,7 @@ static GstFlowReturn gst_xmem_src_create(GstPushSrc *psrc, GstBuffer **out)
                                                                 (gsize)l.data_size, 0, (gsize)l.data_size, m,
                                                                 src_memory_free));
     }
-    if (l.is_video) {
+    if (l.is_video && !copied) {
         GstVideoInfo *v = &l.vinfo;
         gst_buffer_add_video_meta_full(buffer, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(v),
                                        GST_VIDEO_INFO_WIDTH(v), GST_VIDEO_INFO_HEIGHT(v),
@@ -183,7 +264,7 @@ static GstFlowReturn gst_xmem_src_create(GstPushSrc *psrc, GstBuffer **out)
         GST_BUFFER_PTS(buffer) = running_time_now(self);
     }
     GST_BUFFER_OFFSET(buffer) = d.seq;
-    if (l.data_size <= 0)
+    if (copied || l.data_size <= 0)
         xmem_guard_release(guard);
     __atomic_fetch_add(&self->frames_received, 1, __ATOMIC_RELAXED);
     *out = buffer;
@@ -296,6 +377,9 @@ static void gst_xmem_src_get_property(GObject *object, guint id, GValue *value, 
     case PROP_FRAMES_RECEIVED:
         g_value_set_uint64(value, __atomic_load_n(&self->frames_received, __ATOMIC_RELAXED));
         break;
+    case PROP_FRAMES_COPIED:
+        g_value_set_uint64(value, __atomic_load_n(&self->frames_copied, __ATOMIC_RELAXED));
+        break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
     }
     GST_OBJECT_UNLOCK(self);
@@ -339,6 +423,10 @@ static void gst_xmem_src_class_init(GstXmemSrcClass *klass)
     props[PROP_FRAMES_RECEIVED] = g_param_spec_uint64("frames-received", "Frames received",
                                                       "Buffers received (end markers not counted)", 0, G_MAXUINT64, 0,
                                                       G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+    props[PROP_FRAMES_COPIED] = g_param_spec_uint64(
+        "frames-copied", "Frames copied",
+        "Frames copied into GStreamer's default layout because downstream takes no GstVideoMeta", 0, G_MAXUINT64, 0,
+        G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
     g_object_class_install_properties(gobject_class, N_PROPS, props);
 
     gst_element_class_set_static_metadata(element_class, "xmem source", "Source/Video",
