@@ -209,6 +209,24 @@ def test_xmemsink_describes_each_format_with_shape_strides_and_bytes(gst_env, un
             assert counter(out, "frames-zero-copy") == 0 and counter(out, "frames-copied") == N
 
 
+@pytest.mark.parametrize("middle", [
+    "video/x-raw,format=I420,width=64,height=48 ! videoconvert ! video/x-raw,format=RGB",
+    "video/x-raw,format=RGB,width=64,height=48 ! videoscale ! video/x-raw,width=32,height=24",
+    "video/x-raw,width=64,height=48 ! jpegenc ! jpegdec",
+])
+def test_upstream_elements_write_straight_into_xmem_buffers(gst_env, unique_name, middle):
+    name = unique_name("gst")
+    with xmem.BufferPool(name, 32) as pool, pool.channel("frames", depth=8) as ch:
+        proc = launch(gst_env, "videotestsrc num-buffers=%d ! %s ! xmemsink sync=false pool=%s" % (N, middle, name))
+        got = receive_frames(ch, N + 1, proc)
+        out = finish(proc)
+        for b in got[:N]:
+            with b:
+                assert trailer_of(b)[0] & TRAILER_ZERO_COPY
+        got[N].release()
+    assert counter(out, "frames-zero-copy") == N and counter(out, "frames-copied") == 0
+
+
 def test_xmemsink_fanout_gives_every_subscriber_every_frame(gst_env, unique_name):
     name = unique_name("gst")
     with xmem.BufferPool(name, 32) as pool, pool.channel("live", depth=4, mode="fanout") as ch:
