@@ -383,6 +383,29 @@ def test_xmemsrc_renegotiates_when_the_description_changes(gst_env, unique_name,
     assert out_path.read_bytes() == padded.tobytes() + gray.tobytes() + padded.tobytes()
 
 
+def test_xmemsink_follows_caps_changes_mid_stream(gst_env, unique_name):
+    name = unique_name("gst")
+    rgb = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    gray = (np.arange(4 * 6, dtype=np.uint16) * 1000).reshape(4, 6)
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch, \
+            pool.channel("out", depth=8) as out:
+        _send_rgb(pool, ch, rgb, 1)
+        _send_rgb(pool, ch, gray, 2, content_type="image/gray16")
+        _send_rgb(pool, ch, rgb, 3)
+        _send_eos(pool, ch)
+        # xmemsrc renegotiates at each change; xmemsink describes each buffer by the caps it came with.
+        proc = launch(gst_env, "xmemsrc pool=%s ! xmemsink sync=false channel=out pool=%s" % (name, name))
+        got = receive_frames(out, 4, proc)
+        finish(proc)
+        assert [b.content_type for b in got] == ["video/RGB;w=7;h=5", "video/GRAY16_LE;w=6;h=4", "video/RGB;w=7;h=5",
+                                                 EOS_CONTENT_TYPE]
+        assert np.array_equal(got[0].numpy(), rgb) and got[0].strides == (24, 3, 1)
+        assert np.array_equal(got[1].numpy(), gray) and got[1].dtype == "uint16"
+        assert np.array_equal(got[2].numpy(), rgb)
+        for b in got:
+            b.release()
+
+
 def test_xmemsink_to_xmemsrc_keeps_pts_duration_and_caps(gst_env, unique_name, tmp_path):
     name = unique_name("gst")
     ref_path, out_path = tmp_path / "ref.raw", tmp_path / "out.raw"
