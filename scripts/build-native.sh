@@ -5,6 +5,7 @@
 #   3. builds the offline-installable wheel dist/xmem-<version>-cp311-cp311-linux_x86_64.whl (for $PYTHON's
 #      version) from python/pyproject.toml: setuptools + Cython (the compiled module xmem._xmem), the ctypes
 #      fallback and libxmem.so, with pip's --no-build-isolation so that nothing is downloaded
+#   4. builds the GStreamer plugin artifacts/gstreamer/libgstxmem.so (gstreamer/build.sh; xmemsink, xmemsrc)
 #
 # Usage: scripts/build-native.sh            (env: XMEM_CONFIG=Release, PYTHON=/usr/bin/python3)
 set -euo pipefail
@@ -33,3 +34,6 @@ echo "build-native: $python -m pip wheel ./python (setuptools + Cython, offline)
 XMEM_NATIVE_LIB="$root/artifacts/native/libxmem.so" "$python" -m pip wheel --no-build-isolation --no-deps --no-index \
     --disable-pip-version-check --quiet --wheel-dir dist/ ./python
 ls dist/xmem-*.whl
+
+echo "build-native: gstreamer/build.sh (libgstxmem.so: xmemsink, xmemsrc)"
+./gstreamer/build.sh

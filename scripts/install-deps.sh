@@ -11,6 +11,9 @@
 #                             the bfd linker); objcopy (binutils) does
 #                             StripSymbols. No clang/lld/zlib1g-dev needed:
 #                             the NativeAOT runtime pack ships its own libz.a.
+#   gstreamer1.0-*,           the GStreamer plugin (gstreamer/: headers, pkg-config)
+#   libgstreamer*-dev         and its tests (gst-launch-1.0, videotestsrc, videoconvert,
+#                             gdppay/tcpserversink, rtpvrawpay: -base, -good, -bad)
 #   python3-*                 Python package tests, run with /usr/bin/python3
 #                             (the pyenv python3 has no pytest/numpy and PyPI
 #                             is unreachable here).
@@ -32,6 +35,12 @@ PACKAGES=(
     python3-pytest
     python3-numpy
     python3-torch
+    libgstreamer1.0-dev
+    libgstreamer-plugins-base1.0-dev
+    gstreamer1.0-tools
+    gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad
 )
 
 check_only=0
