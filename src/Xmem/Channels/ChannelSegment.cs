@@ -43,7 +43,7 @@ internal sealed unsafe class ChannelSegment : IDisposable
     internal RingCell* Cell(int k, ulong pos) =>
         (RingCell*)(_base + ChannelLayout.HeaderSize + (k * Stride) + ChannelLayout.RingHeaderSize + ((long)(pos & (ulong)Mask) * ChannelLayout.CellSize));
 
-    internal static string ObjectName(string bare, ulong poolInstance, string channel) => PoolName.InstancePrefix(bare, poolInstance) + "c" + channel;
+    internal static string ObjectName(string bare, ulong poolInstance, string channel) => SegmentNames.Channel(bare, poolInstance, channel);
 
     /// <summary>Checks a channel name: 1–48 of [A-Za-z0-9._-], not starting with '.'.</summary>
     internal static void ValidateName(string name)
@@ -125,7 +125,7 @@ internal sealed unsafe class ChannelSegment : IDisposable
     /// creator killed before the link leaves only the private object, which goes with the pool's other objects.</summary>
     private static ChannelSegment? TryCreate(string bare, ulong poolInstance, string obj, string name, int depth, uint mode, SegmentAccess access)
     {
-        string tmp = PoolName.InstancePrefix(bare, poolInstance) + "n" + name + "." + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+        string tmp = SegmentNames.ChannelDraft(bare, poolInstance, name, BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)));
         ChannelSegment? seg = null;
         try
         {

@@ -218,15 +218,15 @@ internal sealed unsafe class DataSegments
                     continue;
                 }
 
-                string[] parts = file[prefix.Length..].Split(".g");
-                if (parts.Length == 2 && int.TryParse(parts[0], out int slot) && uint.TryParse(parts[1], out uint g) && (uint)slot < (uint)_control.Capacity)
+                if (SegmentNames.TryParse(file, Bare, out SegmentName n) && n.Kind == SegmentKind.Data && n.Instance == _control.Instance
+                    && (uint)n.Slot < (uint)_control.Capacity)
                 {
-                    if (!bySlot.TryGetValue(slot, out var list))
+                    if (!bySlot.TryGetValue(n.Slot, out var list))
                     {
-                        bySlot[slot] = list = [];
+                        bySlot[n.Slot] = list = [];
                     }
 
-                    list.Add((g, file));
+                    list.Add((n.MemGen, file));
                 }
             }
         }

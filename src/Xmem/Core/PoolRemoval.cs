@@ -254,14 +254,14 @@ internal static unsafe class PoolRemoval
     {
         var denied = new List<string>();
         string dir = SharedMemoryDirectory.Path;
-        string prefix = instance == 0 ? LayoutConstants.ObjectPrefix + bare + "." : PoolName.InstancePrefix(bare, instance);
+        string prefix = instance == 0 ? SegmentNames.PoolPrefix(bare) : SegmentNames.InstancePrefix(bare, instance);
         try
         {
             foreach (string path in Directory.EnumerateFiles(dir))
             {
                 // Filtered here rather than by a search pattern, whose "name.*" would match "name" itself.
                 string file = Path.GetFileName(path);
-                if (!file.StartsWith(prefix, StringComparison.Ordinal) || (instance == 0 && !LooksLikeInstanceSegment(file, bare)))
+                if (!file.StartsWith(prefix, StringComparison.Ordinal) || (instance == 0 && !(SegmentNames.TryParse(file, bare, out SegmentName n) && n.Kind != SegmentKind.Control)))
                 {
                     continue; // not ours, or another pool whose name merely starts with this one's
                 }
@@ -281,19 +281,4 @@ internal static unsafe class PoolRemoval
 
         return denied;
     }
-
-    private static bool LooksLikeInstanceSegment(string file, string bare)
-    {
-        // xmem.v1.<bare>.<16 hex>.(s|p)...
-        int start = LayoutConstants.ObjectPrefix.Length + bare.Length + 1;
-        if (file.Length <= start)
-        {
-            return false;
-        }
-
-        string rest = file[start..];
-        return rest.Length > 18 && rest[16] == '.' && rest.AsSpan(0, 16).IndexOfAnyExcept(HexDigits) < 0;
-    }
-
-    private static readonly System.Buffers.SearchValues<char> HexDigits = System.Buffers.SearchValues.Create("0123456789abcdef");
 }
