@@ -1,5 +1,5 @@
 """Type stubs of xmem's compiled module (_xmem.pyx). Its classes are the bases of xmem.BufferPool and
-xmem.BufferGuard, whose annotated definitions in _pool.py are the API; these stubs cover what the module itself
+xmem.BufferGuard, whose annotated definitions in _pool.py, _guard.py and _views.py are the API; these stubs cover what the module itself
 exports."""
 
 from typing import Any, Dict, Optional, Tuple

@@ -16,12 +16,12 @@ Invariants
     uninterruptible step (no Python code, no signal check in between) as the handle is released, forgotten or sent,
     so a handle is given back exactly once.
   * The native calls that hand out a guard write its handle and info straight into the C fields of a guard object
-    made before the call (as the ctypes implementation's pending guards, xmem._pool._PENDING): the moment the call
+    made before the call (as the ctypes implementation's pending guards, xmem._guard.PENDING): the moment the call
     returns the reference is owned by an object whose __dealloc__ releases it (no interrupt, no failed allocation can
     leave it owned by nothing). A pending guard made by the Python code (``_h = _PENDING``, then ``_out``) is
     finished by ``_h = out.guard``; until then ``__dealloc__`` releases ``_out.guard``.
   * Fork: every pool stamps the fork generation it was opened in (``PoolBase.gen``, ``_gen``), and
-    ``xmem._pool._fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
+    ``xmem._lifecycle.fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
     fork(): its reference (and any lease) is the parent's, so its release/forget/exit/dealloc never call the
     library here, and using it raises PoolClosedError naming fork. Objects the child makes itself work normally.
   * Every buffer export (``__getbuffer__``) takes its own native lease (xmem_guard_lease_view) and drops it in
@@ -147,7 +147,7 @@ DEF I64_MAX = 0x7FFFFFFFFFFFFFFF
 # A blocking call waits at most this long per native call: between slices the signal handlers run (Ctrl-C).
 DEF SLICE_NS = 100000000
 
-# xmem._pool._fork_gen (given by install()): [the fork generation of this process]; see "Fork" above.
+# xmem._lifecycle.fork_gen (given by install()): [the fork generation of this process]; see "Fork" above.
 cdef list fork_gen = None
 
 # Python objects of the package, given by install().
@@ -370,7 +370,7 @@ cdef class GuardBase:
     cdef uint64_t gh
     cdef xmem_buffer_info info
     cdef bint ro
-    cdef bint pending  # made by xmem._pool._pending_guard, its native call not yet taken: the handle is in out_obj
+    cdef bint pending  # made by xmem._guard.pending_guard, its native call not yet taken: the handle is in out_obj
     cdef PoolBase pool_obj
     cdef long long gen  # pool_obj's fork generation, kept here so that __dealloc__ never needs pool_obj (which a
                         # garbage collection of a cycle may have cleared first)
@@ -394,7 +394,7 @@ cdef class GuardBase:
 
     @_h.setter
     def _h(self, value):
-        if value == -1:  # xmem._pool._PENDING: the native call will fill _out
+        if value == -1:  # xmem._guard.PENDING: the native call will fill _out
             self.pending = True
             self.gh = 0
             return
@@ -781,7 +781,7 @@ def install(lib, pool_cls, guard_cls, names):
     inherited_message = names["inherited_message"]
     gens = names["fork_gen"]
     if type(gens) is not list or len(gens) != 1 or type(gens[0]) is not int:
-        raise TypeError("xmem._xmem.install: fork_gen must be xmem._pool._fork_gen, a list of one int")
+        raise TypeError("xmem._xmem.install: fork_gen must be xmem._lifecycle.fork_gen, a list of one int")
     fork_gen = gens
     guard_type = guard_cls
     guard_tp = <PyTypeObject *>guard_cls

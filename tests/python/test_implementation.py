@@ -61,18 +61,18 @@ def test_both_implementations_document_the_same_methods():
 
 
 def test_a_pending_guard_owns_the_reference_its_native_call_wrote_in_both_implementations(unique_name):
-    """xmem._pool._pending_guard (the ctypes code's interrupt-safe guards: _h = _PENDING, the native call writes into
+    """xmem._guard.pending_guard (the ctypes code's interrupt-safe guards: _h = _PENDING, the native call writes into
     _out) works on either base: finished by ``_h = out.guard`` it is a normal guard with the call's info; dropped
     before that (an interrupt right after the call), it releases the reference the call wrote into its _out."""
     import ctypes
     import gc
 
-    from xmem import _pool
+    from xmem import _guard, _pool
 
     with xmem.BufferPool(unique_name(), 2) as pool:
         with pool.acquire_cpu(16) as g:
             i = g.meta_index
-            p = _pool._pending_guard(pool, True)
+            p = _guard.pending_guard(pool, True)
             out = p._out
             assert _pool._pool_get(pool._h, i, ctypes.byref(out), ctypes.byref(out, 8)) == 0
             p._h = out.guard
@@ -81,7 +81,7 @@ def test_a_pending_guard_owns_the_reference_its_native_call_wrote_in_both_implem
             p.release()
             assert pool.ref_count(i) == 1
 
-            p = _pool._pending_guard(pool, False)
+            p = _guard.pending_guard(pool, False)
             out = p._out
             assert _pool._pool_get_mut(pool._h, i, ctypes.byref(out), ctypes.byref(out, 8)) == 0
             assert pool.ref_count(i) == 2
