@@ -290,9 +290,26 @@ cdef class PoolBase:
             raise self._fail(rc)
         return g
 
+    def acquire_cpu(self, size=None, timeout=None, *, shape=None, dtype=None, strides=None, seq=0,
+                    content_type="", producer=""):
+        # The whole call in C when nothing is to be described (the common case: no Python frame, no second call);
+        # a description goes through BufferPool._acquire_described, shared with the ctypes implementation.
+        cdef int overflow = 0
+        cdef long long n
+        if shape is None and dtype is None and strides is None and seq == 0 and not content_type and not producer:
+            if PyLong_CheckExact(size):
+                n = PyLong_AsLongLongAndOverflow(size, &overflow)
+                if not overflow and n > 0:
+                    return self.acquire(n, timeout)
+            return self.acquire(self._size_arg(size), timeout)
+        return self._acquire_described(size, timeout, shape, dtype, strides, seq, content_type, producer)
+
     def _acquire_cpu(self, size, timeout):
+        return self.acquire(size, timeout)
+
+    cdef GuardBase acquire(self, int64_t n, object timeout):
         cdef xmem_status rc
-        cdef int64_t n = size, deadline, wait
+        cdef int64_t deadline, wait
         cdef uint64_t h = self.ph
         cdef double t
         cdef GuardBase g = empty_guard(self, False)
@@ -326,7 +343,7 @@ cdef class PoolBase:
         return g
 
 
-POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_cpu")
+POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "acquire_cpu", "_acquire_cpu")
 
 
 # ---------------------------------------------------------------------------------------------------- guard

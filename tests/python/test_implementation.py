@@ -88,3 +88,31 @@ def test_a_pending_guard_owns_the_reference_its_native_call_wrote_in_both_implem
             del p, out  # never finished: the reference is in _out only
             gc.collect()
             assert pool.ref_count(i) == 1
+
+
+@pytest.mark.skipif(xmem.implementation != "compiled", reason="the compiled implementation's hot paths")
+def test_the_compiled_hot_paths_run_without_a_python_frame():
+    """acquire_cpu (its keyword handling included), get and the counts are compiled methods, not Python functions
+    that call one (issue 16: the Python-level acquire_cpu wrapper cost more than the native acquire)."""
+    import types
+
+    for name in ("acquire_cpu", "get", "get_mut", "add_ref", "release", "ref_count"):
+        fn = getattr(xmem.BufferPool, name)
+        assert not isinstance(fn, types.FunctionType), name
+    assert not isinstance(xmem.BufferGuard.release, types.FunctionType)
+
+
+def test_acquire_cpu_checks_its_size_the_same_way_in_both_implementations(unique_name):
+    with xmem.BufferPool(unique_name(), 2) as pool:
+        for bad, exc in ((0, xmem.InvalidArgumentError), (-1, xmem.InvalidArgumentError),
+                         (1 << 63, xmem.InvalidArgumentError), (1 << 70, xmem.InvalidArgumentError),
+                         (None, TypeError), (8.0, TypeError), ("8", TypeError)):
+            with pytest.raises(exc):
+                pool.acquire_cpu(bad)
+        with pool.acquire_cpu(True) as g:  # an int subclass: its __index__
+            assert g.size == 1
+        with pool.acquire_cpu(size=16, timeout=None) as g:
+            assert g.size == 16
+        with pool.acquire_cpu(shape=(2, 3), dtype="float32", seq=5) as g:
+            assert g.size == 24 and g.shape == (2, 3) and g.seq == 5
+        assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
