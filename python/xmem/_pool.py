@@ -22,7 +22,7 @@ from ._errors import GuardInvalidError, InvalidArgumentError, PoolClosedError, R
 from ._guard import PENDING as _PENDING, BufferGuard
 from ._lifecycle import fork_gen, inherited_message, open_pools
 from ._native import GuardOut
-from ._views import DLPACK_DELETER_OFFSET, GUARD_INVALID_MESSAGE
+from ._views import DLPACK_DELETER_OFFSET, GUARD_INVALID_MESSAGE, GuardViews
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._channel import Channel
@@ -471,4 +471,5 @@ _accel.install(BufferPool, BufferGuard, {
     "inherited_message": inherited_message,
     "fork_gen": fork_gen,
     "dlpack_deleter_offset": DLPACK_DELETER_OFFSET,
+    "views_class": GuardViews,
 })

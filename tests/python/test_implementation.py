@@ -116,3 +116,48 @@ def test_acquire_cpu_checks_its_size_the_same_way_in_both_implementations(unique
         with pool.acquire_cpu(shape=(2, 3), dtype="float32", seq=5) as g:
             assert g.size == 24 and g.shape == (2, 3) and g.seq == 5
         assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
+
+
+@pytest.mark.skipif(xmem.implementation != "compiled", reason="the compiled implementation's hot paths")
+def test_the_compiled_hot_paths_run_no_python_code_of_the_package(unique_name):
+    """acquire_cpu, get, the counts, release, memoryview(), numpy() and DLPack (numpy.from_dlpack) of a CPU buffer
+    run in the compiled module alone: no function of the package's Python modules (and so no ctypes call they would
+    make) runs during them. Issue 16: numpy() and __dlpack__ built ctypes objects on every call."""
+    import os
+    import sys
+
+    np = pytest.importorskip("numpy")
+    package_dir = os.path.dirname(os.path.abspath(xmem.__file__)) + os.sep
+    with xmem.BufferPool(unique_name(), 4) as pool:
+        with pool.acquire_cpu(shape=(4, 6), dtype="float32") as described, pool.acquire_cpu(64) as plain:
+            numpy_module = np.asarray(described).__class__  # numpy imported and the module's dtype table made
+            described.numpy()
+            del numpy_module
+            ran = []
+
+            def profile(frame, event, arg):
+                if event == "call" and frame.f_code.co_filename.startswith(package_dir):
+                    ran.append("%s:%d %s" % (os.path.basename(frame.f_code.co_filename), frame.f_lineno,
+                                             frame.f_code.co_name))
+
+            sys.setprofile(profile)
+            try:
+                with pool.acquire_cpu(128) as g:
+                    pool.add_ref(g.meta_index)
+                    pool.release(g.meta_index)
+                    pool.ref_count(g.meta_index)
+                    with pool.get(g.meta_index):
+                        pass
+                    g.memoryview()[0] = 1
+                a = described.numpy()
+                b = plain.numpy()
+                c = np.from_dlpack(described)
+                d = np.from_dlpack(plain)
+            finally:
+                sys.setprofile(None)
+            assert ran == []
+            assert a.shape == (4, 6) and a.dtype == np.float32 and b.shape == (64,) and b.dtype == np.uint8
+            assert c.shape == (4, 6) and c.dtype == np.float32 and d.shape == (64,)
+            a[1, 2] = 7.5
+            assert c[1, 2] == 7.5 and described.numpy()[1, 2] == 7.5
+            del a, b, c, d
