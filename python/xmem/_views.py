@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 from . import _description, _native
 from ._check import I64_MAX, as_int, check
-from ._errors import GuardInvalidError, InvalidArgumentError
-from ._lifecycle import fork_gen
+from ._errors import GuardInvalidError, InvalidArgumentError, PoolClosedError, Status
+from ._lifecycle import fork_gen, inherited_message
 from ._native import BUFFER_CUDA, DLPackRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,6 +144,15 @@ class GuardViews:
     def _tensor(self) -> Tuple[str, Tuple[int, ...], Tuple[int, ...]]:  # pragma: no cover - BufferGuard's
         raise NotImplementedError
 
+    def _live(self) -> None:
+        """Raises unless the guard owns its reference in this process: GuardInvalidError once it let go of it,
+        PoolClosedError naming fork when it was inherited (a view made now would hold a lease that is the parent's)."""
+        if not self._h:
+            raise GuardInvalidError(GUARD_INVALID_MESSAGE)
+        pool = self._pool
+        if pool._gen != fork_gen[0]:
+            raise PoolClosedError(inherited_message(pool._name), Status.DISPOSED)
+
 
     def _view_lease(self) -> ViewLease:
         lease = self._lease
@@ -156,8 +165,7 @@ class GuardViews:
     def memoryview(self) -> memoryview:
         """A zero-copy ``memoryview`` of the bytes (format ``'B'``), read-only for a guard from ``get``. It keeps the
         memory mapped while it lives (see the class notes)."""
-        if not self._h:
-            raise GuardInvalidError(GUARD_INVALID_MESSAGE)
+        self._live()
         lease = self._lease or self._view_lease()
         arr = (c_ubyte * lease.size).from_address(lease.ptr)
         arr._xmem_lease = lease  # the array owns the lease; the memoryview owns the array
@@ -189,8 +197,7 @@ class GuardViews:
             import numpy as np
         except ImportError:  # pragma: no cover - exercised only without numpy
             raise ImportError("BufferGuard.numpy() needs NumPy; install it (pip install numpy) or use memoryview().") from None
-        if not self._h:
-            raise GuardInvalidError(GUARD_INVALID_MESSAGE)
+        self._live()
         strides = None
         if dtype is None:
             name, dshape, dstrides = self._tensor()
@@ -235,8 +242,7 @@ class GuardViews:
         are ordered before work on it. CPU buffers have no such attribute (``hasattr`` is False)."""
         if not self._out.flags & BUFFER_CUDA:
             raise AttributeError("__cuda_array_interface__: the buffer in slot %d is in CPU memory" % self._out.meta_index)
-        if not self._h:
-            raise GuardInvalidError(GUARD_INVALID_MESSAGE)
+        self._live()
         name, shape, strides = self._tensor()
         typestr = _description.TYPESTR.get(name)
         if typestr is None:
@@ -278,8 +284,7 @@ class GuardViews:
         ``(kDLCUDA, device_id)``; the tensor holds a reference to the buffer of its own, and ``stream`` (the
         consumer's stream: None or 1 the legacy default stream, 2 the per-thread one, another int a ``CUstream``,
         -1 none) is made to wait for the buffer's recorded writes before the capsule is returned."""
-        if not self._h:
-            raise GuardInvalidError(GUARD_INVALID_MESSAGE)
+        self._live()
         if copy:
             raise BufferError("xmem exports zero-copy views only; copy the array after importing it.")
         device = self.__dlpack_device__()

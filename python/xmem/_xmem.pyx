@@ -26,6 +26,9 @@ Invariants
     library here, and using it raises PoolClosedError naming fork. Objects the child makes itself work normally.
   * Every buffer export (``__getbuffer__``) takes its own native lease (xmem_guard_lease_view) and drops it in
     ``__releasebuffer__``: a view never outlives the mapping, whatever happens to the guard or the pool.
+    ``memoryview()``, ``numpy()`` and the Python views share one ``Lease`` object per guard (cached in
+    ``lease_obj``, let go with the reference): the views made from it hold it, not the guard, so a view never keeps
+    a reference alive. DLPack tensors hold a lease of their own, taken by the library.
   * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
     and the export checks the extent again before handing out a pointer.
 """
