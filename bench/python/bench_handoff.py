@@ -1,21 +1,34 @@
 #!/usr/bin/env python3
-"""Frame handoff between two Python processes: an xmem channel beside multiprocessing.shared_memory + Pipe.
+"""Frame handoff between two Python processes: an xmem channel beside multiprocessing.shared_memory + Pipe and
+torch.multiprocessing, and the paced send -> recv latency of a channel beside an index through a Pipe.
 
-    python3 bench/python/bench_handoff.py [--runs 5] [--lockstep 200] [--stream 300]
+    python3 bench/python/bench_handoff.py [--runs 5] [--lockstep 200] [--stream 300] [--paced 200] [--gap-ms 1]
+                                          [--no-torch]
 
 Follows ../shared/benchmark-protocol.md (the same frame, stamping, checksum and stages as ../shared/peers/py/
-peer_shm.py, whose shm_pipe mode is repeated here so that both come from the same run):
+peer_shm.py and peer_torch.py, repeated here so that every figure comes from the same run):
 
   xmem       pool of 4 slots (pre-faulted), queue channel of depth 4. Producer: acquire_cpu(frame, timeout), stamp
-             one byte per page through memoryview(buf) (buf.memoryview() without the buffer protocol), seq and t0 in
-             the first 16 bytes, ch.send(buf). Consumer: ch.recv(), memoryview, checksum, reply, release. Stream: at
-             most 4 frames in flight because the pool has 4 slots (acquire waits for a release).
-  shm_pipe   4 SharedMemory segments created and attached once; (idx, seq, t0) through a multiprocessing Pipe;
-             a LIFO free list refilled from the consumer's replies.
+             one byte per page through memoryview(buf) (buf.memoryview() without the buffer protocol), seq in the
+             first 16 bytes, ch.send(buf). Consumer: ch.recv(), memoryview, checksum, reply, release. Stream: at most
+             4 frames in flight because the pool has 4 slots (acquire waits for a release).
+  shm_pipe   4 SharedMemory segments created and attached once; (idx, seq, t0) through a multiprocessing Pipe; a
+             LIFO free list refilled from the consumer's replies.
+  torch      peer_torch.py's "prealloc" mode: 4 uint8 tensors shared once (share_memory_(), the file_descriptor
+             strategy), (seq, tensor) through a torch.multiprocessing Queue, stamped with t[128::4096].fill_ and
+             checksummed with t[128::4096].sum(); a LIFO free list refilled from the replies.
 
-Replies ({seq, t_recv, t_done}) go back through a multiprocessing Pipe in both. Producer on CPU 0, consumer on CPU 1
-(spawned, so no pool handle crosses a fork). Prints RESULT lines (per-run medians, min and max over runs) and a
-summary of xmem / shm_pipe ratios. Which xmem implementation runs: XMEM_IMPLEMENTATION (compiled or ctypes).
+Replies ({seq, t_recv, t_done}) go back through a multiprocessing Pipe in all three. Producer on CPU 0, consumers on
+CPU 1 (spawned, so no pool handle crosses a fork). The peers are measured in interleaved rounds (round r runs every
+peer's lockstep and stream before round r+1 starts; round 0 is the warm-up), so that a noisy neighbour hits them alike.
+
+Paced latency: every ``--gap-ms`` the producer sends one message to a consumer that sleeps in the kernel waiting for
+it; the latency is the consumer's CLOCK_MONOTONIC after its receive returned minus the producer's just before the
+send. xmem: a 64-byte buffer (acquired before the clock starts) through ch.send / ch.recv; pipe: the index alone
+(conn.send(int) / conn.recv()). Interleaved rounds too.
+
+Prints RESULT lines (median of the per-run medians, min and max of them over runs) and SUMMARY lines with ratios.
+Which xmem implementation runs: XMEM_IMPLEMENTATION (compiled or ctypes).
 """
 
 import argparse
@@ -32,9 +45,10 @@ PAGE = 4096
 STAMP_OFF = 128
 NPAGES = len(range(STAMP_OFF, FRAME, PAGE))
 NBUF = 4
-HDR = struct.Struct("<QQ")  # seq, t0
+HDR = struct.Struct("<QQ")  # seq, reply wanted
 now = time.monotonic_ns
 HAS_BUFFER_PROTOCOL = xmem.implementation == "compiled" or sys.version_info >= (3, 12)
+STAGES = ("acquire", "stamp", "send", "deliver", "checksum", "one_way", "round_trip")
 
 
 def pin(cpu):
@@ -61,21 +75,32 @@ def median(v):
     return v[len(v) // 2]
 
 
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))]
+
+
+def open_pool(name):
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return xmem.BufferPool.open(name)
+        except xmem.PoolNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 # ---------------------------------------------------------------------------------------------------- consumers
 
 
 def xmem_consumer(name, conn):
     pin(1)
-    pool = None
-    while pool is None:
-        try:
-            pool = xmem.BufferPool.open(name)
-        except xmem.PoolNotFoundError:
-            time.sleep(0.01)
+    pool = open_pool(name)
     ch = pool.channel("frames", depth=NBUF)
     conn.send("ready")
     while True:
-        buf = ch.recv(timeout=60)
+        buf = ch.recv(timeout=120)
         t_recv = now()
         mv = view(buf)
         seq, reply = HDR.unpack_from(mv, 0)
@@ -100,6 +125,7 @@ def shm_consumer(names, conn):
     pin(1)
     shms = [shared_memory.SharedMemory(name=n) for n in names]
     views = [s.buf for s in shms]
+    conn.send("ready")
     while True:
         msg = conn.recv()
         if msg is None:
@@ -118,161 +144,336 @@ def shm_consumer(names, conn):
         s.close()
 
 
-# ---------------------------------------------------------------------------------------------------- producers
+def torch_consumer(q, conn):
+    pin(1)
+    import torch
+    torch.set_num_threads(1)
+    conn.send("ready")
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        seq, t = item
+        t_recv = now()
+        cs = int(t[STAMP_OFF::PAGE].sum())
+        if cs != (seq & 0xFF) * NPAGES:
+            print("torch: checksum mismatch at seq %d" % seq, file=sys.stderr)
+            os._exit(3)
+        t_done = now()
+        conn.send((seq, t_recv, t_done))
+        del t, item
 
-STAGES = ("acquire", "stamp", "send", "deliver", "checksum", "one_way", "round_trip")
+
+def xmem_latency_consumer(name, conn):
+    pin(1)
+    pool = open_pool(name)
+    ch = pool.channel("paced", depth=8)
+    conn.send("ready")
+    got = []
+    while True:
+        buf = ch.recv(timeout=120)
+        t = now()
+        seq = HDR.unpack_from(view(buf), 0)[0]
+        buf.release()
+        if seq == 0:
+            conn.send(got)
+            got = []
+            continue
+        if seq == 1 << 63:
+            break
+        got.append(t)
+    ch.close()
+    pool.close()
 
 
-def run_xmem(runs, lockstep, stream):
-    ctx = get_context("spawn")
-    name = "bench-handoff-%d" % os.getpid()
-    pconn, cconn = ctx.Pipe()
-    pool = xmem.BufferPool(name, NBUF)
-    ch = pool.channel("frames", depth=NBUF)
-    # Pre-fault every slot: acquire all, touch every page, release.
-    bufs = [pool.acquire_cpu(FRAME) for _ in range(NBUF)]
-    for b in bufs:
-        b.memoryview()[:] = bytes(FRAME)
-        b.release()
-    proc = ctx.Process(target=xmem_consumer, args=(name, cconn))
-    proc.start()
-    assert pconn.recv() == "ready"
-    pin(0)
-    acquire = pool.acquire_cpu
-    send = ch.send
+def pipe_latency_consumer(conn):
+    pin(1)
+    conn.send("ready")
+    got = []
+    while True:
+        seq = conn.recv()
+        t = now()
+        if seq == 0:
+            conn.send(got)
+            got = []
+            continue
+        if seq < 0:
+            break
+        got.append(t)
 
-    def one(seq, reply):
+
+# ---------------------------------------------------------------------------------------------------- frame peers
+
+
+def lockstep_samples(one, reply, n, seq):
+    samples = []
+    for _ in range(n):
+        seq += 1
+        t0, t_acq, t_st, t_sent = one(seq, True)
+        rseq, t_recv, t_done = reply()
+        t_back = now()
+        assert rseq == seq, (rseq, seq)
+        samples.append(((t_acq - t0) / 1e3, (t_st - t_acq) / 1e3, (t_sent - t_st) / 1e3, (t_recv - t_sent) / 1e3,
+                        (t_done - t_recv) / 1e3, (t_done - t0) / 1e3, (t_back - t0) / 1e3))
+    return samples, seq
+
+
+class XmemFrames:
+    name = "xmem." + xmem.implementation
+
+    def start(self):
+        ctx = get_context("spawn")
+        self.pool_name = "bench-handoff-%d" % os.getpid()
+        self.conn, cconn = ctx.Pipe()
+        self.pool = xmem.BufferPool(self.pool_name, NBUF)
+        self.ch = self.pool.channel("frames", depth=NBUF)
+        bufs = [self.pool.acquire_cpu(FRAME) for _ in range(NBUF)]  # pre-fault every slot
+        for b in bufs:
+            b.memoryview()[:] = bytes(FRAME)
+            b.release()
+        self.proc = ctx.Process(target=xmem_consumer, args=(self.pool_name, cconn))
+        self.proc.start()
+        assert self.conn.recv() == "ready"
+        self.seq = 0
+
+    def one(self, seq, reply):
         t0 = now()
-        buf = acquire(FRAME, 30)
+        buf = self.pool.acquire_cpu(FRAME, 30)
         t_acq = now()
         mv = view(buf)
         stamp(mv, seq)
         HDR.pack_into(mv, 0, seq, 1 if reply else 0)
         mv.release()
         t_st = now()
-        send(buf)
+        self.ch.send(buf)
         return t0, t_acq, t_st, now()
 
-    per_run, fps = [], []
-    seq = 0
-    try:
-        for r in range(runs + 1):
-            samples = []
-            for _ in range(16 if r == 0 else lockstep):
-                seq += 1
-                t0, t_acq, t_st, t_sent = one(seq, True)
-                rseq, t_recv, t_done = pconn.recv()
-                t_back = now()
-                assert rseq == seq
-                samples.append(((t_acq - t0) / 1e3, (t_st - t_acq) / 1e3, (t_sent - t_st) / 1e3,
-                                (t_recv - t_sent) / 1e3, (t_done - t_recv) / 1e3, (t_done - t0) / 1e3,
-                                (t_back - t0) / 1e3))
-            if r:
-                per_run.append(samples)
-        for r in range(runs + 1):
-            t_first = now()
-            for k in range(stream):
-                seq += 1
-                one(seq, k == stream - 1)  # the pool's 4 slots bound the frames in flight
-            rseq, _, t_last = pconn.recv()
-            assert rseq == seq
-            if r:
-                fps.append(stream / ((t_last - t_first) / 1e9))
-        buf = acquire(16, 30)
-        HDR.pack_into(buf.memoryview(), 0, 0, 0)
-        send(buf)
-        proc.join(30)
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        ch.close()
-        pool.close()
-        xmem.BufferPool.remove(name)
-    return per_run, fps
+    def lockstep(self, n):
+        samples, self.seq = lockstep_samples(self.one, self.conn.recv, n, self.seq)
+        return samples
+
+    def stream(self, n):
+        t_first = now()
+        for k in range(n):
+            self.seq += 1
+            self.one(self.seq, k == n - 1)  # the pool's 4 slots bound the frames in flight
+        rseq, _, t_last = self.conn.recv()
+        assert rseq == self.seq
+        return n / ((t_last - t_first) / 1e9)
+
+    def stop(self):
+        try:
+            buf = self.pool.acquire_cpu(16, 30)
+            HDR.pack_into(buf.memoryview(), 0, 0, 0)
+            self.ch.send(buf)
+            self.proc.join(30)
+        finally:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.ch.close()
+            self.pool.close()
+            xmem.BufferPool.remove(self.pool_name)
 
 
-def run_shm_pipe(runs, lockstep, stream):
-    ctx = get_context("spawn")
-    pconn, cconn = ctx.Pipe()
-    pool = []
-    for _ in range(NBUF):
-        s = shared_memory.SharedMemory(create=True, size=FRAME)
-        s.buf[:] = bytes(FRAME)
-        pool.append(s)
-    proc = ctx.Process(target=shm_consumer, args=([s.name for s in pool], cconn))
-    proc.start()
-    pin(0)
-    free = list(range(NBUF - 1, -1, -1))
-    slot_of = {}
+class FreeListPeer:
+    """A peer whose producer keeps a LIFO free list of 4 buffers, refilled from the consumer's replies."""
 
-    def one(seq):
+    def lockstep(self, n):
+        samples, self.seq = lockstep_samples(self.one, self.reply, n, self.seq)
+        return samples
+
+    def reply(self):
+        r = self.conn.recv()
+        self.free.append(self.slot_of.pop(r[0]))
+        return r
+
+    def stream(self, n):
+        inflight = 0
+        t_first = t_last = now()
+        for _ in range(n):
+            if inflight == NBUF:
+                t_last = self.reply()[2]
+                inflight -= 1
+            self.seq += 1
+            self.one(self.seq, True)
+            inflight += 1
+        while inflight:
+            t_last = self.reply()[2]
+            inflight -= 1
+        return n / ((t_last - t_first) / 1e9)
+
+
+class ShmPipe(FreeListPeer):
+    name = "py.shm_pipe"
+
+    def start(self):
+        ctx = get_context("spawn")
+        self.conn, cconn = ctx.Pipe()
+        self.shms = []
+        for _ in range(NBUF):
+            s = shared_memory.SharedMemory(create=True, size=FRAME)
+            s.buf[:] = bytes(FRAME)
+            self.shms.append(s)
+        self.proc = ctx.Process(target=shm_consumer, args=([s.name for s in self.shms], cconn))
+        self.proc.start()
+        assert self.conn.recv() == "ready"
+        self.free = list(range(NBUF - 1, -1, -1))
+        self.slot_of = {}
+        self.seq = 0
+
+    def one(self, seq, reply):
         t0 = now()
-        idx = free.pop()
-        slot_of[seq] = idx
-        mv = pool[idx].buf
+        idx = self.free.pop()
+        self.slot_of[seq] = idx
+        mv = self.shms[idx].buf
         t_acq = now()
         stamp(mv, seq)
         t_st = now()
-        pconn.send((idx, seq, t0))
+        self.conn.send((idx, seq, t0))
         return t0, t_acq, t_st, now()
 
-    def reply():
-        r = pconn.recv()
-        free.append(slot_of.pop(r[0]))
-        return r
-
-    per_run, fps = [], []
-    seq = 0
-    try:
-        for r in range(runs + 1):
-            samples = []
-            for _ in range(16 if r == 0 else lockstep):
-                seq += 1
-                t0, t_acq, t_st, t_sent = one(seq)
-                rseq, t_recv, t_done = reply()
-                t_back = now()
-                samples.append(((t_acq - t0) / 1e3, (t_st - t_acq) / 1e3, (t_sent - t_st) / 1e3,
-                                (t_recv - t_sent) / 1e3, (t_done - t_recv) / 1e3, (t_done - t0) / 1e3,
-                                (t_back - t0) / 1e3))
-            if r:
-                per_run.append(samples)
-        for r in range(runs + 1):
-            inflight = 0
-            t_first = t_last = now()
-            for _ in range(stream):
-                if inflight == NBUF:
-                    t_last = reply()[2]
-                    inflight -= 1
-                seq += 1
-                one(seq)
-                inflight += 1
-            while inflight:
-                t_last = reply()[2]
-                inflight -= 1
-            if r:
-                fps.append(stream / ((t_last - t_first) / 1e9))
-        pconn.send(None)
-        proc.join(30)
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        for s in pool:
-            s.close()
-            s.unlink()
-    return per_run, fps
+    def stop(self):
+        try:
+            self.conn.send(None)
+            self.proc.join(30)
+        finally:
+            if self.proc.is_alive():
+                self.proc.kill()
+            for s in self.shms:
+                s.close()
+                s.unlink()
 
 
-def report(prefix, per_run, fps):
-    out = {}
-    for k, stage in enumerate(STAGES):
-        meds = [median([s[k] for s in run]) for run in per_run]
-        out[stage] = median(meds)
-        print("RESULT %-40s median=%-10.4g min=%-10.4g max=%-10.4g unit=us n=%d"
-              % ("%s.lockstep.%s" % (prefix, stage), median(meds), min(meds), max(meds), len(meds)))
-    out["fps"] = median(fps)
-    print("RESULT %-40s median=%-10.4g min=%-10.4g max=%-10.4g unit=frames/s n=%d"
-          % (prefix + ".stream.frames_per_s", median(fps), min(fps), max(fps), len(fps)))
-    return out
+class TorchQueue(FreeListPeer):
+    name = "torch.prealloc"
+
+    def start(self):
+        import torch
+        import torch.multiprocessing as tmp
+        torch.set_num_threads(1)
+        tmp.set_sharing_strategy("file_descriptor")
+        self.torch = torch
+        ctx = tmp.get_context("spawn")
+        self.q = ctx.Queue()
+        self.conn, cconn = ctx.Pipe()
+        self.tensors = [torch.zeros(FRAME, dtype=torch.uint8).share_memory_() for _ in range(NBUF)]
+        self.proc = ctx.Process(target=torch_consumer, args=(self.q, cconn))
+        self.proc.start()
+        assert self.conn.recv() == "ready"
+        self.free = list(range(NBUF - 1, -1, -1))
+        self.slot_of = {}
+        self.seq = 0
+
+    def one(self, seq, reply):
+        t0 = now()
+        idx = self.free.pop()
+        self.slot_of[seq] = idx
+        t = self.tensors[idx]
+        t_acq = now()
+        t[STAMP_OFF::PAGE].fill_(seq & 0xFF)
+        t_st = now()
+        self.q.put((seq, t))
+        return t0, t_acq, t_st, now()
+
+    def stop(self):
+        try:
+            self.q.put(None)
+            self.proc.join(30)
+        finally:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.q.close()
+            self.q.join_thread()
+
+
+# ---------------------------------------------------------------------------------------------------- latency peers
+
+
+class XmemPaced:
+    name = "xmem.%s.paced" % xmem.implementation
+
+    def start(self):
+        ctx = get_context("spawn")
+        self.pool_name = "bench-paced-%d" % os.getpid()
+        self.conn, cconn = ctx.Pipe()
+        self.pool = xmem.BufferPool(self.pool_name, 16)
+        self.ch = self.pool.channel("paced", depth=8)
+        self.proc = ctx.Process(target=xmem_latency_consumer, args=(self.pool_name, cconn))
+        self.proc.start()
+        assert self.conn.recv() == "ready"
+
+    def _send(self, seq, stamp_it):
+        buf = self.pool.acquire_cpu(64, 30)
+        mv = view(buf)
+        HDR.pack_into(mv, 0, seq, 0)
+        mv.release()
+        if not stamp_it:
+            self.ch.send(buf)
+            return 0
+        t0 = now()
+        self.ch.send(buf)
+        return t0
+
+    def paced(self, n, gap_s):
+        sent = []
+        for k in range(1, n + 1):
+            time.sleep(gap_s)
+            sent.append(self._send(k, True))
+        self._send(0, False)
+        got = self.conn.recv()
+        assert len(got) == n
+        return [(r - s) / 1e3 for s, r in zip(sent, got)]
+
+    def stop(self):
+        try:
+            self._send(1 << 63, False)
+            self.proc.join(30)
+        finally:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.ch.close()
+            self.pool.close()
+            xmem.BufferPool.remove(self.pool_name)
+
+
+class PipePaced:
+    name = "py.pipe_index.paced"
+
+    def start(self):
+        ctx = get_context("spawn")
+        self.conn, cconn = ctx.Pipe()
+        self.proc = ctx.Process(target=pipe_latency_consumer, args=(cconn,))
+        self.proc.start()
+        assert self.conn.recv() == "ready"
+
+    def paced(self, n, gap_s):
+        sent = []
+        send = self.conn.send
+        for k in range(1, n + 1):
+            time.sleep(gap_s)
+            t0 = now()
+            send(k)
+            sent.append(t0)
+        send(0)
+        got = self.conn.recv()
+        assert len(got) == n
+        return [(r - s) / 1e3 for s, r in zip(sent, got)]
+
+    def stop(self):
+        try:
+            self.conn.send(-1)
+            self.proc.join(30)
+        finally:
+            if self.proc.is_alive():
+                self.proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def result(name, values, unit):
+    print("RESULT %-44s median=%-10.4g min=%-10.4g max=%-10.4g unit=%s n=%d"
+          % (name, median(values), min(values), max(values), unit, len(values)), flush=True)
 
 
 def main(argv=None):
@@ -280,15 +481,72 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--lockstep", type=int, default=200, help="frames per lockstep run")
     p.add_argument("--stream", type=int, default=300, help="frames per stream run")
+    p.add_argument("--paced", type=int, default=200, help="messages per paced-latency run")
+    p.add_argument("--gap-ms", type=float, default=1.0, help="pause before each paced message")
+    p.add_argument("--no-torch", action="store_true", help="leave torch.multiprocessing out")
     args = p.parse_args(argv)
     print("# bench_handoff.py: python %s, xmem %s (%s implementation), %d CPUs, load %s, runs=%d"
           % (sys.version.split()[0], xmem.__version__, xmem.implementation, os.cpu_count() or 0,
-             " ".join("%.2f" % x for x in os.getloadavg()), args.runs))
-    x = report("xmem." + xmem.implementation, *run_xmem(args.runs, args.lockstep, args.stream))
-    s = report("py.shm_pipe", *run_shm_pipe(args.runs, args.lockstep, args.stream))
-    print("SUMMARY xmem(%s)/shm_pipe: one-way %.2fx (%.1f vs %.1f us), round trip %.2fx, stream %.2fx (%.0f vs %.0f "
-          "frames/s)" % (xmem.implementation, x["one_way"] / s["one_way"], x["one_way"], s["one_way"],
-                         x["round_trip"] / s["round_trip"], x["fps"] / s["fps"], x["fps"], s["fps"]))
+             " ".join("%.2f" % x for x in os.getloadavg()), args.runs), flush=True)
+
+    peers = [XmemFrames(), ShmPipe()]
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+            peers.append(TorchQueue())
+        except ImportError:
+            print("SKIP torch: not importable here (Debian: apt-get install python3-torch)")
+    paced = [XmemPaced(), PipePaced()]
+    started = []
+    try:
+        for peer in peers + paced:
+            peer.start()
+            started.append(peer)
+        pin(0)
+        stages = {peer.name: [] for peer in peers}
+        fps = {peer.name: [] for peer in peers}
+        lat = {peer.name: [] for peer in paced}
+        lat_p90 = {peer.name: [] for peer in paced}
+        for r in range(args.runs + 1):  # round 0 warms up
+            for peer in peers:
+                samples = peer.lockstep(16 if r == 0 else args.lockstep)
+                f = peer.stream(50 if r == 0 else args.stream)
+                if r:
+                    stages[peer.name].append(samples)
+                    fps[peer.name].append(f)
+            for peer in paced:
+                v = peer.paced(20 if r == 0 else args.paced, args.gap_ms / 1e3)
+                if r:
+                    lat[peer.name].append(median(v))
+                    lat_p90[peer.name].append(pct(v, 0.9))
+    finally:
+        for peer in reversed(started):
+            peer.stop()
+
+    out = {}
+    for peer in peers:
+        o = out[peer.name] = {}
+        for k, stage in enumerate(STAGES):
+            meds = [median([s[k] for s in run]) for run in stages[peer.name]]
+            o[stage] = median(meds)
+            result("%s.lockstep.%s" % (peer.name, stage), meds, "us")
+        o["fps"] = median(fps[peer.name])
+        result(peer.name + ".stream.frames_per_s", fps[peer.name], "frames/s")
+    for peer in paced:
+        out[peer.name] = {"p50": median(lat[peer.name]), "p90": median(lat_p90[peer.name])}
+        result(peer.name + ".latency_p50", lat[peer.name], "us")
+        result(peer.name + ".latency_p90", lat_p90[peer.name], "us")
+
+    x = out[peers[0].name]
+    for other in peers[1:]:
+        s = out[other.name]
+        print("SUMMARY %s/%s: one-way %.2fx (%.1f vs %.1f us), round trip %.2fx, stream %.2fx (%.0f vs %.0f "
+              "frames/s)" % (peers[0].name, other.name, x["one_way"] / s["one_way"], x["one_way"], s["one_way"],
+                             x["round_trip"] / s["round_trip"], x["fps"] / s["fps"], x["fps"], s["fps"]))
+    a, b = out[paced[0].name], out[paced[1].name]
+    print("SUMMARY %s/%s: latency p50 %.2fx (%.1f vs %.1f us), p90 %.2fx (%.1f vs %.1f us)"
+          % (paced[0].name, paced[1].name, a["p50"] / b["p50"], a["p50"], b["p50"], a["p90"] / b["p90"], a["p90"],
+             b["p90"]))
     return 0
 
 

@@ -66,7 +66,8 @@ from ._errors import (
 )
 from ._native import library_path
 from ._accel import implementation
-from ._pool import BufferGuard, BufferPool
+from ._guard import BufferGuard
+from ._pool import BufferPool
 from ._description import Description
 from ._channel import Channel, Subscription
 

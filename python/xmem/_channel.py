@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-import weakref
 from ctypes import byref, c_uint64
 from typing import Any, Iterator, List, Optional
 
@@ -17,7 +15,10 @@ from ._errors import (
     XmemTimeoutError,
 )
 from ._native import ChannelProperties
-from ._pool import BufferGuard, BufferPool, _GUARD_INVALID_MESSAGE, _as_int, _fork_gen, _last_error_for, _pending_guard
+from ._check import as_int, error
+from ._guard import GUARD_INVALID_MESSAGE, BufferGuard, pending_guard
+from ._lifecycle import fork_gen, open_channels
+from ._pool import BufferPool
 
 __all__ = ["Channel", "Subscription"]
 
@@ -34,8 +35,7 @@ _SLICE_NS = 100_000_000
 _MODES = {"queue": _native.CHANNEL_QUEUE, "fanout": _native.CHANNEL_FANOUT}
 
 # Channels and subscriptions inherited through fork() must not be used or closed by the child; those it opens itself
-# work normally (see _pool._fork_gen).
-_open: "weakref.WeakSet[Any]" = weakref.WeakSet()
+# work normally: they are in _lifecycle.open_channels, which the fork handler empties (closing nothing).
 
 
 def _deadline(timeout: Optional[float]) -> Optional[float]:
@@ -60,7 +60,7 @@ def _receive(fn: Any, handle: int, timeout: Optional[float], writable: bool, poo
     """The receive loop shared by channels and subscriptions; None when ``timeout`` passed."""
     flags = _native.RECEIVE_WRITABLE if writable else 0
     deadline = _deadline(timeout)
-    g = _pending_guard(pool, not writable)  # owns the reference the moment the native call returns (see _PENDING)
+    g = pending_guard(pool, not writable)  # owns the reference the moment the native call returns (see _PENDING)
     out = g._out
     if deadline is not None and timeout == 0:
         rc = fn(handle, 0, flags, byref(out), byref(out, 8))
@@ -79,7 +79,7 @@ def _receive(fn: Any, handle: int, timeout: Optional[float], writable: bool, poo
         return None
     if rc:
         g._h = 0
-        raise pool._fail(rc) if not pool._h else _last_error_for(rc)
+        raise pool._fail(rc) if not pool._h else error(rc)
     g._h = out.guard
     return g
 
@@ -117,7 +117,7 @@ class Channel:
             raise TypeError("channel name must be a str, not %s" % type(name).__name__)
         if "\0" in name:
             raise InvalidArgumentError("channel name %r contains NUL; use 1-48 of [A-Za-z0-9._-]." % name)
-        depth = _as_int(depth, "depth", 1, 1 << 30)
+        depth = as_int(depth, "depth", 1, 1 << 30)
         if mode not in _MODES:
             raise InvalidArgumentError("mode is %r; use 'queue' or 'fanout'." % (mode,))
         h = c_uint64()
@@ -130,7 +130,7 @@ class Channel:
         ch._name = name
         ch._depth = depth
         ch._mode = mode
-        _open.add(ch)
+        open_channels.add(ch)
         return ch
 
     # ------------------------------------------------------------------ properties
@@ -194,7 +194,7 @@ class Channel:
             raise TypeError("send() takes a BufferGuard, not %s" % type(buf).__name__)
         g = buf._h
         if not g:
-            raise GuardInvalidError(_GUARD_INVALID_MESSAGE)
+            raise GuardInvalidError(GUARD_INVALID_MESSAGE)
         if buf._pool is not self._pool:
             raise InvalidArgumentError(
                 "the buffer comes from another BufferPool object than channel %r; send buffers acquired from the "
@@ -250,7 +250,7 @@ class Channel:
         sub = object.__new__(Subscription)
         sub._h = h.value
         sub._channel = self
-        _open.add(sub)
+        open_channels.add(sub)
         return sub
 
     # ------------------------------------------------------------------ lifetime
@@ -261,7 +261,7 @@ class Channel:
         h = self._h
         if h:
             self._h = 0
-            _open.discard(self)
+            open_channels.discard(self)
             _channel_close(h)
 
     def __enter__(self) -> "Channel":
@@ -270,9 +270,9 @@ class Channel:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _channel_close, _fork_gen: List[int] = _fork_gen) -> None:
+    def __del__(self, _close: Any = _channel_close, fork_gen: List[int] = fork_gen) -> None:
         h = getattr(self, "_h", 0)
-        if h and self._pool._gen == _fork_gen[0]:
+        if h and self._pool._gen == fork_gen[0]:
             self._h = 0
             _close(h)
 
@@ -290,7 +290,7 @@ class Channel:
         return h
 
     def _error(self, rc: int) -> Exception:
-        return self._pool._fail(rc) if not self._pool._h else _last_error_for(rc)
+        return self._pool._fail(rc) if not self._pool._h else error(rc)
 
     def _check(self, rc: int) -> None:
         if rc:
@@ -351,7 +351,7 @@ class Subscription:
         h = self._h
         if h:
             self._h = 0
-            _open.discard(self)
+            open_channels.discard(self)
             _subscription_close(h)
 
     def __enter__(self) -> "Subscription":
@@ -360,9 +360,9 @@ class Subscription:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _close: Any = _subscription_close, _fork_gen: List[int] = _fork_gen) -> None:
+    def __del__(self, _close: Any = _subscription_close, fork_gen: List[int] = fork_gen) -> None:
         h = getattr(self, "_h", 0)
-        if h and self._channel._pool._gen == _fork_gen[0]:
+        if h and self._channel._pool._gen == fork_gen[0]:
             self._h = 0
             _close(h)
 
@@ -373,7 +373,7 @@ class Subscription:
         h = self._h
         if not h:
             pool = self._channel._pool
-            if pool._gen != _fork_gen[0]:
+            if pool._gen != fork_gen[0]:
                 raise pool._fail(Status.DISPOSED)
             raise PoolClosedError("this subscription of channel %r is closed; subscribe again." % self._channel._name,
                                   Status.DISPOSED)
@@ -385,13 +385,3 @@ _compiled = _accel.compiled
 if _compiled is not None:
     _receive = _compiled.receive  # noqa: F811
 
-
-def _after_fork_in_child() -> None:
-    # Runs after _pool's handler (registered first), so the generation has gone up already.
-    for obj in list(_open):
-        obj._h = 0
-    _open.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

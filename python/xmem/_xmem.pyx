@@ -16,16 +16,19 @@ Invariants
     uninterruptible step (no Python code, no signal check in between) as the handle is released, forgotten or sent,
     so a handle is given back exactly once.
   * The native calls that hand out a guard write its handle and info straight into the C fields of a guard object
-    made before the call (as the ctypes implementation's pending guards, xmem._pool._PENDING): the moment the call
+    made before the call (as the ctypes implementation's pending guards, xmem._guard.PENDING): the moment the call
     returns the reference is owned by an object whose __dealloc__ releases it (no interrupt, no failed allocation can
     leave it owned by nothing). A pending guard made by the Python code (``_h = _PENDING``, then ``_out``) is
     finished by ``_h = out.guard``; until then ``__dealloc__`` releases ``_out.guard``.
   * Fork: every pool stamps the fork generation it was opened in (``PoolBase.gen``, ``_gen``), and
-    ``xmem._pool._fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
+    ``xmem._lifecycle.fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
     fork(): its reference (and any lease) is the parent's, so its release/forget/exit/dealloc never call the
     library here, and using it raises PoolClosedError naming fork. Objects the child makes itself work normally.
   * Every buffer export (``__getbuffer__``) takes its own native lease (xmem_guard_lease_view) and drops it in
     ``__releasebuffer__``: a view never outlives the mapping, whatever happens to the guard or the pool.
+    ``memoryview()``, ``numpy()`` and the Python views share one ``Lease`` object per guard (cached in
+    ``lease_obj``, let go with the reference): the views made from it hold it, not the guard, so a view never keeps
+    a reference alive. DLPack tensors hold a lease of their own, taken by the library.
   * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
     and the export checks the extent again before handing out a pointer.
 """
@@ -34,7 +37,11 @@ from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDE
     PyBUF_F_CONTIGUOUS, PyBUF_ANY_CONTIGUOUS
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_CheckExact
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+from cpython.memoryview cimport PyMemoryView_FromObject
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_Destructor
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
@@ -85,6 +92,17 @@ cdef extern from "xmem.h":
         char content_type[32]
         char producer_tag[32]
 
+    ctypedef struct xmem_dlpack_request:
+        uint8_t dtype_code
+        uint8_t dtype_bits
+        uint16_t dtype_lanes
+        int32_t ndim
+        const int64_t *shape
+        const int64_t *strides
+        uint64_t byte_offset
+        uint32_t flags
+        uint32_t reserved
+
 # The function pointers, declared in C with the prototypes of include/xmem.h (__typeof__), so that the C compiler
 # checks every call below against the header; they are set from the addresses the ctypes loader resolved.
 cdef extern from *:
@@ -96,6 +114,7 @@ cdef extern from *:
     XMEM_PTR(xmem_guard_release) XMEM_PTR(xmem_guard_forget) XMEM_PTR(xmem_guard_lease_view)
     XMEM_PTR(xmem_lease_release) XMEM_PTR(xmem_guard_description) XMEM_PTR(xmem_guard_info)
     XMEM_PTR(xmem_channel_send) XMEM_PTR(xmem_channel_receive) XMEM_PTR(xmem_subscription_receive)
+    XMEM_PTR(xmem_guard_export_dlpack) XMEM_PTR(xmem_dlpack_capsule_destructor) XMEM_PTR(xmem_dlpack_capsule_name)
     #include <string.h>
     /* Sets the pointer of the function `name` to `addr`; 0 when `name` is not one of them. */
     static int xmem_bind(const char *name, uintptr_t addr) {
@@ -105,7 +124,8 @@ cdef extern from *:
         XMEM_BIND(xmem_pool_ref_count) XMEM_BIND(xmem_guard_release) XMEM_BIND(xmem_guard_forget)
         XMEM_BIND(xmem_guard_lease_view) XMEM_BIND(xmem_lease_release) XMEM_BIND(xmem_guard_description)
         XMEM_BIND(xmem_guard_info) XMEM_BIND(xmem_channel_send) XMEM_BIND(xmem_channel_receive)
-        XMEM_BIND(xmem_subscription_receive)
+        XMEM_BIND(xmem_subscription_receive) XMEM_BIND(xmem_guard_export_dlpack)
+        XMEM_BIND(xmem_dlpack_capsule_destructor) XMEM_BIND(xmem_dlpack_capsule_name)
     #undef XMEM_BIND
         return 0;
     }
@@ -129,6 +149,9 @@ cdef extern from *:
                                                            xmem_buffer_info *) nogil
     xmem_status c_subscription_receive "p_xmem_subscription_receive"(uint64_t, int64_t, uint32_t, uint64_t *,
                                                                      xmem_buffer_info *) nogil
+    xmem_status c_guard_export_dlpack "p_xmem_guard_export_dlpack"(uint64_t, const xmem_dlpack_request *, void **)
+    void c_dlpack_capsule_destructor "p_xmem_dlpack_capsule_destructor"(void *)
+    const char *c_dlpack_capsule_name "p_xmem_dlpack_capsule_name"(int32_t)
     int xmem_bind(const char *name, uintptr_t addr)
 
 ctypedef xmem_status (*fn_receive_t)(uint64_t, int64_t, uint32_t, uint64_t *, xmem_buffer_info *) nogil
@@ -142,12 +165,14 @@ DEF E_WOULD_BLOCK = 22
 DEF BUFFER_CUDA = 0x2
 DEF DESC_PRESENT = 0x4
 DEF RECEIVE_WRITABLE = 0x1
+DEF XMEM_DLPACK_VERSIONED = 0x1
+DEF XMEM_DLPACK_READ_ONLY = 0x2
 DEF I32_MAX = 0x7FFFFFFF
 DEF I64_MAX = 0x7FFFFFFFFFFFFFFF
 # A blocking call waits at most this long per native call: between slices the signal handlers run (Ctrl-C).
 DEF SLICE_NS = 100000000
 
-# xmem._pool._fork_gen (given by install()): [the fork generation of this process]; see "Fork" above.
+# xmem._lifecycle.fork_gen (given by install()): [the fork generation of this process]; see "Fork" above.
 cdef list fork_gen = None
 
 # Python objects of the package, given by install().
@@ -290,9 +315,26 @@ cdef class PoolBase:
             raise self._fail(rc)
         return g
 
+    def acquire_cpu(self, size=None, timeout=None, *, shape=None, dtype=None, strides=None, seq=0,
+                    content_type="", producer=""):
+        # The whole call in C when nothing is to be described (the common case: no Python frame, no second call);
+        # a description goes through BufferPool._acquire_described, shared with the ctypes implementation.
+        cdef int overflow = 0
+        cdef long long n
+        if shape is None and dtype is None and strides is None and seq == 0 and not content_type and not producer:
+            if PyLong_CheckExact(size):
+                n = PyLong_AsLongLongAndOverflow(size, &overflow)
+                if not overflow and n > 0:
+                    return self.acquire(n, timeout)
+            return self.acquire(self._size_arg(size), timeout)
+        return self._acquire_described(size, timeout, shape, dtype, strides, seq, content_type, producer)
+
     def _acquire_cpu(self, size, timeout):
+        return self.acquire(size, timeout)
+
+    cdef GuardBase acquire(self, int64_t n, object timeout):
         cdef xmem_status rc
-        cdef int64_t n = size, deadline, wait
+        cdef int64_t deadline, wait
         cdef uint64_t h = self.ph
         cdef double t
         cdef GuardBase g = empty_guard(self, False)
@@ -326,7 +368,7 @@ cdef class PoolBase:
         return g
 
 
-POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_cpu")
+POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "acquire_cpu", "_acquire_cpu")
 
 
 # ---------------------------------------------------------------------------------------------------- guard
@@ -363,6 +405,146 @@ cdef const char *format_of(int32_t dtype, Py_ssize_t *itemsize):
     return NULL
 
 
+# ---------------------------------------------------------------------------------------------------- views
+
+ctypedef void (*dl_deleter_t)(void *)
+
+# Per XMEM_DTYPE_* (index 1..11): NumPy's name, DLPack (code, bits), item size. bfloat16 (8) has no NumPy type.
+cdef const char *DTYPE_NAMES[12]
+DTYPE_NAMES[:] = [NULL, "uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "bfloat16", "float32",
+                  "float64", "bool"]
+cdef uint8_t DL_CODE[12]
+DL_CODE[:] = [0, 1, 0, 1, 0, 0, 0, 2, 4, 2, 2, 6]
+cdef uint8_t ITEM[12]
+ITEM[:] = [0, 1, 1, 2, 2, 4, 8, 2, 2, 4, 8, 1]
+
+cdef object np_mod = None  # numpy, imported on first use
+cdef list np_dtypes = None  # numpy.dtype per XMEM_DTYPE_*
+cdef object views_numpy = None  # xmem._views.GuardViews.numpy: numpy(dtype=..., shape=...)
+cdef object views_dlpack = None  # xmem._views.GuardViews.__dlpack__: CUDA buffers (stream ordering)
+cdef Py_ssize_t deleter_offset[2]  # of DLManagedTensor / DLManagedTensorVersioned.deleter (from xmem._views)
+
+
+cdef class Lease:
+    """A native lease on one buffer's mapping (xmem_guard_lease_view) that exports its bytes (1-D, format 'B'),
+    read-only for a guard from get. Views made from it hold it; the lease is dropped when the last of them goes, in
+    the process that took it (one inherited through fork is the parent's)."""
+
+    cdef uint64_t lh
+    cdef void *addr
+    cdef Py_ssize_t nbytes
+    cdef Py_ssize_t one
+    cdef long long gen
+    cdef bint ro
+    cdef int32_t meta_index
+
+    def __dealloc__(self):
+        cdef uint64_t h = self.lh
+        self.lh = 0
+        if h and self.gen == current_gen():
+            c_lease_release(h)
+
+    @property
+    def _h(self):
+        return self.lh
+
+    @property
+    def ptr(self):
+        return <uintptr_t>self.addr
+
+    @property
+    def size(self):
+        return self.nbytes
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if self.ro and (flags & PyBUF_WRITABLE) == PyBUF_WRITABLE:
+            raise read_only_error(self.meta_index)
+        view.buf = self.addr
+        view.obj = self
+        view.len = self.nbytes
+        view.readonly = self.ro
+        view.itemsize = 1
+        view.format = <char *>"B" if (flags & PyBUF_FORMAT) == PyBUF_FORMAT else NULL
+        view.ndim = 1
+        view.shape = &self.nbytes if (flags & PyBUF_ND) == PyBUF_ND else NULL
+        view.strides = &self.one if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+
+cdef Lease new_lease(GuardBase g):
+    # The lease handle is written straight into the object that drops it (no interrupt can leave it owned by nothing).
+    if inherited(g):
+        raise pool_closed(inherited_message(g.pool_obj._name))
+    cdef Lease lease = Lease.__new__(Lease)
+    cdef int64_t size = 0
+    lease.gen = current_gen()
+    lease.ro = g.ro
+    lease.meta_index = g.info.meta_index
+    lease.one = 1
+    cdef xmem_status rc = c_guard_lease_view(g.gh, &lease.lh, &lease.addr, &size)
+    if rc:
+        lease.lh = 0
+        raise last_error_for(rc)
+    if size < 0:
+        raise invalid_argument("the buffer in slot %d reports a size of %d bytes." % (g.info.meta_index, size))
+    lease.nbytes = <Py_ssize_t>size
+    return lease
+
+
+cdef int read_tensor(GuardBase g, int32_t *dtype, int *ndim, int64_t *shape, int64_t *strides) except -1:
+    """The tensor the default views show: the description's (validated by the core against the buffer's size; its
+    numbers are checked again here), else every byte as uint8."""
+    cdef xmem_description d
+    cdef int i
+    cdef xmem_status rc = c_guard_description(g.gh, &d)
+    if rc:
+        raise last_error_for(rc)
+    if (d.flags & DESC_PRESENT) and d.dtype != 0:
+        if not 1 <= d.dtype <= 11 or not 0 <= d.ndim <= 8:
+            raise invalid_argument("the buffer in slot %d has a description this xmem cannot read (dtype %d, ndim %d)."
+                                   % (g.info.meta_index, d.dtype, d.ndim))
+        for i in range(d.ndim):
+            if d.shape[i] < 0 or d.strides[i] < 0 or d.strides[i] % ITEM[d.dtype]:
+                raise invalid_argument("the buffer in slot %d has a description out of range." % g.info.meta_index)
+            shape[i] = d.shape[i]
+            strides[i] = d.strides[i]
+        dtype[0] = d.dtype
+        ndim[0] = d.ndim
+    else:
+        dtype[0] = 1
+        ndim[0] = 1
+        shape[0] = g.info.size
+        strides[0] = 1
+    return 0
+
+
+cdef tuple int_tuple(int n, const int64_t *v):
+    cdef tuple t = PyTuple_New(n)
+    cdef int i
+    cdef object x
+    for i in range(n):
+        x = v[i]
+        Py_INCREF(x)
+        PyTuple_SET_ITEM(t, i, x)
+    return t
+
+
+cdef object numpy_module():
+    global np_mod, np_dtypes
+    if np_mod is None:
+        try:
+            import numpy
+        except ImportError:
+            raise ImportError("BufferGuard.numpy() needs NumPy; install it (pip install numpy) or use memoryview().") from None
+        np_dtypes = [None] + [None if i == 8 else numpy.dtype(DTYPE_NAMES[i].decode("ascii")) for i in range(1, 12)]
+        np_mod = numpy
+    return np_mod
+
+
 cdef class GuardBase:
     """The native state of a BufferGuard (handle, buffer info, access) and its buffer protocol. The methods are
     BufferGuard's (see its docstrings)."""
@@ -370,7 +552,7 @@ cdef class GuardBase:
     cdef uint64_t gh
     cdef xmem_buffer_info info
     cdef bint ro
-    cdef bint pending  # made by xmem._pool._pending_guard, its native call not yet taken: the handle is in out_obj
+    cdef bint pending  # made by xmem._guard.pending_guard, its native call not yet taken: the handle is in out_obj
     cdef PoolBase pool_obj
     cdef long long gen  # pool_obj's fork generation, kept here so that __dealloc__ never needs pool_obj (which a
                         # garbage collection of a cycle may have cleared first)
@@ -394,7 +576,7 @@ cdef class GuardBase:
 
     @_h.setter
     def _h(self, value):
-        if value == -1:  # xmem._pool._PENDING: the native call will fill _out
+        if value == -1:  # xmem._guard.PENDING: the native call will fill _out
             self.pending = True
             self.gh = 0
             return
@@ -627,7 +809,100 @@ cdef class GuardBase:
             free(st)
 
 
+    # --- views without ctypes (xmem._views.GuardViews has the docstrings and the rest)
+
+    def memoryview(self):
+        if not self.gh:
+            raise guard_invalid()
+        lease = self.lease_obj
+        if lease is None or inherited(self):
+            lease = self.lease_obj = new_lease(self)
+        return PyMemoryView_FromObject(lease)
+
+    def numpy(self, dtype=None, shape=None):
+        cdef int32_t code
+        cdef int ndim, i
+        cdef int64_t dims[8]
+        cdef int64_t strides[8]
+        cdef int64_t expect, count
+        cdef bint contiguous = True
+        if dtype is not None or shape is not None:
+            return views_numpy(self, dtype, shape)
+        np = numpy_module()
+        if not self.gh:
+            raise guard_invalid()
+        read_tensor(self, &code, &ndim, dims, strides)
+        if code == 8:
+            raise invalid_argument(
+                "the buffer is described as bfloat16, which NumPy has no type for; use torch.from_dlpack(buf), "
+                "or pass dtype= (e.g. 'uint16') to see the raw bits.")
+        mv = self.memoryview()
+        dt = np_dtypes[code]
+        expect = ITEM[code]
+        count = 1
+        for i in range(ndim - 1, -1, -1):
+            if dims[i] != 1 and strides[i] != expect:
+                contiguous = False
+            expect *= dims[i]
+            count *= dims[i]
+        if contiguous or count == 0:
+            arr = np_mod.frombuffer(mv, dt, count)
+            return arr if ndim == 1 else arr.reshape(int_tuple(ndim, dims))
+        # numpy checks that the strided extent lies within the buffer (the core has checked it too)
+        return np_mod.ndarray(int_tuple(ndim, dims), dt, mv, 0, int_tuple(ndim, strides))
+
+    def __dlpack_device__(self):
+        if self.info.flags & BUFFER_CUDA:
+            return (2, self.info.device_id)  # kDLCUDA
+        return (1, 0)  # kDLCPU
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        cdef int32_t code
+        cdef int ndim, i
+        cdef int64_t dims[8]
+        cdef int64_t strides[8]
+        cdef xmem_dlpack_request req
+        cdef void *managed = NULL
+        cdef bint versioned
+        cdef xmem_status rc
+        if not self.gh:
+            raise guard_invalid()
+        if self.info.flags & BUFFER_CUDA:  # stream ordering and a reference of its own: the Python path
+            return views_dlpack(self, stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
+        if inherited(self):
+            raise pool_closed(inherited_message(self.pool_obj._name))
+        if copy:
+            raise BufferError("xmem exports zero-copy views only; copy the array after importing it.")
+        if dl_device is not None and tuple(dl_device) != (1, 0):
+            raise BufferError("this xmem buffer lives on DLPack device %r; cannot export to %r." % ((1, 0), tuple(dl_device)))
+        if stream is not None and stream != -1:
+            raise BufferError("stream must be None for CPU buffers (got %r)." % (stream,))
+        versioned = max_version is not None and int(max_version[0]) >= 1
+        read_tensor(self, &code, &ndim, dims, strides)
+        for i in range(ndim):
+            strides[i] //= ITEM[code]  # DLPack counts strides in elements
+        memset(&req, 0, sizeof(req))
+        req.dtype_code = DL_CODE[code]
+        req.dtype_bits = ITEM[code] * 8
+        req.dtype_lanes = 1
+        req.ndim = ndim
+        req.shape = dims
+        req.strides = strides
+        req.flags = (XMEM_DLPACK_VERSIONED if versioned else 0) | (XMEM_DLPACK_READ_ONLY if self.ro else 0)
+        rc = c_guard_export_dlpack(self.gh, &req, &managed)
+        if rc:
+            raise last_error_for(rc)
+        try:
+            return PyCapsule_New(managed, c_dlpack_capsule_name(1 if versioned else 0),
+                                 <PyCapsule_Destructor>c_dlpack_capsule_destructor)
+        except BaseException:
+            # No capsule owns the tensor: free it through its own deleter.
+            (<dl_deleter_t *>(<char *>managed + deleter_offset[1 if versioned else 0]))[0](managed)
+            raise
+
 GUARD_METHODS = ("is_valid", "meta_index", "size", "release", "forget", "__enter__", "__exit__")
+# Defined in xmem._views.GuardViews (after GuardBase in BufferGuard's bases, so these take over); their docstrings move here.
+VIEW_METHODS = ("memoryview", "numpy", "__dlpack__", "__dlpack_device__")
 
 
 # ---------------------------------------------------------------------------------------------------- channels
@@ -729,7 +1004,10 @@ BOUND = ("xmem_pool_acquire_cpu",
          "xmem_guard_info",
          "xmem_channel_send",
          "xmem_channel_receive",
-         "xmem_subscription_receive")
+         "xmem_subscription_receive",
+         "xmem_guard_export_dlpack",
+         "xmem_dlpack_capsule_destructor",
+         "xmem_dlpack_capsule_name")
 
 
 cdef void set_doc(object cls, str name, object doc) except *:
@@ -758,6 +1036,7 @@ def install(lib, pool_cls, guard_cls, names):
     a text signature) move onto the compiled ones. ``names`` gives the package objects the cold paths use."""
     global Status_, GuardOut_, last_error_for, as_int, guard_invalid, read_only_error, invalid_argument
     global timeout_error, pool_closed, guard_type, guard_tp, subscription_receive_ctypes, fork_gen
+    global views_numpy, views_dlpack
     global inherited_message
     import ctypes
     import inspect
@@ -781,12 +1060,22 @@ def install(lib, pool_cls, guard_cls, names):
     inherited_message = names["inherited_message"]
     gens = names["fork_gen"]
     if type(gens) is not list or len(gens) != 1 or type(gens[0]) is not int:
-        raise TypeError("xmem._xmem.install: fork_gen must be xmem._pool._fork_gen, a list of one int")
+        raise TypeError("xmem._xmem.install: fork_gen must be xmem._lifecycle.fork_gen, a list of one int")
     fork_gen = gens
     guard_type = guard_cls
     guard_tp = <PyTypeObject *>guard_cls
 
-    for cls, base, methods in ((pool_cls, PoolBase, POOL_METHODS), (guard_cls, GuardBase, GUARD_METHODS)):
+    views_cls = names["views_class"]
+    if views_cls not in guard_cls.__mro__ or guard_cls.__mro__.index(views_cls) < guard_cls.__mro__.index(GuardBase):
+        raise TypeError("xmem._xmem.install: %s must come after GuardBase in the guard's bases" % views_cls.__name__)
+    offsets = names["dlpack_deleter_offset"]
+    deleter_offset[0] = offsets[0]
+    deleter_offset[1] = offsets[1]
+    views_numpy = views_cls.__dict__["numpy"]
+    views_dlpack = views_cls.__dict__["__dlpack__"]
+
+    for cls, base, methods in ((pool_cls, PoolBase, POOL_METHODS), (guard_cls, GuardBase, GUARD_METHODS),
+                               (views_cls, GuardBase, VIEW_METHODS)):
         for name in methods:
             py = cls.__dict__.get(name)
             if py is None:
@@ -801,6 +1090,7 @@ def install(lib, pool_cls, guard_cls, names):
                 params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(py).parameters.values()]
                 sig = str(inspect.Signature(params)).replace("(self", "($self", 1)
                 set_doc(base, name, "%s%s\n--\n\n%s" % (name, sig, doc))
-            delattr(cls, name)
+            if cls is not views_cls:  # GuardViews comes after GuardBase: its definitions stay, as the fallbacks
+                delattr(cls, name)
     if "__del__" in guard_cls.__dict__:
         delattr(guard_cls, "__del__")  # GuardBase.__dealloc__ releases a guard left alive (never an inherited one)

@@ -166,6 +166,52 @@ def test_a_forked_child_cannot_use_inherited_channels_and_closing_them_does_noth
         ch.close()
 
 
+def test_an_inherited_guard_refuses_new_views_in_a_forked_child_and_its_old_views_stay_the_parents(unique_name):
+    """A guard inherited through fork() makes no new view in the child (memoryview(), numpy(), DLPack: a
+    PoolClosedError naming fork), even when it made one before the fork (the ctypes implementation reused its cached
+    lease for that); views made before the fork still read the shared memory in the child, and dropping them there
+    leaves the parent's leases alone: the parent's views, guard and counts are intact afterwards."""
+    name = unique_name("forkview")
+    with xmem.BufferPool(name, 4) as pool:
+        g = pool.acquire_cpu(64)
+        mv = g.memoryview()
+        mv[:4] = b"fork"
+        index = g.meta_index
+        ops = [g.memoryview]
+        try:
+            import numpy as np
+            arr = g.numpy()
+            ops += [g.numpy, lambda: np.from_dlpack(g)]
+        except ImportError:  # pragma: no cover
+            arr = None
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 0
+            for op in ops:
+                try:
+                    op()
+                    code = 40
+                except xmem.PoolClosedError as e:
+                    if "fork" not in str(e):
+                        code = 41
+                except BaseException:
+                    code = 42
+            if bytes(mv[:4]) != b"fork":
+                code = 43
+            del mv, arr
+            import gc
+            gc.collect()
+            os._exit(code)
+        assert _wait_child(pid) == 0
+        assert bytes(mv[:4]) == b"fork"
+        mv[4:8] = b"more"
+        assert bytes(g.memoryview()[:8]) == b"forkmore"
+        assert pool.ref_count(index) == 1
+        del mv, arr
+        g.release()
+        assert pool.ref_count(index) == 0
+
+
 def test_the_c_abi_makes_inherited_handles_inert_in_a_forked_child(unique_name):
     from ctypes import byref, c_int32
 

@@ -61,18 +61,18 @@ def test_both_implementations_document_the_same_methods():
 
 
 def test_a_pending_guard_owns_the_reference_its_native_call_wrote_in_both_implementations(unique_name):
-    """xmem._pool._pending_guard (the ctypes code's interrupt-safe guards: _h = _PENDING, the native call writes into
+    """xmem._guard.pending_guard (the ctypes code's interrupt-safe guards: _h = _PENDING, the native call writes into
     _out) works on either base: finished by ``_h = out.guard`` it is a normal guard with the call's info; dropped
     before that (an interrupt right after the call), it releases the reference the call wrote into its _out."""
     import ctypes
     import gc
 
-    from xmem import _pool
+    from xmem import _guard, _pool
 
     with xmem.BufferPool(unique_name(), 2) as pool:
         with pool.acquire_cpu(16) as g:
             i = g.meta_index
-            p = _pool._pending_guard(pool, True)
+            p = _guard.pending_guard(pool, True)
             out = p._out
             assert _pool._pool_get(pool._h, i, ctypes.byref(out), ctypes.byref(out, 8)) == 0
             p._h = out.guard
@@ -81,10 +81,83 @@ def test_a_pending_guard_owns_the_reference_its_native_call_wrote_in_both_implem
             p.release()
             assert pool.ref_count(i) == 1
 
-            p = _pool._pending_guard(pool, False)
+            p = _guard.pending_guard(pool, False)
             out = p._out
             assert _pool._pool_get_mut(pool._h, i, ctypes.byref(out), ctypes.byref(out, 8)) == 0
             assert pool.ref_count(i) == 2
             del p, out  # never finished: the reference is in _out only
             gc.collect()
             assert pool.ref_count(i) == 1
+
+
+@pytest.mark.skipif(xmem.implementation != "compiled", reason="the compiled implementation's hot paths")
+def test_the_compiled_hot_paths_run_without_a_python_frame():
+    """acquire_cpu (its keyword handling included), get and the counts are compiled methods, not Python functions
+    that call one (issue 16: the Python-level acquire_cpu wrapper cost more than the native acquire)."""
+    import types
+
+    for name in ("acquire_cpu", "get", "get_mut", "add_ref", "release", "ref_count"):
+        fn = getattr(xmem.BufferPool, name)
+        assert not isinstance(fn, types.FunctionType), name
+    assert not isinstance(xmem.BufferGuard.release, types.FunctionType)
+
+
+def test_acquire_cpu_checks_its_size_the_same_way_in_both_implementations(unique_name):
+    with xmem.BufferPool(unique_name(), 2) as pool:
+        for bad, exc in ((0, xmem.InvalidArgumentError), (-1, xmem.InvalidArgumentError),
+                         (1 << 63, xmem.InvalidArgumentError), (1 << 70, xmem.InvalidArgumentError),
+                         (None, TypeError), (8.0, TypeError), ("8", TypeError)):
+            with pytest.raises(exc):
+                pool.acquire_cpu(bad)
+        with pool.acquire_cpu(True) as g:  # an int subclass: its __index__
+            assert g.size == 1
+        with pool.acquire_cpu(size=16, timeout=None) as g:
+            assert g.size == 16
+        with pool.acquire_cpu(shape=(2, 3), dtype="float32", seq=5) as g:
+            assert g.size == 24 and g.shape == (2, 3) and g.seq == 5
+        assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
+
+
+@pytest.mark.skipif(xmem.implementation != "compiled", reason="the compiled implementation's hot paths")
+def test_the_compiled_hot_paths_run_no_python_code_of_the_package(unique_name):
+    """acquire_cpu, get, the counts, release, memoryview(), numpy() and DLPack (numpy.from_dlpack) of a CPU buffer
+    run in the compiled module alone: no function of the package's Python modules (and so no ctypes call they would
+    make) runs during them. Issue 16: numpy() and __dlpack__ built ctypes objects on every call."""
+    import os
+    import sys
+
+    np = pytest.importorskip("numpy")
+    package_dir = os.path.dirname(os.path.abspath(xmem.__file__)) + os.sep
+    with xmem.BufferPool(unique_name(), 4) as pool:
+        with pool.acquire_cpu(shape=(4, 6), dtype="float32") as described, pool.acquire_cpu(64) as plain:
+            numpy_module = np.asarray(described).__class__  # numpy imported and the module's dtype table made
+            described.numpy()
+            del numpy_module
+            ran = []
+
+            def profile(frame, event, arg):
+                if event == "call" and frame.f_code.co_filename.startswith(package_dir):
+                    ran.append("%s:%d %s" % (os.path.basename(frame.f_code.co_filename), frame.f_lineno,
+                                             frame.f_code.co_name))
+
+            sys.setprofile(profile)
+            try:
+                with pool.acquire_cpu(128) as g:
+                    pool.add_ref(g.meta_index)
+                    pool.release(g.meta_index)
+                    pool.ref_count(g.meta_index)
+                    with pool.get(g.meta_index):
+                        pass
+                    g.memoryview()[0] = 1
+                a = described.numpy()
+                b = plain.numpy()
+                c = np.from_dlpack(described)
+                d = np.from_dlpack(plain)
+            finally:
+                sys.setprofile(None)
+            assert ran == []
+            assert a.shape == (4, 6) and a.dtype == np.float32 and b.shape == (64,) and b.dtype == np.uint8
+            assert c.shape == (4, 6) and c.dtype == np.float32 and d.shape == (64,)
+            a[1, 2] = 7.5
+            assert c[1, 2] == 7.5 and described.numpy()[1, 2] == 7.5
+            del a, b, c, d

@@ -92,6 +92,6 @@ def test_an_interrupt_anywhere_in_acquire_get_or_receive_leaves_no_reference(uni
             if not landed:
                 break
             n += 1
-        # The compiled implementation runs acquire/get/release/receive in C (no line there to interrupt, and a C call
-        # and the storing of its result are one step): fewer xmem lines than the ctypes one's.
-        assert n > (20 if xmem.implementation == "ctypes" else 10)
+        # The compiled implementation runs acquire_cpu/get/release/receive in C (no line there to interrupt, and a C
+        # call and the storing of its result are one step): only send's and recv's Python lines are left to it.
+        assert n > (20 if xmem.implementation == "ctypes" else 5)

@@ -38,7 +38,14 @@ def test_public_api_is_annotated_and_documented():
     for obj in (xmem.BufferPool, xmem.BufferGuard, xmem.BufferPool.acquire_cpu, xmem.BufferPool.get,
                 xmem.BufferGuard.numpy, xmem.BufferGuard.forget, xmem.BufferPool.open):
         assert obj.__doc__ and len(obj.__doc__) > 20
-    assert "return" in xmem.BufferPool.acquire_cpu.__annotations__
+    assert "return" in xmem.BufferPool.open.__annotations__
+    # The compiled acquire_cpu has no __annotations__ (a method descriptor): its text signature comes from the
+    # annotated Python definition, which the ctypes implementation runs.
+    import inspect
+    params = list(inspect.signature(xmem.BufferPool.acquire_cpu).parameters)
+    assert params == ["self", "size", "timeout", "shape", "dtype", "strides", "seq", "content_type", "producer"]
+    if xmem.implementation == "ctypes":
+        assert "return" in xmem.BufferPool.acquire_cpu.__annotations__
 
 
 def test_xmem_library_points_at_another_build(tmp_path):
