@@ -6,7 +6,7 @@ using Xunit;
 
 namespace Xmem.Tests;
 
-/// <summary>Pins the structs of SegmentLayout.cs, ChannelLayout.cs and SlotHandoverRecord.cs to the normative tables
+/// <summary>Pins the structs of SegmentLayout.cs, ChannelLayout.cs and HandoverRecord.cs to the normative tables
 /// of docs/layout.md.</summary>
 public sealed partial class LayoutTests
 {
@@ -121,22 +121,22 @@ public sealed partial class LayoutTests
     public void Cell_offsets_match_the_document() => AssertMatches<RingCell>("Cell", ChannelLayout.CellSize);
 
     [Fact]
-    public void Handover_record_offsets_match_the_document() => AssertMatches<SlotHandoverRecord>("Handover record", LayoutConstants.SlotSize);
+    public void Handover_record_offsets_match_the_document() => AssertMatches<HandoverRecord>("Handover record", LayoutConstants.SlotSize);
 
     [Fact]
     public void Handover_record_shares_the_aligned_word_at_40_with_JournalOwner_and_overlays_only_reserved_bytes()
     {
-        Assert.Equal(SlotHandoverRecord.JournalOwnerWordOffset, (int)Marshal.OffsetOf<SlotRecord>(nameof(SlotRecord.JournalOwner)));
-        Assert.Equal(0, SlotHandoverRecord.JournalOwnerWordOffset % 8);
-        Assert.Equal(SlotHandoverRecord.JournalOwnerWordOffset + 4, (int)Marshal.OffsetOf<SlotHandoverRecord>(nameof(SlotHandoverRecord.HandoverState)));
-        Assert.Equal(0x0000_0002_0000_0007UL, SlotHandoverRecord.JournalOwnerAndState(7, SlotHandoverRecord.StateCommitted));
+        Assert.Equal(HandoverRecord.JournalOwnerWordOffset, (int)Marshal.OffsetOf<SlotRecord>(nameof(SlotRecord.JournalOwner)));
+        Assert.Equal(0, HandoverRecord.JournalOwnerWordOffset % 8);
+        Assert.Equal(HandoverRecord.JournalOwnerWordOffset + 4, (int)Marshal.OffsetOf<HandoverRecord>(nameof(HandoverRecord.HandoverState)));
+        Assert.Equal(0x0000_0002_0000_0007UL, HandoverRecord.JournalOwnerAndState(7, HandoverRecord.StateCommitted));
 
         // The record's bytes (44..47, 416..499) are no field of the core's SlotRecord: the core never writes them.
         var core = typeof(SlotRecord).GetFields().Select(f => (int)Marshal.OffsetOf<SlotRecord>(f.Name)).ToHashSet();
         Assert.DoesNotContain(44, core);
         Assert.True(core.Max() < 416, "a SlotRecord field lies in the handover record's bytes 416..511");
-        Assert.Equal(500, (int)Marshal.OffsetOf<SlotHandoverRecord>(nameof(SlotHandoverRecord.HandoverName)) + SlotHandoverRecord.MaxNameLength);
-        Assert.Equal(ChannelLayout.MaxNameLength, SlotHandoverRecord.MaxNameLength);
+        Assert.Equal(500, (int)Marshal.OffsetOf<HandoverRecord>(nameof(HandoverRecord.HandoverName)) + HandoverRecord.MaxNameLength);
+        Assert.Equal(ChannelLayout.MaxNameLength, HandoverRecord.MaxNameLength);
         Assert.Contains("1. Write 416..499", LayoutDoc());
     }
 
@@ -146,28 +146,8 @@ public sealed partial class LayoutTests
         string doc = LayoutDoc();
         Assert.Contains("| 44 | 4 | HandoverState | 0 none, 1 Pending, 2 Committed.", doc);
         Assert.Contains("| 420 | 4 | HandoverKind | 1 send, 2 receive |", doc);
-        Assert.Equal((0u, 1u, 2u), (SlotHandoverRecord.StateNone, SlotHandoverRecord.StatePending, SlotHandoverRecord.StateCommitted));
-        Assert.Equal((1u, 2u), (SlotHandoverRecord.KindSend, SlotHandoverRecord.KindReceive));
-    }
-
-    [Fact]
-    public void The_channel_codes_handover_offsets_are_the_records()
-    {
-        // The channel code still addresses the record by these constants; they must be the struct's (and so the document's).
-        int At(string field) => (int)Marshal.OffsetOf<SlotHandoverRecord>(field);
-        Assert.Equal(HandoverRecord.StateOffset, At(nameof(SlotHandoverRecord.HandoverState)));
-        Assert.Equal(HandoverRecord.TagOffset, At(nameof(SlotHandoverRecord.HandoverTag)));
-        Assert.Equal(HandoverRecord.KindOffset, At(nameof(SlotHandoverRecord.HandoverKind)));
-        Assert.Equal(HandoverRecord.GenOffset, At(nameof(SlotHandoverRecord.HandoverGen)));
-        Assert.Equal(HandoverRecord.RingOffset, At(nameof(SlotHandoverRecord.HandoverRing)));
-        Assert.Equal(HandoverRecord.ChannelOffset, At(nameof(SlotHandoverRecord.HandoverChannel)));
-        Assert.Equal(HandoverRecord.PositionOffset, At(nameof(SlotHandoverRecord.HandoverPosition)));
-        Assert.Equal(HandoverRecord.NameLengthOffset, At(nameof(SlotHandoverRecord.HandoverNameLength)));
-        Assert.Equal(HandoverRecord.NameOffset, At(nameof(SlotHandoverRecord.HandoverName)));
-        Assert.Equal(HandoverRecord.JournalOwnerOffset, SlotHandoverRecord.JournalOwnerWordOffset);
-        Assert.Equal(HandoverRecord.JournalWordOffset, (int)Marshal.OffsetOf<SlotRecord>(nameof(SlotRecord.JournalWord)));
-        Assert.Equal((SlotHandoverRecord.StateNone, SlotHandoverRecord.StatePending, SlotHandoverRecord.StateCommitted), (HandoverRecord.None, HandoverRecord.Pending, HandoverRecord.Committed));
-        Assert.Equal((SlotHandoverRecord.KindSend, SlotHandoverRecord.KindReceive), (HandoverRecord.KindSend, HandoverRecord.KindReceive));
+        Assert.Equal((0u, 1u, 2u), (HandoverRecord.StateNone, HandoverRecord.StatePending, HandoverRecord.StateCommitted));
+        Assert.Equal((1u, 2u), (HandoverRecord.KindSend, HandoverRecord.KindReceive));
     }
 
     [Theory]

@@ -201,7 +201,7 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
     private bool HandoverLocked(int s, ulong w, uint gen, int delta, uint kind, ChannelSegment ch, int k, ulong pos, RingCell* cell, ulong cellFrom, ulong cellTo)
     {
         SlotRecord* r = _slots.Record(s);
-        byte* b = (byte*)r;
+        var rec = (HandoverRecord*)r;
         ulong* holdings = core.OwnHoldings;
         ulong h = holdings[s];
         int held = Holding.CountFor(h, gen);
@@ -210,22 +210,22 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
             return false;
         }
 
-        *(uint*)(b + HandoverRecord.TagOffset) = (uint)Tag;
-        *(uint*)(b + HandoverRecord.KindOffset) = kind;
-        *(uint*)(b + HandoverRecord.GenOffset) = gen;
-        *(int*)(b + HandoverRecord.RingOffset) = k;
-        *(ulong*)(b + HandoverRecord.ChannelOffset) = ch.InstanceId;
-        *(ulong*)(b + HandoverRecord.PositionOffset) = pos;
-        *(int*)(b + HandoverRecord.NameLengthOffset) = ch.Name.Length;
-        Encoding.ASCII.GetBytes(ch.Name, new Span<byte>(b + HandoverRecord.NameOffset, 512 - HandoverRecord.NameOffset));
+        rec->HandoverTag = (uint)Tag;
+        rec->HandoverKind = kind;
+        rec->HandoverGen = gen;
+        rec->HandoverRing = k;
+        rec->HandoverChannel = ch.InstanceId;
+        rec->HandoverPosition = pos;
+        rec->HandoverNameLength = ch.Name.Length;
+        Encoding.ASCII.GetBytes(ch.Name, new Span<byte>(rec->HandoverName, HandoverRecord.MaxNameLength)); // validated: at most 48 ASCII characters
         r->JournalHoldings = h;
-        *(ulong*)(b + HandoverRecord.JournalWordOffset) = SlotWord.WithOwner(w, Tag);
-        ref ulong journal = ref *(ulong*)(b + HandoverRecord.JournalOwnerOffset);
+        r->JournalWord = SlotWord.WithOwner(w, Tag);
+        ref ulong journal = ref *(ulong*)((byte*)r + HandoverRecord.JournalOwnerWordOffset);
         // Release stores, in order: the record and the saved holding are visible before the journal names us; the
         // journal before the new holding; the new holding before the commit.
-        Volatile.Write(ref journal, ((ulong)HandoverRecord.Pending << 32) | (uint)Tag);
+        Volatile.Write(ref journal, HandoverRecord.JournalOwnerAndState((uint)Tag, HandoverRecord.StatePending));
         Volatile.Write(ref holdings[s], Holding.Make(gen, held + delta));
-        Volatile.Write(ref journal, (ulong)HandoverRecord.Committed << 32); // commit: JournalOwner 0 + Committed, one store
+        Volatile.Write(ref journal, HandoverRecord.JournalOwnerAndState(0, HandoverRecord.StateCommitted)); // commit: one store
         _ = Interlocked.CompareExchange(ref cell->Word, cellTo, cellFrom);  // release: the cell's payload before Full
         Volatile.Write(ref journal, 0UL);
         return true;
@@ -236,22 +236,22 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
     /// the lock and the holding, and only the cell may be left to move on.</summary>
     private void ResolveHandoverLocked(int s)
     {
-        byte* b = (byte*)_slots.Record(s);
-        uint state = Volatile.Read(ref *(uint*)(b + HandoverRecord.StateOffset));
-        if (state == HandoverRecord.None)
+        var rec = (HandoverRecord*)_slots.Record(s);
+        uint state = Volatile.Read(ref rec->HandoverState);
+        if (state == HandoverRecord.StateNone)
         {
             return;
         }
 
-        if (state == HandoverRecord.Committed)
+        if (state == HandoverRecord.StateCommitted)
         {
-            uint kind = *(uint*)(b + HandoverRecord.KindOffset);
-            int k = *(int*)(b + HandoverRecord.RingOffset);
-            ulong instance = *(ulong*)(b + HandoverRecord.ChannelOffset);
-            ulong pos = *(ulong*)(b + HandoverRecord.PositionOffset);
-            int nameLength = *(int*)(b + HandoverRecord.NameLengthOffset);
+            uint kind = rec->HandoverKind;
+            int k = rec->HandoverRing;
+            ulong instance = rec->HandoverChannel;
+            ulong pos = rec->HandoverPosition;
+            int nameLength = rec->HandoverNameLength;
             string? name = nameLength is > 0 and <= ChannelLayout.MaxNameLength
-                ? Encoding.ASCII.GetString(b + HandoverRecord.NameOffset, nameLength)
+                ? Encoding.ASCII.GetString(rec->HandoverName, nameLength)
                 : null;
             WithChannel(instance, name, ch =>
             {
@@ -282,7 +282,7 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
 
         // Pending: the holding was put back by the core's recovery; the cell, still claimed by the dead process, is
         // repaired by RepairCell's rule.
-        Volatile.Write(ref *(uint*)(b + HandoverRecord.StateOffset), HandoverRecord.None);
+        Volatile.Write(ref rec->HandoverState, HandoverRecord.StateNone);
     }
 
     private void WithChannel(ulong instance, string? name, Action<ChannelSegment> action)

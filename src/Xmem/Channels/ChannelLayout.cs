@@ -95,31 +95,3 @@ internal static class SubscriberWord
     internal static ushort Incarnation(uint s) => (ushort)(s >> 16);
     internal static uint Make(uint state, int tag, ushort incarnation) => (state & 0xF) | ((uint)(tag & 0xFFF) << 4) | ((uint)incarnation << 16);
 }
-
-/// <summary>
-/// The channel handover record kept in a slot's reserved bytes while a reference moves between a process's holding and
-/// a channel cell (docs/layout.md, "Channels: Handover"). <see cref="StateOffset"/> shares one aligned 8-byte word with
-/// the core's JournalOwner (offset 40), so that one store both clears the core's journal and marks the handover
-/// committed.
-/// </summary>
-internal static class HandoverRecord
-{
-    internal const int JournalOwnerOffset = 40; // core field; with StateOffset it forms the 8-byte word at 40
-    internal const int StateOffset = 44;
-    internal const int JournalWordOffset = 216; // core field (where the core has it): the word as locked
-    internal const int TagOffset = 416;
-    internal const int KindOffset = 420;
-    internal const int GenOffset = 424;
-    internal const int RingOffset = 428;
-    internal const int ChannelOffset = 432;
-    internal const int PositionOffset = 440;
-    internal const int NameLengthOffset = 448;
-    internal const int NameOffset = 452;
-
-    internal const uint None = 0;
-    internal const uint Pending = 1;
-    internal const uint Committed = 2;
-
-    internal const uint KindSend = 1;
-    internal const uint KindReceive = 2;
-}

@@ -11,7 +11,7 @@ namespace Xmem.Layout;
 /// 44..47 or 416..511.
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = LayoutConstants.SlotSize)]
-internal unsafe struct SlotHandoverRecord
+internal unsafe struct HandoverRecord
 {
     /// <summary>Offset of the 8-byte word made of JournalOwner (low half) and HandoverState (high half).</summary>
     internal const int JournalOwnerWordOffset = 40;
