@@ -16,50 +16,43 @@ internal static unsafe class DLPackExports
 {
     private const int MaxDims = 32;
 
-    // PyCapsule_IsValid(PyObject*, const char*) and PyCapsule_GetPointer(PyObject*, const char*), given by the bindings.
-    private static delegate* unmanaged<nint, byte*, int> s_capsuleIsValid;
-    private static delegate* unmanaged<nint, byte*, nint> s_capsuleGetPointer;
-
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_export_dlpack")]
-    internal static int GuardExportDLPack(ulong guard, DLPackRequest* request, nint* outManaged)
+    internal static int GuardExportDLPack(ulong guard, DLPackRequest* request, nint* outManaged) =>
+        Export.OnGuard(guard, new ExportTensor(request, outManaged));
+
+    /// <summary>The request is checked (<see cref="Check"/>) before the guard handle is looked up; the shape and
+    /// strides it read are kept for <see cref="Run"/>.</summary>
+    private struct ExportTensor(DLPackRequest* request, nint* outManaged) : IExportBody<GuardHandle>
     {
-        using ForkGate.Scope fork = ForkGate.Enter();
+        private DLPackRequest _r;
+        private long[] _shape = [];
+        private long[] _strides = [];
 
-        if (request is null)
+        public int Check()
         {
-            return LastError.NullArgument("request");
-        }
-
-        if (outManaged is null)
-        {
-            return LastError.NullArgument("out_managed");
-        }
-
-        try
-        {
-            DLPackRequest r = *request;
-            int rc = Validate(in r, out long[] shape, out long[] strides);
+            int rc = Export.NotNull(request, "request", outManaged, "out_managed");
             if (rc != 0)
             {
                 return rc;
             }
 
-            GuardHandle? g = HandleTables.Guards.Get(guard);
-            if (g is null)
-            {
-                return LastError.InvalidHandle("guard", guard);
-            }
+            _r = *request;
+            return Validate(in _r, out _shape, out _strides);
+        }
 
+        public readonly int Run(GuardHandle g)
+        {
             // The tensor's own hold on the memory: a view lease on the mapping for CPU buffers; for CUDA buffers a
             // reference of its own (a new guard on the slot), since device memory has no mapping to keep and a slot
             // let go may have its allocation freed or its IPC mapping closed.
             ulong ctx;
             nint data;
             int deviceType, deviceId;
-            bool readOnly = (r.Flags & DLPackRequest.FlagReadOnly) != 0 || g.Guard.IsReadOnly;
+            int rc;
+            bool readOnly = (_r.Flags & DLPackRequest.FlagReadOnly) != 0 || g.Guard.IsReadOnly;
             if (g.Guard.IsCuda)
             {
-                rc = CheckExtent(in r, shape, strides, g.Guard.Size);
+                rc = CheckExtent(in _r, _shape, _strides, g.Guard.Size);
                 if (rc != 0)
                 {
                     return rc;
@@ -77,73 +70,76 @@ internal static unsafe class DLPackExports
             }
             else
             {
-                MappingLease lease = GuardExports.TakeLease(guard, out rc);
+                MappingLease lease = LeaseHandles.Take(g, out rc);
                 if (rc != 0)
                 {
                     return rc;
                 }
 
-                rc = CheckExtent(in r, shape, strides, lease.Length);
+                rc = CheckExtent(in _r, _shape, _strides, lease.Length);
                 if (rc != 0)
                 {
                     _ = lease.Release();
                     return rc;
                 }
 
-                ctx = GuardExports.RegisterLease(lease);
+                ctx = LeaseHandles.Register(lease);
                 data = lease.Address;
                 deviceType = DLTensor.KDLCpu;
                 deviceId = 0;
             }
 
-            bool versioned = (r.Flags & DLPackRequest.FlagVersioned) != 0;
-            int head = versioned ? sizeof(DLManagedTensorVersioned) : sizeof(DLManagedTensor);
-            byte* block = (byte*)NativeMemory.AllocZeroed((nuint)(head + 16 * Math.Max(r.NDim, 1)));
-            long* shapeOut = (long*)(block + head);
-            long* stridesOut = shapeOut + r.NDim;
-            for (int i = 0; i < r.NDim; i++)
-            {
-                shapeOut[i] = shape[i];
-                stridesOut[i] = strides[i];
-            }
-
-            DLTensor* t;
-            if (versioned)
-            {
-                var m = (DLManagedTensorVersioned*)block;
-                m->Major = 1;
-                m->Minor = 0;
-                m->ManagerCtx = (nint)ctx;
-                m->Deleter = (nint)(delegate* unmanaged<DLManagedTensorVersioned*, void>)&DeleteVersioned;
-                m->Flags = readOnly ? DLManagedTensorVersioned.FlagReadOnly : 0;
-                t = &m->Tensor;
-            }
-            else
-            {
-                var m = (DLManagedTensor*)block;
-                m->ManagerCtx = (nint)ctx;
-                m->Deleter = (nint)(delegate* unmanaged<DLManagedTensor*, void>)&DeleteUnversioned;
-                t = &m->Tensor;
-            }
-
-            // The offset is folded into the data pointer: some consumers ignore byte_offset.
-            t->Data = data + (nint)r.ByteOffset;
-            t->DeviceType = deviceType;
-            t->DeviceId = deviceId;
-            t->NDim = r.NDim;
-            t->DTypeCode = r.DTypeCode;
-            t->DTypeBits = r.DTypeBits;
-            t->DTypeLanes = r.DTypeLanes;
-            t->Shape = shapeOut;
-            t->Strides = stridesOut;
-            t->ByteOffset = 0;
-            *outManaged = (nint)block;
+            *outManaged = (nint)Build(in _r, _shape, _strides, ctx, data, deviceType, deviceId, readOnly);
             return 0;
         }
-        catch (Exception e)
+    }
+
+    /// <summary>The managed tensor as one native block (header, shape, strides) whose manager context is
+    /// <paramref name="ctx"/>.</summary>
+    private static byte* Build(in DLPackRequest r, long[] shape, long[] strides, ulong ctx, nint data, int deviceType, int deviceId, bool readOnly)
+    {
+        bool versioned = (r.Flags & DLPackRequest.FlagVersioned) != 0;
+        int head = versioned ? sizeof(DLManagedTensorVersioned) : sizeof(DLManagedTensor);
+        byte* block = (byte*)NativeMemory.AllocZeroed((nuint)(head + 16 * Math.Max(r.NDim, 1)));
+        long* shapeOut = (long*)(block + head);
+        long* stridesOut = shapeOut + r.NDim;
+        for (int i = 0; i < r.NDim; i++)
         {
-            return LastError.Fail(e);
+            shapeOut[i] = shape[i];
+            stridesOut[i] = strides[i];
         }
+
+        DLTensor* t;
+        if (versioned)
+        {
+            var m = (DLManagedTensorVersioned*)block;
+            m->Major = 1;
+            m->Minor = 0;
+            m->ManagerCtx = (nint)ctx;
+            m->Deleter = (nint)(delegate* unmanaged<DLManagedTensorVersioned*, void>)&DeleteVersioned;
+            m->Flags = readOnly ? DLManagedTensorVersioned.FlagReadOnly : 0;
+            t = &m->Tensor;
+        }
+        else
+        {
+            var m = (DLManagedTensor*)block;
+            m->ManagerCtx = (nint)ctx;
+            m->Deleter = (nint)(delegate* unmanaged<DLManagedTensor*, void>)&DeleteUnversioned;
+            t = &m->Tensor;
+        }
+
+        // The offset is folded into the data pointer: some consumers ignore byte_offset.
+        t->Data = data + (nint)r.ByteOffset;
+        t->DeviceType = deviceType;
+        t->DeviceId = deviceId;
+        t->NDim = r.NDim;
+        t->DTypeCode = r.DTypeCode;
+        t->DTypeBits = r.DTypeBits;
+        t->DTypeLanes = r.DTypeLanes;
+        t->Shape = shapeOut;
+        t->Strides = stridesOut;
+        t->ByteOffset = 0;
+        return block;
     }
 
     /// <summary>A new guard on <paramref name="g"/>'s slot (read-only or read-write like the export), registered
@@ -272,7 +268,8 @@ internal static unsafe class DLPackExports
         Free((nint)m, m is null ? 0 : m->ManagerCtx);
     }
 
-    private static void Free(nint block, nint managerCtx)
+    /// <summary>Frees a managed tensor's block and lets go of its hold on the memory (lease or own reference).</summary>
+    internal static void Free(nint block, nint managerCtx)
     {
         if (block == 0)
         {
@@ -287,7 +284,7 @@ internal static unsafe class DLPackExports
             }
             else if (HandleTables.Guards.Remove((ulong)managerCtx) is { } guard)
             {
-                GuardExports.Release(guard); // a CUDA tensor's own reference
+                GuardHandles.Release(guard); // a CUDA tensor's own reference
             }
         }
         catch (Exception)
@@ -297,83 +294,4 @@ internal static unsafe class DLPackExports
 
         NativeMemory.Free((void*)block);
     }
-
-    // ------------------------------------------------------------------ Python capsules
-
-    private static readonly byte[] s_nameUnversioned = PinnedName("dltensor");
-    private static readonly byte[] s_nameVersioned = PinnedName("dltensor_versioned");
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_capsule_name")]
-    internal static byte* CapsuleName(int versioned)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return AddressOf(versioned != 0 ? s_nameVersioned : s_nameUnversioned);
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_init_python")]
-    internal static int InitPython(nint isValid, nint getPointer)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-
-        if (isValid == 0 || getPointer == 0)
-        {
-            return LastError.NullArgument(isValid == 0 ? "py_capsule_is_valid" : "py_capsule_get_pointer");
-        }
-
-        s_capsuleIsValid = (delegate* unmanaged<nint, byte*, int>)isValid;
-        s_capsuleGetPointer = (delegate* unmanaged<nint, byte*, nint>)getPointer;
-        return 0;
-    }
-
-    /// <summary>PyCapsule destructor: runs with the GIL held when a capsule dies. A consumer renames the capsules it
-    /// takes ("used_dltensor…"), so a capsule that still has its first name was never consumed, and its tensor is
-    /// freed here; otherwise the consumer owns it and calls the deleter itself.</summary>
-    [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_capsule_destructor")]
-    internal static void CapsuleDestructor(nint capsule)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-
-        try
-        {
-            if (capsule == 0 || s_capsuleIsValid is null)
-            {
-                return;
-            }
-
-            if (s_capsuleIsValid(capsule, AddressOf(s_nameVersioned)) != 0)
-            {
-                var m = (DLManagedTensorVersioned*)s_capsuleGetPointer(capsule, AddressOf(s_nameVersioned));
-                if (m is not null)
-                {
-                    Free((nint)m, m->ManagerCtx);
-                }
-            }
-            else if (s_capsuleIsValid(capsule, AddressOf(s_nameUnversioned)) != 0)
-            {
-                var m = (DLManagedTensor*)s_capsuleGetPointer(capsule, AddressOf(s_nameUnversioned));
-                if (m is not null)
-                {
-                    Free((nint)m, m->ManagerCtx);
-                }
-            }
-        }
-        catch (Exception)
-        {
-            // A destructor must not fail; at worst one mapping stays leased until the process exits.
-        }
-    }
-
-    private static byte[] PinnedName(string s)
-    {
-        byte[] b = GC.AllocateArray<byte>(s.Length + 1, pinned: true);
-        for (int i = 0; i < s.Length; i++)
-        {
-            b[i] = (byte)s[i];
-        }
-
-        return b;
-    }
-
-    // Safe: pinned-heap arrays held by static fields never move or die.
-    private static byte* AddressOf(byte[] pinned) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
 }

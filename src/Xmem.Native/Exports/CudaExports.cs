@@ -13,33 +13,40 @@ namespace Xmem.Native.Exports;
 internal static unsafe class CudaExports
 {
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr")]
-    internal static int GuardCudaPtr(ulong guard, ulong* outPtr)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return CudaPtr(guard, outPtr, mutable: false);
-    }
+    internal static int GuardCudaPtr(ulong guard, ulong* outPtr) => Export.OnGuard(guard, new CudaPtr(outPtr, mutable: false));
 
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr_mut")]
-    internal static int GuardCudaPtrMut(ulong guard, ulong* outPtr)
+    internal static int GuardCudaPtrMut(ulong guard, ulong* outPtr) => Export.OnGuard(guard, new CudaPtr(outPtr, mutable: true));
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_record_writes_done")]
+    internal static int GuardRecordWritesDone(ulong guard, ulong stream) =>
+        Export.OnGuardInPool(guard, new Ordering(stream, OrderingKind.Record));
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_wait_writes_done")]
+    internal static int GuardWaitWritesDone(ulong guard, ulong stream) =>
+        Export.OnGuardInPool(guard, new Ordering(stream, OrderingKind.Wait));
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_synchronize_writes")]
+    internal static int GuardSynchronizeWrites(ulong guard) =>
+        Export.OnGuardInPool(guard, new Ordering(0, OrderingKind.Synchronize));
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cuda")]
+    internal static int GuardCopyToCuda(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) =>
+        Export.OnGuard(guard, new Copy(deviceId, outGuard, outInfo));
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cpu")]
+    internal static int GuardCopyToCpu(ulong guard, ulong* outGuard, BufferInfo* outInfo) =>
+        Export.OnGuard(guard, new Copy(-1, outGuard, outInfo));
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_device")]
+    internal static int GuardCopyToDevice(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) =>
+        Export.OnGuard(guard, new Copy(deviceId, outGuard, outInfo));
+
+    private readonly struct CudaPtr(ulong* outPtr, bool mutable) : IExportBody<GuardHandle>
     {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return CudaPtr(guard, outPtr, mutable: true);
-    }
+        public int Check() => Export.NotNull(outPtr, "out_ptr");
 
-    private static int CudaPtr(ulong guard, ulong* outPtr, bool mutable)
-    {
-        if (outPtr is null)
-        {
-            return LastError.NullArgument("out_ptr");
-        }
-
-        GuardHandle? g = HandleTables.Guards.Get(guard);
-        if (g is null)
-        {
-            return LastError.InvalidHandle("guard", guard);
-        }
-
-        try
+        public int Run(GuardHandle g)
         {
             int rc = RequireUsable(g.Guard);
             if (rc != 0)
@@ -55,31 +62,6 @@ internal static unsafe class CudaExports
             *outPtr = g.Guard.CudaPointer;
             return 0;
         }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_record_writes_done")]
-    internal static int GuardRecordWritesDone(ulong guard, ulong stream)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return Ordering(guard, stream, OrderingKind.Record);
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_wait_writes_done")]
-    internal static int GuardWaitWritesDone(ulong guard, ulong stream)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return Ordering(guard, stream, OrderingKind.Wait);
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_synchronize_writes")]
-    internal static int GuardSynchronizeWrites(ulong guard)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return Ordering(guard, 0, OrderingKind.Synchronize);
     }
 
     private enum OrderingKind
@@ -89,21 +71,13 @@ internal static unsafe class CudaExports
         Synchronize,
     }
 
-    private static int Ordering(ulong guard, ulong stream, OrderingKind kind)
+    /// <summary>The driver calls need the pool attached (its CUDA table); the skeleton counts it in, so a concurrent
+    /// close waits for them.</summary>
+    private readonly struct Ordering(ulong stream, OrderingKind kind) : IExportBody<GuardHandle>
     {
-        GuardHandle? g = HandleTables.Guards.Get(guard);
-        if (g is null)
-        {
-            return LastError.InvalidHandle("guard", guard);
-        }
+        public int Check() => 0;
 
-        // The driver calls need the pool attached (its CUDA table); a concurrent close waits for them.
-        if (!g.Owner.TryEnter())
-        {
-            return PoolClosed(g);
-        }
-
-        try
+        public int Run(GuardHandle g)
         {
             int rc = RequireUsable(g.Guard);
             if (rc != 0)
@@ -126,89 +100,51 @@ internal static unsafe class CudaExports
 
             return 0;
         }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-        finally
-        {
-            g.Owner.Exit();
-        }
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cuda")]
-    internal static int GuardCopyToCuda(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return Copy(guard, deviceId, outGuard, outInfo);
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cpu")]
-    internal static int GuardCopyToCpu(ulong guard, ulong* outGuard, BufferInfo* outInfo)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return Copy(guard, -1, outGuard, outInfo);
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_device")]
-    internal static int GuardCopyToDevice(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return Copy(guard, deviceId, outGuard, outInfo);
     }
 
     /// <summary>A copy into a new buffer of the same pool: CPU for <paramref name="deviceId"/> -1, else CUDA device
-    /// <paramref name="deviceId"/>. A CPU-to-CPU copy needs no CUDA; every other one does.</summary>
-    private static int Copy(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo)
+    /// <paramref name="deviceId"/>. A CPU-to-CPU copy needs no CUDA; every other one does. The device is checked
+    /// after the guard handle and before the pool is counted in (the order its errors have always been reported in),
+    /// so the body counts the pool in itself.</summary>
+    private readonly struct Copy(int deviceId, ulong* outGuard, BufferInfo* outInfo) : IExportBody<GuardHandle>
     {
-        if (outGuard is null)
-        {
-            return LastError.NullArgument("out_guard");
-        }
+        public int Check() => Export.NotNull(outGuard, "out_guard");
 
-        GuardHandle? g = HandleTables.Guards.Get(guard);
-        if (g is null)
+        public int Run(GuardHandle g)
         {
-            return LastError.InvalidHandle("guard", guard);
-        }
-
-        if (deviceId < -1)
-        {
-            return LastError.Set(XmemStatus.InvalidArgument, $"device {deviceId} is neither -1 (CPU memory) nor a CUDA device ordinal (0 or more).");
-        }
-
-        if (!g.Owner.TryEnter())
-        {
-            return PoolClosed(g);
-        }
-
-        try
-        {
-            if (deviceId >= 0 || g.Guard.IsCuda)
+            if (deviceId < -1)
             {
-                int rc = RequireUsable(g.Guard);
-                if (rc != 0)
-                {
-                    return rc;
-                }
+                return LastError.Set(XmemStatus.InvalidArgument, $"device {deviceId} is neither -1 (CPU memory) nor a CUDA device ordinal (0 or more).");
             }
 
-            BufferGuard copy = g.Guard.CopyToDevice(deviceId);
-            return PoolExports.RegisterGuard(copy, g.Owner, outGuard, outInfo);
-        }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-        finally
-        {
-            g.Owner.Exit();
+            if (!g.Owner.TryEnter())
+            {
+                return GuardHandles.PoolClosed(g);
+            }
+
+            try
+            {
+                if (deviceId >= 0 || g.Guard.IsCuda)
+                {
+                    int rc = RequireUsable(g.Guard);
+                    if (rc != 0)
+                    {
+                        return rc;
+                    }
+                }
+
+                return GuardHandles.Register(g.Guard.CopyToDevice(deviceId), g.Owner, outGuard, outInfo);
+            }
+            finally
+            {
+                g.Owner.Exit();
+            }
         }
     }
 
     /// <summary>0 when CUDA can be used in this process (or the guard is a CUDA buffer, which proves it); else sets
     /// XMEM_E_CUDA_UNAVAILABLE with the reason the driver gave.</summary>
-    internal static int RequireUsable(BufferGuard guard)
+    private static int RequireUsable(BufferGuard guard)
     {
         if (guard.IsCuda)
         {
@@ -220,7 +156,4 @@ internal static unsafe class CudaExports
             ? 0
             : LastError.Set(XmemStatus.CudaUnavailable, $"CUDA is unavailable: {why}. (The buffer in slot {guard.MetaIndex} is in CPU memory; CPU buffers work as usual.)");
     }
-
-    private static int PoolClosed(GuardHandle g) =>
-        LastError.Set(XmemStatus.Disposed, $"pool '{g.Guard.Pool.Name}' was closed, which released the guard on slot {g.Guard.MetaIndex}; take a new guard after opening the pool again.");
 }

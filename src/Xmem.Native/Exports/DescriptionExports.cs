@@ -13,27 +13,18 @@ namespace Xmem.Native.Exports;
 internal static unsafe class DescriptionExports
 {
     [UnmanagedCallersOnly(EntryPoint = "xmem_guard_set_description")]
-    internal static int GuardSetDescription(ulong guard, DescriptionInfo* description)
+    internal static int GuardSetDescription(ulong guard, DescriptionInfo* description) =>
+        Export.OnGuardInPool(guard, new SetDescription(description));
+
+    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_description")]
+    internal static int GuardDescription(ulong guard, DescriptionInfo* outDescription) =>
+        Export.OnGuardInPool(guard, new GetDescription(outDescription));
+
+    private readonly struct SetDescription(DescriptionInfo* description) : IExportBody<GuardHandle>
     {
-        using ForkGate.Scope fork = ForkGate.Enter();
+        public int Check() => Export.NotNull(description, "description");
 
-        if (description is null)
-        {
-            return LastError.NullArgument("description");
-        }
-
-        GuardHandle? g = HandleTables.Guards.Get(guard);
-        if (g is null)
-        {
-            return LastError.InvalidHandle("guard", guard);
-        }
-
-        if (!g.Owner.TryEnter())
-        {
-            return LastError.Set(XmemStatus.Disposed, $"pool '{g.Guard.Pool.Name}' was closed; descriptions are written through an open pool.");
-        }
-
-        try
+        public int Run(GuardHandle g)
         {
             DescriptionInfo d = *description;
             if (g.Guard.IsReadOnly)
@@ -58,38 +49,13 @@ internal static unsafe class DescriptionExports
             g.Guard.SetDescription(new BufferDescription(tensor, d.Seq, ts, contentType, producerTag));
             return 0;
         }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-        finally
-        {
-            g.Owner.Exit();
-        }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_description")]
-    internal static int GuardDescription(ulong guard, DescriptionInfo* outDescription)
+    private readonly struct GetDescription(DescriptionInfo* outDescription) : IExportBody<GuardHandle>
     {
-        using ForkGate.Scope fork = ForkGate.Enter();
+        public int Check() => Export.NotNull(outDescription, "out_description");
 
-        if (outDescription is null)
-        {
-            return LastError.NullArgument("out_description");
-        }
-
-        GuardHandle? g = HandleTables.Guards.Get(guard);
-        if (g is null)
-        {
-            return LastError.InvalidHandle("guard", guard);
-        }
-
-        if (!g.Owner.TryEnter())
-        {
-            return LastError.Set(XmemStatus.Disposed, $"pool '{g.Guard.Pool.Name}' was closed; descriptions are read through an open pool.");
-        }
-
-        try
+        public int Run(GuardHandle g)
         {
             BufferDescription? d = g.Guard.Description;
             DescriptionInfo o = default;
@@ -121,14 +87,6 @@ internal static unsafe class DescriptionExports
 
             *outDescription = o;
             return 0;
-        }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-        finally
-        {
-            g.Owner.Exit();
         }
     }
 

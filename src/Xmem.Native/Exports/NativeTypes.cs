@@ -69,3 +69,13 @@ internal unsafe struct DescriptionInfo
     [FieldOffset(160)] internal fixed byte ContentType[32];
     [FieldOffset(192)] internal fixed byte ProducerTag[32];
 }
+
+/// <summary><c>xmem_channel_properties</c> in xmem.h (16 bytes).</summary>
+[StructLayout(LayoutKind.Explicit, Size = 16)]
+internal struct ChannelInfoOut
+{
+    [FieldOffset(0)] internal int Depth;
+    [FieldOffset(4)] internal int Mode;
+    [FieldOffset(8)] internal int Count;
+    [FieldOffset(12)] internal uint Reserved;
+}

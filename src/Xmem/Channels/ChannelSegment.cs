@@ -52,7 +52,7 @@ internal sealed unsafe class ChannelSegment : IDisposable
         if (name.Length is 0 or > ChannelLayout.MaxNameLength || name[0] == '.'
             || name.AsSpan().ContainsAnyExcept(NameChars))
         {
-            throw new ArgumentException($"channel name '{name}' must be 1 to {ChannelLayout.MaxNameLength} characters of [A-Za-z0-9._-], not starting with '.'.", nameof(name));
+            ThrowHelper.ThrowInvalidName($"channel name '{name}' must be 1 to {ChannelLayout.MaxNameLength} characters of [A-Za-z0-9._-], not starting with '.'.", nameof(name));
         }
     }
 

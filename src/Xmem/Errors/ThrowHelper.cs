@@ -27,7 +27,11 @@ internal static class ThrowHelper
 
     [DoesNotReturn]
     internal static void ThrowIndexOutOfRange(int metaIndex, int capacity) =>
-        throw new ArgumentOutOfRangeException(nameof(metaIndex), metaIndex, $"meta index {metaIndex} is outside this pool's slots 0..{capacity - 1}.");
+        throw new MetaIndexOutOfRangeException(nameof(metaIndex), metaIndex, $"meta index {metaIndex} is outside this pool's slots 0..{capacity - 1}.");
+
+    /// <summary>A pool or channel name that breaks its rules; <paramref name="message"/> says which and how.</summary>
+    [DoesNotReturn]
+    internal static void ThrowInvalidName(string message, string paramName) => throw new InvalidNameException(message, paramName);
 
     [DoesNotReturn]
     internal static void ThrowSlotNotLive(int metaIndex) =>

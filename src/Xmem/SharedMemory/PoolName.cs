@@ -1,29 +1,32 @@
+using Xmem.Errors;
+
 namespace Xmem.SharedMemory;
 
 /// <summary>Validates pool names and derives the object names of a pool's segments (docs/layout.md, "Object names").</summary>
 internal static class PoolName
 {
-    /// <summary>Strips the optional leading '/' and checks the rest: 1–200 of [A-Za-z0-9._-], not "." or "..".</summary>
+    /// <summary>Strips the optional leading '/' and checks the rest: 1–200 of [A-Za-z0-9._-], not "." or "..".
+    /// A bad name is an <see cref="InvalidNameException"/> (XMEM_E_INVALID_NAME); a null one an ArgumentNullException.</summary>
     internal static string Normalize(string name, string paramName = "name")
     {
         ArgumentNullException.ThrowIfNull(name, paramName);
         string bare = name.StartsWith('/') ? name[1..] : name;
         if (bare.Length is 0 or > SegmentNames.MaxPoolNameLength)
         {
-            throw new ArgumentException($"pool name '{Printable(name)}' must be an optional '/' followed by 1 to {SegmentNames.MaxPoolNameLength} characters of [A-Za-z0-9._-].", paramName);
+            ThrowHelper.ThrowInvalidName($"pool name '{Printable(name)}' must be an optional '/' followed by 1 to {SegmentNames.MaxPoolNameLength} characters of [A-Za-z0-9._-].", paramName);
         }
 
         foreach (char c in bare)
         {
             if (!(char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
             {
-                throw new ArgumentException($"pool name '{Printable(name)}' has the character {DescribeChar(c)}; use only [A-Za-z0-9._-] after an optional leading '/'.", paramName);
+                ThrowHelper.ThrowInvalidName($"pool name '{Printable(name)}' has the character {DescribeChar(c)}; use only [A-Za-z0-9._-] after an optional leading '/'.", paramName);
             }
         }
 
         if (bare is "." or ".." || bare.StartsWith('.'))
         {
-            throw new ArgumentException($"pool name '{Printable(name)}' must not start with '.'; use a name such as 'cam0'.", paramName);
+            ThrowHelper.ThrowInvalidName($"pool name '{Printable(name)}' must not start with '.'; use a name such as 'cam0'.", paramName);
         }
 
         return bare;

@@ -145,7 +145,7 @@ public sealed class ChannelTests : PoolTest
         b.Receive().Dispose();
         Assert.Throws<ArgumentException>(() => pool.Channel("q", depth: 8));
         Assert.Throws<ArgumentException>(() => pool.Channel("q", depth: 4, ChannelMode.FanOut));
-        Assert.Throws<ArgumentException>(() => pool.Channel("bad/name"));
+        Assert.Throws<InvalidNameException>(() => pool.Channel("bad/name"));
         Assert.Throws<ArgumentOutOfRangeException>(() => pool.Channel("x", depth: 3));
         Assert.Throws<InvalidOperationException>(() => a.Subscribe());
     }

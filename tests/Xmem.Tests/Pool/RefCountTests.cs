@@ -44,12 +44,12 @@ public sealed class RefCountTests : PoolTest
     {
         using BufferPool pool = NewPool(4);
         int[] live = pool.PreallocateCpu(8, 4);
-        Assert.Throws<ArgumentOutOfRangeException>(() => pool.Get(index));
-        Assert.Throws<ArgumentOutOfRangeException>(() => pool.GetMut(index));
-        Assert.Throws<ArgumentOutOfRangeException>(() => pool.AddRef(index));
-        Assert.Throws<ArgumentOutOfRangeException>(() => pool.Release(index));
-        Assert.Throws<ArgumentOutOfRangeException>(() => pool.SetRefCount(index, 1));
-        Assert.Throws<ArgumentOutOfRangeException>(() => pool.RefCount(index));
+        Assert.Throws<MetaIndexOutOfRangeException>(() => pool.Get(index));
+        Assert.Throws<MetaIndexOutOfRangeException>(() => pool.GetMut(index));
+        Assert.Throws<MetaIndexOutOfRangeException>(() => pool.AddRef(index));
+        Assert.Throws<MetaIndexOutOfRangeException>(() => pool.Release(index));
+        Assert.Throws<MetaIndexOutOfRangeException>(() => pool.SetRefCount(index, 1));
+        Assert.Throws<MetaIndexOutOfRangeException>(() => pool.RefCount(index));
         Assert.All(live, i => Assert.Equal(1, pool.RefCount(i)));
         Assert.All(live, i => pool.SetRefCount(i, 0));
     }

@@ -206,7 +206,7 @@ public sealed class PoolModelTests
             case Kind.RefCount:
                 if (!inRange)
                 {
-                    Assert.Throws<ArgumentOutOfRangeException>(() => pool.RefCount(op.A));
+                    Assert.Throws<MetaIndexOutOfRangeException>(() => pool.RefCount(op.A));
                 }
                 else
                 {
@@ -315,7 +315,7 @@ public sealed class PoolModelTests
     {
         if (!inRange)
         {
-            Assert.Throws<ArgumentOutOfRangeException>(() => call());
+            Assert.Throws<MetaIndexOutOfRangeException>(() => call());
             return false;
         }
 

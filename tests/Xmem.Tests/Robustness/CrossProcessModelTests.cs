@@ -231,7 +231,7 @@ public sealed class CrossProcessModelTests
         Assert.True(expected == actual || (expected == "ok" && actual.StartsWith("ok ", StringComparison.Ordinal)), $"expected '{expected}', got '{actual}'");
 
     private static string ExpectIndexError(int i, SlotModel[] slots) =>
-        (uint)i >= Capacity ? "error System.ArgumentOutOfRangeException" : !slots[i].Live ? "error Xmem.SlotNotLiveException" : "ok";
+        (uint)i >= Capacity ? $"error {typeof(MetaIndexOutOfRangeException).FullName}" : !slots[i].Live ? "error Xmem.SlotNotLiveException" : "ok";
 
     private static void Apply(Run run, Op op)
     {
@@ -369,7 +369,7 @@ public sealed class CrossProcessModelTests
                 string r = Do(run, op, () => C(pool.RefCount(op.A)), $"refcount {op.A}");
                 if ((uint)op.A >= Capacity)
                 {
-                    Expect("error System.ArgumentOutOfRangeException", r);
+                    Expect($"error {typeof(MetaIndexOutOfRangeException).FullName}", r);
                 }
                 else
                 {

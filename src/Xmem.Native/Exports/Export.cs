@@ -1,0 +1,292 @@
+using Xmem.Core;
+using Xmem.Native.Handles;
+using Xmem.Pool;
+
+namespace Xmem.Native.Exports;
+
+/// <summary>
+/// The body of an export that works on no handle: its argument checks, then its work. Implemented by a struct that
+/// holds the export's arguments, so <see cref="Export"/> is specialised for each body: no allocation, no indirect
+/// call, the body inlined into the skeleton.
+/// </summary>
+internal interface IExportBody
+{
+    /// <summary>The checks that need no handle (NULL pointers, ranges): 0, or the status LastError recorded. The
+    /// skeleton calls <see cref="Check"/> and then <see cref="Run"/> on the same copy, so a check may keep what it
+    /// computed for the run.</summary>
+    int Check();
+
+    /// <summary>The export's work: 0 or a status recorded with LastError; may throw (the skeleton turns any
+    /// exception into a status).</summary>
+    int Run();
+}
+
+/// <summary>The body of an export that works on the object behind a handle (see <see cref="IExportBody"/>).</summary>
+internal interface IExportBody<in T>
+    where T : class
+{
+    /// <inheritdoc cref="IExportBody.Check"/>
+    int Check();
+
+    /// <summary>The export's work on the live <paramref name="target"/>, counted in by the skeleton for the call.</summary>
+    int Run(T target);
+}
+
+/// <summary>
+/// The skeleton of every export, written once: enter the fork gate (before anything else: a call that races a fork
+/// waits until the fork is over, and a forked child finds the gate reset), check the arguments, find the handle's
+/// object and count the call in (so a concurrent close cannot close it under the call), run the body, count out,
+/// and turn any exception into a status with the thread's last error: no exception ever crosses the C ABI.
+/// An export is one line naming its skeleton and its body, e.g.
+/// <c>=&gt; Export.OnPool(pool, new CountOp(metaIndex, outCount, CountKind.AddRef));</c>.
+/// Exports that return no status (versions, the last error, DLPack deleters) enter the gate themselves.
+/// Every method here is generic over the body struct, hence specialised for each export, with the body's Check and
+/// Run inlined: the hot exports (acquire, get, add_ref, release) execute as many instructions as the hand-written
+/// skeleton did, within 1.5% (docs/c-abi.md, rule 6).
+/// </summary>
+internal static unsafe class Export
+{
+    /// <summary>An export on no handle.</summary>
+    internal static int Run<TBody>(TBody body)
+        where TBody : struct, IExportBody
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        try
+        {
+            int rc = body.Check();
+            return rc != 0 ? rc : body.Run();
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>An export on a pool handle: the pool is counted in for the call.</summary>
+    internal static int OnPool<TBody>(ulong pool, TBody body)
+        where TBody : struct, IExportBody<PoolHandle>
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        try
+        {
+            int rc = body.Check();
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            PoolHandle? p = EnterPool(pool);
+            if (p is null)
+            {
+                return LastError.InvalidHandle("pool", pool);
+            }
+
+            try
+            {
+                return body.Run(p);
+            }
+            finally
+            {
+                p.Exit();
+            }
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>An export on a guard handle that needs nothing of its pool beyond the guard's own state.</summary>
+    internal static int OnGuard<TBody>(ulong guard, TBody body)
+        where TBody : struct, IExportBody<GuardHandle>
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        try
+        {
+            int rc = body.Check();
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            GuardHandle? g = HandleTables.Guards.Get(guard);
+            return g is null ? LastError.InvalidHandle("guard", guard) : body.Run(g);
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>An export on a guard handle that works through its pool (driver calls, the slot's description): the
+    /// guard's pool handle is counted in for the call, and a closed pool is XMEM_E_DISPOSED.</summary>
+    internal static int OnGuardInPool<TBody>(ulong guard, TBody body)
+        where TBody : struct, IExportBody<GuardHandle>
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        try
+        {
+            int rc = body.Check();
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            GuardHandle? g = HandleTables.Guards.Get(guard);
+            if (g is null)
+            {
+                return LastError.InvalidHandle("guard", guard);
+            }
+
+            if (!g.Owner.TryEnter())
+            {
+                return GuardHandles.PoolClosed(g);
+            }
+
+            try
+            {
+                return body.Run(g);
+            }
+            finally
+            {
+                g.Owner.Exit();
+            }
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>An export on a channel handle: the channel and its pool are both counted in for the call, so that
+    /// neither the channel's segment nor the pool is closed under it.</summary>
+    internal static int OnChannel<TBody>(ulong channel, TBody body)
+        where TBody : struct, IExportBody<ChannelHandle>
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        try
+        {
+            int rc = body.Check();
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            ChannelHandle? c = HandleTables.Channels.Get(channel);
+            if (c is null || !c.TryEnter())
+            {
+                return LastError.InvalidHandle("channel", channel);
+            }
+
+            try
+            {
+                if (!c.Owner.TryEnter())
+                {
+                    return LastError.Set(XmemStatus.Disposed, $"the pool of channel '{c.Channel.Name}' was closed; open the pool and the channel again.");
+                }
+
+                try
+                {
+                    return body.Run(c);
+                }
+                finally
+                {
+                    c.Owner.Exit();
+                }
+            }
+            finally
+            {
+                c.Exit();
+            }
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>An export on a subscription handle: the subscription and its channel's pool are counted in.</summary>
+    internal static int OnSubscription<TBody>(ulong subscription, TBody body)
+        where TBody : struct, IExportBody<SubscriptionHandle>
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        try
+        {
+            int rc = body.Check();
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            SubscriptionHandle? s = HandleTables.Subscriptions.Get(subscription);
+            if (s is null || !s.TryEnter())
+            {
+                return LastError.InvalidHandle("subscription", subscription);
+            }
+
+            try
+            {
+                PoolHandle pool = s.Channel.Owner;
+                if (!pool.TryEnter())
+                {
+                    return LastError.Set(XmemStatus.Disposed, $"the pool of channel '{s.Channel.Channel.Name}' was closed; open it again to receive.");
+                }
+
+                try
+                {
+                    return body.Run(s);
+                }
+                finally
+                {
+                    pool.Exit();
+                }
+            }
+            finally
+            {
+                s.Exit();
+            }
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>An export that destroys a handle (close, release, forget): the handle leaves its table first, so of
+    /// racing destroys exactly one runs the body and the others get XMEM_E_INVALID_HANDLE.</summary>
+    internal static int Removing<T, TBody>(HandleTable<T> table, string kind, ulong handle, TBody body)
+        where T : class
+        where TBody : struct, IExportBody<T>
+    {
+        using ForkGate.Scope fork = ForkGate.Enter();
+        try
+        {
+            int rc = body.Check();
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            T? target = table.Remove(handle);
+            return target is null ? LastError.InvalidHandle(kind, handle) : body.Run(target);
+        }
+        catch (Exception e)
+        {
+            return LastError.Fail(e);
+        }
+    }
+
+    /// <summary>0 when <paramref name="p"/> is set, else XMEM_E_INVALID_ARGUMENT naming the C parameter.</summary>
+    internal static int NotNull(void* p, string name) => p is null ? LastError.NullArgument(name) : 0;
+
+    /// <summary><see cref="NotNull(void*, string)"/> for two pointers, the first one checked first.</summary>
+    internal static int NotNull(void* p, string name, void* q, string qName) =>
+        p is null ? LastError.NullArgument(name) : q is null ? LastError.NullArgument(qName) : 0;
+
+    /// <summary>The live pool behind <paramref name="pool"/>, counted in (the caller must call Exit), or null.</summary>
+    internal static PoolHandle? EnterPool(ulong pool)
+    {
+        PoolHandle? p = HandleTables.Pools.Get(pool);
+        return p is not null && p.TryEnter() ? p : null;
+    }
+}

@@ -1,0 +1,52 @@
+using Xmem.Native.Handles;
+using Xmem.Pool;
+
+namespace Xmem.Native.Exports;
+
+/// <summary>Guard handles: putting a new guard in the table (every export that hands out a guard), releasing one
+/// against a concurrent pool close, and the one status for a guard whose pool was closed.</summary>
+internal static unsafe class GuardHandles
+{
+    /// <summary>Puts a new guard in the table and fills the out-parameters; disposes the guard when that fails.</summary>
+    internal static int Register(BufferGuard guard, PoolHandle owner, ulong* outGuard, BufferInfo* outInfo)
+    {
+        try
+        {
+            BufferInfo.Fill(outInfo, guard);
+            *outGuard = HandleTables.Guards.Add(new GuardHandle(guard, owner));
+            return 0;
+        }
+        catch
+        {
+            guard.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Releases the reference of a guard already removed from the table, ordered against a pool close.</summary>
+    internal static void Release(GuardHandle g)
+    {
+        if (g.Owner.TryEnter())
+        {
+            try
+            {
+                g.Guard.Dispose();
+            }
+            finally
+            {
+                g.Owner.Exit();
+            }
+        }
+        else
+        {
+            // The pool is being disposed (it takes this process's references back itself); let it finish, then
+            // drop the guard's mapping leases, which touches no shared state.
+            g.Owner.WaitDisposed();
+            g.Guard.Dispose();
+        }
+    }
+
+    /// <summary>XMEM_E_DISPOSED for a call that needs the guard's pool after that pool was closed.</summary>
+    internal static int PoolClosed(GuardHandle g) =>
+        LastError.Set(XmemStatus.Disposed, $"pool '{g.Guard.Pool.Name}' was closed, which released the guard on slot {g.Guard.MetaIndex}; take a new guard after opening the pool again.");
+}
