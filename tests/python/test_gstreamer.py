@@ -668,7 +668,7 @@ print("ready", flush=True)
 checked = 0
 for i in range(n):
     with ch.recv(timeout=30) as buf:
-        assert buf.content_type == "video/RGB;w=%d;h=%d" % (w, h), buf.content_type
+        assert buf.content_type == "video/RGB;w=%d;h=%d" % (w, h), (i, buf.content_type)
         assert buf.shape == (h, w, 3) and buf.seq == i + 1, (buf.shape, buf.seq)
         expect = ((np.arange(h * w * 3) * 7 + i * 31) % 251).astype(np.uint8).reshape(h, w, 3)
         assert np.array_equal(buf.numpy(), expect), "frame %d differs" % i
@@ -729,8 +729,9 @@ def test_two_hosts_over_tcp_with_gdp_lose_no_frame_and_keep_caps(gst_env, tmp_pa
         _wait_for("tcpclientsrc connected", lambda: _tcp_sockets(port, "01"), procs)
         producer.stdin.write("go\n")
         producer.stdin.flush()
-        result = consumer.stdout.readline().split()
-        assert result[:2] == ["ok", str(n)], consumer.stdout.read()[-3000:]
+        first = consumer.stdout.readline()
+        result = first.split()
+        assert result[:2] == ["ok", str(n)], (first + consumer.stdout.read())[-3000:]
         assert int(result[2]) == n * h * w * 3
         finish(sender)
         finish(receiver)
@@ -790,7 +791,7 @@ def test_two_hosts_over_rtp_raw_video_on_loopback(gst_env, tmp_path):
             except subprocess.TimeoutExpired:
                 assert time.monotonic() < deadline, "the consumer never got every frame"
         result = consumer.stdout.read().split()
-        assert result[:2] == ["ok", str(n)], result
+        assert result[:2] == ["ok", str(n)], " ".join(result)
         assert int(result[2]) == n * h * w * 3
         finish(receiver)
         producer.stdin.write("done\n")
