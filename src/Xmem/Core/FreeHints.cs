@@ -37,30 +37,41 @@ internal sealed unsafe class FreeHints(ControlSegment control)
     internal int PickCpu(long size)
     {
         int firstEmpty = -1, firstCpu = -1, firstCuda = -1, looked = 0;
-        foreach (int s in Hinted())
+        for (int wi = 0; wi < _words; wi++)
         {
-            ushort kind = Volatile.Read(ref _slots[s].Kind);
-            long cap = Volatile.Read(ref _slots[s].DataCapacity);
-            if (kind == LayoutConstants.KindCuda)
+            ulong bits = Volatile.Read(ref _hints[wi]);
+            while (bits != 0)
             {
-                firstCuda = firstCuda < 0 ? s : firstCuda;
-            }
-            else if (cap >= size && kind == LayoutConstants.KindCpu)
-            {
-                return s;
-            }
-            else if (cap == 0 && kind == LayoutConstants.KindNone)
-            {
-                firstEmpty = firstEmpty < 0 ? s : firstEmpty;
-            }
-            else
-            {
-                firstCpu = firstCpu < 0 ? s : firstCpu;
-            }
+                int s = (wi << 6) + BitOperations.TrailingZeroCount(bits);
+                bits &= bits - 1;
+                if (s >= _capacity)
+                {
+                    break; // a hint past the end (written by someone else): ignore it
+                }
 
-            if (++looked >= 64 && (firstEmpty >= 0 || firstCpu >= 0))
-            {
-                return firstEmpty >= 0 ? firstEmpty : firstCpu;
+                ushort kind = Volatile.Read(ref _slots[s].Kind);
+                long cap = Volatile.Read(ref _slots[s].DataCapacity);
+                if (kind == LayoutConstants.KindCuda)
+                {
+                    firstCuda = firstCuda < 0 ? s : firstCuda;
+                }
+                else if (cap >= size && kind == LayoutConstants.KindCpu)
+                {
+                    return s;
+                }
+                else if (cap == 0 && kind == LayoutConstants.KindNone)
+                {
+                    firstEmpty = firstEmpty < 0 ? s : firstEmpty;
+                }
+                else
+                {
+                    firstCpu = firstCpu < 0 ? s : firstCpu;
+                }
+
+                if (++looked >= 64 && (firstEmpty >= 0 || firstCpu >= 0))
+                {
+                    return firstEmpty >= 0 ? firstEmpty : firstCpu;
+                }
             }
         }
 

@@ -36,7 +36,7 @@ internal sealed unsafe class PoolCore
     internal BlockingCalls Blocking { get; }
 
     /// <summary>This process's holdings (null until attached): <c>OwnHoldings[s]</c> is its holding of slot s.</summary>
-    internal ulong* OwnHoldings { get; private set; }
+    internal ulong* OwnHoldings => Slots.OwnHoldings;
 
     internal string Bare => Control.Bare;
 
@@ -95,7 +95,7 @@ internal sealed unsafe class PoolCore
                 }
 
                 Lease.AdoptHoldings(own.Region);
-                OwnHoldings = own.Words;
+                Slots.OwnHoldings = own.Words;
                 Registry.Activate();
             }
 

@@ -25,6 +25,7 @@ internal sealed unsafe class SlotTable
 
     private readonly ControlSegment _control;
     private readonly SlotRecord* _slots;
+    private readonly PoolHeader* _header;
     private readonly FreeHints _hints;
     private readonly ProcessRegistry _registry;
     private Recovery? _recovery;
@@ -33,6 +34,7 @@ internal sealed unsafe class SlotTable
     {
         _control = control;
         _slots = control.Slots;
+        _header = control.Header;
         _hints = hints;
         _registry = registry;
     }
@@ -42,6 +44,12 @@ internal sealed unsafe class SlotTable
     internal void UseRecovery(Recovery recovery) => _recovery = recovery;
 
     internal SlotRecord* Record(int s) => &_slots[s];
+
+    /// <summary>This process's holdings (null until it attached): set once by <see cref="PoolCore.RegisterEntry"/>.</summary>
+    internal ulong* OwnHoldings { get; set; }
+
+    /// <summary><see cref="ReleaseAttributed"/> of one reference held by this process (a guard's).</summary>
+    internal int ReleaseOwn(int s, uint gen, bool forget) => ReleaseAttributed(s, gen, 1, OwnHoldings, _registry.Tag, forget);
 
     internal int Capacity => _control.Capacity;
 
@@ -404,7 +412,7 @@ internal sealed unsafe class SlotTable
     internal void AfterFreed(int s)
     {
         _hints.Set(s);
-        PoolHeader* header = _control.Header;
+        PoolHeader* header = _header;
         Interlocked.Increment(ref header->FreeEpoch);
         // The increments above are full fences, so a waiter that counted itself before reading the epoch is seen here.
         ulong* mask = header->WaitMask;

@@ -48,7 +48,7 @@ public sealed unsafe partial class BufferPool
         ulong w;
         try
         {
-            w = _core.Slots.LockAny(s);
+            w = _slots.LockAny(s);
         }
         catch
         {
@@ -77,7 +77,7 @@ public sealed unsafe partial class BufferPool
 
         if (r.Map is null)
         {
-            _ = _core.Slots.ReleaseAttributed(r.Slot, r.Gen, 1, _core.OwnHoldings, _core.Registry.Tag, forget: false);
+            _ = _slots.ReleaseAttributed(r.Slot, r.Gen, 1, _core.OwnHoldings, _core.Registry.Tag, forget: false);
             throw r.MapError!;
         }
 
@@ -88,7 +88,7 @@ public sealed unsafe partial class BufferPool
         catch
         {
             // The handover already moved the reference into this process's holding: give it back, or it leaks.
-            _ = _core.Slots.ReleaseAttributed(r.Slot, r.Gen, 1, _core.OwnHoldings, _core.Registry.Tag, forget: false);
+            _ = _slots.ReleaseAttributed(r.Slot, r.Gen, 1, _core.OwnHoldings, _core.Registry.Tag, forget: false);
             throw;
         }
     }

@@ -16,7 +16,7 @@ public sealed unsafe partial class BufferPool
     {
         ThrowIfDisposed();
         ValidateSize(size);
-        int s = _core.Slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: true);
+        int s = _slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: true);
         if (s < 0)
         {
             ThrowHelper.ThrowPoolFull(Bare, Capacity);
@@ -59,7 +59,7 @@ public sealed unsafe partial class BufferPool
     {
         ThrowIfDisposed();
         ValidateSize(size);
-        int fast = _core.Slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: false);
+        int fast = _slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: false);
         if (fast >= 0)
         {
             return Task.FromResult(PublishCpu(fast, size, attributed: true)!);
@@ -120,7 +120,7 @@ public sealed unsafe partial class BufferPool
         ValidateCount(count);
         return Preallocate(count, () =>
         {
-            int s = _core.Slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: true);
+            int s = _slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: true);
             if (s >= 0)
             {
                 _ = PublishCpu(s, size, attributed: false);
@@ -146,28 +146,28 @@ public sealed unsafe partial class BufferPool
             ThrowHelper.ThrowArgumentOutOfRange(nameof(count), count, $"count must be 0..{SlotWord.MaxCount}.");
         }
 
-        _core.Slots.SetRefCount(metaIndex, count);
+        _slots.SetRefCount(metaIndex, count);
     }
 
     /// <summary>Adds one in-flight reference (owned by no process) and returns the new count.</summary>
     public int AddRef(int metaIndex)
     {
         CheckIndex(metaIndex); // also refuses every index once the pool is disposed
-        return _core.Slots.AddRef(metaIndex);
+        return _slots.AddRef(metaIndex);
     }
 
     /// <summary>Drops one in-flight reference and returns the new count; at 0 the slot is recycled.</summary>
     public int Release(int metaIndex)
     {
         CheckIndex(metaIndex); // also refuses every index once the pool is disposed
-        return _core.Slots.Release(metaIndex);
+        return _slots.Release(metaIndex);
     }
 
     /// <summary>The slot's current count: 0 for a slot with no live buffer. No system call, no lock.</summary>
     public int RefCount(int metaIndex)
     {
         CheckIndex(metaIndex); // also refuses every index once the pool is disposed
-        return _core.Slots.RefCount(metaIndex);
+        return _slots.RefCount(metaIndex);
     }
 
     /// <summary>Gives back the memory of free slots: their data segments are unlinked (and unmapped here; other
@@ -176,7 +176,7 @@ public sealed unsafe partial class BufferPool
     {
         ThrowIfDisposed();
         long freed = 0;
-        SlotTable slots = _core.Slots;
+        SlotTable slots = _slots;
         for (int s = 0; s < Capacity; s++)
         {
             if (Volatile.Read(ref slots.Record(s)->DataCapacity) == 0 || !slots.TryTakeFree(s, out ulong w))
@@ -247,7 +247,7 @@ public sealed unsafe partial class BufferPool
     /// <summary>With slot <paramref name="s"/> claimed: drops whatever memory it keeps (CUDA or CPU).</summary>
     private long DropMemoryLocked(int s)
     {
-        long cuda = _core.Slots.Record(s)->Kind == LayoutConstants.KindCuda ? _cuda.DropMemoryLocked(s) : 0;
+        long cuda = _slots.Record(s)->Kind == LayoutConstants.KindCuda ? _cuda.DropMemoryLocked(s) : 0;
         return cuda + _core.Data.DropLocked(s);
     }
 
@@ -255,7 +255,7 @@ public sealed unsafe partial class BufferPool
     /// in its record and publishes it Live with count 1 (attributed to this process with a guard, or in flight).</summary>
     private BufferGuard? PublishCpu(int s, long size, bool attributed)
     {
-        SlotTable slots = _core.Slots;
+        SlotTable slots = _slots;
         SlotRecord* r = slots.Record(s);
         ulong w = Volatile.Read(ref r->Word);
         uint gen = SlotWord.Gen(w);
@@ -298,14 +298,14 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
-        slots.PublishOwned(s, w, _core.OwnHoldings);
+        slots.PublishOwned(s, w, slots.OwnHoldings);
         return guard;
     }
 
     private BufferGuard GetGuard(int metaIndex, bool writable)
     {
         CheckIndex(metaIndex); // also refuses every index once the pool is disposed
-        SlotTable slots = _core.Slots;
+        SlotTable slots = _slots;
         SlotRecord* r = slots.Record(metaIndex);
         ulong w = slots.LockLive(metaIndex);
         if (r->Kind == LayoutConstants.KindCuda)
@@ -328,7 +328,7 @@ public sealed unsafe partial class BufferPool
 
         // Everything that can fail (mapping, leases, the guard's allocation) is done: the commit cannot fail, so a
         // reference is never counted without the guard that gives it back.
-        slots.CommitGet(metaIndex, w, _core.OwnHoldings);
+        slots.CommitGet(metaIndex, w, slots.OwnHoldings);
         return guard;
     }
 
@@ -370,7 +370,7 @@ public sealed unsafe partial class BufferPool
         {
             if (_core.Registry.Me >= 0)
             {
-                _ = _core.Slots.ReleaseAttributed(s, gen, 1, _core.OwnHoldings, _core.Registry.Tag, forget);
+                _ = _slots.ReleaseOwn(s, gen, forget);
             }
         }
         finally

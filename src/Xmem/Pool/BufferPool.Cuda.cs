@@ -83,10 +83,10 @@ public sealed unsafe partial class BufferPool
     {
         ThrowIfDisposed();
         CheckIndex(metaIndex);
-        ulong w = _core.Slots.LockLive(metaIndex);
-        if (_core.Slots.Record(metaIndex)->Kind != LayoutConstants.KindCuda)
+        ulong w = _slots.LockLive(metaIndex);
+        if (_slots.Record(metaIndex)->Kind != LayoutConstants.KindCuda)
         {
-            _core.Slots.Unlock(metaIndex, w); // nothing changed
+            _slots.Unlock(metaIndex, w); // nothing changed
             throw new XmemException(XmemStatus.InvalidArgument, $"slot {metaIndex} holds a CPU buffer, not CUDA memory.");
         }
 
@@ -97,7 +97,7 @@ public sealed unsafe partial class BufferPool
     /// this process with a guard, or in flight). Any failure returns the slot to Free.</summary>
     private BufferGuard? PublishCuda(int s, long size, int device, bool attributed)
     {
-        SlotTable slots = _core.Slots;
+        SlotTable slots = _slots;
         ulong w = Volatile.Read(ref slots.Record(s)->Word);
         uint gen = SlotWord.Gen(w);
         CudaMemory mem = _cuda.PrepareClaimed(s, size, device);
@@ -142,11 +142,11 @@ public sealed unsafe partial class BufferPool
         }
         catch
         {
-            _core.Slots.Unlock(s, w); // nothing changed
+            _slots.Unlock(s, w); // nothing changed
             throw;
         }
 
-        _core.Slots.CommitGet(s, w, _core.OwnHoldings);
+        _slots.CommitGet(s, w, _core.OwnHoldings);
         return CudaGuardForHeldReference(s, SlotWord.Gen(w), writable);
     }
 

@@ -26,6 +26,7 @@ public sealed unsafe partial class BufferPool : IDisposable
 {
     private readonly string _name;  // as the caller spelled it: "/cam0" or "cam0" (both are the pool named by Bare)
     private readonly PoolCore _core;
+    private readonly SlotTable _slots; // _core.Slots, one load nearer for the hot paths
     private readonly CudaStore _cuda;
     private readonly ChannelHandover _handover;
     private readonly SlotDescriptions _descriptions;
@@ -38,9 +39,10 @@ public sealed unsafe partial class BufferPool : IDisposable
     {
         _name = name;
         _core = new PoolCore(control);
+        _slots = _core.Slots;
         _cuda = new CudaStore(_core);
         _handover = new ChannelHandover(_core);
-        _descriptions = new SlotDescriptions(_core.Slots);
+        _descriptions = new SlotDescriptions(_slots);
         _liveCapacity = control.Capacity;
     }
 
