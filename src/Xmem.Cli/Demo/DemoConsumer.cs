@@ -62,15 +62,17 @@ internal static class DemoConsumer
         while (!lifeline.Stopped)
         {
             BufferGuard? frame;
+#pragma warning disable CA2000 // null when not got; else disposed by the using below (the analyzer loses that across the loop)
             bool got = subscription is not null ? subscription.TryReceive(Poll, out frame) : channel.TryReceive(Poll, out frame);
+#pragma warning restore CA2000
             if (!got)
             {
                 continue;
             }
 
-            long received = BufferDescription.MonotonicNowNs();
             using (frame)
             {
+                long received = BufferDescription.MonotonicNowNs();
                 BufferDescription? d = frame!.Description;
                 string? problem = null;
                 if (d is not { } description)

@@ -10,6 +10,7 @@ namespace Xmem.Cli.Demo;
 /// mode to every consumer. The pool is removed at the end, also on Ctrl+C, SIGTERM or SIGHUP, and also when a
 /// consumer fails or dies.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable", Justification = "_cancel has no timer and its WaitHandle is never taken, so it holds no OS resource; disposing it would race the signal handlers and the watchdog thread, which may still cancel it as Run returns.")]
 internal sealed class DemoRunner(DemoOptions options)
 {
     private const long StallLimitMs = 15_000;
@@ -48,7 +49,17 @@ internal sealed class DemoRunner(DemoOptions options)
         }
 
         BufferPool pool = BufferPool.Create(name, options.Capacity, persistent: false);
-        ulong instance = Inspection.PoolInspector.Summarize(name).InstanceId;
+        ulong instance;
+        try
+        {
+            instance = Inspection.PoolInspector.Summarize(name).InstanceId;
+        }
+        catch
+        {
+            pool.Dispose(); // the last process to detach removes a non-persistent pool: none is left behind
+            throw;
+        }
+
         BufferChannel? channel = null;
         using var finished = new ManualResetEventSlim();
         var watchdog = new Thread(() => Watch(finished)) { IsBackground = true, Name = "xmem demo watchdog" };
@@ -192,17 +203,11 @@ internal sealed class DemoRunner(DemoOptions options)
                 timedStartNs = BufferDescription.MonotonicNowNs();
             }
 
-            BufferGuard frame = Acquire(pool, size, ct);
-            try
+            using (BufferGuard frame = Acquire(pool, size, ct)) // not sent: still ours (a sent guard is spent: Dispose does nothing)
             {
                 FramePattern.Fill(frame.Span[..(int)size], seq);
                 frame.SetDescription(spec, (ulong)seq, BufferDescription.MonotonicNowNs(), contentType, DemoProtocol.ProducerTag);
                 Send(channel, frame, ct);
-            }
-            catch
-            {
-                frame.Dispose(); // not sent: still ours (a sent guard is spent and this does nothing)
-                throw;
             }
 
             Kick();
@@ -217,17 +222,9 @@ internal sealed class DemoRunner(DemoOptions options)
         int markers = options.FanOut ? 1 : _consumers.Count;
         for (int m = 0; m < markers; m++)
         {
-            BufferGuard end = Acquire(pool, 1, ct);
-            try
-            {
-                end.SetDescription(null, (ulong)total, null, DemoProtocol.EndContentType, DemoProtocol.ProducerTag);
-                Send(channel, end, ct);
-            }
-            catch
-            {
-                end.Dispose();
-                throw;
-            }
+            using BufferGuard end = Acquire(pool, 1, ct); // spent once sent
+            end.SetDescription(null, (ulong)total, null, DemoProtocol.EndContentType, DemoProtocol.ProducerTag);
+            Send(channel, end, ct);
         }
 
         foreach (ConsumerProcess c in _consumers)

@@ -301,28 +301,25 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
             return;
         }
 
-        ChannelSegment? seg;
+        using ChannelSegment? seg = TryOpenNamed(name);
+        if (seg is not null && seg.InstanceId == instance)
+        {
+            action(seg);
+        }
+    }
+
+    /// <summary>The channel a record names, for its repair; null when the name is not a channel's or the channel is
+    /// gone or unusable (then there is nothing to repair in it).</summary>
+    private ChannelSegment? TryOpenNamed(string name)
+    {
         try
         {
             ChannelSegment.ValidateName(name);
-            seg = ChannelSegment.TryOpenExisting(core.Bare, core.Control.Instance, name, core.Control.Access);
+            return ChannelSegment.TryOpenExisting(core.Bare, core.Control.Instance, name, core.Control.Access);
         }
         catch (Exception e) when (e is ArgumentException or XmemException)
         {
-            return;
-        }
-
-        if (seg is null)
-        {
-            return;
-        }
-
-        using (seg)
-        {
-            if (seg.InstanceId == instance)
-            {
-                action(seg);
-            }
+            return null;
         }
     }
 

@@ -76,48 +76,54 @@ internal sealed unsafe class ChannelSegment : IDisposable
         string obj = ObjectName(bare, poolInstance, name);
         for (int attempt = 0; ; attempt++)
         {
-            SafeFd? fd = OpenOwn(obj, bare, name);
-            if (fd is null)
+            using (SafeFd? fd = OpenOwn(obj, bare, name))
             {
-                ChannelSegment? made = TryCreate(bare, poolInstance, obj, name, depth, mode, access);
-                if (made is not null)
+                if (fd is not null)
                 {
-                    return made;
+                    return OpenPublished(fd, obj, bare, poolInstance, name, depth, mode, access);
                 }
-
-                // Another process published the channel first: open theirs. The name vanishing again right after
-                // means the pool is being removed.
-                if (attempt >= 3)
-                {
-                    throw new XmemException(XmemStatus.NotFound, $"channel '{name}' of pool '{bare}' vanished while it was being opened (the pool is being removed).");
-                }
-
-                continue;
             }
 
-            using (fd)
+#pragma warning disable CA2000 // returned when made; null on the paths that loop or throw (the analyzer loses that across the loop)
+            ChannelSegment? made = TryCreate(bare, poolInstance, obj, name, depth, mode, access);
+#pragma warning restore CA2000
+            if (made is not null)
             {
-                // A pool's channel gets its group and mode before it is linked under the name, so a file there
-                // without them was made by someone else.
-                if (!SegmentFile.IsPoolFile(fd, access, obj))
-                {
-                    throw new PoolPermissionException($"channel '{name}' of pool '{bare}': {PoolName.PathOf(obj)} was not made by this pool (it does not have the pool's {access}); a user outside the pool's group holds the name. Remove that file as root or as its owner, or use another channel name.", Errno.EEXIST);
-                }
+                return made;
+            }
 
-                ChannelSegment ready = WaitForReady(fd, obj, bare, poolInstance, name);
-                try
-                {
-                    ready.Check(depth, mode);
-                }
-                catch
-                {
-                    ready.Dispose();
-                    throw;
-                }
-
-                return ready;
+            // Another process published the channel first: open theirs. The name vanishing again right after
+            // means the pool is being removed.
+            if (attempt >= 3)
+            {
+                throw new XmemException(XmemStatus.NotFound, $"channel '{name}' of pool '{bare}' vanished while it was being opened (the pool is being removed).");
             }
         }
+    }
+
+    /// <summary>The channel published under the name, opened as <paramref name="fd"/>: checked to be the pool's,
+    /// Ready, and of this depth and mode.</summary>
+    private static ChannelSegment OpenPublished(SafeFd fd, string obj, string bare, ulong poolInstance, string name, int depth, uint mode, SegmentAccess access)
+    {
+        // A pool's channel gets its group and mode before it is linked under the name, so a file there without them
+        // was made by someone else.
+        if (!SegmentFile.IsPoolFile(fd, access, obj))
+        {
+            throw new PoolPermissionException($"channel '{name}' of pool '{bare}': {PoolName.PathOf(obj)} was not made by this pool (it does not have the pool's {access}); a user outside the pool's group holds the name. Remove that file as root or as its owner, or use another channel name.", Errno.EEXIST);
+        }
+
+        ChannelSegment ready = WaitForReady(fd, obj, bare, poolInstance, name);
+        try
+        {
+            ready.Check(depth, mode);
+        }
+        catch
+        {
+            ready.Dispose();
+            throw;
+        }
+
+        return ready;
     }
 
     /// <summary>Builds the channel under a private name (<c>…n&lt;channel&gt;.&lt;random&gt;</c>, which no opener

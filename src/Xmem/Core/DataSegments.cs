@@ -85,7 +85,9 @@ internal sealed unsafe class DataSegments
                 ThrowHelper.ThrowCorrupt(Bare, $"slot {s}'s data segment is {fileSize} bytes, less than the {cap} the slot claims");
             }
 
+#pragma warning disable CA2000 // ownership passes to the DataMapping, whose region the mapping cache disposes when the entry is replaced, evicted or removed
             var map = new DataMapping(MappedRegion.Map(fd.Fd, cap, writable: true, PoolName.PathOf(obj)), memGen);
+#pragma warning restore CA2000
             _mappings.SetLocked(s, map); // may evict other slots' mappings beyond the budget, never this one
             map.Region.DangerousAddRefChecked();
             return map;
@@ -121,7 +123,9 @@ internal sealed unsafe class DataSegments
             try
             {
                 SegmentFile.Size(fd, newCap, reserve: true, obj);
+#pragma warning disable CA2000 // ownership passes to the DataMapping below, whose region the mapping cache disposes when the entry is replaced, evicted or removed
                 region = MappedRegion.Map(fd.Fd, newCap, writable: true, PoolName.PathOf(obj));
+#pragma warning restore CA2000
             }
             catch
             {

@@ -59,7 +59,9 @@ internal sealed unsafe class Holdings
         made = false;
         for (int attempt = 0; attempt < 3; attempt++)
         {
+#pragma warning disable CA2000 // returned when made; null on the paths that loop or return null (the analyzer loses that across the loop)
             SafeFd? fd = SegmentFile.TryCreateExclusive(obj, c.Access);
+#pragma warning restore CA2000
             if (fd is not null)
             {
                 made = true;
@@ -76,24 +78,55 @@ internal sealed unsafe class Holdings
                 continue;
             }
 
+#pragma warning disable CA2000 // returned when the pool's, else disposed in the finally; null on the paths that loop (the analyzer loses that across the loop)
+            SafeFd? existing = TryOpenPermitted(obj, out bool denied);
+#pragma warning restore CA2000
+            if (existing is null)
+            {
+                if (denied)
+                {
+                    return null;
+                }
+
+                continue;
+            }
+
+            bool ours = false;
             try
             {
-                fd = SegmentFile.TryOpen(obj, writable: true);
+                ours = SegmentFile.IsPoolFile(existing, c.Access, obj);
             }
-            catch (PoolPermissionException)
+            finally
             {
-                return null;
+                if (!ours)
+                {
+                    existing.Dispose(); // a stranger's file, or fstat failed: not kept
+                }
             }
 
-            if (fd is not null && SegmentFile.IsPoolFile(fd, c.Access, obj))
+            if (ours)
             {
-                return fd;
+                return existing;
             }
-
-            fd?.Dispose();
         }
 
         return null;
+    }
+
+    /// <summary>Opens the file of the name read-write; null when there is none, or (<paramref name="denied"/>) when
+    /// the kernel will not let this process open it.</summary>
+    private static SafeFd? TryOpenPermitted(string obj, out bool denied)
+    {
+        denied = false;
+        try
+        {
+            return SegmentFile.TryOpen(obj, writable: true);
+        }
+        catch (PoolPermissionException)
+        {
+            denied = true;
+            return null;
+        }
     }
 
     /// <summary>Opens and maps a dead entry's holdings segment for its recovery. Null when there is none, when it is
@@ -104,31 +137,14 @@ internal sealed unsafe class Holdings
     {
         exists = false;
         string obj = ObjectName(c, entry);
-        SafeFd? fd;
-        try
-        {
-            fd = SegmentFile.TryOpen(obj, writable: true);
-        }
-        catch (PoolPermissionException)
+        using SafeFd? fd = TryOpenPermitted(obj, out _);
+        if (fd is null || !SegmentFile.IsPoolFile(fd, c.Access, obj))
         {
             return null;
         }
 
-        if (fd is null)
-        {
-            return null;
-        }
-
-        using (fd)
-        {
-            if (!SegmentFile.IsPoolFile(fd, c.Access, obj))
-            {
-                return null;
-            }
-
-            exists = true;
-            long size = SegmentFile.SizeOf(fd, obj);
-            return size >= 8L * c.Capacity ? new Holdings(MappedRegion.Map(fd.Fd, 8L * c.Capacity, writable: true, PoolName.PathOf(obj))) : null;
-        }
+        exists = true;
+        long size = SegmentFile.SizeOf(fd, obj);
+        return size >= 8L * c.Capacity ? new Holdings(MappedRegion.Map(fd.Fd, 8L * c.Capacity, writable: true, PoolName.PathOf(obj))) : null;
     }
 }

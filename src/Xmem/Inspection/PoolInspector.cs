@@ -121,36 +121,41 @@ public static class PoolInspector
     {
         string obj = SegmentNames.Control(bare);
         string path = PoolName.PathOf(obj);
-        SegmentReader? reader;
+        using SegmentReader? reader = OpenControl(bare, obj, path, out PoolDetails? unreadable);
+        if (reader is null)
+        {
+            return unreadable;
+        }
+
         try
         {
-            reader = SegmentReader.TryOpen(obj);
-        }
-        catch (PoolPermissionException e)
-        {
-            return Unreadable(bare, path, PoolStatus.Inaccessible, e.Message);
+            return ReadOpen(reader, bare, path, collect, allSlots);
         }
         catch (Exception e) when (e is XmemException or IOException or UnauthorizedAccessException)
         {
             return Unreadable(bare, path, PoolStatus.Corrupt, e.Message);
         }
+    }
 
-        if (reader is null)
+    /// <summary>Opens the control segment; null when it does not exist (<paramref name="unreadable"/> null) or cannot
+    /// be opened (<paramref name="unreadable"/> says why).</summary>
+    private static SegmentReader? OpenControl(string bare, string obj, string path, out PoolDetails? unreadable)
+    {
+        unreadable = null;
+        try
         {
-            return null;
+            return SegmentReader.TryOpen(obj);
+        }
+        catch (PoolPermissionException e)
+        {
+            unreadable = Unreadable(bare, path, PoolStatus.Inaccessible, e.Message);
+        }
+        catch (Exception e) when (e is XmemException or IOException or UnauthorizedAccessException)
+        {
+            unreadable = Unreadable(bare, path, PoolStatus.Corrupt, e.Message);
         }
 
-        using (reader)
-        {
-            try
-            {
-                return ReadOpen(reader, bare, path, collect, allSlots);
-            }
-            catch (Exception e) when (e is XmemException or IOException or UnauthorizedAccessException)
-            {
-                return Unreadable(bare, path, PoolStatus.Corrupt, e.Message);
-            }
-        }
+        return null;
     }
 
     private static PoolDetails Unreadable(string bare, string path, PoolStatus status, string? problem) => new()

@@ -18,10 +18,10 @@ internal sealed class SegmentReader : IDisposable
 
     private SegmentReader(SafeFd fd, string objectName)
     {
-        _fd = fd;
-        _io = new SafeFileHandle(fd.Fd, ownsHandle: false);
         FileSize = SegmentFile.SizeOf(fd, objectName);
         Access = SegmentFile.AccessOf(fd, objectName);
+        _fd = fd;
+        _io = new SafeFileHandle(fd.Fd, ownsHandle: false); // last: nothing after it can throw and leave it undisposed
     }
 
     /// <summary>The file's size when it was opened.</summary>
@@ -35,7 +35,9 @@ internal sealed class SegmentReader : IDisposable
     /// OS errors from the error table.</summary>
     internal static SegmentReader? TryOpen(string objectName)
     {
+#pragma warning disable CA2000 // ownership passes to the reader, which disposes it; the catch disposes it when the reader is not made
         SafeFd? fd = SegmentFile.TryOpen(objectName, writable: false);
+#pragma warning restore CA2000
         if (fd is null)
         {
             return null;

@@ -158,7 +158,9 @@ public sealed unsafe class BufferChannel : IDisposable
 
     internal Task<BufferGuard> ReceiveAsyncCore(int k, bool writable, CancellationToken cancellationToken)
     {
+#pragma warning disable CA2000 // ownership passes to the caller through the returned task
         BufferGuard? now = ReceiveCore(k, writable, 0, cancellationToken);
+#pragma warning restore CA2000
         if (now is not null)
         {
             return Task.FromResult(now);
@@ -198,7 +200,9 @@ public sealed unsafe class BufferChannel : IDisposable
                 int r = _seg.TryClaimRead(k, tag, inc, out ulong pos, out ulong observed);
                 if (r == ChannelSegment.Claimed)
                 {
+#pragma warning disable CA2000 // ownership passes to the caller (returned); the finally only ends registrations and the blocking count, which do not throw
                     BufferGuard? g = _pool.CompleteReceive(_seg, k, pos, observed, writable);
+#pragma warning restore CA2000
                     if (g is not null)
                     {
                         return g;

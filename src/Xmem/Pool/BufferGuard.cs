@@ -1,5 +1,6 @@
 using Xmem.Core;
 using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Xmem.Errors;
@@ -113,6 +114,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
 
     /// <summary>Stops owning the reference without releasing it: the count stays, now in flight (owned by no
     /// process) for another process to take over and release. The guard becomes invalid.</summary>
+    [SuppressMessage("Usage", "CA1816:Dispose methods should call SuppressFinalize", Justification = "Forget ends the guard as Dispose does (the reference is handed on, not released): the finalizer must not release it again.")]
     public void Forget()
     {
         if (Interlocked.Exchange(ref _state, StateDone) != StateValid)
@@ -142,6 +144,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
 
     /// <summary>Gives up ownership for a transfer that already moved the reference elsewhere (a channel send):
     /// no count or holding changes here.</summary>
+    [SuppressMessage("Usage", "CA1816:Dispose methods should call SuppressFinalize", Justification = "TryDetach ends the guard as Dispose does (the reference moved to the channel): the finalizer must not release it again.")]
     internal bool TryDetach()
     {
         if (Interlocked.Exchange(ref _state, StateDone) != StateValid)

@@ -8,7 +8,7 @@ namespace Xmem.Tests.Cuda;
 /// simulated device memory (<see cref="FakeCudaDriver"/>) so it runs on every machine. Two pool instances stand for
 /// two processes; each has its own driver, as each real process has its own CUDA context.
 /// </summary>
-public sealed unsafe class CudaPoolTests : PoolTest, IDisposable
+public sealed unsafe class CudaPoolTests : PoolTest
 {
     private const long MiB = 1 << 20;
     private readonly FakeCudaWorld _world = new(devices: 2);
@@ -439,11 +439,11 @@ public sealed unsafe class CudaPoolTests : PoolTest, IDisposable
         f.Write(bytes);
     }
 
-    void IDisposable.Dispose()
+    protected override void Dispose(bool disposing)
     {
         try
         {
-            Dispose();
+            base.Dispose(disposing);
         }
         finally
         {

@@ -21,7 +21,18 @@ public abstract class PoolTest : IDisposable
 
     public void Dispose()
     {
+        Dispose(disposing: true);
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>The leak check; a derived test disposes its own resources after it (in a finally).</summary>
+    protected virtual void Dispose(bool disposing)
+    {
+        if (!disposing)
+        {
+            return;
+        }
+
         var leaks = new List<string>();
         foreach (string name in _names)
         {

@@ -155,9 +155,11 @@ internal static unsafe class ChannelExports
             try
             {
                 bool writable = (flags & ReceiveWritable) != 0;
+#pragma warning disable CA2000 // ownership passes to GuardHandles.Register (the handle table, or disposed when registering fails)
                 BufferGuard? g = timeoutNs < 0
                     ? c.Channel.Receive(writable)
                     : c.Channel.TryReceive(TimeSpan.FromTicks(timeoutNs / 100), out BufferGuard? got, writable) ? got : null;
+#pragma warning restore CA2000
                 return g is null ? NothingReceived(c.Channel.Name, timeoutNs) : GuardHandles.Register(g, c.Owner, outGuard, outInfo);
             }
             catch (InvalidOperationException e)

@@ -49,7 +49,9 @@ internal static unsafe class AcquireExports
         {
             // 100 ns ticks, rounded up so that a tiny timeout still waits rather than polling once.
             TimeSpan timeout = timeoutNs < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromTicks((timeoutNs + 99) / 100);
+#pragma warning disable CA2000 // null when false; else ownership passes to GuardHandles.Register (the handle table, or disposed when registering fails)
             if (!p.Pool.TryAcquireCpu(size, timeout, out BufferGuard? guard))
+#pragma warning restore CA2000
             {
                 return LastError.Set(XmemStatus.Timeout, $"pool '{p.Pool.Name}': no slot was released within {timeoutNs / 1e9:0.###} s (all {p.Pool.Capacity} are live). Release buffers sooner, wait longer, or create the pool with a larger capacity.");
             }

@@ -50,7 +50,9 @@ internal static unsafe class PoolExports
                 return LastError.Set(XmemStatus.InvalidArgument, $"mode 0{Convert.ToString(mode, 8)} is not permission bits within 0777; use 0600 or 0660.");
             }
 
+#pragma warning disable CA2000 // ownership passes to Register: to the handle table, or disposed when registering fails
             return Register(BufferPool.Create(n, capacity, (int)mode, persistent != 0), outPool);
+#pragma warning restore CA2000
         }
     }
 
@@ -58,7 +60,9 @@ internal static unsafe class PoolExports
     {
         public int Check() => Export.NotNull(name, "name", outPool, "out_pool");
 
+#pragma warning disable CA2000 // ownership passes to Register: to the handle table, or disposed when registering fails
         public int Run() => Register(BufferPool.Open(Marshal.PtrToStringUTF8((nint)name)!), outPool);
+#pragma warning restore CA2000
     }
 
     /// <summary>Puts a new pool in the table; disposes it when that fails.</summary>
