@@ -673,6 +673,8 @@ for i in range(n):
         expect = ((np.arange(h * w * 3) * 7 + i * 31) % 251).astype(np.uint8).reshape(h, w, 3)
         assert np.array_equal(buf.numpy(), expect), "frame %d differs" % i
         checked += buf.numpy().nbytes
+# Every frame is in: a test may now stop a receiver that has no EOS of its own (RTP) without losing one.
+print("frames", n, flush=True)
 with ch.recv(timeout=30) as buf:
     assert buf.content_type == "application/x-xmem-end", buf.content_type
 print("ok", n, checked, flush=True)
@@ -718,20 +720,24 @@ def test_two_hosts_over_tcp_with_gdp_lose_no_frame_and_keep_caps(gst_env, tmp_pa
         procs += [producer, consumer]
         assert producer.stdout.readline().strip() == "ready"
         assert consumer.stdout.readline().strip() == "ready"
-        sender = launch(env_a, "xmemsrc pool=cam ! gdppay ! tcpserversink host=127.0.0.1 port=%d sync=false" % port,
-                        verbose=False)
-        procs.append(sender)
-        _wait_for("tcpserversink listening", lambda: _tcp_sockets(port, "0A"), procs)
-        receiver = launch(env_b, "tcpclientsrc host=127.0.0.1 port=%d ! gdpdepay ! xmemsink pool=cam sync=false"
+        # Host B listens, host A connects: tcpclientsink writes each buffer into the socket before it returns, so
+        # the EOS message that ends host A's gst-launch comes after every byte is in the kernel, and closing the
+        # socket delivers them. (tcpserversink only queues buffers for its writer thread, and stopping it at EOS
+        # drops what that thread has not written yet: the tail of the stream.)
+        receiver = launch(env_b, "tcpserversrc host=127.0.0.1 port=%d ! gdpdepay ! xmemsink pool=cam sync=false"
                           % port, verbose=False)
         procs.append(receiver)
-        # Frames flow only once the client is connected: tcpserversink gives a new client what comes after it.
-        _wait_for("tcpclientsrc connected", lambda: _tcp_sockets(port, "01"), procs)
+        _wait_for("tcpserversrc listening", lambda: _tcp_sockets(port, "0A"), procs)
+        sender = launch(env_a, "xmemsrc pool=cam ! gdppay ! tcpclientsink host=127.0.0.1 port=%d sync=false" % port,
+                        verbose=False)
+        procs.append(sender)
+        _wait_for("tcpclientsink connected", lambda: _tcp_sockets(port, "01"), procs)
         producer.stdin.write("go\n")
         producer.stdin.flush()
-        first = consumer.stdout.readline()
-        result = first.split()
-        assert result[:2] == ["ok", str(n)], (first + consumer.stdout.read())[-3000:]
+        lines = [consumer.stdout.readline(), consumer.stdout.readline()]
+        result = lines[1].split()
+        assert lines[0].split() == ["frames", str(n)] and result[:2] == ["ok", str(n)], \
+            ("".join(lines) + consumer.stdout.read())[-3000:]
         assert int(result[2]) == n * h * w * 3
         finish(sender)
         finish(receiver)
@@ -782,14 +788,12 @@ def test_two_hosts_over_rtp_raw_video_on_loopback(gst_env, tmp_path):
         producer.stdin.write("go\n")
         producer.stdin.flush()
         finish(sender)  # the end marker ends the sender; RTP carries no EOS: the receiver is stopped with one
-        deadline = time.monotonic() + WAIT_S
-        while consumer.poll() is None:
-            # SIGINT makes gst-launch -e send EOS: xmemsink sends the end marker once every frame is through.
-            receiver.send_signal(signal.SIGINT)
-            try:
-                consumer.wait(1)
-            except subprocess.TimeoutExpired:
-                assert time.monotonic() < deadline, "the consumer never got every frame"
+        # Only once the consumer has every frame: SIGINT makes gst-launch -e send EOS to udpsrc at once, and what
+        # udpsrc and rtpvrawdepay have not pushed yet (datagrams still in the socket) is dropped with it.
+        first = consumer.stdout.readline()
+        assert first.split() == ["frames", str(n)], (first + consumer.stdout.read())[-3000:]
+        # gst-launch -e: EOS, then xmemsink sends the end marker.
+        receiver.send_signal(signal.SIGINT)
         result = consumer.stdout.read().split()
         assert result[:2] == ["ok", str(n)], " ".join(result)
         assert int(result[2]) == n * h * w * 3
