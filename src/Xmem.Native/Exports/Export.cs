@@ -41,20 +41,37 @@ internal interface IExportBody<in T>
 /// <c>=&gt; Export.OnPool(pool, new CountOp(metaIndex, outCount, CountKind.AddRef));</c>.
 /// Exports that return no status (versions, the last error, DLPack deleters) enter the gate themselves.
 /// Every method here is generic over the body struct, hence specialised for each export, with the body's Check and
-/// Run inlined: the hot exports (acquire, get, add_ref, release) execute as many instructions as the hand-written
-/// skeleton did, within 1.5% (docs/c-abi.md, rule 6).
+/// Run inlined (docs/c-abi.md, rule 6, gives the instructions per call).
 /// </summary>
 internal static unsafe class Export
 {
     /// <summary>An export on no handle.</summary>
     internal static int Run<TBody>(TBody body)
-        where TBody : struct, IExportBody
+        where TBody : struct, IExportBody => Call(new PlainCall<TBody>(body));
+
+    /// <summary>The skeleton: the gate, the checks, the handle's object counted in, the body, counted out, and any
+    /// exception turned into a status. <typeparamref name="TCall"/> says how its kind of handle is found and counted
+    /// (ExportCalls.cs); none of its members has an exception handler, so all of them inline here.</summary>
+    internal static int Call<TCall>(TCall call)
+        where TCall : struct, IExportCall
     {
         using ForkGate.Scope fork = ForkGate.Enter();
         try
         {
-            int rc = body.Check();
-            return rc != 0 ? rc : body.Run();
+            int rc = call.Check();
+            if (rc != 0 || !call.Enter(out rc))
+            {
+                return rc;
+            }
+
+            try
+            {
+                return call.Run();
+            }
+            finally
+            {
+                call.Leave();
+            }
         }
         catch (Exception e)
         {
@@ -64,193 +81,25 @@ internal static unsafe class Export
 
     /// <summary>An export on a pool handle: the pool is counted in for the call.</summary>
     internal static int OnPool<TBody>(ulong pool, TBody body)
-        where TBody : struct, IExportBody<PoolHandle>
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        try
-        {
-            int rc = body.Check();
-            if (rc != 0)
-            {
-                return rc;
-            }
-
-            PoolHandle? p = EnterPool(pool);
-            if (p is null)
-            {
-                return LastError.InvalidHandle("pool", pool);
-            }
-
-            try
-            {
-                return body.Run(p);
-            }
-            finally
-            {
-                p.Exit();
-            }
-        }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-    }
+        where TBody : struct, IExportBody<PoolHandle> => Call(new PoolCall<TBody>(pool, body));
 
     /// <summary>An export on a guard handle that needs nothing of its pool beyond the guard's own state.</summary>
     internal static int OnGuard<TBody>(ulong guard, TBody body)
-        where TBody : struct, IExportBody<GuardHandle>
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        try
-        {
-            int rc = body.Check();
-            if (rc != 0)
-            {
-                return rc;
-            }
-
-            GuardHandle? g = HandleTables.Guards.Get(guard);
-            return g is null ? LastError.InvalidHandle("guard", guard) : body.Run(g);
-        }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-    }
+        where TBody : struct, IExportBody<GuardHandle> => Call(new GuardCall<TBody>(guard, body));
 
     /// <summary>An export on a guard handle that works through its pool (driver calls, the slot's description): the
     /// guard's pool handle is counted in for the call, and a closed pool is XMEM_E_DISPOSED.</summary>
     internal static int OnGuardInPool<TBody>(ulong guard, TBody body)
-        where TBody : struct, IExportBody<GuardHandle>
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        try
-        {
-            int rc = body.Check();
-            if (rc != 0)
-            {
-                return rc;
-            }
-
-            GuardHandle? g = HandleTables.Guards.Get(guard);
-            if (g is null)
-            {
-                return LastError.InvalidHandle("guard", guard);
-            }
-
-            if (!g.Owner.TryEnter())
-            {
-                return GuardHandles.PoolClosed(g);
-            }
-
-            try
-            {
-                return body.Run(g);
-            }
-            finally
-            {
-                g.Owner.Exit();
-            }
-        }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-    }
+        where TBody : struct, IExportBody<GuardHandle> => Call(new GuardInPoolCall<TBody>(guard, body));
 
     /// <summary>An export on a channel handle: the channel and its pool are both counted in for the call, so that
     /// neither the channel's segment nor the pool is closed under it.</summary>
     internal static int OnChannel<TBody>(ulong channel, TBody body)
-        where TBody : struct, IExportBody<ChannelHandle>
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        try
-        {
-            int rc = body.Check();
-            if (rc != 0)
-            {
-                return rc;
-            }
-
-            ChannelHandle? c = HandleTables.Channels.Get(channel);
-            if (c is null || !c.TryEnter())
-            {
-                return LastError.InvalidHandle("channel", channel);
-            }
-
-            try
-            {
-                if (!c.Owner.TryEnter())
-                {
-                    return LastError.Set(XmemStatus.Disposed, $"the pool of channel '{c.Channel.Name}' was closed; open the pool and the channel again.");
-                }
-
-                try
-                {
-                    return body.Run(c);
-                }
-                finally
-                {
-                    c.Owner.Exit();
-                }
-            }
-            finally
-            {
-                c.Exit();
-            }
-        }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-    }
+        where TBody : struct, IExportBody<ChannelHandle> => Call(new ChannelCall<TBody>(channel, body));
 
     /// <summary>An export on a subscription handle: the subscription and its channel's pool are counted in.</summary>
     internal static int OnSubscription<TBody>(ulong subscription, TBody body)
-        where TBody : struct, IExportBody<SubscriptionHandle>
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        try
-        {
-            int rc = body.Check();
-            if (rc != 0)
-            {
-                return rc;
-            }
-
-            SubscriptionHandle? s = HandleTables.Subscriptions.Get(subscription);
-            if (s is null || !s.TryEnter())
-            {
-                return LastError.InvalidHandle("subscription", subscription);
-            }
-
-            try
-            {
-                PoolHandle pool = s.Channel.Owner;
-                if (!pool.TryEnter())
-                {
-                    return LastError.Set(XmemStatus.Disposed, $"the pool of channel '{s.Channel.Channel.Name}' was closed; open it again to receive.");
-                }
-
-                try
-                {
-                    return body.Run(s);
-                }
-                finally
-                {
-                    pool.Exit();
-                }
-            }
-            finally
-            {
-                s.Exit();
-            }
-        }
-        catch (Exception e)
-        {
-            return LastError.Fail(e);
-        }
-    }
+        where TBody : struct, IExportBody<SubscriptionHandle> => Call(new SubscriptionCall<TBody>(subscription, body));
 
     /// <summary>An export that destroys a handle (close, release, forget): the handle leaves its table first, so of
     /// racing destroys exactly one runs the body and the others get XMEM_E_INVALID_HANDLE.</summary>
