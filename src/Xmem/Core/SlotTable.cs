@@ -82,13 +82,7 @@ internal sealed unsafe class SlotTable
         ref ulong word = ref _slots[s].Word;
         while (true)
         {
-            ulong w = Volatile.Read(ref word);
-            if (SlotWord.Owner(w) != 0)
-            {
-                w = WaitUnlocked(s);
-            }
-
-            RequireLive(s, w);
+            ulong w = LiveUnlocked(s, ref word);
             int c = SlotWord.Count(w);
             if (c == SlotWord.MaxCount)
             {
@@ -109,13 +103,7 @@ internal sealed unsafe class SlotTable
         ref ulong word = ref _slots[s].Word;
         while (true)
         {
-            ulong w = Volatile.Read(ref word);
-            if (SlotWord.Owner(w) != 0)
-            {
-                w = WaitUnlocked(s);
-            }
-
-            RequireLive(s, w);
+            ulong w = LiveUnlocked(s, ref word);
             int c = SlotWord.Count(w);
             ulong next = c == 1 ? SlotWord.Make(0, SlotWord.Free, 0, SlotWord.Gen(w)) : w - 1;
             if (Interlocked.CompareExchange(ref word, next, w) == w)
@@ -141,6 +129,21 @@ internal sealed unsafe class SlotTable
         {
             ThrowHelper.ThrowSlotNotLive(s);
         }
+    }
+
+    /// <summary>Slot <paramref name="s"/>'s word once it is unlocked (waiting while it is locked), checked live: the
+    /// first step of every change of a live slot's count.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong LiveUnlocked(int s, ref ulong word)
+    {
+        ulong w = Volatile.Read(ref word);
+        if (SlotWord.Owner(w) != 0)
+        {
+            w = WaitUnlocked(s);
+        }
+
+        RequireLive(s, w);
+        return w;
     }
 
     // ---------------------------------------------------------------- claiming
@@ -284,13 +287,7 @@ internal sealed unsafe class SlotTable
         int tag = _registry.Tag;
         while (true)
         {
-            ulong w = Volatile.Read(ref word);
-            if (SlotWord.Owner(w) != 0)
-            {
-                w = WaitUnlocked(s);
-            }
-
-            RequireLive(s, w);
+            ulong w = LiveUnlocked(s, ref word);
             if (SlotWord.Count(w) == SlotWord.MaxCount)
             {
                 ThrowHelper.ThrowArgumentOutOfRange("metaIndex", s, $"slot {s}'s count is at its maximum ({SlotWord.MaxCount}).");
