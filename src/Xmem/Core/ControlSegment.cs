@@ -19,7 +19,7 @@ internal sealed unsafe class ControlSegment
 {
     // capacity: the one the header check accepted (or the creator wrote), never read again from the header, which
     // every member can write, so the pointers below always fit the mapping.
-    private ControlSegment(string bare, SafeFd fd, MappedRegion region, int capacity)
+    private ControlSegment(string bare, SafeFd fd, MappedRegion region, int capacity, SegmentAccess access)
     {
         Bare = bare;
         Fd = fd;
@@ -31,7 +31,7 @@ internal sealed unsafe class ControlSegment
         Procs = (ProcessEntry*)(region.Address + (nint)LayoutConstants.ProcessTableOffset);
         Hints = (ulong*)(region.Address + (nint)LayoutConstants.FreeHintsOffset);
         Slots = (SlotRecord*)(region.Address + (nint)LayoutConstants.SlotTableOffset(Capacity));
-        Access = SegmentFile.AccessOf(fd, PoolName.ControlObject(bare));
+        Access = access;
     }
 
     /// <summary>The pool's name without a leading '/'.</summary>
@@ -87,6 +87,10 @@ internal sealed unsafe class ControlSegment
                 hints[i / 64] |= 1UL << (i % 64);
             }
 
+            // Read before the name is given: from here on nothing can fail but the publication itself, so a named
+            // pool is either handed to the caller (who finishes or abandons it) or never named.
+            SegmentAccess access = SegmentFile.AccessOf(fd, obj);
+
             // The name is the publication of the header (an opener reads it through its own mapping of the same
             // pages, after its open(2) found the name); linkat never replaces an existing name.
             if (!SegmentFile.Publish(fd, obj))
@@ -96,7 +100,7 @@ internal sealed unsafe class ControlSegment
                 return null;
             }
 
-            return new ControlSegment(bare, fd, region, capacity);
+            return new ControlSegment(bare, fd, region, capacity, access);
         }
         catch
         {
@@ -142,7 +146,7 @@ internal sealed unsafe class ControlSegment
             region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
             WaitForReady(fd, (PoolHeader*)region.Address, bare);
             int capacity = HeaderCheck.Validate((PoolHeader*)region.Address, size, bare);
-            return new ControlSegment(bare, fd, region, capacity);
+            return new ControlSegment(bare, fd, region, capacity, SegmentFile.AccessOf(fd, obj));
         }
         catch
         {
