@@ -177,7 +177,7 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
         if (r.Slot >= 0)
         {
             r.Map?.Region.DangerousRelease();
-            _ = _slots.ReleaseAttributed(r.Slot, r.Gen, 1, core.OwnHoldings, Tag, forget: false);
+            _ = _slots.ReleaseOwn(r.Slot, r.Gen, forget: false);
         }
     }
 
@@ -378,7 +378,7 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
         if (release)
         {
             ChannelSegment.BumpEpoch(&ch.Ring(k)->SpaceEpoch);
-            _ = _slots.ReleaseAttributed(s, gen, 1, core.OwnHoldings, Tag, forget: false);
+            _ = _slots.ReleaseOwn(s, gen, forget: false);
         }
 
         return true;

@@ -94,6 +94,18 @@ internal sealed unsafe class DataSegments
         }
     }
 
+    /// <summary>This process's mapping of live CPU slot <paramref name="s"/> (locked by this process), leased, with the
+    /// buffer's <paramref name="size"/>, checked against the slot's memory (<see cref="Lease"/>).</summary>
+    internal DataMapping LeaseLive(int s, out long size)
+    {
+        SlotRecord* r = &_slots[s];
+        size = r->Size;
+        return Lease(s, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+    }
+
+    /// <summary>True when slot <paramref name="s"/>'s record says it keeps a data segment.</summary>
+    internal bool HasMemory(int s) => Volatile.Read(ref _slots[s].DataCapacity) != 0;
+
     /// <summary>With slot <paramref name="s"/> claimed and holding no CUDA memory: keeps its memory when it fits,
     /// else replaces it by a new data segment (pages reserved now) and records it CPU memory. Returns this process's
     /// mapping of it, with a lease for the caller.</summary>

@@ -117,6 +117,10 @@ internal sealed unsafe class PoolCore
         }
     }
 
+    /// <summary>With the recovery gate held and this process attached: releases every reference its guards still hold
+    /// (as if it had died: Dispose).</summary>
+    internal void ReleaseOwnHoldingsLocked() => Recovery.ReleaseAll(OwnHoldings, Registry.Tag);
+
     /// <summary>With the recovery gate held and this process attached: frees its entry, unlinks its holdings segment
     /// (before the unlock: after it, a new owner of the entry makes a file of the same name) and unlocks.</summary>
     internal void LeaveEntryLocked()

@@ -251,6 +251,25 @@ internal sealed unsafe class SlotTable
         AfterFreed(s);
     }
 
+    /// <summary>Slot <paramref name="s"/>'s word now (an acquire load): for a claimer, the word as it claimed it.</summary>
+    internal ulong Word(int s) => Volatile.Read(ref _slots[s].Word);
+
+    /// <summary>True when slot <paramref name="s"/>'s record says it holds CUDA memory (a choice only: whoever acts on
+    /// it holds the slot locked or claimed).</summary>
+    internal bool HoldsCuda(int s) => Volatile.Read(ref _slots[s].Kind) == LayoutConstants.KindCuda;
+
+    /// <summary>With slot <paramref name="s"/> claimed and given CPU memory: its record says CPU memory of no device,
+    /// then the common reset (<see cref="ResetRecord"/>).</summary>
+    internal void ResetRecordForCpu(int s, long size)
+    {
+        SlotRecord* r = &_slots[s];
+        r->Kind = LayoutConstants.KindCpu;
+        r->DeviceId = -1;
+        r->CudaOffset = 0;
+        r->CudaAllocSize = 0;
+        ResetRecord(s, size);
+    }
+
     /// <summary>With slot <paramref name="s"/> claimed: its size, and a description cleared for a new buffer (the one
     /// record reset of every kind of acquire).</summary>
     internal void ResetRecord(int s, long size)
@@ -267,12 +286,12 @@ internal sealed unsafe class SlotTable
     }
 
     /// <summary>Publishes claimed slot <paramref name="s"/> (<paramref name="claimed"/>: its word as claimed) Live
-    /// with count 1, attributed to this process's <paramref name="holdings"/>. Every record field written before is
-    /// visible before the slot reads Live (release stores).</summary>
-    internal void PublishOwned(int s, ulong claimed, ulong* holdings)
+    /// with count 1, attributed to this process's holdings. Every record field written before is visible before the
+    /// slot reads Live (release stores).</summary>
+    internal void PublishOwned(int s, ulong claimed)
     {
         uint gen = SlotWord.Gen(claimed);
-        CommitAttributed(&_slots[s], s, holdings, _registry.Tag, claimed, Holding.Make(gen, 1), SlotWord.Make(1, SlotWord.Live, 0, gen));
+        CommitAttributed(&_slots[s], s, OwnHoldings, _registry.Tag, claimed, Holding.Make(gen, 1), SlotWord.Make(1, SlotWord.Live, 0, gen));
     }
 
     /// <summary>Publishes claimed slot <paramref name="s"/> Live with count 1 in flight (held by no process).</summary>
@@ -324,9 +343,10 @@ internal sealed unsafe class SlotTable
     internal void Unlock(int s, ulong w) => Volatile.Write(ref _slots[s].Word, w);
 
     /// <summary>With live slot <paramref name="s"/> locked by this process (<paramref name="w"/>: its word before the
-    /// lock): one more reference, attributed to <paramref name="holdings"/>, and the unlock.</summary>
-    internal void CommitGet(int s, ulong w, ulong* holdings)
+    /// lock): one more reference, attributed to this process's holdings, and the unlock.</summary>
+    internal void CommitGet(int s, ulong w)
     {
+        ulong* holdings = OwnHoldings;
         int tag = _registry.Tag;
         uint gen = SlotWord.Gen(w);
         CommitAttributed(&_slots[s], s, holdings, tag, SlotWord.WithOwner(w, tag), Holding.Make(gen, Holding.CountFor(holdings[s], gen) + 1), SlotWord.Make(SlotWord.Count(w) + 1, SlotWord.Live, 0, gen));

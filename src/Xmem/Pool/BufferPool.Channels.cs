@@ -6,7 +6,7 @@ namespace Xmem;
 
 // The facade's channels: opening one, and the guard side of a send or receive (the reference's move itself is
 // ChannelHandover's).
-public sealed unsafe partial class BufferPool
+public sealed partial class BufferPool
 {
     /// <summary>Opens the channel <paramref name="name"/> of this pool, creating it when it does not exist.</summary>
     /// <param name="name">1–48 of [A-Za-z0-9._-], not starting with '.'.</param>
@@ -77,7 +77,7 @@ public sealed unsafe partial class BufferPool
 
         if (r.Map is null)
         {
-            _ = _slots.ReleaseAttributed(r.Slot, r.Gen, 1, _core.OwnHoldings, _core.Registry.Tag, forget: false);
+            _ = _slots.ReleaseOwn(r.Slot, r.Gen, forget: false);
             throw r.MapError!;
         }
 
@@ -88,7 +88,7 @@ public sealed unsafe partial class BufferPool
         catch
         {
             // The handover already moved the reference into this process's holding: give it back, or it leaks.
-            _ = _slots.ReleaseAttributed(r.Slot, r.Gen, 1, _core.OwnHoldings, _core.Registry.Tag, forget: false);
+            _ = _slots.ReleaseOwn(r.Slot, r.Gen, forget: false);
             throw;
         }
     }

@@ -7,7 +7,7 @@ namespace Xmem;
 
 // The facade's CPU buffers and counts: argument checks, then the core's claim (SlotTable), memory (DataSegments)
 // and commit, and the guard that owns the reference.
-public sealed unsafe partial class BufferPool
+public sealed partial class BufferPool
 {
     /// <summary>Acquires a read-write buffer of <paramref name="size"/> bytes in the lowest free slot (one whose kept
     /// memory fits, if any). Its count is 1, held by the returned guard. Throws <see cref="PoolFullException"/> at
@@ -179,7 +179,7 @@ public sealed unsafe partial class BufferPool
         SlotTable slots = _slots;
         for (int s = 0; s < Capacity; s++)
         {
-            if (Volatile.Read(ref slots.Record(s)->DataCapacity) == 0 || !slots.TryTakeFree(s, out ulong w))
+            if (!_core.Data.HasMemory(s) || !slots.TryTakeFree(s, out ulong w))
             {
                 continue;
             }
@@ -247,7 +247,7 @@ public sealed unsafe partial class BufferPool
     /// <summary>With slot <paramref name="s"/> claimed: drops whatever memory it keeps (CUDA or CPU).</summary>
     private long DropMemoryLocked(int s)
     {
-        long cuda = _slots.Record(s)->Kind == LayoutConstants.KindCuda ? _cuda.DropMemoryLocked(s) : 0;
+        long cuda = _slots.HoldsCuda(s) ? _cuda.DropMemoryLocked(s) : 0;
         return cuda + _core.Data.DropLocked(s);
     }
 
@@ -256,13 +256,12 @@ public sealed unsafe partial class BufferPool
     private BufferGuard? PublishCpu(int s, long size, bool attributed)
     {
         SlotTable slots = _slots;
-        SlotRecord* r = slots.Record(s);
-        ulong w = Volatile.Read(ref r->Word);
+        ulong w = slots.Word(s);
         uint gen = SlotWord.Gen(w);
         DataMapping map;
         try
         {
-            if (r->Kind == LayoutConstants.KindCuda)
+            if (slots.HoldsCuda(s))
             {
                 _ = _cuda.DropMemoryLocked(s); // a CUDA slot taken for CPU memory: its device memory goes first
             }
@@ -275,11 +274,7 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
-        slots.ResetRecord(s, size);
-        r->Kind = LayoutConstants.KindCpu;
-        r->DeviceId = -1;
-        r->CudaOffset = 0;
-        r->CudaAllocSize = 0;
+        slots.ResetRecordForCpu(s, size);
         if (!attributed)
         {
             map.Region.DangerousRelease(); // in flight: no guard of this process points into the memory
@@ -298,7 +293,7 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
-        slots.PublishOwned(s, w, slots.OwnHoldings);
+        slots.PublishOwned(s, w);
         return guard;
     }
 
@@ -306,9 +301,8 @@ public sealed unsafe partial class BufferPool
     {
         CheckIndex(metaIndex); // also refuses every index once the pool is disposed
         SlotTable slots = _slots;
-        SlotRecord* r = slots.Record(metaIndex);
         ulong w = slots.LockLive(metaIndex);
-        if (r->Kind == LayoutConstants.KindCuda)
+        if (slots.HoldsCuda(metaIndex))
         {
             return CompleteCudaGet(metaIndex, w, writable);
         }
@@ -316,8 +310,7 @@ public sealed unsafe partial class BufferPool
         BufferGuard guard;
         try
         {
-            long size = r->Size;
-            DataMapping map = _core.Data.Lease(metaIndex, r->MemGen, Volatile.Read(ref r->DataCapacity), size);
+            DataMapping map = _core.Data.LeaseLive(metaIndex, out long size);
             guard = NewGuard(metaIndex, SlotWord.Gen(w), map, size, readOnly: !writable);
         }
         catch
@@ -328,7 +321,7 @@ public sealed unsafe partial class BufferPool
 
         // Everything that can fail (mapping, leases, the guard's allocation) is done: the commit cannot fail, so a
         // reference is never counted without the guard that gives it back.
-        slots.CommitGet(metaIndex, w, slots.OwnHoldings);
+        slots.CommitGet(metaIndex, w);
         return guard;
     }
 

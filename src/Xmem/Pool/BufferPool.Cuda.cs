@@ -7,7 +7,7 @@ using Xmem.Layout;
 namespace Xmem;
 
 // The facade's CUDA device buffers (docs/cuda.md): argument checks and guards; the device memory is CudaStore's.
-public sealed unsafe partial class BufferPool
+public sealed partial class BufferPool
 {
     /// <summary>When true (the default), <see cref="Get"/> and <see cref="GetMut"/> of a CUDA buffer make the legacy
     /// default stream (the one PyTorch and CuPy use unless told otherwise) wait for the writes last recorded on the
@@ -84,7 +84,7 @@ public sealed unsafe partial class BufferPool
         ThrowIfDisposed();
         CheckIndex(metaIndex);
         ulong w = _slots.LockLive(metaIndex);
-        if (_slots.Record(metaIndex)->Kind != LayoutConstants.KindCuda)
+        if (!_slots.HoldsCuda(metaIndex))
         {
             _slots.Unlock(metaIndex, w); // nothing changed
             throw new XmemException(XmemStatus.InvalidArgument, $"slot {metaIndex} holds a CPU buffer, not CUDA memory.");
@@ -98,7 +98,7 @@ public sealed unsafe partial class BufferPool
     private BufferGuard? PublishCuda(int s, long size, int device, bool attributed)
     {
         SlotTable slots = _slots;
-        ulong w = Volatile.Read(ref slots.Record(s)->Word);
+        ulong w = slots.Word(s);
         uint gen = SlotWord.Gen(w);
         CudaMemory mem = _cuda.PrepareClaimed(s, size, device);
         if (!attributed)
@@ -126,7 +126,7 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
-        slots.PublishOwned(s, w, _core.OwnHoldings); // every field above is visible before the slot reads Live
+        slots.PublishOwned(s, w); // every field above is visible before the slot reads Live
         return guard;
     }
 
@@ -146,7 +146,7 @@ public sealed unsafe partial class BufferPool
             throw;
         }
 
-        _slots.CommitGet(s, w, _core.OwnHoldings);
+        _slots.CommitGet(s, w);
         return CudaGuardForHeldReference(s, SlotWord.Gen(w), writable);
     }
 

@@ -22,7 +22,7 @@ namespace Xmem;
 /// <remarks>The facade: argument checks, composition and dispose order. The protocols live in Core (docs/layout.md,
 /// "Code map"): <see cref="PoolCore"/> composes them, <see cref="CudaStore"/> holds device memory,
 /// <see cref="ChannelHandover"/> moves references through channels, <see cref="SlotDescriptions"/> the seqlock.</remarks>
-public sealed unsafe partial class BufferPool : IDisposable
+public sealed partial class BufferPool : IDisposable
 {
     private readonly string _name;  // as the caller spelled it: "/cam0" or "cam0" (both are the pool named by Bare)
     private readonly PoolCore _core;
@@ -218,7 +218,7 @@ public sealed unsafe partial class BufferPool : IDisposable
         {
             if (_core.Registry.Me >= 0)
             {
-                _core.Recovery.ReleaseAll(_core.OwnHoldings, _core.Registry.Tag);
+                _core.ReleaseOwnHoldingsLocked();
                 _cuda.Detach();
                 _core.LeaveEntryLocked();
             }
