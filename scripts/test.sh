@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run): installs what is missing, builds everything with
-# warnings as errors, runs the .NET test suite, then the native and Python steps when their scripts exist, and
-# finally checks that the run left nothing in /dev/shm. Prints "N passed, N failed" last.
+# warnings as errors, builds the native library and checks the NuGet packages, runs the .NET test suite, then the
+# Python step (each when its script exists), and finally checks that the run left nothing in /dev/shm. Prints
+# "N passed, N failed" last.
 #
 # Usage: scripts/test.sh [extra dotnet test arguments, e.g. --filter FullyQualifiedName~CrossProcess]
 #
@@ -43,6 +44,26 @@ if [[ -x scripts/build-native.sh ]]; then
     if ! ./scripts/build-native.sh; then
         failures+=("scripts/build-native.sh")
         failed=$((failed + 1))
+    fi
+fi
+
+if [[ -x scripts/test-packages.sh ]]; then
+    step "packages: scripts/test-packages.sh (NuGet packages Xmem, Xmem.Cli, Xmem.Native, used as a user would)"
+    set +e
+    ./scripts/test-packages.sh --no-build 2>&1 | tee "$work/packages.log"
+    pkg_rc=${PIPESTATUS[0]}
+    set -e
+    # Its last line: "test-packages: 10 passed, 0 failed".
+    pkg_summary="$(grep -E '^test-packages: [0-9]+ passed, [0-9]+ failed$' "$work/packages.log" | tail -n 1 || true)"
+    if [[ -n "$pkg_summary" ]]; then
+        passed=$((passed + $(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$pkg_summary")))
+        failed=$((failed + $(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$pkg_summary")))
+    fi
+    if [[ $pkg_rc -ne 0 ]]; then
+        failures+=("scripts/test-packages.sh (exit code $pkg_rc)")
+        if [[ -z "$pkg_summary" ]]; then
+            failed=$((failed + 1))
+        fi
     fi
 fi
 
