@@ -422,8 +422,10 @@ def test_500_forks_while_four_threads_hammer_the_pool_never_hang_a_child(unique_
     assert out.returncode == 0, out.stderr[-4000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     print("fork stress:", figures)
-    assert figures["hangs"] == 0, figures
-    assert figures["failed"] == 0, figures
+    # A child that dies of a signal (a runtime abort) writes its reason to stderr, which the children share with
+    # this process: keep it in the failure.
+    assert figures["hangs"] == 0, (figures, out.stderr[-4000:])
+    assert figures["failed"] == 0, (figures, out.stderr[-4000:])
     assert figures["thread_errors"] == [], figures
     assert figures["leaked"] == [], figures
     assert figures["ops"] > 0
