@@ -26,19 +26,25 @@ internal sealed unsafe class Recovery
         slots.UseRecovery(this);
     }
 
+    /// <summary>Entries this thread has recovered (ever): <see cref="ReclaimDeadProcesses"/> counts by it, so that an
+    /// entry recovered inside another's recovery (a release that meets a slot locked by a second dead process
+    /// recovers that one first) is counted too.</summary>
+    [ThreadStatic]
+    private static int t_recovered;
+
     /// <summary>Reclaims every entry whose process is dead. Returns how many entries were reclaimed.</summary>
     internal int ReclaimDeadProcesses()
     {
-        int reclaimed = 0;
+        int before = t_recovered;
         for (int i = 0; i < LayoutConstants.MaxProcesses; i++)
         {
-            if (i != _registry.Me && !_registry.IsFree(i) && TryRecoverEntry(i))
+            if (i != _registry.Me && !_registry.IsFree(i))
             {
-                reclaimed++;
+                _ = TryRecoverEntry(i);
             }
         }
 
-        return reclaimed;
+        return t_recovered - before;
     }
 
     /// <summary>Recovers entry <paramref name="i"/> if its process is dead. False when it is alive (or being
@@ -65,6 +71,7 @@ internal sealed unsafe class Recovery
             try
             {
                 RecoverEntryLocked(i);
+                t_recovered++;
             }
             finally
             {
