@@ -202,7 +202,7 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
     {
         SlotRecord* r = _slots.Record(s);
         var rec = (HandoverRecord*)r;
-        ulong* holdings = core.OwnHoldings;
+        ulong* holdings = core.Own.Words;
         ulong h = holdings[s];
         int held = Holding.CountFor(h, gen);
         if (held + delta < 0)

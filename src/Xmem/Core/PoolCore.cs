@@ -9,8 +9,9 @@ namespace Xmem.Core;
 /// One pool instance's core, composed once: the control segment and the types that implement its protocols, plus
 /// this process's membership (its process-table entry and holdings segment). Attaching takes a free entry in the
 /// order that keeps every death recoverable: the entry's liveness byte is locked first (so a process that dies at any
-/// later point is seen as dead), the entry marked Registering, the holdings segment made, and only then the entry
-/// published Active (docs/layout.md, "Process table").
+/// later point is seen as dead), the entry marked Registering, its holdings name checked, and only then the entry
+/// published Active (docs/layout.md, "Process table"); the holdings segment itself is made before the first reference
+/// this process holds (<see cref="OwnHoldings"/>).
 /// </summary>
 internal sealed unsafe class PoolCore
 {
@@ -19,8 +20,9 @@ internal sealed unsafe class PoolCore
         Control = control;
         Lease = new PoolLease(control.Region);
         Registry = new ProcessRegistry(control);
+        Own = new OwnHoldings(control, Registry, Lease);
         Hints = new FreeHints(control);
-        Slots = new SlotTable(control, Hints, Registry);
+        Slots = new SlotTable(control, Hints, Registry, Own);
         Data = new DataSegments(control);
         Recovery = new Recovery(control, Registry, Slots, Data);
         Blocking = new BlockingCalls(control.Bare, &control.Header->FreeEpoch);
@@ -35,8 +37,8 @@ internal sealed unsafe class PoolCore
     internal Recovery Recovery { get; }
     internal BlockingCalls Blocking { get; }
 
-    /// <summary>This process's holdings (null until attached): <c>OwnHoldings[s]</c> is its holding of slot s.</summary>
-    internal ulong* OwnHoldings => Slots.OwnHoldings;
+    /// <summary>This process's holdings, made on first use.</summary>
+    internal OwnHoldings Own { get; }
 
     internal string Bare => Control.Bare;
 
@@ -72,7 +74,6 @@ internal sealed unsafe class PoolCore
     /// not make.</summary>
     internal bool RegisterEntry(int i)
     {
-        bool madeHoldings = false;
         try
         {
             lock (Registry.RecoveryGate)
@@ -86,17 +87,19 @@ internal sealed unsafe class PoolCore
                 }
 
                 Registry.MarkRegistering();
-                Holdings? own = Holdings.CreateOwn(Control, i, out madeHoldings);
-                if (own is null)
+                if (!OwnHoldings.NameIsUsable(Control, i))
                 {
                     Registry.AbandonRegistration();
                     Registry.UnlockEntry(i);
                     return false;
                 }
 
-                Lease.AdoptHoldings(own.Region);
-                Slots.OwnHoldings = own.Words;
-                Registry.Activate();
+                if (!SegmentFile.SurelyCanGiveGroup(Control.Access))
+                {
+                    _ = Own.Words; // made now, so that a process that cannot give files the pool's group fails here
+                }
+
+                Registry.Activate(); // otherwise the holdings segment is made on first use (OwnHoldings)
             }
 
             return true;
@@ -106,10 +109,6 @@ internal sealed unsafe class PoolCore
             if (Registry.Me == i)
             {
                 Registry.AbandonRegistration();
-                if (madeHoldings)
-                {
-                    _ = SegmentFile.Unlink(Holdings.ObjectName(Control, i));
-                }
             }
 
             Registry.UnlockEntry(i);
@@ -119,15 +118,27 @@ internal sealed unsafe class PoolCore
 
     /// <summary>With the recovery gate held and this process attached: releases every reference its guards still hold
     /// (as if it had died: Dispose).</summary>
-    internal void ReleaseOwnHoldingsLocked() => Recovery.ReleaseAll(OwnHoldings, Registry.Tag);
+    internal void ReleaseOwnHoldingsLocked()
+    {
+        ulong* own = Own.WordsIfMade;
+        if (own is not null)
+        {
+            Recovery.ReleaseAll(own, Registry.Tag); // none made: this process never held a reference
+        }
+    }
 
     /// <summary>With the recovery gate held and this process attached: frees its entry, unlinks its holdings segment
-    /// (before the unlock: after it, a new owner of the entry makes a file of the same name) and unlocks.</summary>
+    /// if it made one (before the unlock: after it, a new owner of the entry makes a file of the same name) and
+    /// unlocks.</summary>
     internal void LeaveEntryLocked()
     {
         int me = Registry.Me;
         Registry.MarkFree(me);
-        _ = SegmentFile.Unlink(Holdings.ObjectName(Control, me));
+        if (Own.Made)
+        {
+            _ = SegmentFile.Unlink(Holdings.ObjectName(Control, me));
+        }
+
         Registry.Leave();
     }
 }

@@ -28,10 +28,12 @@ internal sealed unsafe class SlotTable
     private readonly PoolHeader* _header;
     private readonly FreeHints _hints;
     private readonly ProcessRegistry _registry;
+    private readonly OwnHoldings _own;
     private Recovery? _recovery;
 
-    internal SlotTable(ControlSegment control, FreeHints hints, ProcessRegistry registry)
+    internal SlotTable(ControlSegment control, FreeHints hints, ProcessRegistry registry, OwnHoldings own)
     {
+        _own = own;
         _control = control;
         _slots = control.Slots;
         _header = control.Header;
@@ -45,8 +47,9 @@ internal sealed unsafe class SlotTable
 
     internal SlotRecord* Record(int s) => &_slots[s];
 
-    /// <summary>This process's holdings (null until it attached): set once by <see cref="PoolCore.RegisterEntry"/>.</summary>
-    internal ulong* OwnHoldings { get; set; }
+    /// <summary>This process's holdings: <c>OwnHoldings[s]</c> is its holding of slot s (made on first use; every path
+    /// that adds to a holding reads this before it claims or locks a slot, so the segment is never made under a lock).</summary>
+    internal ulong* OwnHoldings => _own.Words;
 
     /// <summary><see cref="ReleaseAttributed"/> of one reference held by this process (a guard's).</summary>
     internal int ReleaseOwn(int s, uint gen, bool forget) => ReleaseAttributed(s, gen, 1, OwnHoldings, _registry.Tag, forget);
@@ -154,6 +157,7 @@ internal sealed unsafe class SlotTable
     internal int Claim<TPicker>(in TPicker picker, bool reclaim)
         where TPicker : struct, ISlotPicker
     {
+        _ = _own.Words; // this process's holdings exist before it claims (made on first use, never under a lock)
         int s = TryClaimHinted(picker);
         if (s >= 0)
         {
@@ -302,6 +306,7 @@ internal sealed unsafe class SlotTable
     /// <summary>Locks a live slot for an attributed change and returns its word as it was (unlocked).</summary>
     internal ulong LockLive(int s)
     {
+        _ = _own.Words; // this process's holdings exist before it locks (made on first use, never under a lock)
         ref ulong word = ref _slots[s].Word;
         int tag = _registry.Tag;
         while (true)

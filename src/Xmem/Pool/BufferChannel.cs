@@ -178,6 +178,7 @@ public sealed unsafe class BufferChannel : IDisposable
     {
         ThrowIfDisposed();
         _pool.ThrowIfDisposed();
+        _ = _pool.Core.Own.Words; // this process's holdings exist before it claims a cell (made on first use)
         int tag = _pool.Core.Registry.Tag;
         ushort inc = _pool.Core.Registry.Incarnation;
         uint* epoch = &_seg.Ring(k)->DataEpoch;

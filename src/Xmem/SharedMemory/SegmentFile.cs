@@ -70,6 +70,25 @@ internal static class SegmentFile
         return handle;
     }
 
+    /// <summary>True when this process can surely give the files it makes the pool's group (root, a world-shared pool,
+    /// or a member of the group: effective or supplementary), asked of the kernel's credentials without making a file.
+    /// False means only that it may not: the caller then finds out by making one (a capability such as CAP_CHOWN may
+    /// still allow it).</summary>
+    internal static unsafe bool SurelyCanGiveGroup(SegmentAccess access)
+    {
+        if (access.WorldShared || Libc.GetEUid() == 0 || Libc.GetEGid() == access.Gid)
+        {
+            return true;
+        }
+
+        Span<uint> groups = stackalloc uint[256];
+        fixed (uint* p = groups)
+        {
+            int n = Libc.GetGroups(groups.Length, p);
+            return n > 0 && groups[..n].Contains(access.Gid); // -1 (more than 256 groups, or an error): not sure
+        }
+    }
+
     /// <summary>Creates an unnamed object (O_TMPFILE) in the shared-memory directory with exactly
     /// <paramref name="mode"/>; <see cref="Publish"/> names it. A process that dies before that leaves nothing.</summary>
     internal static SafeFd CreateUnnamed(uint mode)
@@ -194,22 +213,29 @@ internal static class SegmentFile
         return new SafeFd(fd);
     }
 
-    /// <summary>Sets the size and, when <paramref name="reserve"/>, reserves every page now so that a full file
-    /// system fails here with an out-of-space error instead of a SIGBUS on first touch.</summary>
+    /// <summary>Sets the size of an empty file (just made, or truncated to 0) and, when <paramref name="reserve"/>,
+    /// reserves every page now so that a full file system fails here with an out-of-space error instead of a SIGBUS on
+    /// first touch. Reserving extends an empty file to <paramref name="size"/> by itself, so it is one system call
+    /// (posix_fallocate), with ftruncate only where the file system cannot reserve.</summary>
     internal static void Size(SafeFd fd, long size, bool reserve, string objectName)
     {
-        if (Libc.FTruncate(fd.Fd, size) != 0)
-        {
-            ThrowHelper.ThrowOsError("ftruncate", Marshal.GetLastPInvokeError(), PoolName.PathOf(objectName));
-        }
-
         if (reserve)
         {
             int rc = Libc.PosixFallocate(fd.Fd, 0, size);
-            if (rc != 0 && rc != Errno.EOPNOTSUPP && rc != Errno.EINVAL)
+            if (rc == 0)
+            {
+                return;
+            }
+
+            if (rc != Errno.EOPNOTSUPP && rc != Errno.EINVAL)
             {
                 ThrowHelper.ThrowOsError("posix_fallocate", rc, PoolName.PathOf(objectName));
             }
+        }
+
+        if (Libc.FTruncate(fd.Fd, size) != 0)
+        {
+            ThrowHelper.ThrowOsError("ftruncate", Marshal.GetLastPInvokeError(), PoolName.PathOf(objectName));
         }
     }
 

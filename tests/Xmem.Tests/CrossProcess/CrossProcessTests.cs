@@ -1,4 +1,5 @@
 using System.Globalization;
+using Xmem.Layout;
 using Xmem.Tests.Shared;
 
 namespace Xmem.Tests.CrossProcess;
@@ -246,9 +247,14 @@ public sealed class CrossProcessTests : PoolTest
         Assert.True(BufferPool.Exists(name));
         using BufferPool pool = BufferPool.Create(name, 2);
         Assert.Equal(2, pool.Capacity);
-        // The dead instance's segments went with it: only this pool's control and holdings remain.
+        // The dead instance's segments went with it: only this pool's control segment remains (its holdings segment
+        // is made before the first reference it holds).
         Assert.Empty(Shm.DataSegmentsOf(name));
-        Assert.Equal(2, Shm.EntriesOf(name).Length);
+        Assert.Equal([LayoutConstants.ObjectPrefix + name], Shm.EntriesOf(name));
+        using (pool.AcquireCpu(16))
+        {
+            Assert.Equal(2, Shm.EntriesOf(name).Length - Shm.DataSegmentsOf(name).Length); // control and holdings
+        }
     }
 
     [Fact]

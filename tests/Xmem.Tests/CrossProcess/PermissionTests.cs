@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Xmem.Layout;
+using Xmem.SharedMemory;
 
 namespace Xmem.Tests.CrossProcess;
 
@@ -140,8 +141,7 @@ public sealed class PermissionTests : PoolTest
 
             // The outsider sees the instance in /dev/shm and takes the next names: slot 0's next two data segments,
             // the next two process entries' holdings and a channel.
-            string holdings0 = Assert.Single(Shm.EntriesOf(name), f => f.EndsWith(".p0", StringComparison.Ordinal));
-            string prefix = holdings0[..^2];
+            string prefix = SegmentNames.InstancePrefix(name, Shm.ReadControl(name, 32, 8)); // PoolHeader.InstanceId
             foreach (string n in new[] { "s0.g1", "s0.g2", "p1", "p2", "cframes" })
             {
                 squatted.Add(prefix + n);
