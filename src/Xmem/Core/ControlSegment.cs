@@ -19,8 +19,9 @@ internal sealed unsafe class ControlSegment
 {
     // capacity: the one the header check accepted (or the creator wrote), never read again from the header, which
     // every member can write, so the pointers below always fit the mapping.
-    private ControlSegment(string bare, SafeFd fd, MappedRegion region, int capacity, SegmentAccess access)
+    private ControlSegment(string bare, SafeFd fd, MappedRegion region, int capacity, SegmentAccess access, FileIdentity identity)
     {
+        Identity = identity;
         Bare = bare;
         Fd = fd;
         Region = region;
@@ -54,6 +55,9 @@ internal sealed unsafe class ControlSegment
     /// <summary>The group and mode of every segment this process makes for the pool: the control segment's, from the
     /// kernel at open (the header's Mode field is writable by every member and is never read for this).</summary>
     internal SegmentAccess Access { get; }
+
+    /// <summary>Which file this instance's control segment is (the kernel's device and inode number, at open).</summary>
+    internal FileIdentity Identity { get; }
 
     internal string ObjectName => PoolName.ControlObject(Bare);
 
@@ -89,7 +93,7 @@ internal sealed unsafe class ControlSegment
 
             // Read before the name is given: from here on nothing can fail but the publication itself, so a named
             // pool is either handed to the caller (who finishes or abandons it) or never named.
-            SegmentAccess access = SegmentFile.AccessOf(fd, obj);
+            SegmentAccess access = SegmentFile.AccessOf(fd, obj, out FileIdentity identity);
 
             // The name is the publication of the header (an opener reads it through its own mapping of the same
             // pages, after its open(2) found the name); linkat never replaces an existing name.
@@ -100,7 +104,7 @@ internal sealed unsafe class ControlSegment
                 return null;
             }
 
-            return new ControlSegment(bare, fd, region, capacity, access);
+            return new ControlSegment(bare, fd, region, capacity, access, identity);
         }
         catch
         {
@@ -146,7 +150,8 @@ internal sealed unsafe class ControlSegment
             region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
             WaitForReady(fd, (PoolHeader*)region.Address, bare);
             int capacity = HeaderCheck.Validate((PoolHeader*)region.Address, size, bare);
-            return new ControlSegment(bare, fd, region, capacity, SegmentFile.AccessOf(fd, obj));
+            SegmentAccess access = SegmentFile.AccessOf(fd, obj, out FileIdentity identity);
+            return new ControlSegment(bare, fd, region, capacity, access, identity);
         }
         catch
         {
@@ -260,25 +265,7 @@ internal sealed unsafe class ControlSegment
     }
 
     /// <summary>True when the pool's name still names the control segment of this instance.</summary>
-    internal bool NameStillNamesThisInstance()
-    {
-        string obj = ObjectName;
-        using SafeFd? fd = SegmentFile.TryOpen(obj, writable: false);
-        return fd is not null && ReadInstance(fd, obj) == Instance;
-    }
-
-    /// <summary>The instance id in the header of the segment open at <paramref name="fd"/>; 0 when it is too small.</summary>
-    internal static ulong ReadInstance(SafeFd fd, string obj)
-    {
-        long size = SegmentFile.SizeOf(fd, obj);
-        if (size < LayoutConstants.HeaderSize)
-        {
-            return 0;
-        }
-
-        using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: false, PoolName.PathOf(obj));
-        return ((PoolHeader*)r.Address)->InstanceId;
-    }
+    internal bool NameStillNamesThisInstance() => SegmentFile.NameRefersTo(ObjectName, Identity);
 
     /// <summary>In a child made by fork(): drops this process's two references to the parent's open file description
     /// (see OpenPools.AbandonInherited): the descriptor is closed without unlocking, the mapping

@@ -130,12 +130,42 @@ internal static unsafe class PoolRemoval
         }
 
         using MappedRegion r = MappedRegion.Map(fd.Fd, LayoutConstants.HeaderSize, writable: true, PoolName.PathOf(obj));
-        var h = (PoolHeader*)r.Address;
+        return RemoveStaleMapped(bare, obj, fd, (PoolHeader*)r.Address, SegmentFile.AccessOf(fd, obj));
+    }
+
+    /// <summary>The last process of a pool, detaching: removes it as <see cref="TryRemoveStale(string, out bool)"/>
+    /// would, through its own descriptor and mapping rather than by opening the name again. Nothing is done when
+    /// another remover holds the removal lock (its verdict follows), or when the name no longer names this instance
+    /// (it was removed, and perhaps given to a new pool).</summary>
+    internal static bool TryRemoveOwn(ControlSegment control)
+    {
+        SafeFd fd = control.Fd;
+        if (!Libc.TryLockByte(fd.Fd, LayoutConstants.RemovalLockByte))
+        {
+            return false;
+        }
+
+        try
+        {
+            // Under the removal lock nobody else unlinks this file's name, so a name that names it now still will.
+            return control.NameStillNamesThisInstance()
+                && RemoveStaleMapped(control.Bare, control.ObjectName, fd, control.Header, control.Access);
+        }
+        finally
+        {
+            Libc.UnlockByte(fd.Fd, LayoutConstants.RemovalLockByte);
+        }
+    }
+
+    /// <summary>With the removal lock of the control segment open at <paramref name="fd"/> held and its header mapped
+    /// at <paramref name="h"/>: the stale removal's verdict and, when stale, the removal.</summary>
+    private static bool RemoveStaleMapped(string bare, string obj, SafeFd fd, PoolHeader* h, SegmentAccess access)
+    {
         bool ours = h->Magic == LayoutConstants.Magic;
         if (ours && Volatile.Read(ref h->State) == LayoutConstants.PoolStateRemoved)
         {
             // A remover died after the commit point: finish its job, whoever is still attached.
-            _ = RemoveInstanceSegments(bare, h->InstanceId, SegmentFile.AccessOf(fd, obj));
+            _ = RemoveInstanceSegments(bare, h->InstanceId, access);
             _ = SegmentFile.Unlink(obj);
             return true;
         }
@@ -151,7 +181,7 @@ internal static unsafe class PoolRemoval
             }
 
             Volatile.Write(ref h->State, LayoutConstants.PoolStateRemoved);
-            _ = RemoveInstanceSegments(bare, h->InstanceId, SegmentFile.AccessOf(fd, obj));
+            _ = RemoveInstanceSegments(bare, h->InstanceId, access);
             _ = SegmentFile.Unlink(obj);
             return true;
         }
@@ -188,7 +218,7 @@ internal static unsafe class PoolRemoval
 
         // Segments it cannot unlink (other members' files) are left for `xmem gc` run by their owner or root,
         // which reports any it cannot remove either.
-        _ = RemoveInstanceSegments(bare, ours ? h->InstanceId : 0, SegmentFile.AccessOf(fd, obj));
+        _ = RemoveInstanceSegments(bare, ours ? h->InstanceId : 0, access);
 
         // While we hold the removal lock nobody else unlinks this name, so it still names this file.
         _ = SegmentFile.Unlink(obj);

@@ -10,6 +10,7 @@ internal static partial class Libc
     internal const uint STATX_MODE = 0x2;
     internal const uint STATX_UID = 0x8;
     internal const uint STATX_GID = 0x10;
+    internal const uint STATX_INO = 0x100;
     internal const uint S_IFMT = 0xF000;
     internal const uint S_IFREG = 0x8000;
 
@@ -22,6 +23,9 @@ internal static partial class Libc
         [FieldOffset(20)] public uint Uid;
         [FieldOffset(24)] public uint Gid;
         [FieldOffset(28)] public ushort Mode;
+        [FieldOffset(32)] public ulong Ino;
+        [FieldOffset(136)] public uint DevMajor;  // always filled in
+        [FieldOffset(140)] public uint DevMinor;
     }
 
     /// <summary>statx(2): with <see cref="AT_EMPTY_PATH"/> and an empty path it describes the descriptor itself

@@ -227,15 +227,15 @@ public sealed partial class BufferPool : IDisposable
         _core.Data.Clear();
 
         // One lock query without the removal lock first, so that detaching from a pool others still use does not
-        // mark it Removing even for a moment; TryRemoveStale checks again under the lock.
+        // mark it Removing even for a moment; TryRemoveOwn checks again under the lock, through this process's own
+        // descriptor and mapping (still held: the lease goes after).
         ControlSegment control = _core.Control;
-        bool removeNow = !control.IsPersistent && !ProcessRegistry.HasLiveProcess(control.Fd) && control.NameStillNamesThisInstance();
-        _core.Lease.Dispose(); // the mappings go once no guard of this process holds a lease
-        if (removeNow)
+        if (!control.IsPersistent && !ProcessRegistry.HasLiveProcess(control.Fd))
         {
-            _ = PoolRemoval.TryRemoveStale(Bare);
+            _ = PoolRemoval.TryRemoveOwn(control);
         }
 
+        _core.Lease.Dispose(); // the mappings go once no guard of this process holds a lease
         control.Fd.Dispose();
         _core.Blocking.Dispose();
     }

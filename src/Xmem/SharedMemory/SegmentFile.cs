@@ -118,14 +118,31 @@ internal static class SegmentFile
     }
 
     /// <summary>The owner, group and permission bits of an open segment, from the kernel (statx on the descriptor).</summary>
-    internal static SegmentAccess AccessOf(SafeFd fd, string objectName)
+    internal static SegmentAccess AccessOf(SafeFd fd, string objectName) => AccessOf(fd, objectName, out _);
+
+    /// <summary>As <see cref="AccessOf(SafeFd, string)"/>, and which file it is (the same system call).</summary>
+    internal static SegmentAccess AccessOf(SafeFd fd, string objectName, out FileIdentity identity)
     {
-        if (Libc.Statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_MODE | Libc.STATX_UID | Libc.STATX_GID, out Libc.StatX st) != 0)
+        if (Libc.Statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_MODE | Libc.STATX_UID | Libc.STATX_GID | Libc.STATX_INO, out Libc.StatX st) != 0)
         {
             ThrowHelper.ThrowOsError("fstat", Marshal.GetLastPInvokeError(), PoolName.PathOf(objectName));
         }
 
+        identity = new FileIdentity(st.DevMajor, st.DevMinor, st.Ino);
         return new SegmentAccess(st.Uid, st.Gid, st.Mode & 0x1FFu);
+    }
+
+    /// <summary>True when the name <paramref name="objectName"/> refers to the file <paramref name="identity"/> (one
+    /// statx of the name, not following a symbolic link); false when it names nothing or another file, or cannot be
+    /// looked at.</summary>
+    internal static bool NameRefersTo(string objectName, FileIdentity identity)
+    {
+        if (Libc.Statx(Libc.AT_FDCWD, PoolName.PathOf(objectName), Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_INO, out Libc.StatX st) != 0)
+        {
+            return false;
+        }
+
+        return new FileIdentity(st.DevMajor, st.DevMinor, st.Ino) == identity;
     }
 
     /// <summary>True when an open segment is a regular file with the pool's group and mode (see <see cref="SegmentAccess"/>).</summary>
