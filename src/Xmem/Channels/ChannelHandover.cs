@@ -217,7 +217,7 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
         rec->HandoverChannel = ch.InstanceId;
         rec->HandoverPosition = pos;
         rec->HandoverNameLength = ch.Name.Length;
-        Encoding.ASCII.GetBytes(ch.Name, new Span<byte>(rec->HandoverName, HandoverRecord.MaxNameLength)); // validated: at most 48 ASCII characters
+        ch.NameAscii.CopyTo(new Span<byte>(rec->HandoverName, HandoverRecord.MaxNameLength)); // at most 48 bytes
         r->JournalHoldings = h;
         r->JournalWord = SlotWord.WithOwner(w, Tag);
         ref ulong journal = ref *(ulong*)((byte*)r + HandoverRecord.JournalOwnerWordOffset);

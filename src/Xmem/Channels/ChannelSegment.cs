@@ -22,6 +22,7 @@ internal sealed unsafe class ChannelSegment : IDisposable
         _region = region;
         _base = (byte*)region.Address;
         Name = name;
+        NameAscii = System.Text.Encoding.ASCII.GetBytes(name); // validated: at most 48 ASCII characters
         Depth = depth;
         Mask = depth - 1;
         RingCount = rings;
@@ -31,6 +32,10 @@ internal sealed unsafe class ChannelSegment : IDisposable
     }
 
     internal string Name { get; }
+
+    /// <summary>The name's bytes, encoded once (every handover record names its channel).</summary>
+    internal byte[] NameAscii { get; }
+
     internal int Depth { get; }
     internal int Mask { get; }
     internal int RingCount { get; }

@@ -121,7 +121,9 @@ internal sealed unsafe class ControlSegment
         h->Capacity = capacity;
         h->MaxProcesses = LayoutConstants.MaxProcesses;
         h->SegmentSize = size;
-        h->InstanceId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) | 1;
+        ulong instance = 0;
+        RandomNumberGenerator.Fill(new Span<byte>(&instance, sizeof(ulong)));
+        h->InstanceId = instance | 1;
         h->HeaderSize = LayoutConstants.HeaderSize;
         h->SlotSize = LayoutConstants.SlotSize;
         h->ProcessTableOffset = LayoutConstants.ProcessTableOffset;

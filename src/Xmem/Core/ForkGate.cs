@@ -66,17 +66,7 @@ internal static unsafe class ForkGate
             }
         }
 
-        return new Scope(stripe);
-    }
-
-    /// <summary>Counts the calling thread out (the last of nested entries does).</summary>
-    private static void Exit(int stripe)
-    {
-        if (--t_gate.Depth == 0)
-        {
-            // Interlocked (a full fence): everything this thread did inside is done before a preparer sees it out.
-            Interlocked.Decrement(ref Stripe(stripe));
-        }
+        return new Scope(ref t, stripe);
     }
 
     /// <summary>Steps out of the gate before a sleep that may be long (a futex wait). Returns whether the thread was
@@ -237,17 +227,33 @@ internal static unsafe class ForkGate
         return (int*)fresh; // never freed: the handlers use it for the life of the process
     }
 
-    /// <summary>An export's stay inside the gate; <c>using</c> it counts the thread out on every path.</summary>
-    internal readonly ref struct Scope(int stripe)
+    /// <summary>An export's stay inside the gate; <c>using</c> it counts the thread out on every path. It keeps a
+    /// reference to the thread's own gate state, so the exit does not look the thread-static up again (in a shared
+    /// library each such lookup is a call into the dynamic linker's TLS resolver).</summary>
+    internal readonly ref struct Scope
     {
-        private readonly int _stripe = stripe;
+        private readonly ref ThreadGate _gate;
+        private readonly int _stripe;
 
-        /// <summary>Counts the thread out.</summary>
-        public void Dispose() => Exit(_stripe);
+        internal Scope(ref ThreadGate gate, int stripe)
+        {
+            _gate = ref gate;
+            _stripe = stripe;
+        }
+
+        /// <summary>Counts the calling thread out (the last of nested entries does).</summary>
+        public void Dispose()
+        {
+            if (--_gate.Depth == 0)
+            {
+                // Interlocked (a full fence): everything this thread did inside is done before a preparer sees it out.
+                Interlocked.Decrement(ref Stripe(_stripe));
+            }
+        }
     }
 
     /// <summary>The calling thread's nesting depth inside the gate, and its stripe (1-based; 0 until its first entry).</summary>
-    private struct ThreadGate
+    internal struct ThreadGate
     {
         internal int Depth;
         internal int Stripe;

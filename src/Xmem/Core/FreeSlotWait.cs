@@ -11,6 +11,9 @@ namespace Xmem.Core;
 /// </summary>
 internal static unsafe class FreeSlotWait
 {
+    /// <summary>How often a waiter reclaims dead processes' slots at most (it also wakes this often to look).</summary>
+    internal const long ReclaimIntervalMs = 100;
+
     /// <summary>Blocks until a CPU slot fitting <paramref name="size"/> is claimed (returns it), the timeout passes
     /// (-1) or the token is cancelled. Before its first sleep it counts itself in as a blocking call
     /// (<paramref name="counted"/>; the caller counts out once it has published the slot), and throws
@@ -18,6 +21,7 @@ internal static unsafe class FreeSlotWait
     internal static int Wait(PoolCore core, long size, long timeoutNs, CancellationToken token, ref bool counted)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        long nextReclaim = start; // the first look reclaims
         uint* epoch = &core.Control.Header->FreeEpoch;
         var picker = new CpuSlotPicker(core.Hints, size);
         core.Registry.AddLocalWaiter(+1);
@@ -34,13 +38,24 @@ internal static unsafe class FreeSlotWait
                 }
 
                 uint seen = Volatile.Read(ref *epoch);
-                int s = core.Slots.Claim(picker, reclaim: true);
+                // Reclaiming what dead processes hold asks the kernel about every other live entry's lock, so a waiter
+                // does it on its first look and then at most every ReclaimIntervalMs, not on every look: in a stream
+                // whose slots are all in flight the pool is "full" at every acquire, and a release wakes the waiter
+                // long before a dead holder would be worth looking for again.
+                long now = System.Diagnostics.Stopwatch.GetTimestamp();
+                bool reclaim = now >= nextReclaim;
+                int s = core.Slots.Claim(picker, reclaim);
                 if (s >= 0)
                 {
                     return s;
                 }
 
-                long waitNs = 100_000_000; // wake at least every 100 ms to look for dead holders
+                if (reclaim)
+                {
+                    nextReclaim = now + (ReclaimIntervalMs * System.Diagnostics.Stopwatch.Frequency / 1000);
+                }
+
+                long waitNs = ReclaimIntervalMs * 1_000_000; // wake at least this often to look for dead holders
                 if (timeoutNs >= 0)
                 {
                     long left = timeoutNs - (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds;

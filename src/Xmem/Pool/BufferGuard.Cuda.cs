@@ -7,7 +7,7 @@ using Xmem.Pool;
 namespace Xmem;
 
 // CUDA members of the guard. A CUDA guard has no CPU mapping: CpuPointer, Span and Memory do not apply to it.
-public sealed unsafe partial class BufferGuard
+public unsafe partial class BufferGuard
 {
     private readonly CudaMemory? _cudaMemory;
 

@@ -3,7 +3,7 @@ using Xmem.Errors;
 namespace Xmem;
 
 // The buffer's self-description (see BufferPool.Description.cs).
-public sealed partial class BufferGuard
+public partial class BufferGuard
 {
     /// <summary>The buffer's description, validated against its size; null when it has none, or when what is stored
     /// is not a valid description (a corrupt slot, or a writer that died mid-write) — never an out-of-bounds one.</summary>

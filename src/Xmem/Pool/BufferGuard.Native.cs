@@ -8,7 +8,7 @@ using Xmem.SharedMemory;
 
 namespace Xmem
 {
-    public sealed partial class BufferGuard
+    public partial class BufferGuard
     {
         /// <summary>Takes a lease that keeps this guard's mapping mapped in this process until the lease is released,
         /// even after the guard is released or forgotten and the pool disposed (the C ABI's view leases and DLPack

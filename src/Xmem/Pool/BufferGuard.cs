@@ -14,7 +14,8 @@ namespace Xmem;
 /// collected without being disposed releases it too. <see cref="Forget"/> hands the reference off to no process
 /// (for another process to release), after which the guard is invalid.
 /// </summary>
-public sealed unsafe partial class BufferGuard : IDisposable
+[SuppressMessage("Design", "CA1063:Implement IDisposable Correctly", Justification = "Not sealed only for its own finalizable kind (Collectable, below); its constructors are internal, so nothing else derives from it, and Dispose is the whole disposal.")]
+public unsafe partial class BufferGuard : IDisposable
 {
     private const int StateValid = 0, StateDone = 1;
 
@@ -158,8 +159,26 @@ public sealed unsafe partial class BufferGuard : IDisposable
         return true;
     }
 
+    /// <summary>Whether the guards made from now on give their reference back when collected undisposed (true by
+    /// default). The C ABI's library turns it off at load: there every guard is kept alive by its handle until
+    /// xmem_guard_release (or the pool's close) releases it, so a finalizer could never run, and registering one costs
+    /// more than the rest of an acquire.</summary>
+    internal static bool ReleaseWhenCollected { get; set; } = true;
+
+    /// <summary>A new guard on a CPU buffer (see the constructor), of the kind <see cref="ReleaseWhenCollected"/>
+    /// says.</summary>
+    internal static BufferGuard Make(BufferPool pool, int metaIndex, uint gen, DataMapping? map, long size, bool readOnly) =>
+        ReleaseWhenCollected ? new Collectable(pool, metaIndex, gen, map, size, readOnly) : new BufferGuard(pool, metaIndex, gen, map, size, readOnly);
+
+    /// <summary>A guard that gives its reference back when it is collected without having been disposed.</summary>
+    private sealed class Collectable(BufferPool pool, int metaIndex, uint gen, DataMapping? map, long size, bool readOnly)
+        : BufferGuard(pool, metaIndex, gen, map, size, readOnly)
+    {
+        ~Collectable() => ReleaseCollected();
+    }
+
     /// <summary>A guard never disposed gives its reference back when collected.</summary>
-    ~BufferGuard()
+    private void ReleaseCollected()
     {
         if (Interlocked.Exchange(ref _state, StateDone) == StateValid)
         {

@@ -335,7 +335,7 @@ public sealed partial class BufferPool
         {
             _core.Lease.DangerousAddRefChecked();
             controlLeased = true;
-            return new BufferGuard(this, s, gen, map, size, readOnly);
+            return BufferGuard.Make(this, s, gen, map, size, readOnly);
         }
         catch
         {
