@@ -49,6 +49,7 @@ die() {
 }
 
 [[ -x "$peers_sh" ]] || die "the peers' script $peers_sh is not there (XMEM_PEERS=… names another)."
+peers_sh=$(readlink -f "$peers_sh")
 mkdir -p artifacts/bench
 
 if [[ $build -eq 1 ]]; then
