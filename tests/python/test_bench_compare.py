@@ -167,3 +167,23 @@ def test_a_file_without_rounds_is_refused(tmp_path):
     p = run_compare(str(path), "--no-plot")
     assert p.returncode == 1
     assert "not a results file of bench/compare.sh" in p.stderr
+
+
+def test_a_failed_peers_script_marks_every_peer_column_failed(tmp_path):
+    lines = []
+    with open(SAMPLE, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[1] == "RESULT" and not parts[2].startswith("xmem"):
+                continue
+            lines.append(line)
+            if line.startswith("ROUND") and "end=" in line:
+                lines.append("%s FAIL peers: exit code 124 (timed out after 600 s) (see the log)\n" % parts[1])
+    path = tmp_path / "peers-failed.txt"
+    path.write_text("".join(lines), encoding="utf-8")
+    rows = side_by_side(run_compare(str(path), "--no-plot").stdout)
+    sleeping = rows["one-way, sleeping (µs)"]
+    for col in ("C pool + socket", "iceoryx WaitSet", "py shm+Pipe", "torch.mp"):
+        assert sleeping[col] == "failed", col
+    assert sleeping["xmem"] == "50.0 (40.0–60.0)"
+    assert sleeping["xmem ÷ best peer"] == "—"
