@@ -268,7 +268,33 @@ def header(res):
         loads.append("round %d %s–%s: %s → %s" % (r, info.get("begin", "?")[11:19], info.get("end", "?")[11:19],
                                                    info.get("begin_load", "?"), info.get("end_load", "?")))
     out.append("Load average (1, 5, 15 min) at the start → end of each round: " + "; ".join(loads) + ".")
+    busy = busy_rounds(res)
+    if busy:
+        out += ["", "**Loaded machine: the 1-minute load average was above the CPU count (%s) in round(s) %s; the "
+                "contenders competed with other work for the CPUs, so these figures and even their ratios are "
+                "noise as much as measurement. Repeat on a quiet machine.**" % (m.get("nproc", "?"),
+                                                                               ", ".join(map(str, busy)))]
     return out
+
+
+def busy_rounds(res):
+    """Rounds whose 1-minute load average, at the start or the end, was above the machine's CPU count."""
+    try:
+        cpus = float(res.machine["nproc"])
+    except (KeyError, ValueError):
+        return []
+    busy = []
+    for r in sorted(res.rounds):
+        info = res.rounds[r]
+        loads = []
+        for key in ("begin_load", "end_load"):
+            try:
+                loads.append(float(info.get(key, "").split()[0]))
+            except (IndexError, ValueError):
+                pass
+        if any(load > cpus for load in loads):
+            busy.append(r)
+    return busy
 
 
 def plot(res, path):

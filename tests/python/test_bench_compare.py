@@ -105,6 +105,12 @@ def test_header_names_the_machine_and_the_load_of_every_round():
     assert "round 2 03:03:00–03:03:30: 2.00 1.40 1.10 → 3.25 1.80 1.20" in out
 
 
+def test_a_round_loaded_beyond_the_cpu_count_is_flagged():
+    # the sample's 1-minute loads: round 1 1.50 → 2.00, round 2 2.00 → 3.25, round 3 3.25 → 2.75, on 2 CPUs
+    out = run_compare(SAMPLE, "--no-plot").stdout
+    assert "above the CPU count (2) in round(s) 2, 3;" in out
+
+
 def test_an_absent_peer_reads_not_installed_and_the_ratio_uses_the_next_best(tmp_path):
     p = run_compare(without_iceoryx(tmp_path), "--no-plot")
     assert p.returncode == 0, p.stderr
