@@ -18,8 +18,13 @@
 #                             (the pyenv python3 has no pytest/numpy and PyPI
 #                             is unreachable here).
 #
-# Usage: scripts/install-deps.sh            install what is missing
-#        scripts/install-deps.sh --check    only report; exit 1 if missing
+# Only with --bench (the benchmarks, not the tests, need them; bench/compare.sh):
+#   iceoryx, libiceoryx-*-dev the iceoryx 2.0 peer of ../shared/peers/run.sh (iox-roudi, the C binding)
+#   linux-perf                `perf stat` / `perf record` for profiling the hot paths
+#   python3-matplotlib        the plot of bench/compare.py (docs/img/peers.png)
+#
+# Usage: scripts/install-deps.sh [--bench]            install what is missing
+#        scripts/install-deps.sh [--bench] --check    only report; exit 1 if missing
 set -euo pipefail
 
 PACKAGES=(
@@ -43,13 +48,26 @@ PACKAGES=(
     gstreamer1.0-plugins-bad
 )
 
+BENCH_PACKAGES=(
+    iceoryx
+    libiceoryx-binding-c-dev
+    libiceoryx-posh-dev
+    libiceoryx-hoofs-dev
+    linux-perf
+    python3-matplotlib
+)
+
 check_only=0
-if [[ "${1:-}" == "--check" ]]; then
-    check_only=1
-elif [[ $# -gt 0 ]]; then
-    echo "usage: $0 [--check]" >&2
-    exit 2
-fi
+for arg in "$@"; do
+    case "$arg" in
+        --check) check_only=1 ;;
+        --bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+        *)
+            echo "usage: $0 [--bench] [--check]" >&2
+            exit 2
+            ;;
+    esac
+done
 
 is_installed() {
     # ${db:Status-Status} is "installed" only for fully configured packages

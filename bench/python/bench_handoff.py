@@ -3,7 +3,7 @@
 torch.multiprocessing, and the paced send -> recv latency of a channel beside an index through a Pipe.
 
     python3 bench/python/bench_handoff.py [--runs 5] [--lockstep 200] [--stream 300] [--paced 200] [--gap-ms 1]
-                                          [--no-torch]
+                                          [--no-torch] [--xmem-only] [--result-lines]
 
 Follows ../shared/benchmark-protocol.md (the same frame, stamping, checksum and stages as ../shared/peers/py/
 peer_shm.py and peer_torch.py, repeated here so that every figure comes from the same run):
@@ -29,6 +29,11 @@ send. xmem: a 64-byte buffer (acquired before the clock starts) through ch.send 
 
 Prints RESULT lines (median of the per-run medians, min and max of them over runs) and SUMMARY lines with ratios.
 Which xmem implementation runs: XMEM_IMPLEMENTATION (compiled or ctypes).
+
+``--xmem-only`` runs the xmem frame handoff alone (no shm_pipe, torch or paced latency: bench/compare.sh measures
+those peers with ../shared/peers/run.sh). ``--result-lines`` also prints xmem's figures as the peers' RESULT lines,
+``xmem-python.<implementation>.lockstep.producer.acquire(per-run p50)`` and so on with the peers' stage names, so
+that bench/compare.py reads them with the same parser as every peer.
 """
 
 import argparse
@@ -49,6 +54,9 @@ HDR = struct.Struct("<QQ")  # seq, reply wanted
 now = time.monotonic_ns
 HAS_BUFFER_PROTOCOL = xmem.implementation == "compiled" or sys.version_info >= (3, 12)
 STAGES = ("acquire", "stamp", "send", "deliver", "checksum", "one_way", "round_trip")
+# The same stages as ../shared/peers (benchlib.STAGES), for --result-lines.
+PEER_STAGES = ("producer.acquire", "producer.stamp_pages", "producer.send", "deliver(send_done->consumer_has_data)",
+               "consumer.checksum", "one_way_total", "round_trip(ack back)")
 
 
 def pin(cpu):
@@ -476,6 +484,19 @@ def result(name, values, unit):
           % (name, median(values), min(values), max(values), unit, len(values)), flush=True)
 
 
+def peer_result_lines(prefix, runs, fps):
+    """xmem's figures as the peers' RESULT lines (the peers' stage names and median: pct(v, 0.5))."""
+    for k, stage in enumerate(PEER_STAGES):
+        meds = [median([s[k] for s in run]) for run in runs]
+        print("RESULT %-44s median=%-12.4g min=%-12.4g max=%-12.4g unit=us n=%d"
+              % ("%s.lockstep.%s(per-run p50)" % (prefix, stage), pct(meds, 0.5), min(meds), max(meds), len(meds)))
+    print("RESULT %-44s median=%-12.4g min=%-12.4g max=%-12.4g unit=frames/s n=%d"
+          % (prefix + ".stream.frames_per_s", pct(fps, 0.5), min(fps), max(fps), len(fps)))
+    usf = [1e6 / f for f in fps]
+    print("RESULT %-44s median=%-12.4g min=%-12.4g max=%-12.4g unit=us n=%d"
+          % (prefix + ".stream.us_per_frame", pct(usf, 0.5), min(usf), max(usf), len(usf)), flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
@@ -484,19 +505,22 @@ def main(argv=None):
     p.add_argument("--paced", type=int, default=200, help="messages per paced-latency run")
     p.add_argument("--gap-ms", type=float, default=1.0, help="pause before each paced message")
     p.add_argument("--no-torch", action="store_true", help="leave torch.multiprocessing out")
+    p.add_argument("--xmem-only", action="store_true", help="the xmem frame handoff alone (no peers, no paced)")
+    p.add_argument("--result-lines", action="store_true",
+                   help="also print xmem's figures as the peers' RESULT lines (xmem-python.<implementation>.*)")
     args = p.parse_args(argv)
     print("# bench_handoff.py: python %s, xmem %s (%s implementation), %d CPUs, load %s, runs=%d"
           % (sys.version.split()[0], xmem.__version__, xmem.implementation, os.cpu_count() or 0,
              " ".join("%.2f" % x for x in os.getloadavg()), args.runs), flush=True)
 
-    peers = [XmemFrames(), ShmPipe()]
-    if not args.no_torch:
+    peers = [XmemFrames()] if args.xmem_only else [XmemFrames(), ShmPipe()]
+    if not args.no_torch and not args.xmem_only:
         try:
             import torch  # noqa: F401
             peers.append(TorchQueue())
         except ImportError:
             print("SKIP torch: not importable here (Debian: apt-get install python3-torch)")
-    paced = [XmemPaced(), PipePaced()]
+    paced = [] if args.xmem_only else [XmemPaced(), PipePaced()]
     started = []
     try:
         for peer in peers + paced:
@@ -536,6 +560,9 @@ def main(argv=None):
         out[peer.name] = {"p50": median(lat[peer.name]), "p90": median(lat_p90[peer.name])}
         result(peer.name + ".latency_p50", lat[peer.name], "us")
         result(peer.name + ".latency_p90", lat_p90[peer.name], "us")
+    if args.result_lines:
+        xmem_peer = peers[0]
+        peer_result_lines("xmem-python." + xmem.implementation, stages[xmem_peer.name], fps[xmem_peer.name])
 
     x = out[peers[0].name]
     for other in peers[1:]:
@@ -543,6 +570,8 @@ def main(argv=None):
         print("SUMMARY %s/%s: one-way %.2fx (%.1f vs %.1f us), round trip %.2fx, stream %.2fx (%.0f vs %.0f "
               "frames/s)" % (peers[0].name, other.name, x["one_way"] / s["one_way"], x["one_way"], s["one_way"],
                              x["round_trip"] / s["round_trip"], x["fps"] / s["fps"], x["fps"], s["fps"]))
+    if not paced:
+        return 0
     a, b = out[paced[0].name], out[paced[1].name]
     print("SUMMARY %s/%s: latency p50 %.2fx (%.1f vs %.1f us), p90 %.2fx (%.1f vs %.1f us)"
           % (paced[0].name, paced[1].name, a["p50"] / b["p50"], a["p50"], b["p50"], a["p90"] / b["p90"], a["p90"],

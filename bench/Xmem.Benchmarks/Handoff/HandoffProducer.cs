@@ -15,7 +15,10 @@ namespace Xmem.Benchmarks.Handoff;
 /// the reply channel (a 64-byte buffer of a second pool) or the reply pipe (<c>--reply channel|pipe</c>; default:
 /// the transport's). Lockstep and stream modes, then the floors measured in the same run. Usage: <c>handoff
 /// [--transport channel|pipe] [--reply channel|pipe] [--spin-us U] [--runs N] [--frames N] [--stream-frames N]
-/// [--warmup N] [--producer-cpu C] [--consumer-cpu C] [--no-pin] [--timeout-s S]</c>.
+/// [--warmup N] [--producer-cpu C] [--consumer-cpu C] [--no-pin] [--timeout-s S] [--result-lines]</c>.
+/// <c>--result-lines</c> also prints every figure as the peers' <c>RESULT</c> line (<see cref="ResultLine"/>), named
+/// <c>xmem.block.*</c> (channel, sleeping), <c>xmem.spin.*</c> (channel, <c>--spin-us</c> &gt; 0) or <c>xmem.pipe.*</c>
+/// with the peers' stage names, for bench/compare.sh.
 /// </summary>
 internal static unsafe class HandoffProducer
 {
@@ -36,6 +39,7 @@ internal static unsafe class HandoffProducer
         internal bool Pin = true;
         internal int TimeoutS = 300;
         internal int FloorRounds = 2000;
+        internal bool ResultLines;
 
         internal bool Reply => ReplyChannel ?? Channel;
     }
@@ -105,6 +109,7 @@ internal static unsafe class HandoffProducer
                 case "--floor-rounds": o.FloorRounds = Next(); break;
                 case "--timeout-s": o.TimeoutS = Next(); break;
                 case "--no-pin": o.Pin = false; break;
+                case "--result-lines": o.ResultLines = true; break;
                 default: throw new ArgumentException($"handoff: unknown option '{a}'");
             }
         }
@@ -346,6 +351,47 @@ internal static unsafe class HandoffProducer
 
             Console.WriteLine();
             Console.WriteLine($"checksum failures: {Failures} of {Frames} recorded lockstep frames; consumer exit code {consumerExit}");
+            if (o.ResultLines)
+            {
+                PrintResultLines(o);
+            }
+        }
+
+        /// <summary>The figures again as the peers' RESULT lines: the same stage names as ../shared/peers
+        /// (<c>lockstep.producer.acquire(per-run p50)</c>, …), so bench/compare.py pairs them stage by stage.</summary>
+        private void PrintResultLines(Options o)
+        {
+            string peer = !o.Channel ? "xmem.pipe" : o.SpinUs > 0 ? "xmem.spin" : "xmem.block";
+            (Metric Metric, string Name, string Unit)[] lines =
+            [
+                (Acquire, "lockstep.producer.acquire(per-run p50)", "us"),
+                (Stamp, "lockstep.producer.stamp_pages(per-run p50)", "us"),
+                (Send, "lockstep.producer.send(per-run p50)", "us"),
+                (Describe, "lockstep.producer.send.describe_or_forget(per-run p50)", "us"),
+                (Deliver, "lockstep.deliver(send_done->consumer_has_data)(per-run p50)", "us"),
+                (Checksum, "lockstep.consumer.checksum(per-run p50)", "us"),
+                (OneWay, "lockstep.one_way_total(per-run p50)", "us"),
+                (RoundTrip, "lockstep.round_trip(ack back)(per-run p50)", "us"),
+                (Fps, "stream.frames_per_s", "frames/s"),
+                (StreamFrameTime, "stream.us_per_frame", "us"),
+                (SharedAtomic, "floor.shared_atomic_increment", "ns"),
+                (FutexRtt, "floor.futex_round_trip", "us"),
+                (PipeRtt, "floor.pipe_round_trip", "us"),
+                (Memcpy, "floor.memcpy_frame", "us"),
+            ];
+            Console.WriteLine();
+            foreach ((Metric metric, string name, string unit) in lines)
+            {
+                if (metric.ResultLine($"{peer}.{name}", unit) is string line)
+                {
+                    Console.WriteLine(line);
+                }
+            }
+
+            if (Failures > 0)
+            {
+                Console.WriteLine($"FAIL {peer}: {Failures} of {Frames} lockstep frames failed their checksum");
+            }
         }
     }
 

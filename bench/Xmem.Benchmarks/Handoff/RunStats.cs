@@ -52,6 +52,11 @@ internal sealed class Metric(string name, string unit, double scale)
 
     internal void Add(double rawValue) => _runs.Add(rawValue);
 
+    /// <summary>This metric as the peers' <c>RESULT</c> line (<see cref="ResultLine"/>), in <paramref name="resultUnit"/>
+    /// (the peers write <c>us</c>, not <c>µs</c>); null when nothing was recorded.</summary>
+    internal string? ResultLine(string resultName, string resultUnit) =>
+        Handoff.ResultLine.Format(resultName, _runs.Select(v => v / scale).ToArray(), resultUnit);
+
     internal string Row()
     {
         if (_runs.Count == 0)
