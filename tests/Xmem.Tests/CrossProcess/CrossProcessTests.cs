@@ -196,6 +196,45 @@ public sealed class CrossProcessTests : PoolTest
     }
 
     [Fact]
+    public void HoldingsSegment_IsMadeAtTheFirstReference_AndAProcessKilledBeforeItIsRecoveredAsHoldingNothing()
+    {
+        using BufferPool pool = NewPool(2);
+        string holdings(int entry) => SegmentNamesOf(pool.Name, entry);
+
+        // A process that only attaches makes no holdings segment; its first reference makes it.
+        using (TestChild looker = TestChild.Start("session", pool.Name))
+        {
+            looker.Expect("ready");
+            Assert.DoesNotContain(holdings(1), Shm.EntriesOf(pool.Name));
+            looker.AskOk("acquire 64");
+            Assert.Contains(holdings(1), Shm.EntriesOf(pool.Name));
+            looker.AskOk("exit");
+            Assert.Equal(0, looker.WaitForExit());
+        }
+
+        Assert.DoesNotContain(holdings(1), Shm.EntriesOf(pool.Name)); // its detach unlinked it
+
+        // Killed after attaching and before holding anything: its entry is recovered, nothing is released, and every
+        // slot is still free for the others.
+        using (TestChild idle = TestChild.Start("session", pool.Name))
+        {
+            idle.Expect("ready");
+            idle.KillHard();
+        }
+
+        Assert.Equal(1, pool.RecoverDeadProcesses());
+        Assert.DoesNotContain(holdings(1), Shm.EntriesOf(pool.Name));
+        using BufferGuard a = pool.AcquireCpu(8);
+        using BufferGuard b = pool.AcquireCpu(8);
+        Assert.NotEqual(a.MetaIndex, b.MetaIndex);
+    }
+
+    /// <summary>The holdings segment name of process entry <paramref name="entry"/> of the pool named
+    /// <paramref name="bare"/>.</summary>
+    private static string SegmentNamesOf(string bare, int entry) =>
+        Xmem.SharedMemory.SegmentNames.Holdings(bare, Shm.ReadControl(bare, 32, 8), entry); // PoolHeader.InstanceId
+
+    [Fact]
     public void ChildKilledHoldingEverySlot_AFullPoolReclaimsThem()
     {
         using BufferPool pool = NewPool(3);
