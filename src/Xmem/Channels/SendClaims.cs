@@ -56,6 +56,12 @@ internal sealed unsafe class SendClaims(ChannelSegment seg, ChannelHandover hand
                 return ulong.MaxValue;
             }
 
+            if (!wait.Blocked)
+            {
+                wait.BlockedSince = seg.Counters.BeginSendWait(registry); // ended by the send (BufferChannel)
+                wait.Blocked = true;
+            }
+
             if (elapsed < spinNs)
             {
                 Thread.SpinWait(8);
@@ -88,4 +94,6 @@ internal struct SendWait
     public bool Counted;
     public CancellationTokenRegistration Registration;
     public nint Word; // the futex word Registration wakes (fan-out sends wait on one ring after another)
+    public bool Blocked; // counted in the channel's waiting senders (ChannelCounters) since BlockedSince
+    public long BlockedSince;
 }

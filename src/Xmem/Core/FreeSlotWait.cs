@@ -20,6 +20,7 @@ internal static unsafe class FreeSlotWait
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         uint* epoch = &core.Control.Header->FreeEpoch;
         var picker = new CpuSlotPicker(core.Hints, size);
+        core.Control.Counters.CountAcquireWait();
         core.Registry.AddLocalWaiter(+1);
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         CancellationTokenRegistration closeReg = default;
