@@ -11,7 +11,8 @@ trap 'rm -rf "$work"' EXIT
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 gcc -O2 -I "$root/include" "$root/bench/c/abi_loop.c" -L "$(dirname "$lib")" -lxmem -Wl,-rpath,"$(dirname "$lib")" -o "$work/abi_loop"
 ir() { XMEM_STALE_SWEEP=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$work/abi_loop" "abi-loop-$$" "$1" "$2" 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,; }
-for op in ref_count add_ref_release get_release acquire_release capacity guard_info; do
+ops=${XMEM_BENCH_OPS:-ref_count add_ref_release get_release acquire_release capacity guard_info send_receive}
+for op in $ops; do
     a=$(ir "$op" 2000)
     b=$(ir "$op" 4000)
     echo "$op $(( (b - a) / 14000 ))"

@@ -20,8 +20,8 @@ internal static unsafe class FreeSlotWait
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         uint* epoch = &core.Control.Header->FreeEpoch;
         var picker = new CpuSlotPicker(core.Hints, size);
-        core.Control.Counters.CountAcquireWait();
         core.Registry.AddLocalWaiter(+1);
+        bool waited = false; // counted in the pool's AcquireWaits
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         CancellationTokenRegistration closeReg = default;
         try
@@ -39,6 +39,12 @@ internal static unsafe class FreeSlotWait
                 if (s >= 0)
                 {
                     return s;
+                }
+
+                if (!waited && timeoutNs != 0)
+                {
+                    core.Control.Counters.CountAcquireWait(); // the pool is full and this acquire waits
+                    waited = true;
                 }
 
                 long waitNs = 100_000_000; // wake at least every 100 ms to look for dead holders

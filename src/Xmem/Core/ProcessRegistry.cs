@@ -119,6 +119,21 @@ internal sealed unsafe class ProcessRegistry(ControlSegment control)
         return i == Me || Libc.IsByteLockedByOther(_control.Fd.Fd, LayoutConstants.LivenessLockByte(i));
     }
 
+    /// <summary>True when entry <paramref name="i"/> shows threads waiting in channels and its process is alive
+    /// ("cannot tell" is alive): whether a channel's blocked bit of entry i is counted. One lock query per call, so
+    /// for readers of the counters only.</summary>
+    internal bool HasLiveChannelWaiters(int i)
+    {
+        if ((uint)i >= LayoutConstants.MaxProcesses)
+        {
+            return false;
+        }
+
+        ProcessEntry* e = &_control.Procs[i];
+        return Volatile.Read(ref e->ChannelWaiters) > 0 && Volatile.Read(ref e->State) != LayoutConstants.ProcessFree
+            && (i == Me || Libc.IsByteLockedByOther(_control.Fd.Fd, LayoutConstants.LivenessLockByte(i)));
+    }
+
     /// <summary>Counts a thread of this process waiting in a channel in (+1) or out (-1), shown in its entry's
     /// ChannelWaiters: a reader counts a channel's blocked bit of this entry only while it is above zero, so a bit that
     /// a dead owner left in a channel it never reopens is not shown for the entry's next owner.</summary>
