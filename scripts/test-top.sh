@@ -80,8 +80,8 @@ run_top() { # how-to-quit: q or C-c
     pane > "$work/screen.txt"
     local frames idle
     frames=$(row frames) idle=$(row idle)
-    check "frames: depth 4/4, 0.0 sends/s and receives/s, 1 blocked sender, 0 blocked receivers, 14 sent, 10 received, highlighted as the slowest stage" \
-        grep -qE "^ *frames +queue +4/4 +0\.0 +0\.0 +1 +0 +[0-9]+% +14 +10 +◀ full: slowest stage is its receivers" <<<"$frames"
+    check "frames: depth 4/4, 0.0 sends/s and receives/s, 1 blocked sender, 0 blocked receivers, senders waiting (SEND WAIT above 0%), 14 sent, 10 received, highlighted as the slowest stage" \
+        grep -qE "^ *frames +queue +4/4 +0\.0 +0\.0 +1 +0 +[1-9][0-9]*% +14 +10 +◀ full: slowest stage is its receivers" <<<"$frames"
     check "idle: depth 0/4, 0 blocked senders, 1 blocked receiver, nothing sent" \
         grep -qE "^ *idle +queue +0/4 +0\.0 +0\.0 +0 +1 +0% +0 +0 *$" <<<"$idle"
     check "the pool line: 5/32 slots in use" grep -q "$pool live  slots 5/32 " "$work/screen.txt"

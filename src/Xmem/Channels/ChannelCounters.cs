@@ -38,12 +38,27 @@ internal sealed unsafe class ChannelCounters(ChannelHeader* header)
         return Stopwatch.GetTimestamp();
     }
 
-    /// <summary>The wait begun at <paramref name="since"/> ended (room found, timed out, or failed).</summary>
+    /// <summary>After each sleep of a waiting send: adds the time since <paramref name="since"/> to the senders'
+    /// waiting time, so that a send waiting for long shows in it while it waits (at most one sleep, 100 ms, late).
+    /// Returns the clock reading the rest of the wait is measured from.</summary>
+    internal long AccountSendWait(long since)
+    {
+        long now = Stopwatch.GetTimestamp();
+        AddBlocked(since, now);
+        return now;
+    }
+
+    /// <summary>The wait, measured from <paramref name="since"/> on, ended (room found, timed out, or failed).</summary>
     internal void EndSendWait(ProcessRegistry registry, long since)
     {
-        long ns = (long)Stopwatch.GetElapsedTime(since).TotalNanoseconds;
-        Interlocked.Add(ref header->SendBlockedNs, (ulong)Math.Max(0, ns));
+        AddBlocked(since, Stopwatch.GetTimestamp());
         Leave(ref _waitingSenders, header->BlockedSenders, registry);
+    }
+
+    private void AddBlocked(long from, long to)
+    {
+        long ns = (long)Stopwatch.GetElapsedTime(from, to).TotalNanoseconds;
+        Interlocked.Add(ref header->SendBlockedNs, (ulong)Math.Max(0, ns));
     }
 
     /// <summary>A receive of this process found its ring empty and starts to wait.</summary>

@@ -83,6 +83,7 @@ internal sealed unsafe class SendClaims(ChannelSegment seg, ChannelHandover hand
             }
 
             ChannelSegment.SleepOn(epoch, seen, timeoutNs >= 0 ? Math.Min(MaxSleepNs, timeoutNs - elapsed) : MaxSleepNs);
+            wait.BlockedSince = seg.Counters.AccountSendWait(wait.BlockedSince);
         }
     }
 }

@@ -110,6 +110,7 @@ public sealed class TopTests : PoolTest
             Assert.Equal(0, frames.GetProperty("blockedReceivers").GetInt32());
             Assert.True(frames.GetProperty("sendWaits").GetInt64() >= 1);
             Assert.True(frames.GetProperty("sendBlockedSeconds").GetDouble() > 0);
+            Assert.True(frames.GetProperty("sendBlockedPerSecond").GetDouble() > 0); // the producer's wait shows while it lasts
             Assert.Equal(0, frames.GetProperty("sendsPerSecond").GetDouble()); // stalled: nothing moved between the two readings
             Assert.Equal(0, frames.GetProperty("receivesPerSecond").GetDouble());
 
