@@ -7,7 +7,8 @@
 # sends q, checks that the terminal is restored (the shell's screen back, no alternate screen, cursor visible), then
 # does the same quitting with Ctrl+C. Prints "test-top: N passed, M failed"; exit 1 on any failure.
 # Usage: scripts/test-top.sh            (after `dotnet build xmem.slnx -c Release`; env XMEM_CONFIG=Release)
-#        scripts/test-top.sh --capture FILE   also writes the captured screen to FILE (docs/cli.md shows one)
+#        scripts/test-top.sh --capture FILE   also writes the captured screen to FILE and `xmem stat` of the pool to
+#                                             FILE.stat (docs/cli.md shows both)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 config=${XMEM_CONFIG:-Release}
@@ -102,7 +103,10 @@ run_top() { # how-to-quit: q or C-c
 }
 
 run_top q
-[[ -n "$capture_to" ]] && cp "$work/screen.txt" "$capture_to"
+if [[ -n "$capture_to" ]]; then
+    cp "$work/screen.txt" "$capture_to"
+    dotnet "$cli_dll" stat "$pool" > "$capture_to.stat"
+fi
 run_top C-c
 echo "test-top: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
