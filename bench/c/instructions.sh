@@ -2,6 +2,7 @@
 # Instructions per C ABI call, counted by valgrind (callgrind) rather than timed: a figure that a machine shared with
 # other work does not disturb, for comparing two builds of libxmem.so (e.g. before and after a change to the exports).
 #   bench/c/instructions.sh [path/to/libxmem.so]      (default: artifacts/native/libxmem.so)
+# Ops: ref_count add_ref_release get_release acquire_release capacity guard_info send_receive (XMEM_BENCH_OPS="..." picks).
 # Prints "<op> <instructions per call>": (Ir at n=4000 - Ir at n=2000) / (2000 * 7 repetitions), so the setup cancels.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Xmem.Core;
+using Xmem.Layout;
 
 namespace Xmem.Channels;
 
@@ -83,6 +84,11 @@ internal sealed unsafe class ChannelCounters(ChannelHeader* header)
     private void Enter(ref int local, ulong* mask, ProcessRegistry registry)
     {
         int me = registry.Me;
+        if ((uint)me >= LayoutConstants.MaxProcesses)
+        {
+            return; // detached meanwhile (the pool was closed under a wait that had not counted in yet): no bit of ours
+        }
+
         lock (_gate)
         {
             if (local++ == 0)
@@ -97,6 +103,11 @@ internal sealed unsafe class ChannelCounters(ChannelHeader* header)
     private void Leave(ref int local, ulong* mask, ProcessRegistry registry)
     {
         int me = registry.Me;
+        if ((uint)me >= LayoutConstants.MaxProcesses)
+        {
+            return; // detached meanwhile (the pool was closed under a wait that had not counted in yet): no bit of ours
+        }
+
         lock (_gate)
         {
             if (--local == 0)

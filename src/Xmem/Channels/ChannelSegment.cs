@@ -4,6 +4,7 @@ using System.Text;
 using Xmem.Errors;
 using Xmem.Interop;
 using Xmem.SharedMemory;
+using Xmem.Layout;
 
 namespace Xmem.Channels;
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Xmem.Core;
+using Xmem.Layout;
 
 namespace Xmem.Channels;
 

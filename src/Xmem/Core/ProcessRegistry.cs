@@ -142,7 +142,11 @@ internal sealed unsafe class ProcessRegistry(ControlSegment control)
         lock (_waitGate)
         {
             _channelWaiters += delta;
-            Volatile.Write(ref _control.Procs[Me].ChannelWaiters, _channelWaiters);
+            int me = Me;
+            if ((uint)me < LayoutConstants.MaxProcesses) // -1 once detached
+            {
+                Volatile.Write(ref _control.Procs[me].ChannelWaiters, _channelWaiters);
+            }
         }
     }
 

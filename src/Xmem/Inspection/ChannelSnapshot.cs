@@ -1,5 +1,4 @@
 using System.Text;
-using Xmem.Channels;
 using Xmem.Layout;
 using Xmem.SharedMemory;
 

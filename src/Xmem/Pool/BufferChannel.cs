@@ -3,6 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 using Xmem.Channels;
 using Xmem.Errors;
 using Xmem.Interop;
+using Xmem.Layout;
 
 namespace Xmem;
 

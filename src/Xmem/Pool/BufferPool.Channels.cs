@@ -1,6 +1,7 @@
 using Xmem.Channels;
 using Xmem.Core;
 using Xmem.Errors;
+using Xmem.Layout;
 
 namespace Xmem;
 

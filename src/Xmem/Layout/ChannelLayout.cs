@@ -1,7 +1,7 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
 
-namespace Xmem.Channels;
+namespace Xmem.Layout;
 
 // This file mirrors docs/layout.md, "Channels" (normative). Little-endian, 64-bit, atomics naturally aligned.
 
