@@ -96,6 +96,42 @@ public sealed class ChannelCounterTests : PoolTest
         }
     }
 
+    /// <summary>The 32 bytes of BlockedSenders (ChannelHeader offset 160) as the segment holds them.</summary>
+    private static byte[] BlockedSenderBits(string pool, string channel)
+    {
+        ulong instance = Shm.ReadControl(pool, 32, 8); // PoolHeader.InstanceId
+        byte[] header = File.ReadAllBytes(Path.Combine(Shm.Directory, $"{Xmem.Layout.LayoutConstants.ObjectPrefix}{pool}.{instance:x16}.c{channel}"));
+        return header[160..192];
+    }
+
+    [Fact]
+    public void A_dead_senders_bit_is_not_shown_for_the_next_owner_of_its_entry_and_goes_when_that_owner_opens_the_channel()
+    {
+        using BufferPool pool = NewPool(capacity: 16);
+        using BufferChannel ch = pool.Channel("c", depth: 8);
+        using (var producer = TestChild.Start("channel-produce", pool.Name, "c", "8", "1", "10"))
+        {
+            _ = producer.Expect("ready");
+            Shm.WaitUntil(() => ChannelOf(pool, "c").BlockedSenders == 1, "the producer blocked on the full channel");
+            producer.KillHard();
+        }
+
+        Assert.Contains(BlockedSenderBits(pool.Name, "c"), b => b != 0); // the dead producer's bit, left set
+
+        // The next process to attach lands on the dead entry (the lowest free lock), recovers it and lives there.
+        using var next = TestChild.Start("session", pool.Name);
+        _ = next.Expect("ready");
+        Assert.Equal(0, ChannelOf(pool, "c").BlockedSenders); // alive, but with no thread waiting in a channel
+
+        Assert.Equal("ok", next.Ask("channel c")); // its first open of the channel clears its entry's bits
+        Assert.All(BlockedSenderBits(pool.Name, "c"), b => Assert.Equal(0, b));
+        Assert.Equal(1, PoolInspector.Summarize(pool.Name).Recoveries);
+        for (int i = 0; i < 8; i++)
+        {
+            using BufferGuard g = ch.Receive();
+        }
+    }
+
     [Fact]
     public void An_acquire_that_finds_the_pool_full_counts_one_wait()
     {
