@@ -14,6 +14,9 @@
 #   gstreamer1.0-*,           the GStreamer plugin (gstreamer/: headers, pkg-config)
 #   libgstreamer*-dev         and its tests (gst-launch-1.0, videotestsrc, videoconvert,
 #                             gdppay/tcpserversink, rtpvrawpay: -base, -good, -bad)
+#   tmux                      the live `xmem top` test (scripts/test-top.sh): a real
+#                             terminal whose pane is captured and keys sent
+#   valgrind                  bench/c/instructions.sh (instructions per C ABI call)
 #   python3-*                 Python package tests, run with /usr/bin/python3
 #                             (the pyenv python3 has no pytest/numpy and PyPI
 #                             is unreachable here).
@@ -46,6 +49,8 @@ PACKAGES=(
     gstreamer1.0-plugins-base
     gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad
+    tmux
+    valgrind
 )
 
 BENCH_PACKAGES=(

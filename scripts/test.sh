@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run): installs what is missing, builds everything with
-# warnings as errors, builds the native library and checks the NuGet packages, runs the .NET test suite, then the
+# warnings as errors, builds the native library and checks the NuGet packages, runs the .NET test suite, the live `xmem top` in tmux (scripts/test-top.sh), then the
 # Python step (each when its script exists), and finally checks that the run left nothing in /dev/shm. Prints
 # "N passed, N failed" last.
 #
@@ -94,6 +94,25 @@ if [[ $xunit_rc -ne 0 ]]; then
     failures+=("xunit (exit code $xunit_rc)")
     if [[ -z "$summary" ]]; then
         failed=$((failed + 1)) # the run died before its summary (crash, hang): count it as a failure
+    fi
+fi
+
+if [[ -x scripts/test-top.sh ]]; then
+    step "xmem top in a real terminal: scripts/test-top.sh (tmux)"
+    set +e
+    ./scripts/test-top.sh 2>&1 | tee "$work/top.log"
+    top_rc=${PIPESTATUS[0]}
+    set -e
+    top_summary="$(grep -E '^test-top: [0-9]+ passed, [0-9]+ failed$' "$work/top.log" | tail -n 1 || true)"
+    if [[ -n "$top_summary" ]]; then
+        passed=$((passed + $(sed -E 's/^test-top: ([0-9]+) passed.*/\1/' <<<"$top_summary")))
+        failed=$((failed + $(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$top_summary")))
+    fi
+    if [[ $top_rc -ne 0 ]]; then
+        failures+=("scripts/test-top.sh (exit code $top_rc)")
+        if [[ -z "$top_summary" ]]; then
+            failed=$((failed + 1))
+        fi
     fi
 fi
 

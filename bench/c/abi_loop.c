@@ -21,6 +21,8 @@ int main(int argc, char **argv)
     xmem_guard g; xmem_buffer_info info; int32_t count;
     MUST(xmem_pool_acquire_cpu(pool, 4096, &g, &info));
     int32_t idx = info.meta_index;
+    xmem_channel ch = 0;
+    if (!strcmp(op, "send_receive")) MUST(xmem_pool_channel(pool, "bench", 64, XMEM_CHANNEL_QUEUE, &ch));
     double best = 1e30;
     for (int rep = 0; rep < 7; rep++) {
         double t0 = cpu_ns();
@@ -30,12 +32,14 @@ int main(int argc, char **argv)
         else if (!strcmp(op, "acquire_release")) for (long i = 0; i < n; i++) { xmem_guard h; MUST(xmem_pool_acquire_cpu(pool, 4096, &h, &info)); MUST(xmem_guard_release(h)); }
         else if (!strcmp(op, "capacity")) for (long i = 0; i < n; i++) MUST(xmem_pool_capacity(pool, &count));
         else if (!strcmp(op, "guard_info")) for (long i = 0; i < n; i++) MUST(xmem_guard_info(g, &info));
+        else if (!strcmp(op, "send_receive")) for (long i = 0; i < n; i++) { xmem_guard h; MUST(xmem_pool_acquire_cpu(pool, 4096, &h, &info)); MUST(xmem_channel_send(ch, h, 0)); MUST(xmem_channel_receive(ch, 0, 0, &h, &info)); MUST(xmem_guard_release(h)); }
         else if (!strcmp(op, "none")) { }
         else return 2;
         double per = (cpu_ns() - t0) / (n ? n : 1);
         if (per < best) best = per;
     }
     printf("%s %.1f\n", op, best);
+    if (ch) MUST(xmem_channel_close(ch));
     MUST(xmem_guard_release(g));
     MUST(xmem_pool_close(pool));
     return 0;

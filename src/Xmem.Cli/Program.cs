@@ -4,7 +4,7 @@ using Xmem.Cli.Output;
 
 namespace Xmem.Cli;
 
-/// <summary>The <c>xmem</c> command: demo, ls, stat, rm, gc. Exit codes: 0 ok, 1 error (one line on stderr that says
+/// <summary>The <c>xmem</c> command: demo, ls, stat, top, rm, gc. Exit codes: 0 ok, 1 error (one line on stderr that says
 /// what to do), 2 usage.</summary>
 internal static class Program
 {
@@ -15,6 +15,7 @@ internal static class Program
             DemoCommand.Create(),
             ListCommand.Create(),
             StatCommand.Create(),
+            TopCommand.Create(),
             RemoveCommand.Create(),
             GcCommand.Create(),
             DemoCommand.CreateConsumer(),

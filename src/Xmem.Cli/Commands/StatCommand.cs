@@ -14,7 +14,7 @@ internal static class StatCommand
         Argument<string> name = CommonOptions.PoolName();
         Option<bool> json = CommonOptions.Json();
         var all = new Option<bool>("--all") { Description = "List every slot, also free ones that keep no memory" };
-        var command = new Command("stat", "Show a pool's slots (state, size, count, generation, holders, in flight) and its attached processes") { name, json, all };
+        var command = new Command("stat", "Show a pool's slots (state, size, count, generation, holders, in flight), its attached processes, its counters and its channels (depth, sent, received, blocked senders and receivers)") { name, json, all };
         command.SetAction(r => Run(r.GetValue(name)!, r.GetValue(json), r.GetValue(all)));
         return command;
     }
@@ -40,6 +40,7 @@ internal static class StatCommand
             grid.AddRow("[bold]persistent[/]", p.Persistent ? "yes" : "no");
             grid.AddRow("[bold]mode[/]", "0" + Convert.ToString(p.Mode, 8));
             grid.AddRow("[bold]instance[/]", p.InstanceId.ToString("x16", CultureInfo.InvariantCulture));
+            grid.AddRow("[bold]counters[/]", $"{p.Acquires} acquires, {p.AcquireWaits} waited for a free slot, {p.Recoveries} dead processes recovered, {p.OrphansRemoved} orphaned segments removed");
             grid.AddRow("[bold]created[/]", p.Created is { } c ? $"{c.ToLocalTime():yyyy-MM-dd HH:mm:ss} by pid {p.CreatorPid} ({Units.Age(c)} ago)" : $"by pid {p.CreatorPid}");
         }
 
@@ -96,7 +97,42 @@ internal static class StatCommand
         }
 
         AnsiConsole.Write(procs);
+        if (d.Channels.Count > 0)
+        {
+            AnsiConsole.WriteLine();
+            AnsiConsole.Write(ChannelTable(d.Channels));
+        }
+
         return ExitCodes.Ok;
+    }
+
+    /// <summary>The per-channel figures of <c>xmem top</c> as totals (rates need two readings: <c>xmem top</c>).</summary>
+    private static Table ChannelTable(IReadOnlyList<ChannelInfo> channels)
+    {
+        Table t = Tables.Create("CHANNEL", "MODE", "DEPTH", "SENT", "RECEIVED", "BLOCKED SEND", "BLOCKED RECV", "SEND WAITS", "RECV WAITS", "SENDERS WAITED");
+        foreach (ChannelInfo c in channels)
+        {
+            if (c.Problem is not null)
+            {
+                t.AddRow(Markup.Escape(c.Name), $"[red]{Markup.Escape(c.Problem)}[/]", "", "", "", "", "", "", "", "");
+                continue;
+            }
+
+            bool full = c.Capacity > 0 && c.Depth >= c.Capacity;
+            t.AddRow(
+                Markup.Escape(c.Name),
+                c.Mode == "fanOut" ? $"fan-out×{c.Subscribers}" : "queue",
+                full ? $"[yellow]{c.Depth}/{c.Capacity}[/]" : $"{c.Depth}/{c.Capacity}",
+                c.Sent.ToString(CultureInfo.InvariantCulture),
+                c.Received.ToString(CultureInfo.InvariantCulture),
+                c.BlockedSenders.ToString(CultureInfo.InvariantCulture),
+                c.BlockedReceivers.ToString(CultureInfo.InvariantCulture),
+                c.SendWaits.ToString(CultureInfo.InvariantCulture),
+                c.ReceiveWaits.ToString(CultureInfo.InvariantCulture),
+                $"{c.SendBlockedNs / 1e9:0.###} s");
+        }
+
+        return t;
     }
 
     private static string SlotState(SlotInfo s) => s.State switch

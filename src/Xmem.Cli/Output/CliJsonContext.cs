@@ -1,6 +1,7 @@
 using System.Text.Json.Serialization;
 using Xmem.Cli.Commands;
 using Xmem.Cli.Demo;
+using Xmem.Cli.Top;
 using Xmem.Inspection;
 
 namespace Xmem.Cli.Output;
@@ -17,6 +18,7 @@ namespace Xmem.Cli.Output;
 [JsonSerializable(typeof(GcReport))]
 [JsonSerializable(typeof(RmReport))]
 [JsonSerializable(typeof(DemoResult))]
+[JsonSerializable(typeof(TopSample))]
 internal sealed partial class CliJsonContext : JsonSerializerContext;
 
 /// <summary>Enum values as camelCase strings ("live", "stale"), which scripts compare more easily.</summary>

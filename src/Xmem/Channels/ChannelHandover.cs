@@ -31,12 +31,26 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
 
     private int Tag => core.Registry.Tag;
 
-    /// <summary>Lists <paramref name="seg"/> as open in this process (see <see cref="WithChannel"/>).</summary>
-    internal void Register(ChannelSegment seg)
+    /// <summary>Lists <paramref name="seg"/> as open in this process (see <see cref="WithChannel"/>). False when
+    /// another view of the same channel is open already.</summary>
+    internal bool Register(ChannelSegment seg)
     {
         lock (_openLock)
         {
-            _open.TryAdd(seg.InstanceId, seg);
+            return _open.TryAdd(seg.InstanceId, seg);
+        }
+    }
+
+    /// <summary>Runs <paramref name="read"/> on each channel open in this process, under the list's lock (so none is
+    /// closed meanwhile): for reading its counters.</summary>
+    internal void ForEachOpen<TState>(TState state, Action<ChannelSegment, TState> read)
+    {
+        lock (_openLock)
+        {
+            foreach (ChannelSegment seg in _open.Values)
+            {
+                read(seg, state);
+            }
         }
     }
 

@@ -4,6 +4,7 @@ using System.Text;
 using Xmem.Errors;
 using Xmem.Interop;
 using Xmem.SharedMemory;
+using Xmem.Layout;
 
 namespace Xmem.Channels;
 
@@ -29,7 +30,11 @@ internal sealed unsafe class ChannelSegment : IDisposable
         Mode = mode;
         InstanceId = instance;
         Stride = ChannelLayout.RingStride(depth);
+        Counters = new ChannelCounters((ChannelHeader*)_base);
     }
+
+    /// <summary>The channel's counters (header bytes 128..255).</summary>
+    internal ChannelCounters Counters { get; }
 
     internal string Name { get; }
 
@@ -393,6 +398,22 @@ internal sealed unsafe class ChannelSegment : IDisposable
         RingHeader* rh = Ring(k);
         long n = (long)(Volatile.Read(ref rh->Tail) - Volatile.Read(ref rh->Head));
         return Math.Clamp(n, 0, Depth);
+    }
+
+    /// <summary>The channel's current depth: its fullest ring's backlog (in fan-out mode over the rings with an
+    /// active subscriber).</summary>
+    internal long CurrentDepth()
+    {
+        long depth = 0;
+        for (int k = 0; k < RingCount; k++)
+        {
+            if (Mode == ChannelLayout.ModeQueue || SubscriberWord.State(Volatile.Read(ref Ring(k)->Subscriber)) == SubscriberWord.Active)
+            {
+                depth = Math.Max(depth, Backlog(k));
+            }
+        }
+
+        return depth;
     }
 
     private void CheckProgress(int spins)

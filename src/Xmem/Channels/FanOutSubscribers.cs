@@ -1,4 +1,5 @@
 using Xmem.Core;
+using Xmem.Layout;
 
 namespace Xmem.Channels;
 

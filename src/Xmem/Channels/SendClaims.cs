@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Xmem.Core;
+using Xmem.Layout;
 
 namespace Xmem.Channels;
 
@@ -56,6 +57,12 @@ internal sealed unsafe class SendClaims(ChannelSegment seg, ChannelHandover hand
                 return ulong.MaxValue;
             }
 
+            if (!wait.Blocked)
+            {
+                wait.BlockedSince = seg.Counters.BeginSendWait(registry); // ended by the send (BufferChannel)
+                wait.Blocked = true;
+            }
+
             if (elapsed < spinNs)
             {
                 Thread.SpinWait(8);
@@ -77,6 +84,7 @@ internal sealed unsafe class SendClaims(ChannelSegment seg, ChannelHandover hand
             }
 
             ChannelSegment.SleepOn(epoch, seen, timeoutNs >= 0 ? Math.Min(MaxSleepNs, timeoutNs - elapsed) : MaxSleepNs);
+            wait.BlockedSince = seg.Counters.AccountSendWait(wait.BlockedSince);
         }
     }
 }
@@ -88,4 +96,6 @@ internal struct SendWait
     public bool Counted;
     public CancellationTokenRegistration Registration;
     public nint Word; // the futex word Registration wakes (fan-out sends wait on one ring after another)
+    public bool Blocked; // counted in the channel's waiting senders (ChannelCounters) since BlockedSince
+    public long BlockedSince;
 }

@@ -45,6 +45,9 @@ internal sealed unsafe class ControlSegment
     internal MappedRegion Region { get; }
 
     internal PoolHeader* Header { get; }
+
+    /// <summary>The pool's counters in the header (docs/layout.md, "PoolHeader", Counters).</summary>
+    internal PoolCounters Counters => new(Header);
     internal ProcessEntry* Procs { get; }
     internal ulong* Hints { get; }
     internal SlotRecord* Slots { get; }

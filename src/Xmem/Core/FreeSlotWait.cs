@@ -25,6 +25,7 @@ internal static unsafe class FreeSlotWait
         uint* epoch = &core.Control.Header->FreeEpoch;
         var picker = new CpuSlotPicker(core.Hints, size);
         core.Registry.AddLocalWaiter(+1);
+        bool waited = false; // counted in the pool's AcquireWaits
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         CancellationTokenRegistration closeReg = default;
         try
@@ -53,6 +54,12 @@ internal static unsafe class FreeSlotWait
                 if (reclaim)
                 {
                     nextReclaim = now + (ReclaimIntervalMs * System.Diagnostics.Stopwatch.Frequency / 1000);
+                }
+
+                if (!waited && timeoutNs != 0)
+                {
+                    core.Control.Counters.CountAcquireWait(); // the pool is full and this acquire waits
+                    waited = true;
                 }
 
                 long waitNs = ReclaimIntervalMs * 1_000_000; // wake at least this often to look for dead holders

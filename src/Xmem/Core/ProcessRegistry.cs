@@ -16,6 +16,7 @@ internal sealed unsafe class ProcessRegistry(ControlSegment control)
     private readonly ControlSegment _control = control;
     private readonly Lock _waitGate = new();
     private int _localWaiters;
+    private int _channelWaiters;
 
     /// <summary>This process's entry; -1 while it has none (before attaching, after detaching).</summary>
     internal int Me { get; private set; } = -1;
@@ -67,6 +68,7 @@ internal sealed unsafe class ProcessRegistry(ControlSegment control)
         e->Pid = ProcessInfo.OwnPid;
         e->StartTime = ProcessInfo.OwnStartTime;
         e->Waiters = 0;
+        e->ChannelWaiters = 0;
         Interlocked.And(ref _control.Header->WaitMask[i >> 6], ~(1UL << (i & 63)));
         e->Incarnation++;
         string comm = ProcessInfo.OwnComm;
@@ -89,6 +91,7 @@ internal sealed unsafe class ProcessRegistry(ControlSegment control)
     {
         Interlocked.And(ref _control.Header->WaitMask[i >> 6], ~(1UL << (i & 63)));
         Volatile.Write(ref _control.Procs[i].Waiters, 0);
+        Volatile.Write(ref _control.Procs[i].ChannelWaiters, 0);
     }
 
     /// <summary>Frees a recovered entry (its lock held by this process).</summary>
@@ -114,6 +117,37 @@ internal sealed unsafe class ProcessRegistry(ControlSegment control)
         }
 
         return i == Me || Libc.IsByteLockedByOther(_control.Fd.Fd, LayoutConstants.LivenessLockByte(i));
+    }
+
+    /// <summary>True when entry <paramref name="i"/> shows threads waiting in channels and its process is alive
+    /// ("cannot tell" is alive): whether a channel's blocked bit of entry i is counted. One lock query per call, so
+    /// for readers of the counters only.</summary>
+    internal bool HasLiveChannelWaiters(int i)
+    {
+        if ((uint)i >= LayoutConstants.MaxProcesses)
+        {
+            return false;
+        }
+
+        ProcessEntry* e = &_control.Procs[i];
+        return Volatile.Read(ref e->ChannelWaiters) > 0 && Volatile.Read(ref e->State) != LayoutConstants.ProcessFree
+            && (i == Me || Libc.IsByteLockedByOther(_control.Fd.Fd, LayoutConstants.LivenessLockByte(i)));
+    }
+
+    /// <summary>Counts a thread of this process waiting in a channel in (+1) or out (-1), shown in its entry's
+    /// ChannelWaiters: a reader counts a channel's blocked bit of this entry only while it is above zero, so a bit that
+    /// a dead owner left in a channel it never reopens is not shown for the entry's next owner.</summary>
+    internal void AddChannelWaiter(int delta)
+    {
+        lock (_waitGate)
+        {
+            _channelWaiters += delta;
+            int me = Me;
+            if ((uint)me < LayoutConstants.MaxProcesses) // -1 once detached
+            {
+                Volatile.Write(ref _control.Procs[me].ChannelWaiters, _channelWaiters);
+            }
+        }
     }
 
     /// <summary>Counts a waiting thread of this process in (+1) or out (-1). The process's count is written to its

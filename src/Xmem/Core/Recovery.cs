@@ -110,7 +110,8 @@ internal sealed unsafe class Recovery
             }
 
             _registry.MarkFree(i);
-            _ = _data.RemoveOrphans(_slots);
+            _control.Counters.CountRecovery();
+            _control.Counters.CountOrphansRemoved(_data.RemoveOrphans(_slots));
         }
         finally
         {

@@ -224,6 +224,7 @@ internal sealed unsafe class SlotTable
             ulong claimed = SlotWord.Make(0, SlotWord.Acquiring, _registry.Tag, SlotWord.Gen(w) + 1);
             if (Interlocked.CompareExchange(ref word, claimed, w) == w)
             {
+                _control.Counters.CountAcquire();
                 return true;
             }
         }

@@ -11,4 +11,7 @@ public sealed record PoolDetails
 
     /// <summary>Process-table entries that are in use or whose liveness lock is held.</summary>
     public required IReadOnlyList<ProcessEntryInfo> Processes { get; init; }
+
+    /// <summary>The pool's channels with their counters, by name.</summary>
+    public IReadOnlyList<ChannelInfo> Channels { get; init; } = [];
 }

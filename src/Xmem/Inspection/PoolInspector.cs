@@ -276,6 +276,10 @@ public static class PoolInspector
             TableSnapshot.AttributeHoldings(bare, h.InstanceId, cap, slots, words, entries);
         }
 
+        // A channel's blocked bit counts only for an entry that is alive and shows threads waiting in channels.
+        List<ChannelInfo> channels = collect
+            ? ChannelSnapshot.Read(bare, h.InstanceId, i => (uint)i < (uint)alive.Length && alive[i] && procs[i].ChannelWaiters > 0)
+            : [];
         long created = h.CreatedUnixNs;
         var summary = new PoolSummary
         {
@@ -293,7 +297,11 @@ public static class PoolInspector
             InstanceId = h.InstanceId,
             CreatorPid = h.CreatorPid,
             Created = created > 0 && created < 4_102_444_800_000_000_000L /* 2100 */ ? DateTimeOffset.FromUnixTimeMilliseconds(created / 1_000_000) : null,
+            Acquires = ChannelSnapshot.Shown(h.Acquires),
+            AcquireWaits = ChannelSnapshot.Shown(h.AcquireWaits),
+            Recoveries = ChannelSnapshot.Shown(h.Recoveries),
+            OrphansRemoved = ChannelSnapshot.Shown(h.OrphansRemoved),
         };
-        return new PoolDetails { Summary = summary, Slots = slots, Processes = entries };
+        return new PoolDetails { Summary = summary, Slots = slots, Processes = entries, Channels = channels };
     }
 }

@@ -74,4 +74,16 @@ public sealed record PoolSummary
 
     /// <summary>When the pool was created, if the header says so plausibly.</summary>
     public DateTimeOffset? Created { get; init; }
+
+    /// <summary>Slots claimed by acquires, ever (a counter: only grows).</summary>
+    public long Acquires { get; init; }
+
+    /// <summary>Acquires that found the pool full and waited for a free slot.</summary>
+    public long AcquireWaits { get; init; }
+
+    /// <summary>Entries of dead processes recovered (their references given back).</summary>
+    public long Recoveries { get; init; }
+
+    /// <summary>Orphaned data segments unlinked by recoveries.</summary>
+    public long OrphansRemoved { get; init; }
 }

@@ -77,6 +77,10 @@ internal unsafe struct PoolHeader
     [FieldOffset(192)] public fixed ulong WaitMask[4];
     [FieldOffset(256)] public long ChannelTableOffset;
     [FieldOffset(264)] public int ChannelCount;
+    [FieldOffset(384)] public ulong Acquires;
+    [FieldOffset(392)] public ulong AcquireWaits;
+    [FieldOffset(400)] public ulong Recoveries;
+    [FieldOffset(408)] public ulong OrphansRemoved;
 }
 
 /// <summary>One entry of the attached-process table (64 bytes).</summary>
@@ -89,6 +93,7 @@ internal unsafe struct ProcessEntry
     [FieldOffset(16)] public int Waiters;
     [FieldOffset(20)] public uint Incarnation;
     [FieldOffset(24)] public fixed byte Comm[16];
+    [FieldOffset(40)] public int ChannelWaiters;
 }
 
 /// <summary>One slot of the slot table (512 bytes).</summary>

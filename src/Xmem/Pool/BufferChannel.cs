@@ -3,6 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 using Xmem.Channels;
 using Xmem.Errors;
 using Xmem.Interop;
+using Xmem.Layout;
 
 namespace Xmem;
 
@@ -187,6 +188,7 @@ public sealed unsafe class BufferChannel : IDisposable
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         CancellationTokenRegistration closeReg = default;
         bool counted = false; // a blocking call of the pool from its first sleep on (see BlockingCalls)
+        bool blocked = false; // counted in the channel's waiting receivers (ChannelCounters)
         try
         {
             while (true)
@@ -223,6 +225,12 @@ public sealed unsafe class BufferChannel : IDisposable
                     return null;
                 }
 
+                if (!blocked)
+                {
+                    _seg.Counters.BeginReceiveWait(_pool.Core.Registry);
+                    blocked = true;
+                }
+
                 if (elapsed < spinNs)
                 {
                     Thread.SpinWait(8);
@@ -244,6 +252,11 @@ public sealed unsafe class BufferChannel : IDisposable
         {
             closeReg.Dispose();
             reg.Dispose();
+            if (blocked)
+            {
+                _seg.Counters.EndReceiveWait(_pool.Core.Registry);
+            }
+
             if (counted)
             {
                 _pool.Blocking.Exit();
@@ -270,6 +283,11 @@ public sealed unsafe class BufferChannel : IDisposable
         finally
         {
             wait.Registration.Dispose();
+            if (wait.Blocked)
+            {
+                _seg.Counters.EndSendWait(_pool.Core.Registry, wait.BlockedSince);
+            }
+
             if (wait.Counted)
             {
                 _pool.Blocking.Exit();

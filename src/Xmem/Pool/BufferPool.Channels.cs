@@ -1,6 +1,7 @@
 using Xmem.Channels;
 using Xmem.Core;
 using Xmem.Errors;
+using Xmem.Layout;
 
 namespace Xmem;
 
@@ -28,7 +29,11 @@ public sealed partial class BufferPool
         }
 
         ChannelSegment seg = ChannelSegment.OpenOrCreate(Bare, _core.Control.Instance, name, depth, (uint)mode, _core.Control.Access);
-        _handover.Register(seg);
+        if (_handover.Register(seg))
+        {
+            seg.Counters.ClearStaleBits(_core.Registry.Me);
+        }
+
         return new BufferChannel(this, seg);
     }
 
@@ -58,6 +63,7 @@ public sealed partial class BufferPool
         }
 
         _handover.SendLocked(ch, k, pos, s, gen, w);
+        ch.Counters.CountSent();
     }
 
     /// <summary>Takes over the message in the cell this process claimed (<paramref name="claimed"/>) as a guard.
@@ -69,6 +75,8 @@ public sealed partial class BufferPool
         {
             return null;
         }
+
+        ch.Counters.CountReceived();
 
         if (r.Cuda && r.MapError is null)
         {

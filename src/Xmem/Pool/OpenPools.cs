@@ -34,6 +34,7 @@ internal static class OpenPools
     /// <summary>Lists a pool that finished attaching.</summary>
     internal static BufferPool Track(BufferPool pool)
     {
+        XmemMetrics.EnsureCreated();
         lock (s_open)
         {
             s_open.Add(new WeakReference<BufferPool>(pool));
@@ -48,6 +49,15 @@ internal static class OpenPools
         lock (s_open)
         {
             s_open.RemoveAll(w => !w.TryGetTarget(out BufferPool? p) || ReferenceEquals(p, pool));
+        }
+    }
+
+    /// <summary>The pools open now (for reading their counters: each may be disposed at any moment after).</summary>
+    internal static BufferPool[] Snapshot()
+    {
+        lock (s_open)
+        {
+            return [.. s_open.Select(w => w.TryGetTarget(out BufferPool? p) ? p : null).OfType<BufferPool>()];
         }
     }
 

@@ -145,7 +145,7 @@ public sealed class SegmentNamesTests
         Assert.False(SegmentNames.IsValidPoolName(new string('a', 201)));
         Assert.True(SegmentNames.IsValidChannelName(new string('a', 48)));
         Assert.False(SegmentNames.IsValidChannelName(new string('a', 49)));
-        Assert.Equal(Xmem.Channels.ChannelLayout.MaxNameLength, SegmentNames.MaxChannelNameLength);
+        Assert.Equal(Xmem.Layout.ChannelLayout.MaxNameLength, SegmentNames.MaxChannelNameLength);
     }
 
     private static bool IsAcceptedByNormalize(string name)

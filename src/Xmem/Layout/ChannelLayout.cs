@@ -1,6 +1,7 @@
+using System.Numerics;
 using System.Runtime.InteropServices;
 
-namespace Xmem.Channels;
+namespace Xmem.Layout;
 
 // This file mirrors docs/layout.md, "Channels" (normative). Little-endian, 64-bit, atomics naturally aligned.
 
@@ -42,6 +43,13 @@ internal unsafe struct ChannelHeader
     [FieldOffset(48)] public long SegmentSize;
     [FieldOffset(56)] public int NameLength;
     [FieldOffset(64)] public fixed byte Name[64];
+    [FieldOffset(128)] public ulong Sent;
+    [FieldOffset(136)] public ulong SendWaits;
+    [FieldOffset(144)] public ulong SendBlockedNs;
+    [FieldOffset(160)] public fixed ulong BlockedSenders[4];
+    [FieldOffset(192)] public ulong Received;
+    [FieldOffset(200)] public ulong ReceiveWaits;
+    [FieldOffset(224)] public fixed ulong BlockedReceivers[4];
 }
 
 /// <summary>One ring's header (128 bytes; the producer and consumer sides on separate cache lines).</summary>
@@ -94,4 +102,30 @@ internal static class SubscriberWord
     internal static int Tag(uint s) => (int)((s >> 4) & 0xFFF);
     internal static ushort Incarnation(uint s) => (ushort)(s >> 16);
     internal static uint Make(uint state, int tag, ushort incarnation) => (state & 0xF) | ((uint)(tag & 0xFFF) << 4) | ((uint)incarnation << 16);
+}
+
+/// <summary>The 256-bit masks BlockedSenders and BlockedReceivers of the channel header: bit i = process entry i has a
+/// thread waiting.</summary>
+internal static unsafe class BlockedMask
+{
+    internal const int Words = 4;
+
+    /// <summary>The set bits of <paramref name="mask"/> whose entry <paramref name="waiting"/> confirms (alive, with
+    /// channel waiters): a dead owner's bit is not counted.</summary>
+    internal static int Count(ulong* mask, Func<int, bool> waiting)
+    {
+        int n = 0;
+        for (int word = 0; word < Words; word++)
+        {
+            ulong bits = Volatile.Read(ref mask[word]);
+            while (bits != 0)
+            {
+                int i = (word * 64) + BitOperations.TrailingZeroCount(bits);
+                bits &= bits - 1;
+                n += waiting(i) ? 1 : 0;
+            }
+        }
+
+        return n;
+    }
 }
