@@ -24,11 +24,12 @@ Invariants
     ``xmem._lifecycle.fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
     fork(): its reference (and any lease) is the parent's, so its release/forget/exit/dealloc never call the
     library here, and using it raises PoolClosedError naming fork. Objects the child makes itself work normally.
-  * Every buffer export (``__getbuffer__``) takes its own native lease (xmem_guard_lease_view) and drops it in
-    ``__releasebuffer__``: a view never outlives the mapping, whatever happens to the guard or the pool.
-    ``memoryview()``, ``numpy()`` and the Python views share one ``Lease`` object per guard (cached in
-    ``lease_obj``, let go with the reference): the views made from it hold it, not the guard, so a view never keeps
-    a reference alive. DLPack tensors hold a lease of their own, taken by the library.
+  * Every buffer export holds a native lease on the mapping (xmem_guard_lease_view): a view never outlives the
+    mapping, whatever happens to the guard or the pool. The lease is the guard's ``Lease`` object, taken on the
+    first export and cached in ``lease_obj`` (let go with the reference): ``__getbuffer__`` keeps a strong
+    reference to it until ``__releasebuffer__``, and ``memoryview()``, ``numpy()`` and the Python views are made
+    from it, so they hold it, not the guard, and a view never keeps a reference alive. Only the first export of a
+    guard calls the library for the lease; the Lease drops it when its last holder goes. DLPack tensors hold a lease of their own, taken by the library.
   * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
     and the export checks the extent again before handing out a pointer.
 """
@@ -40,7 +41,7 @@ from cpython.long cimport PyLong_CheckExact
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_Destructor
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_DECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
@@ -129,6 +130,68 @@ cdef extern from *:
     #undef XMEM_BIND
         return 0;
     }
+
+    /* BufferPool.acquire_cpu(size=None, timeout=None, *, shape=None, dtype=None, strides=None, seq=0,
+       content_type="", producer="") as a METH_FASTCALL | METH_KEYWORDS method: the arguments arrive as a C array
+       and the keyword names as a tuple, so a call makes no argument tuple and no keyword dict (Cython 0.29 gives
+       a def method with more than one argument METH_VARARGS | METH_KEYWORDS, which makes both). It only sorts the
+       arguments into v[] (NULL: not given) and calls acquire_entry, the Cython body. */
+    typedef PyObject *(*xmem_acquire_entry_t)(PyObject *self, PyObject **v);
+    static xmem_acquire_entry_t xmem_acquire_entry = NULL;
+    #define XMEM_ACQUIRE_NARGS 8
+    #define XMEM_ACQUIRE_NPOS 2
+    static const char *const xmem_acquire_names[XMEM_ACQUIRE_NARGS] = {
+        "size", "timeout", "shape", "dtype", "strides", "seq", "content_type", "producer"};
+    static PyObject *xmem_acquire_interned[XMEM_ACQUIRE_NARGS];
+
+    static PyObject *xmem_acquire_cpu_fastcall(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                               PyObject *kwnames) {
+        PyObject *v[XMEM_ACQUIRE_NARGS] = {NULL};
+        Py_ssize_t i, nk = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+        int k;
+        if (nargs > XMEM_ACQUIRE_NPOS) {
+            PyErr_Format(PyExc_TypeError, "acquire_cpu() takes at most %d positional arguments (%zd given)",
+                         XMEM_ACQUIRE_NPOS, nargs);
+            return NULL;
+        }
+        for (i = 0; i < nargs; i++)
+            v[i] = args[i];
+        for (i = 0; i < nk; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            for (k = 0; k < XMEM_ACQUIRE_NARGS && name != xmem_acquire_interned[k]; k++) {
+            }
+            if (k == XMEM_ACQUIRE_NARGS) { /* not interned by the caller (a **kwargs call): compare the text */
+                for (k = 0; k < XMEM_ACQUIRE_NARGS; k++)
+                    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, xmem_acquire_names[k]) == 0)
+                        break;
+            }
+            if (k == XMEM_ACQUIRE_NARGS) {
+                PyErr_Format(PyExc_TypeError, "acquire_cpu() got an unexpected keyword argument '%S'", name);
+                return NULL;
+            }
+            if (v[k] != NULL) {
+                PyErr_Format(PyExc_TypeError, "acquire_cpu() got multiple values for argument '%s'",
+                             xmem_acquire_names[k]);
+                return NULL;
+            }
+            v[k] = args[nargs + i];
+        }
+        return xmem_acquire_entry(self, v);
+    }
+
+    static PyMethodDef xmem_acquire_cpu_def = {
+        "acquire_cpu", (PyCFunction)(void (*)(void))xmem_acquire_cpu_fastcall, METH_FASTCALL | METH_KEYWORDS, NULL};
+
+    /* The method descriptor of acquire_cpu for instances of `type`, calling `entry`. */
+    static PyObject *xmem_acquire_cpu_method(PyTypeObject *type, void *entry) {
+        int k;
+        for (k = 0; k < XMEM_ACQUIRE_NARGS; k++)
+            if (xmem_acquire_interned[k] == NULL
+                && (xmem_acquire_interned[k] = PyUnicode_InternFromString(xmem_acquire_names[k])) == NULL)
+                return NULL;
+        xmem_acquire_entry = (xmem_acquire_entry_t)entry;
+        return PyDescr_NewMethod(type, &xmem_acquire_cpu_def);
+    }
     """
     xmem_status c_pool_acquire_cpu "p_xmem_pool_acquire_cpu"(uint64_t, int64_t, uint64_t *, xmem_buffer_info *) nogil
     xmem_status c_pool_acquire_cpu_wait "p_xmem_pool_acquire_cpu_wait"(uint64_t, int64_t, int64_t, uint64_t *,
@@ -153,6 +216,7 @@ cdef extern from *:
     void c_dlpack_capsule_destructor "p_xmem_dlpack_capsule_destructor"(void *)
     const char *c_dlpack_capsule_name "p_xmem_dlpack_capsule_name"(int32_t)
     int xmem_bind(const char *name, uintptr_t addr)
+    object xmem_acquire_cpu_method(PyTypeObject *type, void *entry)
 
 ctypedef xmem_status (*fn_receive_t)(uint64_t, int64_t, uint32_t, uint64_t *, xmem_buffer_info *) nogil
 
@@ -315,20 +379,6 @@ cdef class PoolBase:
             raise self._fail(rc)
         return g
 
-    def acquire_cpu(self, size=None, timeout=None, *, shape=None, dtype=None, strides=None, seq=0,
-                    content_type="", producer=""):
-        # The whole call in C when nothing is to be described (the common case: no Python frame, no second call);
-        # a description goes through BufferPool._acquire_described, shared with the ctypes implementation.
-        cdef int overflow = 0
-        cdef long long n
-        if shape is None and dtype is None and strides is None and seq == 0 and not content_type and not producer:
-            if PyLong_CheckExact(size):
-                n = PyLong_AsLongLongAndOverflow(size, &overflow)
-                if not overflow and n > 0:
-                    return self.acquire(n, timeout)
-            return self.acquire(self._size_arg(size), timeout)
-        return self._acquire_described(size, timeout, shape, dtype, strides, seq, content_type, producer)
-
     def _acquire_cpu(self, size, timeout):
         return self.acquire(size, timeout)
 
@@ -368,14 +418,48 @@ cdef class PoolBase:
         return g
 
 
-POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "acquire_cpu", "_acquire_cpu")
+cdef object acquire_entry(object obj, PyObject **v):
+    """BufferPool.acquire_cpu (the METH_FASTCALL entry above sorts its arguments into ``v``: size, timeout, shape,
+    dtype, strides, seq, content_type, producer; NULL where not given). The whole call in C when nothing is to be
+    described (the common case: no Python frame, no second call); a description goes through
+    BufferPool._acquire_described, shared with the ctypes implementation."""
+    cdef PoolBase self = <PoolBase>obj  # the descriptor checked the type
+    cdef object size = <object>v[0] if v[0] != NULL else None
+    cdef object timeout = <object>v[1] if v[1] != NULL else None
+    cdef int overflow = 0
+    cdef long long n
+    cdef int k
+    cdef bint plain = True
+    for k in range(2, 8):
+        if v[k] != NULL:
+            plain = False
+            break
+    if not plain:  # described, unless every description argument was given its default
+        shape = <object>v[2] if v[2] != NULL else None
+        dtype = <object>v[3] if v[3] != NULL else None
+        strides = <object>v[4] if v[4] != NULL else None
+        seq = <object>v[5] if v[5] != NULL else 0
+        content_type = <object>v[6] if v[6] != NULL else ""
+        producer = <object>v[7] if v[7] != NULL else ""
+        if not (shape is None and dtype is None and strides is None and seq == 0 and not content_type
+                and not producer):
+            return self._acquire_described(size, timeout, shape, dtype, strides, seq, content_type, producer)
+    if PyLong_CheckExact(size):
+        n = PyLong_AsLongLongAndOverflow(size, &overflow)
+        if not overflow and n > 0:
+            return self.acquire(n, timeout)
+    return self.acquire(self._size_arg(size), timeout)
+
+
+POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_cpu")
+# Made by xmem_acquire_cpu_method (METH_FASTCALL); install() puts it on the pool class with the docstring.
+FASTCALL_POOL_METHODS = ("acquire_cpu",)
 
 
 # ---------------------------------------------------------------------------------------------------- guard
 
 ctypedef struct ExportState:
-    uint64_t lease
-    long long gen  # the fork generation the lease was taken in: released only in that process
+    PyObject *lease  # the guard's Lease (a strong reference): it holds the native lease until the last view goes
     Py_ssize_t shape[8]
     Py_ssize_t strides[8]
 
@@ -721,14 +805,18 @@ cdef class GuardBase:
         rc = c_guard_description(h, &d)
         if rc:
             raise last_error_for(rc)
+        # The guard's cached Lease (taken on the first export): a view holds it, so no export takes a native lease
+        # of its own, and the mapping stays until the last view made from it goes.
+        cdef Lease lease = self.lease_obj
+        if lease is None:
+            lease = self.lease_obj = new_lease(self)
+        ptr = lease.addr
+        size = lease.nbytes
         st = <ExportState *>malloc(sizeof(ExportState))
         if st == NULL:
             raise MemoryError()
-        st.gen = current_gen()
-        rc = c_guard_lease_view(h, &st.lease, &ptr, &size)
-        if rc:
-            free(st)
-            raise last_error_for(rc)
+        st.lease = <PyObject *>lease
+        Py_INCREF(lease)
         try:
             # The default view: the description's tensor, else every byte as uint8 (as BufferGuard.numpy()).
             if (d.flags & DESC_PRESENT) and d.dtype != 0:
@@ -796,17 +884,18 @@ cdef class GuardBase:
             view.suboffsets = NULL
             view.internal = st
         except BaseException:
-            c_lease_release(st.lease)  # taken just above, in this process
+            Py_DECREF(<object>st.lease)
             free(st)
             raise
 
     def __releasebuffer__(self, Py_buffer *view):
         cdef ExportState *st = <ExportState *>view.internal
+        cdef PyObject *lease
         if st != NULL:
             view.internal = NULL
-            if st.gen == current_gen():  # a view inherited through fork holds the parent's lease
-                c_lease_release(st.lease)
+            lease = st.lease
             free(st)
+            Py_DECREF(<object>lease)  # the last view of an uncached Lease drops the native lease (in its process)
 
 
     # --- views without ctypes (xmem._views.GuardViews has the docstrings and the rest)
@@ -1022,6 +1111,22 @@ cdef void set_doc(object cls, str name, object doc) except *:
         raise TypeError("xmem._xmem: %s.%s is a %s" % (cls.__name__, name, type(descr).__name__))
 
 
+cdef str documentation(object cls, str name):
+    """The docstring of the Python definition ``cls.name``, with its text signature for a method (what
+    inspect.signature of the compiled method reads)."""
+    import inspect
+    py = cls.__dict__.get(name)
+    if py is None:
+        raise ImportError("xmem._xmem: %s.%s has no Python definition to replace" % (cls.__name__, name))
+    doc = inspect.getdoc(py) or ""
+    if isinstance(py, property):
+        return doc
+    # Without annotations: the text signature must be plain Python syntax.
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(py).parameters.values()]
+    sig = str(inspect.Signature(params)).replace("(self", "($self", 1)
+    return "%s%s\n--\n\n%s" % (name, sig, doc)
+
+
 cdef uintptr_t addr(object lib, str name) except 0:
     import ctypes
     v = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
@@ -1039,7 +1144,6 @@ def install(lib, pool_cls, guard_cls, names):
     global views_numpy, views_dlpack
     global inherited_message
     import ctypes
-    import inspect
 
     for name in BOUND:
         if not xmem_bind(name.encode("ascii"), addr(lib, name)):
@@ -1077,20 +1181,13 @@ def install(lib, pool_cls, guard_cls, names):
     for cls, base, methods in ((pool_cls, PoolBase, POOL_METHODS), (guard_cls, GuardBase, GUARD_METHODS),
                                (views_cls, GuardBase, VIEW_METHODS)):
         for name in methods:
-            py = cls.__dict__.get(name)
-            if py is None:
-                raise ImportError("xmem._xmem: %s.%s has no Python definition to replace" % (cls.__name__, name))
-            doc = inspect.getdoc(py) or ""
-            if isinstance(py, property):
-                set_doc(base, name, doc)
-            else:
-                sig = str(inspect.signature(py).replace(return_annotation=inspect.Signature.empty))
-                sig = sig.replace("(self", "($self", 1)
-                # Drop annotations from the text signature (it must be plain Python syntax without them).
-                params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(py).parameters.values()]
-                sig = str(inspect.Signature(params)).replace("(self", "($self", 1)
-                set_doc(base, name, "%s%s\n--\n\n%s" % (name, sig, doc))
+            doc = documentation(cls, name)
+            set_doc(base, name, doc)
             if cls is not views_cls:  # GuardViews comes after GuardBase: its definitions stay, as the fallbacks
                 delattr(cls, name)
+    for name in FASTCALL_POOL_METHODS:
+        doc = documentation(pool_cls, name)
+        setattr(pool_cls, name, xmem_acquire_cpu_method(<PyTypeObject *>PoolBase, <void *>acquire_entry))
+        set_doc(pool_cls, name, doc)
     if "__del__" in guard_cls.__dict__:
         delattr(guard_cls, "__del__")  # GuardBase.__dealloc__ releases a guard left alive (never an inherited one)

@@ -118,6 +118,32 @@ def test_acquire_cpu_checks_its_size_the_same_way_in_both_implementations(unique
         assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
 
 
+def test_acquire_cpu_takes_its_arguments_the_same_way_in_both_implementations(unique_name):
+    """The compiled acquire_cpu sorts its arguments itself (METH_FASTCALL): positional, by keyword, through
+    **kwargs, with the description's defaults spelled out, and the TypeErrors of a Python function otherwise."""
+    with xmem.BufferPool(unique_name(), 2) as pool:
+        for args, kwargs in (((8,), {}), ((8, None), {}), ((8, 5.0), {}), ((), {"size": 8}),
+                             ((8,), {"timeout": 5}), ((), {"timeout": None, "size": 8}),
+                             ((), dict(size=8, shape=None, dtype=None, strides=None, seq=0, content_type="",
+                                       producer="")),
+                             ((), {"".join(["si", "ze"]): 8})):  # a key the caller did not intern
+            with pool.acquire_cpu(*args, **kwargs) as g:
+                assert g.size == 8 and g.description is None, (args, kwargs)
+        with pool.acquire_cpu(8, seq=3) as g:  # one description argument is enough to describe it
+            assert g.seq == 3 and g.description is not None
+        with pool.acquire_cpu(None, 1.0, shape=[2], dtype="int16", content_type="x", producer="p") as g:
+            assert g.size == 4 and g.dtype == "int16" and g.content_type == "x" and g.producer == "p"
+        for args, kwargs, words in (((8, None, 3), {}, "positional"), ((8,), {"size": 8}, "multiple values"),
+                                    ((8,), {"timeot": 1}, "unexpected keyword"),
+                                    ((), {"size": 8, "shape": (2,), "colour": 1}, "unexpected keyword")):
+            with pytest.raises(TypeError, match=words):
+                pool.acquire_cpu(*args, **kwargs)
+        if xmem.implementation == "compiled":
+            with pytest.raises(TypeError):
+                xmem.BufferPool.acquire_cpu(object(), 8)  # the method descriptor checks its self
+        assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
+
+
 @pytest.mark.skipif(xmem.implementation != "compiled", reason="the compiled implementation's hot paths")
 def test_the_compiled_hot_paths_run_no_python_code_of_the_package(unique_name):
     """acquire_cpu, get, the counts, release, memoryview(), numpy() and DLPack (numpy.from_dlpack) of a CPU buffer
