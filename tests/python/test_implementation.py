@@ -99,6 +99,11 @@ def test_the_compiled_hot_paths_run_without_a_python_frame():
     for name in ("acquire_cpu", "get", "get_mut", "add_ref", "release", "ref_count"):
         fn = getattr(xmem.BufferPool, name)
         assert not isinstance(fn, types.FunctionType), name
+    for cls, names in ((xmem.Channel, ("send", "try_send", "recv", "try_recv")), (xmem.Subscription, ("recv", "try_recv"))):
+        for name in names:
+            fn = getattr(cls, name)
+            assert not isinstance(fn, types.FunctionType), (cls.__name__, name)
+            assert fn.__doc__ and len(fn.__doc__) > 20, (cls.__name__, name)
     assert not isinstance(xmem.BufferGuard.release, types.FunctionType)
 
 
@@ -142,6 +147,39 @@ def test_acquire_cpu_takes_its_arguments_the_same_way_in_both_implementations(un
             with pytest.raises(TypeError):
                 xmem.BufferPool.acquire_cpu(object(), 8)  # the method descriptor checks its self
         assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
+
+
+def test_channel_methods_take_their_arguments_the_same_way_in_both_implementations(unique_name):
+    import inspect
+    with xmem.BufferPool(unique_name(), 4) as pool, pool.channel("q", 4) as ch, \
+            pool.channel("f", 4, mode="fanout") as fan, fan.subscribe() as sub:
+        assert list(inspect.signature(xmem.Channel.recv).parameters) == ["self", "timeout", "writable"]
+        assert list(inspect.signature(xmem.Channel.send).parameters) == ["self", "buf", "timeout"]
+        ch.send(pool.acquire_cpu(8))
+        ch.send(pool.acquire_cpu(8), None)
+        ch.send(buf=pool.acquire_cpu(8), timeout=1)
+        assert ch.try_send(pool.acquire_cpu(8), 0) is True
+        with ch.recv() as a, ch.recv(1.0) as b, ch.recv(timeout=1, writable=True) as c, ch.try_recv(writable=False) as d:
+            assert a.is_read_only and b.is_read_only and not c.is_read_only and d.is_read_only
+        assert ch.try_recv() is None and ch.try_recv(0.01) is None
+        with pytest.raises(xmem.XmemTimeoutError, match="nothing arrived"):
+            ch.recv(0)
+        with pytest.raises(TypeError):
+            ch.recv(1, True)  # writable is keyword-only
+        with pytest.raises(TypeError):
+            ch.send()
+        with pytest.raises(TypeError):
+            ch.try_recv(timeout=0, writeable=True)
+        with pytest.raises(TypeError):
+            ch.send(b"not a guard")
+        fan.send(pool.acquire_cpu(8))
+        with sub.recv(timeout=1, writable=True) as e:
+            assert not e.is_read_only
+        assert sub.try_recv() is None
+        with pytest.raises(xmem.XmemTimeoutError, match="subscriber"):
+            sub.recv(0.01)
+        for i in range(4):
+            assert pool.ref_count(i) == 0
 
 
 @pytest.mark.skipif(xmem.implementation != "compiled", reason="the compiled implementation's hot paths")
