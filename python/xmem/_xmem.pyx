@@ -28,8 +28,8 @@ Invariants
     a view never outlives the mapping, whatever happens to the guard or the pool. ``memoryview()``, ``numpy()``
     and the Python views share one ``Lease`` object per guard (cached in ``lease_obj``, let go with the
     reference): the views made from it hold it, not the guard, so a view never keeps a reference alive. An export
-    of a guard that has that Lease holds the Lease (no C ABI call); one of a guard without it takes a native lease
-    of its own. DLPack tensors hold a lease of their own, taken by the library.
+    of a guard that has that Lease holds the Lease (no C ABI call; the second export of a guard makes it); the
+    first export of a guard without it takes a native lease of its own. DLPack tensors hold a lease of their own, taken by the library.
   * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
     and the export checks the extent again before handing out a pointer.
 """
@@ -696,6 +696,7 @@ cdef class GuardBase:
     cdef long long gen  # pool_obj's fork generation, kept here so that __dealloc__ never needs pool_obj (which a
                         # garbage collection of a cycle may have cleared first)
     cdef object lease_obj
+    cdef bint exported  # a buffer export was made: the next one makes (and caches) the Lease
     cdef object out_obj
     cdef object __weakref__
 
@@ -865,9 +866,12 @@ cdef class GuardBase:
             raise MemoryError()
         st.gen = current_gen()
         # A guard that made a Lease (memoryview(), numpy(), an earlier export) lends it: the export holds it, and no
-        # C ABI call is needed. Else (a fresh guard's first export: the handoff's case) a native lease of its own,
-        # one call, rather than a Lease object too.
+        # C ABI call is needed; the second export of a guard makes it. A guard's first export (the handoff's case:
+        # one view per frame) takes a native lease of its own, one call, rather than a Lease object too.
         cdef Lease lease = self.lease_obj
+        if lease is None and self.exported:
+            lease = self.lease_obj = new_lease(self)
+        self.exported = True
         if lease is not None:
             st.lease = <PyObject *>lease
             Py_INCREF(lease)
