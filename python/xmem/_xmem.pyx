@@ -136,7 +136,7 @@ cdef extern from *:
        gives a def method with more than one argument METH_VARARGS | METH_KEYWORDS, which makes both). Slot i sorts
        its arguments into v[] (NULL: not given) and calls its entry, a Cython function that holds the body.
        Filled once by xmem_fast_method at install(), under the GIL; never changed after. */
-    #define XMEM_FAST_SLOTS 8
+    #define XMEM_FAST_SLOTS 12
     #define XMEM_FAST_MAXARGS 8
     typedef PyObject *(*xmem_entry_t)(PyObject *self, PyObject **v);
     typedef struct {
@@ -189,12 +189,12 @@ cdef extern from *:
         static PyObject *xmem_fast_fn_##i(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) { \
             return xmem_fast_call(&xmem_fast[i], self, args, nargs, kw); \
         }
-    XMEM_FAST_FN(0) XMEM_FAST_FN(1) XMEM_FAST_FN(2) XMEM_FAST_FN(3)
-    XMEM_FAST_FN(4) XMEM_FAST_FN(5) XMEM_FAST_FN(6) XMEM_FAST_FN(7)
+    XMEM_FAST_FN(0) XMEM_FAST_FN(1) XMEM_FAST_FN(2) XMEM_FAST_FN(3) XMEM_FAST_FN(4) XMEM_FAST_FN(5)
+    XMEM_FAST_FN(6) XMEM_FAST_FN(7) XMEM_FAST_FN(8) XMEM_FAST_FN(9) XMEM_FAST_FN(10) XMEM_FAST_FN(11)
     typedef PyObject *(*xmem_fastcall_t)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
     static const xmem_fastcall_t xmem_fast_fns[XMEM_FAST_SLOTS] = {
-        xmem_fast_fn_0, xmem_fast_fn_1, xmem_fast_fn_2, xmem_fast_fn_3,
-        xmem_fast_fn_4, xmem_fast_fn_5, xmem_fast_fn_6, xmem_fast_fn_7};
+        xmem_fast_fn_0, xmem_fast_fn_1, xmem_fast_fn_2, xmem_fast_fn_3, xmem_fast_fn_4, xmem_fast_fn_5,
+        xmem_fast_fn_6, xmem_fast_fn_7, xmem_fast_fn_8, xmem_fast_fn_9, xmem_fast_fn_10, xmem_fast_fn_11};
 
     /* Fills slot i (method `name`, argument names `names`: a tuple of str, the first npos positional) and returns
        its method descriptor for instances of `type`. */
@@ -1217,17 +1217,68 @@ cdef object subscription_try_recv_entry(object sub, PyObject **v):
     return subscription_recv(sub, v, 0)
 
 
-def install_channels(channel_cls, subscription_cls):
+cdef class ReceiveIterator:
+    """``iter(channel)`` / ``iter(subscription)``: receives read-only guards for ever, one native call per buffer
+    (tp_iternext: no generator frame, no argument tuple), and ends when the receiver or its pool is closed, as the
+    Python generators of xmem._channel do."""
+
+    cdef object owner  # the Channel or Subscription
+    cdef PoolBase pool
+    cdef fn_receive_t cfn
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef uint64_t h
+        while True:
+            h = self.owner._h
+            if not h or not self.pool.ph:
+                raise StopIteration
+            try:
+                g = receive_guard(self.cfn, h, None, False, self.pool, self.owner, None)
+            except pool_closed_type:
+                raise StopIteration
+            if g is not None:
+                return g
+
+
+cdef object pool_closed_type = None  # xmem.PoolClosedError, given by install_channels()
+
+
+cdef object channel_iter_entry(object ch, PyObject **v):
+    """Channel.__iter__()."""
+    cdef ReceiveIterator it = ReceiveIterator.__new__(ReceiveIterator)
+    it.owner = ch
+    it.pool = ch._pool
+    it.cfn = c_channel_receive
+    return it
+
+
+cdef object subscription_iter_entry(object sub, PyObject **v):
+    """Subscription.__iter__()."""
+    cdef ReceiveIterator it = ReceiveIterator.__new__(ReceiveIterator)
+    it.owner = sub
+    it.pool = sub._channel._pool
+    it.cfn = c_subscription_receive
+    return it
+
+
+def install_channels(channel_cls, subscription_cls, pool_closed_cls):
     """Makes ``channel_cls``/``subscription_cls`` (xmem.Channel, xmem.Subscription) use the compiled send and
-    receive methods, with the docstrings of their Python definitions."""
-    global subscription_type
+    receive methods and iterators, with the docstrings of their Python definitions; iteration ends on
+    ``pool_closed_cls`` (xmem.PoolClosedError)."""
+    global subscription_type, pool_closed_type
     subscription_type = subscription_cls
+    pool_closed_type = pool_closed_cls
     install_fast(channel_cls, channel_cls, "send", <void *>channel_send_entry)
     install_fast(channel_cls, channel_cls, "try_send", <void *>channel_try_send_entry)
     install_fast(channel_cls, channel_cls, "recv", <void *>channel_recv_entry)
     install_fast(channel_cls, channel_cls, "try_recv", <void *>channel_try_recv_entry)
     install_fast(subscription_cls, subscription_cls, "recv", <void *>subscription_recv_entry)
     install_fast(subscription_cls, subscription_cls, "try_recv", <void *>subscription_try_recv_entry)
+    install_fast(channel_cls, channel_cls, "__iter__", <void *>channel_iter_entry)
+    install_fast(subscription_cls, subscription_cls, "__iter__", <void *>subscription_iter_entry)
 
 
 cdef int fast_slots_used = 0
