@@ -57,6 +57,12 @@ def operations(x, tag):
             send(acquire(64))
             recv().release()
 
+    def send_iterate(n):
+        it = iter(ch)
+        for _ in range(n):
+            send(acquire(64))
+            next(it).release()
+
     def send_recv_timeout(n):
         for _ in range(n):
             send(acquire(64), timeout=30)
@@ -68,7 +74,8 @@ def operations(x, tag):
            ("memoryview(guard) + release, again", export_again),
            ("with acquire_cpu(4096): memoryview (first export)", export_first),
            ("acquire_cpu(64) + ch.send + ch.recv + release()", send_recv),
-           ("the same, timeout=30 on all three", send_recv_timeout)]
+           ("the same, timeout=30 on all three", send_recv_timeout),
+           ("acquire_cpu(64) + ch.send + next(iter(ch)) + release()", send_iterate)]
 
     def close():
         held.release()

@@ -8,8 +8,8 @@ Measures, best of 5 runs of N iterations, per operation:
                an out-parameter: the shape of most xmem calls, including the handle lookup)
   python       acquire_cpu + release (positional, and with timeout= as a keyword), get + release, add_ref,
                release, ref_count, memoryview of a fresh guard (the handoff's first export), a channel send + recv
-               in one process (positional, and with timeout= keywords), making a numpy view (cached lease; and a
-               first view of a fresh guard), numpy.from_dlpack
+               in one process (positional, with timeout= keywords, and through iteration), making a numpy view
+               (cached lease; and a first view of a fresh guard), numpy.from_dlpack
 With --clock cpu every figure is this thread's CPU time (on a loaded machine the wall clock counts the time the
 process waits for a CPU).
   c            the same calls from C (bench_c_abi.c, built with gcc when it is there): the core's own cost
@@ -125,6 +125,12 @@ def python_numbers(n):
                 send(acquire(64), timeout=30)
                 recv(timeout=30).release()
 
+        def send_iterate(k):
+            acquire, send, it = pool.acquire_cpu, ch.send, iter(ch)
+            for _ in range(k):
+                send(acquire(64))
+                next(it).release()
+
         def fresh_mview(k):
             acquire = pool.acquire_cpu
             for _ in range(k):
@@ -140,6 +146,7 @@ def python_numbers(n):
         out["with acquire_cpu(4096): memoryview (first export)"] = best_ns(fresh_mview, n)
         out["acquire_cpu(64) + ch.send + ch.recv + release()"] = best_ns(send_recv, n)
         out["the same, timeout=30 on all three"] = best_ns(send_recv_timeout, n)
+        out["acquire_cpu(64) + ch.send + next(iter(ch)) + release()"] = best_ns(send_iterate, n)
         out["get(i) + release()"] = best_ns(get_release, n)
         out["add_ref(i)"] = best_ns(add_ref, n)
         # The adds above leave 5 * n references; release them, timed, in the same amount.
