@@ -105,6 +105,8 @@ def test_the_compiled_hot_paths_run_without_a_python_frame():
             assert not isinstance(fn, types.FunctionType), (cls.__name__, name)
             assert fn.__doc__ and len(fn.__doc__) > 20, (cls.__name__, name)
     assert not isinstance(xmem.BufferGuard.release, types.FunctionType)
+    assert not isinstance(xmem.Channel.__iter__, types.FunctionType)
+    assert not isinstance(xmem.Subscription.__iter__, types.FunctionType)
 
 
 def test_acquire_cpu_checks_its_size_the_same_way_in_both_implementations(unique_name):
