@@ -12,6 +12,13 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# The wheel's platform tag (PEP 600): glibc 2.34 is the newest symbol version libxmem.so needs (NativeAOT's runtime:
+# pthread_*, dl* moved into libc in 2.34; the extension module needs 2.17), and both link only libc, libm and the
+# dynamic loader, which every manylinux policy allows. tests/python/test_packaging.py checks the installed
+# libraries against this tag, so a build that needs a newer glibc fails there instead of installing where it cannot
+# load.
+PLATFORM_TAG = "manylinux_2_34_x86_64"
+
 
 def native_library():
     path = os.environ.get("XMEM_NATIVE_LIB") or os.path.join(HERE, "..", "artifacts", "native", "libxmem.so")
@@ -50,4 +57,5 @@ def extensions():
     return cythonize([ext], language_level=3, quiet=True, build_dir="build/cython")
 
 
-setup(ext_modules=extensions(), cmdclass={"build_py": BuildPyWithLibrary})
+setup(ext_modules=extensions(), cmdclass={"build_py": BuildPyWithLibrary},
+      options={"bdist_wheel": {"plat_name": PLATFORM_TAG}})

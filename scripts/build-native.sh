@@ -2,7 +2,7 @@
 # Builds the native library and the Python wheel:
 #   1. publishes src/Xmem.Native with NativeAOT → libxmem.so (C ABI: include/xmem.h)
 #   2. copies it, with xmem.h, to artifacts/native/ (a stable place for the C tests and XMEM_LIBRARY)
-#   3. builds the offline-installable wheel dist/xmem-<version>-cp311-cp311-linux_x86_64.whl (for $PYTHON's
+#   3. builds the offline-installable wheel dist/xmem-<version>-cp311-cp311-manylinux_2_34_x86_64.whl (for $PYTHON's
 #      version) from python/pyproject.toml: setuptools + Cython (the compiled module xmem._xmem), the ctypes
 #      fallback and libxmem.so, with pip's --no-build-isolation so that nothing is downloaded
 #   4. builds the GStreamer plugin artifacts/gstreamer/libgstxmem.so (gstreamer/build.sh; xmemsink, xmemsrc)

@@ -6,8 +6,10 @@
 Measures, best of 5 runs of N iterations, per operation:
   floor        a ctypes call of xmem_abi_version() (no arguments), and of xmem_pool_capacity(h, &out) (a handle and
                an out-parameter: the shape of most xmem calls, including the handle lookup)
-  python       acquire_cpu + release, get + release, add_ref, release, ref_count, making a numpy view (cached
-               lease; and a first view of a fresh guard), numpy.from_dlpack
+  python       acquire_cpu + release (positional, and with timeout= as a keyword), get + release, add_ref,
+               release, ref_count, memoryview of a fresh guard (the handoff's first export), a channel send + recv
+               in one process (positional, with timeout= keywords, and through iteration), making a numpy view
+               (cached lease; and a first view of a fresh guard), numpy.from_dlpack
 With --clock cpu every figure is this thread's CPU time (on a loaded machine the wall clock counts the time the
 process waits for a CPU).
   c            the same calls from C (bench_c_abi.c, built with gcc when it is there): the core's own cost
@@ -104,10 +106,47 @@ def python_numbers(n):
             for _ in range(k):
                 f(idx)
 
+        def acquire_timeout(k):
+            acquire = pool.acquire_cpu
+            for _ in range(k):
+                acquire(4096, timeout=30).release()
+
+        ch = pool.channel("bench", 8)
+
+        def send_recv(k):
+            acquire, send, recv = pool.acquire_cpu, ch.send, ch.recv
+            for _ in range(k):
+                send(acquire(64))
+                recv().release()
+
+        def send_recv_timeout(k):
+            acquire, send, recv = pool.acquire_cpu, ch.send, ch.recv
+            for _ in range(k):
+                send(acquire(64), timeout=30)
+                recv(timeout=30).release()
+
+        def send_iterate(k):
+            acquire, send, it = pool.acquire_cpu, ch.send, iter(ch)
+            for _ in range(k):
+                send(acquire(64))
+                next(it).release()
+
+        def fresh_mview(k):
+            acquire = pool.acquire_cpu
+            for _ in range(k):
+                with acquire(4096) as g:
+                    memoryview(g).release() if has_buffer_protocol else g.memoryview().release()
+
+        has_buffer_protocol = xmem.implementation == "compiled" or sys.version_info >= (3, 12)
         out["floor: ctypes xmem_abi_version()"] = best_ns(floor0, n)
         out["floor: ctypes xmem_pool_capacity(h, &out)"] = best_ns(floor1, n)
         out["acquire_cpu(4096) + release()"] = best_ns(acquire_release, n)
         out["with acquire_cpu(4096): pass"] = best_ns(acquire_with, n)
+        out["acquire_cpu(4096, timeout=30) + release()"] = best_ns(acquire_timeout, n)
+        out["with acquire_cpu(4096): memoryview (first export)"] = best_ns(fresh_mview, n)
+        out["acquire_cpu(64) + ch.send + ch.recv + release()"] = best_ns(send_recv, n)
+        out["the same, timeout=30 on all three"] = best_ns(send_recv_timeout, n)
+        out["acquire_cpu(64) + ch.send + next(iter(ch)) + release()"] = best_ns(send_iterate, n)
         out["get(i) + release()"] = best_ns(get_release, n)
         out["add_ref(i)"] = best_ns(add_ref, n)
         # The adds above leave 5 * n references; release them, timed, in the same amount.
@@ -147,6 +186,7 @@ def python_numbers(n):
             out["get(i) + numpy() + release()"] = best_ns(view_fresh, n)
             out["numpy.from_dlpack(guard)"] = best_ns(dlpack, n)
         guard.release()
+        ch.close()
     return out
 
 

@@ -380,8 +380,10 @@ class Subscription:
         return h
 
 
-# The compiled implementation waits in native slices (one native call when a buffer is there or comes within one).
+# The compiled implementation waits in native slices (one native call when a buffer is there or comes within one),
+# and takes over send, try_send, recv, try_recv and iteration (the definitions above stay their documentation).
 _compiled = _accel.compiled
 if _compiled is not None:
     _receive = _compiled.receive  # noqa: F811
+    _compiled.install_channels(Channel, Subscription, PoolClosedError)
 

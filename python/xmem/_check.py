@@ -20,30 +20,14 @@ I64_MAX = 0x7FFFFFFFFFFFFFFF
 _last_error = _native.lib.xmem_last_error
 _last_native_error = _native.lib.xmem_last_native_error
 
-# The core's messages name its C# API; say the same in this package's words.
-_PYTHON_NAMES = (
-    ("TryAcquireCpu/AcquireCpuAsync", "acquire_cpu(size, timeout=seconds)"),
-    ("BufferPool.Create", "BufferPool(name, capacity)"),
-    ("BufferPool.Open", "BufferPool.open(name)"),
-    ("Get/GetMut", "get/get_mut"),
-    ("GetMut", "get_mut"),
-    ("AddRef", "add_ref"),
-    ("SetRefCount", "set_ref_count"),
-    ("(Dispose)", "(close)"),
-    ("use CudaPointer, or CopyToCpu() for a CPU copy", "use cuda_ptr, __cuda_array_interface__ or DLPack, or copy_to_cpu() for a CPU copy"),
-    ("Use CpuPointer/Span, or CopyToCuda(device) for a device copy", "use cpu_ptr, memoryview() or numpy(), or copy_to_cuda(device) for a device copy"),
-    ("(Subscribe())", "(subscribe())"),
-    ("Subscribe()", "subscribe()"),
-)
-
 
 def error(rc: int) -> Exception:
-    """The exception for status ``rc`` with this thread's last native message (read right after the failed call)."""
+    """The exception for status ``rc`` with this thread's last native message (read right after the failed call).
+
+    The message is the core's as it is: it names operations ("open the pool by name"), not the members of any one
+    language's API, so it reads the same from C#, C and Python."""
     raw = _last_error()
     msg = raw.decode("utf-8", "replace") if raw else "xmem call failed (status %d)" % rc
-    for cs, py in _PYTHON_NAMES:
-        if cs in msg:
-            msg = msg.replace(cs, py)
     return error_for(rc, msg, _last_native_error())
 
 

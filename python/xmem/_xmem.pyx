@@ -24,11 +24,12 @@ Invariants
     ``xmem._lifecycle.fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
     fork(): its reference (and any lease) is the parent's, so its release/forget/exit/dealloc never call the
     library here, and using it raises PoolClosedError naming fork. Objects the child makes itself work normally.
-  * Every buffer export (``__getbuffer__``) takes its own native lease (xmem_guard_lease_view) and drops it in
-    ``__releasebuffer__``: a view never outlives the mapping, whatever happens to the guard or the pool.
-    ``memoryview()``, ``numpy()`` and the Python views share one ``Lease`` object per guard (cached in
-    ``lease_obj``, let go with the reference): the views made from it hold it, not the guard, so a view never keeps
-    a reference alive. DLPack tensors hold a lease of their own, taken by the library.
+  * Every buffer export holds a native lease on the mapping (xmem_guard_lease_view) until ``__releasebuffer__``:
+    a view never outlives the mapping, whatever happens to the guard or the pool. ``memoryview()``, ``numpy()``
+    and the Python views share one ``Lease`` object per guard (cached in ``lease_obj``, let go with the
+    reference): the views made from it hold it, not the guard, so a view never keeps a reference alive. An export
+    of a guard that has that Lease holds the Lease (no C ABI call; the second export of a guard makes it); the
+    first export of a guard without it takes a native lease of its own. DLPack tensors hold a lease of their own, taken by the library.
   * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
     and the export checks the extent again before handing out a pointer.
 """
@@ -40,7 +41,7 @@ from cpython.long cimport PyLong_CheckExact
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_Destructor
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_DECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
@@ -129,6 +130,111 @@ cdef extern from *:
     #undef XMEM_BIND
         return 0;
     }
+
+    /* Hot methods with more than one argument as METH_FASTCALL | METH_KEYWORDS methods: the arguments arrive as a
+       C array and the keyword names as a tuple, so a call makes no argument tuple and no keyword dict (Cython 0.29
+       gives a def method with more than one argument METH_VARARGS | METH_KEYWORDS, which makes both). Slot i sorts
+       its arguments into v[] (NULL: not given) and calls its entry, a Cython function that holds the body.
+       Filled once by xmem_fast_method at install(), under the GIL; never changed after. */
+    #define XMEM_FAST_SLOTS 12
+    #define XMEM_FAST_MAXARGS 8
+    typedef PyObject *(*xmem_entry_t)(PyObject *self, PyObject **v);
+    typedef struct {
+        PyMethodDef def;
+        PyObject *name;                           /* the method's name (str), for the messages */
+        Py_ssize_t nargs, npos;                   /* npos positional-or-keyword, then keyword-only */
+        PyObject *names[XMEM_FAST_MAXARGS];       /* interned */
+        xmem_entry_t entry;
+    } xmem_fast_t;
+    static xmem_fast_t xmem_fast[XMEM_FAST_SLOTS];
+
+    static PyObject *xmem_fast_call(xmem_fast_t *m, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames) {
+        PyObject *v[XMEM_FAST_MAXARGS] = {NULL};
+        Py_ssize_t i, k, nk = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+        if (nargs > m->npos) {
+            PyErr_Format(PyExc_TypeError, "%U() takes at most %zd positional arguments (%zd given)", m->name,
+                         m->npos, nargs);
+            return NULL;
+        }
+        for (i = 0; i < nargs; i++)
+            v[i] = args[i];
+        for (i = 0; i < nk; i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            for (k = 0; k < m->nargs && key != m->names[k]; k++) {
+            }
+            if (k == m->nargs) { /* not interned by the caller (a **kwargs call): compare the text */
+                for (k = 0; k < m->nargs; k++) {
+                    int eq = PyObject_RichCompareBool(key, m->names[k], Py_EQ);
+                    if (eq < 0)
+                        return NULL;
+                    if (eq)
+                        break;
+                }
+            }
+            if (k == m->nargs) {
+                PyErr_Format(PyExc_TypeError, "%U() got an unexpected keyword argument '%S'", m->name, key);
+                return NULL;
+            }
+            if (v[k] != NULL) {
+                PyErr_Format(PyExc_TypeError, "%U() got multiple values for argument '%U'", m->name, m->names[k]);
+                return NULL;
+            }
+            v[k] = args[nargs + i];
+        }
+        return m->entry(self, v);
+    }
+
+    #define XMEM_FAST_FN(i) \
+        static PyObject *xmem_fast_fn_##i(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) { \
+            return xmem_fast_call(&xmem_fast[i], self, args, nargs, kw); \
+        }
+    XMEM_FAST_FN(0) XMEM_FAST_FN(1) XMEM_FAST_FN(2) XMEM_FAST_FN(3) XMEM_FAST_FN(4) XMEM_FAST_FN(5)
+    XMEM_FAST_FN(6) XMEM_FAST_FN(7) XMEM_FAST_FN(8) XMEM_FAST_FN(9) XMEM_FAST_FN(10) XMEM_FAST_FN(11)
+    typedef PyObject *(*xmem_fastcall_t)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
+    static const xmem_fastcall_t xmem_fast_fns[XMEM_FAST_SLOTS] = {
+        xmem_fast_fn_0, xmem_fast_fn_1, xmem_fast_fn_2, xmem_fast_fn_3, xmem_fast_fn_4, xmem_fast_fn_5,
+        xmem_fast_fn_6, xmem_fast_fn_7, xmem_fast_fn_8, xmem_fast_fn_9, xmem_fast_fn_10, xmem_fast_fn_11};
+
+    /* Fills slot i (method `name`, argument names `names`: a tuple of str, the first npos positional) and returns
+       its method descriptor for instances of `type`. */
+    static PyObject *xmem_fast_method(int i, PyTypeObject *type, PyObject *name, Py_ssize_t npos, PyObject *names,
+                                      void *entry) {
+        xmem_fast_t *m;
+        Py_ssize_t k, n;
+        if (i < 0 || i >= XMEM_FAST_SLOTS || !PyUnicode_Check(name) || !PyTuple_Check(names)
+            || (n = PyTuple_GET_SIZE(names)) > XMEM_FAST_MAXARGS || npos > n || npos < 0 || entry == NULL) {
+            PyErr_SetString(PyExc_SystemError, "xmem._xmem: bad fast method definition");
+            return NULL;
+        }
+        m = &xmem_fast[i];
+        if (m->entry != NULL) {
+            PyErr_Format(PyExc_SystemError, "xmem._xmem: fast method slot %d is taken", i);
+            return NULL;
+        }
+        for (k = 0; k < n; k++) {
+            PyObject *s = PyTuple_GET_ITEM(names, k);
+            if (!PyUnicode_Check(s)) {
+                PyErr_SetString(PyExc_SystemError, "xmem._xmem: argument names must be str");
+                return NULL;
+            }
+            Py_INCREF(s);
+            PyUnicode_InternInPlace(&s);
+            m->names[k] = s; /* kept for ever, as the slot */
+        }
+        Py_INCREF(name);
+        m->name = name;
+        m->nargs = n;
+        m->npos = npos;
+        m->entry = (xmem_entry_t)entry;
+        m->def.ml_name = PyUnicode_AsUTF8(name);
+        if (m->def.ml_name == NULL)
+            return NULL;
+        m->def.ml_meth = (PyCFunction)(void (*)(void))xmem_fast_fns[i];
+        m->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;
+        m->def.ml_doc = NULL;
+        return PyDescr_NewMethod(type, &m->def);
+    }
     """
     xmem_status c_pool_acquire_cpu "p_xmem_pool_acquire_cpu"(uint64_t, int64_t, uint64_t *, xmem_buffer_info *) nogil
     xmem_status c_pool_acquire_cpu_wait "p_xmem_pool_acquire_cpu_wait"(uint64_t, int64_t, int64_t, uint64_t *,
@@ -153,6 +259,7 @@ cdef extern from *:
     void c_dlpack_capsule_destructor "p_xmem_dlpack_capsule_destructor"(void *)
     const char *c_dlpack_capsule_name "p_xmem_dlpack_capsule_name"(int32_t)
     int xmem_bind(const char *name, uintptr_t addr)
+    object xmem_fast_method(int i, PyTypeObject *type, object name, Py_ssize_t npos, object names, void *entry)
 
 ctypedef xmem_status (*fn_receive_t)(uint64_t, int64_t, uint32_t, uint64_t *, xmem_buffer_info *) nogil
 
@@ -187,6 +294,7 @@ cdef object timeout_error = None  # (message) -> XmemTimeoutError
 cdef object pool_closed = None  # (message) -> PoolClosedError
 cdef object inherited_message = None  # (pool name) -> the message for objects inherited through fork
 cdef object guard_type = None  # xmem.BufferGuard
+cdef object subscription_type = None  # xmem.Subscription, given by install_channels()
 cdef PyTypeObject *guard_tp = NULL
 cdef object empty_tuple = ()
 cdef list doc_bytes = []  # keeps the docstrings install() gave the descriptors alive
@@ -315,20 +423,6 @@ cdef class PoolBase:
             raise self._fail(rc)
         return g
 
-    def acquire_cpu(self, size=None, timeout=None, *, shape=None, dtype=None, strides=None, seq=0,
-                    content_type="", producer=""):
-        # The whole call in C when nothing is to be described (the common case: no Python frame, no second call);
-        # a description goes through BufferPool._acquire_described, shared with the ctypes implementation.
-        cdef int overflow = 0
-        cdef long long n
-        if shape is None and dtype is None and strides is None and seq == 0 and not content_type and not producer:
-            if PyLong_CheckExact(size):
-                n = PyLong_AsLongLongAndOverflow(size, &overflow)
-                if not overflow and n > 0:
-                    return self.acquire(n, timeout)
-            return self.acquire(self._size_arg(size), timeout)
-        return self._acquire_described(size, timeout, shape, dtype, strides, seq, content_type, producer)
-
     def _acquire_cpu(self, size, timeout):
         return self.acquire(size, timeout)
 
@@ -368,16 +462,61 @@ cdef class PoolBase:
         return g
 
 
-POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "acquire_cpu", "_acquire_cpu")
+cdef object acquire_entry(object obj, PyObject **v):
+    """BufferPool.acquire_cpu (its METH_FASTCALL slot sorts the arguments into ``v``: size, timeout, shape, dtype,
+    strides, seq, content_type, producer; NULL where not given). The whole call in C when nothing is to be
+    described (the common case: no Python frame, no second call); a description goes through
+    BufferPool._acquire_described, shared with the ctypes implementation."""
+    cdef PoolBase self = <PoolBase>obj  # the descriptor checked the type
+    cdef object size = <object>v[0] if v[0] != NULL else None
+    cdef object timeout = <object>v[1] if v[1] != NULL else None
+    cdef int overflow = 0
+    cdef long long n
+    cdef int k
+    cdef bint plain = True
+    for k in range(2, 8):
+        if v[k] != NULL:
+            plain = False
+            break
+    if not plain:  # described, unless every description argument was given its default
+        shape = <object>v[2] if v[2] != NULL else None
+        dtype = <object>v[3] if v[3] != NULL else None
+        strides = <object>v[4] if v[4] != NULL else None
+        seq = <object>v[5] if v[5] != NULL else 0
+        content_type = <object>v[6] if v[6] != NULL else ""
+        producer = <object>v[7] if v[7] != NULL else ""
+        if not (shape is None and dtype is None and strides is None and seq == 0 and not content_type
+                and not producer):
+            return self._acquire_described(size, timeout, shape, dtype, strides, seq, content_type, producer)
+    if PyLong_CheckExact(size):
+        n = PyLong_AsLongLongAndOverflow(size, &overflow)
+        if not overflow and n > 0:
+            return self.acquire(n, timeout)
+    return self.acquire(self._size_arg(size), timeout)
+
+
+POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_cpu")
 
 
 # ---------------------------------------------------------------------------------------------------- guard
 
 ctypedef struct ExportState:
-    uint64_t lease
-    long long gen  # the fork generation the lease was taken in: released only in that process
+    PyObject *lease  # the guard's cached Lease (a strong reference), which holds the native lease; else NULL and:
+    uint64_t native  # a native lease of this export's own,
+    long long gen  # taken in this fork generation: released only in that process
     Py_ssize_t shape[8]
     Py_ssize_t strides[8]
+
+
+cdef void drop_export(ExportState *st):
+    # What an export held: the Lease (its last holder drops the native lease, in the process that took it), or its
+    # own native lease (a view inherited through fork holds the parent's: not released here).
+    cdef PyObject *lease = st.lease
+    if st.native and st.gen == current_gen():
+        c_lease_release(st.native)
+    free(st)
+    if lease != NULL:
+        Py_DECREF(<object>lease)
 
 
 cdef const char *format_of(int32_t dtype, Py_ssize_t *itemsize):
@@ -557,6 +696,7 @@ cdef class GuardBase:
     cdef long long gen  # pool_obj's fork generation, kept here so that __dealloc__ never needs pool_obj (which a
                         # garbage collection of a cycle may have cleared first)
     cdef object lease_obj
+    cdef bint exported  # a buffer export was made: the next one makes (and caches) the Lease
     cdef object out_obj
     cdef object __weakref__
 
@@ -725,10 +865,25 @@ cdef class GuardBase:
         if st == NULL:
             raise MemoryError()
         st.gen = current_gen()
-        rc = c_guard_lease_view(h, &st.lease, &ptr, &size)
-        if rc:
-            free(st)
-            raise last_error_for(rc)
+        # A guard that made a Lease (memoryview(), numpy(), an earlier export) lends it: the export holds it, and no
+        # C ABI call is needed; the second export of a guard makes it. A guard's first export (the handoff's case:
+        # one view per frame) takes a native lease of its own, one call, rather than a Lease object too.
+        cdef Lease lease = self.lease_obj
+        if lease is None and self.exported:
+            lease = self.lease_obj = new_lease(self)
+        self.exported = True
+        if lease is not None:
+            st.lease = <PyObject *>lease
+            Py_INCREF(lease)
+            st.native = 0
+            ptr = lease.addr
+            size = lease.nbytes
+        else:
+            st.lease = NULL
+            rc = c_guard_lease_view(h, &st.native, &ptr, &size)
+            if rc:
+                free(st)
+                raise last_error_for(rc)
         try:
             # The default view: the description's tensor, else every byte as uint8 (as BufferGuard.numpy()).
             if (d.flags & DESC_PRESENT) and d.dtype != 0:
@@ -796,17 +951,14 @@ cdef class GuardBase:
             view.suboffsets = NULL
             view.internal = st
         except BaseException:
-            c_lease_release(st.lease)  # taken just above, in this process
-            free(st)
+            drop_export(st)
             raise
 
     def __releasebuffer__(self, Py_buffer *view):
         cdef ExportState *st = <ExportState *>view.internal
         if st != NULL:
             view.internal = NULL
-            if st.gen == current_gen():  # a view inherited through fork holds the parent's lease
-                c_lease_release(st.lease)
-            free(st)
+            drop_export(st)
 
 
     # --- views without ctypes (xmem._views.GuardViews has the docstrings and the rest)
@@ -913,10 +1065,15 @@ def receive(fn, handle, timeout, writable, PoolBase pool not None, what, owner):
     of the pool or of ``owner`` meanwhile ends the wait with PoolClosedError (the library returns XMEM_E_DISPOSED to
     a wait the pool's close woke)."""
     cdef fn_receive_t cfn = <fn_receive_t>(c_subscription_receive if fn is subscription_receive_ctypes else c_channel_receive)
+    return receive_guard(cfn, handle, timeout, writable, pool, owner, what)
+
+
+cdef object receive_guard(fn_receive_t cfn, uint64_t h, object timeout, bint writable, PoolBase pool, object owner,
+                          object what):
+    """The body of receive(); ``what`` names the receiver in a message (None: made from ``owner`` when needed)."""
     cdef uint32_t flags = RECEIVE_WRITABLE if writable else 0
     cdef int64_t deadline = deadline_of(timeout)
     cdef int64_t wait
-    cdef uint64_t h = handle
     cdef xmem_status rc
     cdef GuardBase g = empty_guard(pool, not writable)
     if deadline >= 0 and timeout == 0:
@@ -934,7 +1091,7 @@ def receive(fn, handle, timeout, writable, PoolBase pool not None, what, owner):
             PyErr_CheckSignals()
             h = owner._h  # closed meanwhile by another thread: stop
             if not h:
-                raise pool_closed("%s was closed while waiting to receive." % what)
+                raise pool_closed("%s was closed while waiting to receive." % (receiver_name(owner) if what is None else what))
     if rc == E_TIMEOUT or rc == E_WOULD_BLOCK:
         g.gh = 0
         return None
@@ -944,8 +1101,20 @@ def receive(fn, handle, timeout, writable, PoolBase pool not None, what, owner):
     return g
 
 
+cdef str receiver_name(object owner):
+    # As xmem._channel names them in messages.
+    if type(owner) is subscription_type:
+        return "subscription of %r" % owner._channel._name
+    return "channel %r" % owner._name
+
+
 def send(channel, buf, timeout):
     """xmem._channel.Channel._send: True when sent, False when the channel stayed full for ``timeout``."""
+    return send_guard(channel, buf, timeout)
+
+
+cdef object send_guard(object channel, object buf, object timeout):
+    # The body of send().
     if not isinstance(buf, guard_type):
         raise TypeError("send() takes a BufferGuard, not %s" % type(buf).__name__)
     cdef GuardBase gb = <GuardBase>buf
@@ -982,6 +1151,159 @@ def send(channel, buf, timeout):
         if deadline >= 0 and now_ns() >= deadline:
             return False
         PyErr_CheckSignals()
+
+
+cdef inline object arg(PyObject *v, object default):
+    return <object>v if v != NULL else default
+
+
+cdef object channel_send_entry(object ch, PyObject **v):
+    """Channel.send(buf, timeout=None)."""
+    if v[0] == NULL:
+        raise TypeError("send() missing 1 required positional argument: 'buf'")
+    timeout = arg(v[1], None)
+    if not send_guard(ch, <object>v[0], timeout):
+        raise timeout_error("channel %r stayed full (%d buffers) for %g s; the buffer is still yours. Receive faster, "
+                            "wait longer, or open the channel with a larger depth." % (ch._name, ch._depth, timeout))
+    return None
+
+
+cdef object channel_try_send_entry(object ch, PyObject **v):
+    """Channel.try_send(buf, timeout=0)."""
+    if v[0] == NULL:
+        raise TypeError("try_send() missing 1 required positional argument: 'buf'")
+    return send_guard(ch, <object>v[0], arg(v[1], 0))
+
+
+cdef object channel_recv(object ch, PyObject **v, object default_timeout):
+    cdef uint64_t h = ch._h
+    if not h:
+        h = ch._live()  # raises: closed, or its pool closed or inherited through fork
+    return receive_guard(c_channel_receive, h, arg(v[0], default_timeout), arg(v[1], False), ch._pool, ch, None)
+
+
+cdef object channel_recv_entry(object ch, PyObject **v):
+    """Channel.recv(timeout=None, *, writable=False)."""
+    g = channel_recv(ch, v, None)
+    if g is None:
+        raise timeout_error("nothing arrived in channel %r within %g s." % (ch._name, arg(v[0], None)))
+    return g
+
+
+cdef object channel_try_recv_entry(object ch, PyObject **v):
+    """Channel.try_recv(timeout=0, *, writable=False)."""
+    return channel_recv(ch, v, 0)
+
+
+cdef object subscription_recv(object sub, PyObject **v, object default_timeout):
+    cdef uint64_t h = sub._h
+    if not h:
+        h = sub._live()  # raises
+    return receive_guard(c_subscription_receive, h, arg(v[0], default_timeout), arg(v[1], False),
+                         sub._channel._pool, sub, None)
+
+
+cdef object subscription_recv_entry(object sub, PyObject **v):
+    """Subscription.recv(timeout=None, *, writable=False)."""
+    g = subscription_recv(sub, v, None)
+    if g is None:
+        raise timeout_error("nothing arrived for this subscriber of channel %r within %g s."
+                            % (sub._channel._name, arg(v[0], None)))
+    return g
+
+
+cdef object subscription_try_recv_entry(object sub, PyObject **v):
+    """Subscription.try_recv(timeout=0, *, writable=False)."""
+    return subscription_recv(sub, v, 0)
+
+
+cdef class ReceiveIterator:
+    """``iter(channel)`` / ``iter(subscription)``: receives read-only guards for ever, one native call per buffer
+    (tp_iternext: no generator frame, no argument tuple), and ends when the receiver or its pool is closed, as the
+    Python generators of xmem._channel do."""
+
+    cdef object owner  # the Channel or Subscription
+    cdef PoolBase pool
+    cdef fn_receive_t cfn
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef uint64_t h
+        while True:
+            h = self.owner._h
+            if not h or not self.pool.ph:
+                raise StopIteration
+            try:
+                g = receive_guard(self.cfn, h, None, False, self.pool, self.owner, None)
+            except pool_closed_type:
+                raise StopIteration
+            if g is not None:
+                return g
+
+
+cdef object pool_closed_type = None  # xmem.PoolClosedError, given by install_channels()
+
+
+cdef object channel_iter_entry(object ch, PyObject **v):
+    """Channel.__iter__()."""
+    cdef ReceiveIterator it = ReceiveIterator.__new__(ReceiveIterator)
+    it.owner = ch
+    it.pool = ch._pool
+    it.cfn = c_channel_receive
+    return it
+
+
+cdef object subscription_iter_entry(object sub, PyObject **v):
+    """Subscription.__iter__()."""
+    cdef ReceiveIterator it = ReceiveIterator.__new__(ReceiveIterator)
+    it.owner = sub
+    it.pool = sub._channel._pool
+    it.cfn = c_subscription_receive
+    return it
+
+
+def install_channels(channel_cls, subscription_cls, pool_closed_cls):
+    """Makes ``channel_cls``/``subscription_cls`` (xmem.Channel, xmem.Subscription) use the compiled send and
+    receive methods and iterators, with the docstrings of their Python definitions; iteration ends on
+    ``pool_closed_cls`` (xmem.PoolClosedError)."""
+    global subscription_type, pool_closed_type
+    subscription_type = subscription_cls
+    pool_closed_type = pool_closed_cls
+    install_fast(channel_cls, channel_cls, "send", <void *>channel_send_entry)
+    install_fast(channel_cls, channel_cls, "try_send", <void *>channel_try_send_entry)
+    install_fast(channel_cls, channel_cls, "recv", <void *>channel_recv_entry)
+    install_fast(channel_cls, channel_cls, "try_recv", <void *>channel_try_recv_entry)
+    install_fast(subscription_cls, subscription_cls, "recv", <void *>subscription_recv_entry)
+    install_fast(subscription_cls, subscription_cls, "try_recv", <void *>subscription_try_recv_entry)
+    install_fast(channel_cls, channel_cls, "__iter__", <void *>channel_iter_entry)
+    install_fast(subscription_cls, subscription_cls, "__iter__", <void *>subscription_iter_entry)
+
+
+cdef int fast_slots_used = 0
+
+
+cdef int install_fast(object cls, object self_type, str name, void *entry) except -1:
+    """Replaces the Python method ``cls.name`` by a METH_FASTCALL method (for instances of ``self_type``) that sorts
+    the arguments the Python definition takes and calls ``entry`` with them; the docstring and text signature move
+    onto it. ``entry`` gives each argument the Python definition's default."""
+    global fast_slots_used
+    import inspect
+    doc = documentation(cls, name)
+    params = list(inspect.signature(cls.__dict__[name]).parameters.values())[1:]  # without self
+    npos = 0
+    for p in params:
+        if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            npos += 1
+        elif p.kind != inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError("xmem._xmem: %s.%s takes a %s argument" % (cls.__name__, name, p.kind))
+    descr = xmem_fast_method(fast_slots_used, <PyTypeObject *>self_type, name, npos, tuple(p.name for p in params),
+                             entry)
+    fast_slots_used += 1
+    setattr(cls, name, descr)
+    set_doc(cls, name, doc)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------- install
@@ -1022,6 +1344,22 @@ cdef void set_doc(object cls, str name, object doc) except *:
         raise TypeError("xmem._xmem: %s.%s is a %s" % (cls.__name__, name, type(descr).__name__))
 
 
+cdef str documentation(object cls, str name):
+    """The docstring of the Python definition ``cls.name``, with its text signature for a method (what
+    inspect.signature of the compiled method reads)."""
+    import inspect
+    py = cls.__dict__.get(name)
+    if py is None:
+        raise ImportError("xmem._xmem: %s.%s has no Python definition to replace" % (cls.__name__, name))
+    doc = inspect.getdoc(py) or ""
+    if isinstance(py, property):
+        return doc
+    # Without annotations: the text signature must be plain Python syntax.
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(py).parameters.values()]
+    sig = str(inspect.Signature(params)).replace("(self", "($self", 1)
+    return "%s%s\n--\n\n%s" % (name, sig, doc)
+
+
 cdef uintptr_t addr(object lib, str name) except 0:
     import ctypes
     v = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
@@ -1039,7 +1377,6 @@ def install(lib, pool_cls, guard_cls, names):
     global views_numpy, views_dlpack
     global inherited_message
     import ctypes
-    import inspect
 
     for name in BOUND:
         if not xmem_bind(name.encode("ascii"), addr(lib, name)):
@@ -1077,20 +1414,10 @@ def install(lib, pool_cls, guard_cls, names):
     for cls, base, methods in ((pool_cls, PoolBase, POOL_METHODS), (guard_cls, GuardBase, GUARD_METHODS),
                                (views_cls, GuardBase, VIEW_METHODS)):
         for name in methods:
-            py = cls.__dict__.get(name)
-            if py is None:
-                raise ImportError("xmem._xmem: %s.%s has no Python definition to replace" % (cls.__name__, name))
-            doc = inspect.getdoc(py) or ""
-            if isinstance(py, property):
-                set_doc(base, name, doc)
-            else:
-                sig = str(inspect.signature(py).replace(return_annotation=inspect.Signature.empty))
-                sig = sig.replace("(self", "($self", 1)
-                # Drop annotations from the text signature (it must be plain Python syntax without them).
-                params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(py).parameters.values()]
-                sig = str(inspect.Signature(params)).replace("(self", "($self", 1)
-                set_doc(base, name, "%s%s\n--\n\n%s" % (name, sig, doc))
+            doc = documentation(cls, name)
+            set_doc(base, name, doc)
             if cls is not views_cls:  # GuardViews comes after GuardBase: its definitions stay, as the fallbacks
                 delattr(cls, name)
+    install_fast(pool_cls, PoolBase, "acquire_cpu", <void *>acquire_entry)
     if "__del__" in guard_cls.__dict__:
         delattr(guard_cls, "__del__")  # GuardBase.__dealloc__ releases a guard left alive (never an inherited one)

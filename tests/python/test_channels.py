@@ -144,6 +144,31 @@ def test_iteration_ends_when_the_channel_is_closed_from_another_thread(pool):
     assert seen == [0, 1, 2] and time.monotonic() - t0 < 10
 
 
+def test_iteration_of_a_subscription_ends_when_it_or_the_pool_is_closed(unique_name):
+    pool = xmem.BufferPool(unique_name(), 8)
+    fan = pool.channel("f", 4, mode="fanout")
+    sub = fan.subscribe()
+    for k in range(2):
+        fan.send(pool.acquire_cpu(8, seq=k))
+    threading.Timer(0.3, sub.close).start()
+    seen = []
+    for buf in sub:
+        with buf:
+            seen.append(buf.seq)
+    assert seen == [0, 1] and sub.closed
+    assert list(sub) == []  # a closed subscription's iteration ends at once
+    sub2 = fan.subscribe()
+    fan.send(pool.acquire_cpu(8, seq=7))
+    it = iter(sub2)
+    with next(it) as buf:
+        assert buf.seq == 7
+    threading.Timer(0.3, pool.close).start()
+    assert list(it) == []  # the pool's close wakes the wait and ends it
+    assert next(iter(fan), None) is None  # (list(fan) would ask len(fan), which a closed pool refuses)
+    sub2.close()
+    fan.close()
+
+
 def test_blocked_recv_leaves_the_gil_free_and_wakes_on_send(pool):
     with pool.channel("c", 2) as ch:
         got = {}

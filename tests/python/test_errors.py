@@ -69,14 +69,14 @@ def test_missing_pool_is_a_file_not_found_error_with_errno(unique_name):
     assert isinstance(e.value, xmem.PoolNotFoundError)
     assert e.value.status == xmem.Status.NOT_FOUND
     assert e.value.errno == e.value.native_error == 2
-    assert name in str(e.value) and "BufferPool(name, capacity)" in str(e.value)
+    assert name in str(e.value) and "Create the pool first" in str(e.value)
 
 
 def test_existing_pool_is_a_file_exists_error(pool):
     with pytest.raises(FileExistsError) as e:
         xmem.BufferPool(pool.name, 2)
     assert isinstance(e.value, xmem.PoolExistsError)
-    assert "BufferPool.open(name)" in str(e.value)
+    assert "Open it by name instead" in str(e.value)
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "x/y", "..", ".hidden", "a" * 201, "caf\u00e9"])
@@ -141,7 +141,7 @@ def test_huge_index_is_not_truncated_onto_a_live_slot(pool):
 
 
 def test_slot_not_live(pool):
-    with pytest.raises(xmem.SlotNotLiveError, match="add_ref or set_ref_count"):
+    with pytest.raises(xmem.SlotNotLiveError, match=r"add a reference \(or set the count\)"):
         pool.get(3)
 
 

@@ -99,7 +99,14 @@ def test_the_compiled_hot_paths_run_without_a_python_frame():
     for name in ("acquire_cpu", "get", "get_mut", "add_ref", "release", "ref_count"):
         fn = getattr(xmem.BufferPool, name)
         assert not isinstance(fn, types.FunctionType), name
+    for cls, names in ((xmem.Channel, ("send", "try_send", "recv", "try_recv")), (xmem.Subscription, ("recv", "try_recv"))):
+        for name in names:
+            fn = getattr(cls, name)
+            assert not isinstance(fn, types.FunctionType), (cls.__name__, name)
+            assert fn.__doc__ and len(fn.__doc__) > 20, (cls.__name__, name)
     assert not isinstance(xmem.BufferGuard.release, types.FunctionType)
+    assert not isinstance(xmem.Channel.__iter__, types.FunctionType)
+    assert not isinstance(xmem.Subscription.__iter__, types.FunctionType)
 
 
 def test_acquire_cpu_checks_its_size_the_same_way_in_both_implementations(unique_name):
@@ -116,6 +123,65 @@ def test_acquire_cpu_checks_its_size_the_same_way_in_both_implementations(unique
         with pool.acquire_cpu(shape=(2, 3), dtype="float32", seq=5) as g:
             assert g.size == 24 and g.shape == (2, 3) and g.seq == 5
         assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
+
+
+def test_acquire_cpu_takes_its_arguments_the_same_way_in_both_implementations(unique_name):
+    """The compiled acquire_cpu sorts its arguments itself (METH_FASTCALL): positional, by keyword, through
+    **kwargs, with the description's defaults spelled out, and the TypeErrors of a Python function otherwise."""
+    with xmem.BufferPool(unique_name(), 2) as pool:
+        for args, kwargs in (((8,), {}), ((8, None), {}), ((8, 5.0), {}), ((), {"size": 8}),
+                             ((8,), {"timeout": 5}), ((), {"timeout": None, "size": 8}),
+                             ((), dict(size=8, shape=None, dtype=None, strides=None, seq=0, content_type="",
+                                       producer="")),
+                             ((), {"".join(["si", "ze"]): 8})):  # a key the caller did not intern
+            with pool.acquire_cpu(*args, **kwargs) as g:
+                assert g.size == 8 and g.description is None, (args, kwargs)
+        with pool.acquire_cpu(8, seq=3) as g:  # one description argument is enough to describe it
+            assert g.seq == 3 and g.description is not None
+        with pool.acquire_cpu(None, 1.0, shape=[2], dtype="int16", content_type="x", producer="p") as g:
+            assert g.size == 4 and g.dtype == "int16" and g.content_type == "x" and g.producer == "p"
+        for args, kwargs, words in (((8, None, 3), {}, "positional"), ((8,), {"size": 8}, "multiple values"),
+                                    ((8,), {"timeot": 1}, "unexpected keyword"),
+                                    ((), {"size": 8, "shape": (2,), "colour": 1}, "unexpected keyword")):
+            with pytest.raises(TypeError, match=words):
+                pool.acquire_cpu(*args, **kwargs)
+        if xmem.implementation == "compiled":
+            with pytest.raises(TypeError):
+                xmem.BufferPool.acquire_cpu(object(), 8)  # the method descriptor checks its self
+        assert pool.ref_count(0) == 0 and pool.ref_count(1) == 0
+
+
+def test_channel_methods_take_their_arguments_the_same_way_in_both_implementations(unique_name):
+    import inspect
+    with xmem.BufferPool(unique_name(), 4) as pool, pool.channel("q", 4) as ch, \
+            pool.channel("f", 4, mode="fanout") as fan, fan.subscribe() as sub:
+        assert list(inspect.signature(xmem.Channel.recv).parameters) == ["self", "timeout", "writable"]
+        assert list(inspect.signature(xmem.Channel.send).parameters) == ["self", "buf", "timeout"]
+        ch.send(pool.acquire_cpu(8))
+        ch.send(pool.acquire_cpu(8), None)
+        ch.send(buf=pool.acquire_cpu(8), timeout=1)
+        assert ch.try_send(pool.acquire_cpu(8), 0) is True
+        with ch.recv() as a, ch.recv(1.0) as b, ch.recv(timeout=1, writable=True) as c, ch.try_recv(writable=False) as d:
+            assert a.is_read_only and b.is_read_only and not c.is_read_only and d.is_read_only
+        assert ch.try_recv() is None and ch.try_recv(0.01) is None
+        with pytest.raises(xmem.XmemTimeoutError, match="nothing arrived"):
+            ch.recv(0)
+        with pytest.raises(TypeError):
+            ch.recv(1, True)  # writable is keyword-only
+        with pytest.raises(TypeError):
+            ch.send()
+        with pytest.raises(TypeError):
+            ch.try_recv(timeout=0, writeable=True)
+        with pytest.raises(TypeError):
+            ch.send(b"not a guard")
+        fan.send(pool.acquire_cpu(8))
+        with sub.recv(timeout=1, writable=True) as e:
+            assert not e.is_read_only
+        assert sub.try_recv() is None
+        with pytest.raises(xmem.XmemTimeoutError, match="subscriber"):
+            sub.recv(0.01)
+        for i in range(4):
+            assert pool.ref_count(i) == 0
 
 
 @pytest.mark.skipif(xmem.implementation != "compiled", reason="the compiled implementation's hot paths")

@@ -95,3 +95,33 @@ def test_sources_are_python_3_8_syntax():
         if name.endswith(".py"):
             with open(os.path.join(here, name)) as f:
                 ast.parse(f.read(), filename=name, feature_version=(3, 8))
+
+
+# Libraries a manylinux wheel may link without bundling them (PEP 600: the system's glibc and its parts).
+_MANYLINUX_LIBS = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "ld-linux-x86-64.so.2"}
+
+
+@pytest.mark.skipif(os.environ.get("XMEM_EXPECT_INSTALLED") != "1", reason="only meaningful against the installed wheel")
+@pytest.mark.skipif(not shutil.which("objdump") or not shutil.which("readelf"), reason="needs binutils (objdump, readelf)")
+def test_the_wheel_tag_is_the_glibc_baseline_its_libraries_need():
+    import glob
+    import importlib.metadata
+    import re
+    tags = [line.split(":", 1)[1].strip() for line in importlib.metadata.distribution("xmem").read_text("WHEEL").splitlines()
+            if line.startswith("Tag:")]
+    assert len(tags) == 1, tags
+    m = re.fullmatch(r"cp3\d+-cp3\d+-manylinux_(\d+)_(\d+)_x86_64", tags[0])
+    assert m, "the wheel is tagged %s, not manylinux_<glibc>_x86_64" % tags[0]
+    baseline = (int(m.group(1)), int(m.group(2)))
+    libs = glob.glob(os.path.join(os.path.dirname(xmem.__file__), "*.so"))
+    assert any(os.path.basename(p) == "libxmem.so" for p in libs) and len(libs) >= (2 if xmem.implementation == "compiled" else 1)
+    newest = (0, 0)
+    for lib in libs:
+        symbols = subprocess.run(["objdump", "-T", lib], capture_output=True, text=True, check=True).stdout
+        for major, minor in re.findall(r"\bGLIBC_(\d+)\.(\d+)", symbols):
+            newest = max(newest, (int(major), int(minor)))
+        needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                                subprocess.run(["readelf", "-d", lib], capture_output=True, text=True, check=True).stdout))
+        assert needed <= _MANYLINUX_LIBS, "%s links %s, which a manylinux wheel must bundle" % (lib, needed - _MANYLINUX_LIBS)
+    # Honest both ways: no symbol newer than the tag says, and the tag no older than the symbols need.
+    assert newest == baseline, "the libraries need glibc %d.%d; the wheel says %d.%d" % (newest + baseline)

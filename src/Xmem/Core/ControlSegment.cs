@@ -147,7 +147,7 @@ internal sealed unsafe class ControlSegment
     {
         string obj = PoolName.ControlObject(bare);
         SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
-            ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(obj)}). Create it first with BufferPool.Create, or check XMEM_SHM_DIR.", PoolName.PathOf(obj), Errno.ENOENT);
+            ?? throw new PoolNotFoundException($"no xmem pool named '{bare}' (looked for {PoolName.PathOf(obj)}). Create the pool first, or check XMEM_SHM_DIR.", PoolName.PathOf(obj), Errno.ENOENT);
         MappedRegion? region = null;
         try
         {
@@ -213,7 +213,7 @@ internal sealed unsafe class ControlSegment
             if (state == LayoutConstants.PoolStateRemoved)
             {
                 _ = PoolRemoval.TryRemoveStale(bare); // finish the unlinking of a remover that died after its commit point
-                throw new PoolNotFoundException($"pool '{bare}' has been removed. Create it again with BufferPool.Create.", PoolName.PathOf(PoolName.ControlObject(bare)));
+                throw new PoolNotFoundException($"pool '{bare}' has been removed. Create it again.", PoolName.PathOf(PoolName.ControlObject(bare)));
             }
 
             if (state != LayoutConstants.PoolStateInitializing)
@@ -240,7 +240,7 @@ internal sealed unsafe class ControlSegment
         {
             if (state == LayoutConstants.PoolStateRemoved)
             {
-                throw new PoolNotFoundException($"pool '{Bare}' was removed while this process opened it. Create it again with BufferPool.Create.", PoolName.PathOf(ObjectName));
+                throw new PoolNotFoundException($"pool '{Bare}' was removed while this process opened it. Create it again.", PoolName.PathOf(ObjectName));
             }
 
             if (Libc.IsByteLockedByOther(Fd.Fd, LayoutConstants.RemovalLockByte))
@@ -257,7 +257,7 @@ internal sealed unsafe class ControlSegment
             // No remover at work: it either finished (the name is gone or names another instance) or died half-way.
             if (!NameStillNamesThisInstance())
             {
-                throw new PoolNotFoundException($"pool '{Bare}' was removed while this process opened it. Create it again with BufferPool.Create.", PoolName.PathOf(ObjectName));
+                throw new PoolNotFoundException($"pool '{Bare}' was removed while this process opened it. Create it again.", PoolName.PathOf(ObjectName));
             }
 
             // A remover died between marking Removing and putting Ready back: repair it under the removal lock.

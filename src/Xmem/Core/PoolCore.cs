@@ -66,7 +66,7 @@ internal sealed unsafe class PoolCore
             throw new PoolPermissionException($"pool '{Bare}': no process entry could be taken; {skipped} free entries have their holdings segment name ({PoolName.InstancePrefix(Bare, Control.Instance)}p<i>) held by files this pool did not make (another group or mode). Remove those files as root or as their owner.", Errno.EEXIST);
         }
 
-        throw new TooManyProcessesException($"pool '{Bare}' already has {LayoutConstants.MaxProcesses} attached processes; detach some (Dispose) before attaching more.");
+        throw new TooManyProcessesException($"pool '{Bare}' already has {LayoutConstants.MaxProcesses} attached processes; close the pool in some of them before attaching more.");
     }
 
     /// <summary>Registers this process in entry <paramref name="i"/>, whose liveness byte this descriptor holds.

@@ -66,7 +66,7 @@ internal sealed unsafe class CudaStore(PoolCore core)
     {
         if (deviceId < 0)
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(deviceId), deviceId, "deviceId must be a CUDA device ordinal (0 or more).");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(deviceId), deviceId, "the CUDA device must be a device ordinal (0 or more).");
         }
 
         int n = Table.Driver.DeviceCount; // throws CudaUnavailableException with the reason

@@ -31,7 +31,7 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
         {
             if (spec.ElementType == ElementType.None || spec.Shape.IsDefault)
             {
-                throw new ArgumentException("the tensor spec is uninitialized; make it with new TensorSpec(type, shape...).", nameof(d));
+                throw new ArgumentException("the tensor spec is empty (a default value); give it an element type and a shape.", nameof(d));
             }
 
             string? error = TensorSpec.Check(spec.ElementType, spec.Shape.AsSpan(), spec.Strides.AsSpan(), size, out _);

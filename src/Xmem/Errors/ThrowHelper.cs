@@ -35,24 +35,24 @@ internal static class ThrowHelper
 
     [DoesNotReturn]
     internal static void ThrowSlotNotLive(int metaIndex) =>
-        throw new SlotNotLiveException($"slot {metaIndex} holds no live buffer (it is free or being recycled): its last reference was released. Keep a reference (guard, AddRef or SetRefCount) while the index is in flight.");
+        throw new SlotNotLiveException($"slot {metaIndex} holds no live buffer (it is free or being recycled): its last reference was released. Keep a reference while the index is in flight: hold a guard, or add a reference (or set the count) for it.");
 
     [DoesNotReturn]
     internal static void ThrowGuardInvalid() =>
-        throw new BufferGuardInvalidException("this buffer guard no longer owns a reference (it was forgotten, disposed or sent); take a new one with Get/GetMut.");
+        throw new BufferGuardInvalidException("this buffer guard no longer owns a reference (it was forgotten, disposed or sent); get the slot again for a new one.");
 
     [DoesNotReturn]
     internal static void ThrowReadOnly() =>
-        throw new BufferReadOnlyException("this guard is read-only (from Get); use GetMut for write access.");
+        throw new BufferReadOnlyException("this guard is read-only (a read-only get); get the slot writable for write access.");
 
     [DoesNotReturn]
-    internal static void ThrowInheritedThroughFork(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", $"pool '{name}' was opened before this process was forked: in a child made by fork() it is inert (its references belong to the parent, which still uses them). Open the pool again in the child (BufferPool.Open), or start child processes with multiprocessing's 'spawn' or 'forkserver' start method.");
+    internal static void ThrowInheritedThroughFork(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", $"pool '{name}' was opened before this process was forked: in a child made by fork() it is inert (its references belong to the parent, which still uses them). Open the pool by name again in the child, or start child processes with multiprocessing's 'spawn' or 'forkserver' start method.");
 
     [DoesNotReturn]
-    internal static void ThrowPoolDisposed(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was disposed; open it again with BufferPool.Open.");
+    internal static void ThrowPoolDisposed(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was closed; open it again by name.");
 
     [DoesNotReturn]
-    internal static void ThrowPoolClosedWhileWaiting(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was closed (disposed) by another thread while this call waited; open it again with BufferPool.Open.");
+    internal static void ThrowPoolClosedWhileWaiting(string name) => throw new ObjectDisposedException($"xmem pool '{name}'", "the pool was closed by another thread while this call waited; open it again by name.");
 
     [DoesNotReturn]
     internal static void ThrowCorrupt(string poolName, string what) => throw new CorruptSegmentException(CorruptMessage(poolName, what));
@@ -63,7 +63,7 @@ internal static class ThrowHelper
 
     [DoesNotReturn]
     internal static void ThrowPoolFull(string poolName, int capacity) =>
-        throw new PoolFullException($"pool '{poolName}' is full: all {capacity} slots hold live buffers. Release buffers, wait with TryAcquireCpu/AcquireCpuAsync, or create the pool with a larger capacity.");
+        throw new PoolFullException($"pool '{poolName}' is full: all {capacity} slots hold live buffers. Release buffers, wait for a free slot with a timeout, or create the pool with a larger capacity.");
 
     [DoesNotReturn]
     internal static void ThrowArgumentOutOfRange(string param, object value, string message) =>

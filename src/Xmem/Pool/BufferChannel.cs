@@ -151,7 +151,7 @@ public sealed unsafe class BufferChannel : IDisposable
         ThrowIfDisposed();
         if (_seg.Mode != ChannelLayout.ModeQueue)
         {
-            throw new InvalidOperationException($"channel '{Name}' is a fan-out channel; receive through a subscription (Subscribe()).");
+            throw new InvalidOperationException($"channel '{Name}' is a fan-out channel; subscribe to it and receive through the subscription.");
         }
 
         return 0;
@@ -392,7 +392,7 @@ public sealed unsafe class BufferChannel : IDisposable
 
         if (timeout < TimeSpan.Zero)
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "timeout must be non-negative or Timeout.InfiniteTimeSpan.");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "the timeout must be non-negative, or infinite to wait without limit.");
         }
 
         return (long)timeout.TotalNanoseconds;

@@ -162,7 +162,7 @@ public unsafe partial class BufferGuard
     {
         if (_cudaMemory is null)
         {
-            throw new XmemException(XmemStatus.InvalidArgument, $"slot {MetaIndex} is a CPU buffer: it has no CUDA pointer. Use CpuPointer/Span, or CopyToCuda(device) for a device copy.");
+            throw new XmemException(XmemStatus.InvalidArgument, $"slot {MetaIndex} is a CPU buffer: it has no CUDA device pointer. Use its CPU memory, or copy it to a CUDA device first.");
         }
 
         return _cudaMemory;

@@ -206,7 +206,7 @@ public unsafe partial class BufferGuard : IDisposable
     {
         if (_cudaMemory is not null)
         {
-            throw new XmemException(XmemStatus.InvalidArgument, $"buffer {MetaIndex} is in CUDA device memory: use CudaPointer, or CopyToCpu() for a CPU copy.");
+            throw new XmemException(XmemStatus.InvalidArgument, $"buffer {MetaIndex} is in CUDA device memory: it has no CPU address. Use its CUDA device pointer, or copy it to CPU memory first.");
         }
     }
 

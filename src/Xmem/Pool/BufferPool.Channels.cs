@@ -25,7 +25,7 @@ public sealed partial class BufferPool
 
         if (mode is not (ChannelMode.Queue or ChannelMode.FanOut))
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), mode, "mode must be Queue or FanOut.");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(mode), mode, "the channel mode must be queue or fan-out.");
         }
 
         ChannelSegment seg = ChannelSegment.OpenOrCreate(Bare, _core.Control.Instance, name, depth, (uint)mode, _core.Control.Access);

@@ -34,7 +34,7 @@ public sealed partial class BufferPool
         long timeoutNs = timeout == Timeout.InfiniteTimeSpan ? -1 : (long)(timeout.TotalMilliseconds * 1_000_000);
         if (timeoutNs < -1)
         {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "timeout must be non-negative or Timeout.InfiniteTimeSpan.");
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "the timeout must be non-negative, or infinite to wait without limit.");
         }
 
         bool counted = false;
@@ -94,7 +94,7 @@ public sealed partial class BufferPool
     {
         if (spec.ElementType == ElementType.None || spec.Shape.IsDefault)
         {
-            throw new ArgumentException("the tensor spec is uninitialized; make it with new TensorSpec(type, shape...).", nameof(spec));
+            throw new ArgumentException("the tensor spec is empty (a default value); give it an element type and a shape.", nameof(spec));
         }
 
         BufferGuard guard = AcquireCpu(Math.Max(spec.RequiredBytes, 1));

@@ -112,7 +112,7 @@ public sealed partial class BufferPool : IDisposable
                 continue;
             }
 
-            throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it with BufferPool.Open, pick another name, or remove it with `xmem rm {bare}`.");
+            throw new PoolExistsException($"a pool named '{bare}' already exists and is in use (or persistent). Open it by name instead, pick another name, or remove it with `xmem rm {bare}`.");
         }
     }
 

@@ -31,7 +31,7 @@ public sealed class ChannelSubscription : IDisposable
     {
         if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
         {
-            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "timeout must be non-negative or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "the timeout must be non-negative, or infinite to wait without limit.");
         }
 
         guard = _channel.ReceiveCore(Ring(), writable, timeout == Timeout.InfiniteTimeSpan ? -1 : (long)timeout.TotalNanoseconds, CancellationToken.None);
