@@ -24,6 +24,8 @@ internal sealed unsafe class PoolCore
         Data = new DataSegments(control);
         Recovery = new Recovery(control, Registry, Slots, Data);
         Blocking = new BlockingCalls(control.Bare, &control.Header->FreeEpoch);
+        Watchers = new WordWatchers(Blocking);
+        FreeEpoch = new FreeEpochWord(this);
     }
 
     internal ControlSegment Control { get; }
@@ -34,6 +36,12 @@ internal sealed unsafe class PoolCore
     internal DataSegments Data { get; }
     internal Recovery Recovery { get; }
     internal BlockingCalls Blocking { get; }
+
+    /// <summary>This process's asynchronous waits on the pool's words, and their threads.</summary>
+    internal WordWatchers Watchers { get; }
+
+    /// <summary>FreeEpoch, as the asynchronous waits for a free slot sleep on it.</summary>
+    internal FreeEpochWord FreeEpoch { get; }
 
     /// <summary>This process's holdings (null until attached): <c>OwnHoldings[s]</c> is its holding of slot s.</summary>
     internal ulong* OwnHoldings => Slots.OwnHoldings;
