@@ -30,6 +30,9 @@ internal sealed unsafe class ChannelSegment : IDisposable
         Stride = ChannelLayout.RingStride(depth);
     }
 
+    /// <summary>The mapping: a watcher sleeping on one of its words holds a lease on it (see RingDataWord).</summary>
+    internal MappedRegion Region => _region;
+
     internal string Name { get; }
     internal int Depth { get; }
     internal int Mask { get; }

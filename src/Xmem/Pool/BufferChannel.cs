@@ -134,6 +134,7 @@ public sealed unsafe class BufferChannel : IDisposable
             return; // the subscription is the parent's: a forked child leaves its ring alone
         }
 
+        WakeAsyncWaits(k); // the subscription's waits end with ObjectDisposedException now, not at their next slice
         _subscribers.Leave(k);
     }
 
@@ -178,7 +179,7 @@ public sealed unsafe class BufferChannel : IDisposable
         return 0;
     }
 
-    internal ValueTask<BufferGuard> ReceiveAsyncCore(int k, bool writable, CancellationToken cancellationToken)
+    internal ValueTask<BufferGuard> ReceiveAsyncCore(int k, bool writable, CancellationToken cancellationToken, ChannelSubscription? subscription = null)
     {
         if (cancellationToken.IsCancellationRequested)
         {
@@ -193,7 +194,7 @@ public sealed unsafe class BufferChannel : IDisposable
             return new ValueTask<BufferGuard>(now); // no allocation: the guard is the result
         }
 
-        return _pool.Core.Watchers.Enqueue(_words[k], new ReceiveWait(this, k, writable, cancellationToken));
+        return _pool.Core.Watchers.Enqueue(_words[k], new ReceiveWait(this, k, subscription, writable, cancellationToken));
     }
 
     /// <summary>The buffers of ring <paramref name="k"/> as they come, until this channel, its subscription or its
@@ -205,7 +206,7 @@ public sealed unsafe class BufferChannel : IDisposable
             BufferGuard g;
             try
             {
-                g = await ReceiveAsyncCore(subscription is null ? k : subscription.LiveRing(), writable, cancellationToken).ConfigureAwait(false);
+                g = await ReceiveAsyncCore(subscription is null ? k : subscription.LiveRing(), writable, cancellationToken, subscription).ConfigureAwait(false);
             }
             catch (ObjectDisposedException)
             {
@@ -440,6 +441,9 @@ public sealed unsafe class BufferChannel : IDisposable
         return true;
     }
 
+    /// <summary>Wakes the watcher of ring <paramref name="k"/>, if any, to look at its waits again.</summary>
+    private void WakeAsyncWaits(int k) => _ = Libc.FutexWakeAll((nint)_words[k].Word);
+
     private static long ToNs(TimeSpan timeout)
     {
         if (timeout == Timeout.InfiniteTimeSpan)
@@ -470,6 +474,11 @@ public sealed unsafe class BufferChannel : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            for (int k = 0; k < _words.Length; k++)
+            {
+                WakeAsyncWaits(k); // a watcher's lease keeps the segment mapped until it has let go
+            }
+
             _pool.Handover.Close(_seg);
         }
     }

@@ -42,7 +42,7 @@ public sealed class ChannelSubscription : IDisposable
     /// <see cref="BufferChannel.ReceiveAsync(bool, CancellationToken)"/> does (at once and without allocating when one
     /// is ready; cancellation drops no buffer).</summary>
     public ValueTask<BufferGuard> ReceiveAsync(bool writable = false, CancellationToken cancellationToken = default) =>
-        _channel.ReceiveAsyncCore(Ring(), writable, cancellationToken);
+        _channel.ReceiveAsyncCore(Ring(), writable, cancellationToken, this);
 
     /// <summary>Receives the next buffer (read-only) without blocking the calling thread.</summary>
     public ValueTask<BufferGuard> ReceiveAsync(CancellationToken cancellationToken) => ReceiveAsync(false, cancellationToken);

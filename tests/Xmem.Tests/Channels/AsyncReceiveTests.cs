@@ -218,6 +218,28 @@ public sealed class AsyncReceiveTests : PoolTest
     }
 
     [Fact]
+    public async Task Disposing_a_channel_or_subscription_ends_its_waiting_receives_and_its_mapping_outlives_the_watcher()
+    {
+        using BufferPool pool = NewPool(capacity: 4);
+        BufferChannel q = pool.Channel("q");
+        using BufferChannel f = pool.Channel("f", depth: 4, ChannelMode.FanOut);
+        ChannelSubscription sub = f.Subscribe();
+        var onQueue = Enumerable.Range(0, 5).Select(_ => q.ReceiveAsync().AsTask()).ToList();
+        var onSub = Enumerable.Range(0, 5).Select(_ => sub.ReceiveAsync().AsTask()).ToList();
+        Assert.Equal(2, pool.Core.Watchers.ThreadCount);
+        q.Dispose(); // unmapped only once the watcher let go (it reads the ring's word)
+        sub.Dispose();
+        foreach (Task<BufferGuard> t in onQueue.Concat(onSub))
+        {
+            await Assert.ThrowsAsync<ObjectDisposedException>(() => t.WaitAsync(TestChild.Watchdog));
+        }
+
+        Shm.WaitUntil(() => pool.Core.Watchers.ThreadCount == 0, "the watchers to stop");
+        f.Send(pool.AcquireCpu(8)); // no subscriber left: released
+        AssertAllFree(pool);
+    }
+
+    [Fact]
     public async Task Cancellation_storms_racing_sends_from_producer_processes_lose_no_buffer_and_deliver_each_once()
     {
         const int Producers = 2, PerProducer = 1500, Loops = 24;
@@ -232,11 +254,12 @@ public sealed class AsyncReceiveTests : PoolTest
             }
 
             var got = new ConcurrentBag<ulong>();
-            int cancelled = 0;
+            int cancelled = 0, producersDone = 0;
             async Task Consume(int seed)
             {
                 var rng = new Random(seed);
-                while (got.Count < Producers * PerProducer)
+                // Until every message is sent and none is left: a lost buffer shows as a missing sequence number.
+                while (Volatile.Read(ref producersDone) == 0 || ch.Count > 0)
                 {
                     using var cts = new CancellationTokenSource();
                     Task<BufferGuard> receive = ch.ReceiveAsync(cts.Token).AsTask();
@@ -259,12 +282,14 @@ public sealed class AsyncReceiveTests : PoolTest
                 }
             }
 
-            await Task.WhenAll(Enumerable.Range(0, Loops).Select(i => Task.Run(() => Consume(i)))).WaitAsync(TimeSpan.FromMinutes(3));
+            Task consumers = Task.WhenAll(Enumerable.Range(0, Loops).Select(i => Task.Run(() => Consume(i))));
             foreach (TestChild p in producers)
             {
                 Assert.Equal(PerProducer.ToString(CultureInfo.InvariantCulture), p.Expect("sent"));
             }
 
+            Volatile.Write(ref producersDone, 1);
+            await consumers.WaitAsync(TestChild.Watchdog);
             var expected = Enumerable.Range(1, Producers).SelectMany(id => Enumerable.Range(0, PerProducer).Select(i => ((ulong)id << 32) | (uint)i)).Order();
             Assert.Equal(expected, got.Order());
             Assert.True(cancelled > 100, $"only {cancelled} receives were cancelled: the storm did not storm");
