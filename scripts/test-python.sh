@@ -23,8 +23,8 @@ fail() { echo "test-python: FAILED: $*" >&2; exit 1; }
 
 [[ -f "$lib" ]] || fail "$lib is missing; run scripts/build-native.sh first."
 shopt -s nullglob
-wheels=(dist/xmem-*.whl)
-[[ ${#wheels[@]} -eq 1 ]] || fail "expected one dist/xmem-*.whl, found ${#wheels[@]}; run scripts/build-native.sh."
+wheels=(dist/xmem_shm-*.whl)
+[[ ${#wheels[@]} -eq 1 ]] || fail "expected one dist/xmem_shm-*.whl, found ${#wheels[@]}; run scripts/build-native.sh."
 wheel=${wheels[0]}
 
 echo "test-python: [1/4] C ABI consistency"
