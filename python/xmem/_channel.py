@@ -224,9 +224,11 @@ class Channel:
         """Takes the next buffer out of the channel: a read-only guard (read-write with ``writable=True``) that owns
         its reference. Waits ``timeout`` seconds (None: as long as it takes) without holding the GIL, then raises
         :class:`XmemTimeoutError` (a ``TimeoutError``), also for ``timeout=0`` when the channel is empty."""
-        g = self.try_recv(timeout, writable=writable)
+        g = _stashed(self._async, writable) if self._async is not None else None
         if g is None:
-            raise XmemTimeoutError("nothing arrived in channel %r within %g s." % (self._name, timeout))
+            g = _receive(_channel_receive, self._live(), timeout, writable, self._pool, "channel %r" % self._name, self)
+            if g is None:
+                raise XmemTimeoutError("nothing arrived in channel %r within %g s." % (self._name, timeout))
         return g
 
     def try_recv(self, timeout: Optional[float] = 0, *, writable: bool = False) -> Optional[BufferGuard]:
@@ -267,7 +269,9 @@ class Channel:
             if not self._h or not self._pool._h:
                 return
             try:
-                g = _receive(_channel_receive, self._h, None, False, self._pool, "channel %r" % self._name, self)
+                g = _stashed(self._async, False) if self._async is not None else None
+                if g is None:
+                    g = _receive(_channel_receive, self._h, None, False, self._pool, "channel %r" % self._name, self)
             except PoolClosedError:
                 return
             if g is not None:
@@ -363,10 +367,14 @@ class Subscription:
 
     def recv(self, timeout: Optional[float] = None, *, writable: bool = False) -> BufferGuard:
         """As :meth:`Channel.recv`, for this subscriber."""
-        g = self.try_recv(timeout, writable=writable)
+        g = _stashed(self._async, writable) if self._async is not None else None
         if g is None:
-            raise XmemTimeoutError("nothing arrived for this subscriber of channel %r within %g s." % (
-                self._channel._name, timeout))
+            ch = self._channel
+            g = _receive(_subscription_receive, self._live(), timeout, writable, ch._pool,
+                         "subscription of %r" % ch._name, self)
+            if g is None:
+                raise XmemTimeoutError("nothing arrived for this subscriber of channel %r within %g s." % (
+                    ch._name, timeout))
         return g
 
     def try_recv(self, timeout: Optional[float] = 0, *, writable: bool = False) -> Optional[BufferGuard]:
@@ -405,7 +413,10 @@ class Subscription:
             if not self._h or not ch._pool._h:
                 return
             try:
-                g = _receive(_subscription_receive, self._h, None, False, ch._pool, "subscription of %r" % ch._name, self)
+                g = _stashed(self._async, False) if self._async is not None else None
+                if g is None:
+                    g = _receive(_subscription_receive, self._h, None, False, ch._pool, "subscription of %r" % ch._name,
+                                 self)
             except PoolClosedError:
                 return
             if g is not None:
