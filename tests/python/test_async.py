@@ -338,3 +338,15 @@ def test_closing_the_pool_ends_waiting_coroutines_and_async_for(unique_name):
     run(main())
     del held
     ch.close()
+
+
+def test_async_api_is_coroutines_annotated_and_documented():
+    import inspect
+    for fn in (xmem.Channel.arecv, xmem.Subscription.arecv, xmem.BufferPool.aacquire_cpu):
+        assert inspect.iscoroutinefunction(fn)
+        assert fn.__doc__ and "event loop" in fn.__doc__ or "Channel.arecv" in fn.__doc__
+        assert "return" in fn.__annotations__
+    assert list(inspect.signature(xmem.BufferPool.aacquire_cpu).parameters) == list(
+        inspect.signature(xmem.BufferPool.acquire_cpu).parameters)
+    for cls in (xmem.Channel, xmem.Subscription):
+        assert "return" in cls.__aiter__.__annotations__
