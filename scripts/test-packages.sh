@@ -91,6 +91,18 @@ else
     fail "Xmem.nuspec lacks the license, readme or tags"
     echo "$nuspec"
 fi
+# Where the project lives (XmemProjectUrl, src/Directory.Build.props), in every package.
+url_missing=()
+for id in Xmem Xmem.Cli Xmem.Native; do
+    spec="$(unzip -p "$feed/$id.$version.nupkg" "$id.nuspec")"
+    grep -qE '<projectUrl>https://[^<]+</projectUrl>' <<<"$spec" && grep -qE '<repository type="git" url="https://' <<<"$spec" \
+        || url_missing+=("$id")
+done
+if [[ ${#url_missing[@]} -eq 0 ]]; then
+    pass "Xmem, Xmem.Cli and Xmem.Native name their project and repository URLs"
+else
+    fail "no projectUrl or repository URL in ${url_missing[*]}"
+fi
 
 # The quickstart's nuget.config: Xmem* from the local feed only, the rest from nuget.org. Everything below uses a
 # package folder of its own (a package of the same version cached by an earlier run would otherwise be used instead

@@ -2,7 +2,8 @@
 # Tests the C ABI and the Python package against what scripts/build-native.sh built:
 #   1. tests/c/check_abi.py: xmem.h, `nm -D libxmem.so`, the C# entry points and the Python declarations agree
 #   2. tests/c/roundtrip.c, compiled with gcc against include/xmem.h only, runs a round trip
-#   3. builds the C# helper process (tests/Xmem.TestChild) for the cross-language tests
+#   3. builds the C# helper process (tests/Xmem.TestChild) for the cross-language tests, and the ONNX Runtime example
+#      examples/OnnxConsumer (NuGet: Microsoft.ML.OnnxRuntime) for tests/python/test_onnx_consumer.py
 #   4. a fresh venv (artifacts/venv-python, --system-site-packages for numpy/torch/pytest), the wheel installed
 #      offline (--no-index), and pytest tests/python run from that venv against the INSTALLED package, twice: with
 #      the compiled module (XMEM_IMPLEMENTATION=compiled), then with the ctypes fallback (XMEM_IMPLEMENTATION=ctypes)
@@ -23,8 +24,8 @@ fail() { echo "test-python: FAILED: $*" >&2; exit 1; }
 
 [[ -f "$lib" ]] || fail "$lib is missing; run scripts/build-native.sh first."
 shopt -s nullglob
-wheels=(dist/xmem-*.whl)
-[[ ${#wheels[@]} -eq 1 ]] || fail "expected one dist/xmem-*.whl, found ${#wheels[@]}; run scripts/build-native.sh."
+wheels=(dist/xmem_shm-*.whl)
+[[ ${#wheels[@]} -eq 1 ]] || fail "expected one dist/xmem_shm-*.whl, found ${#wheels[@]}; run scripts/build-native.sh."
 wheel=${wheels[0]}
 
 echo "test-python: [1/4] C ABI consistency"
@@ -35,10 +36,14 @@ gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/roundtrip.c -L artifac
     -Wl,-rpath,'$ORIGIN' -o artifacts/native/roundtrip || fail "tests/c/roundtrip.c does not compile against include/xmem.h."
 timeout 120 artifacts/native/roundtrip || fail "tests/c/roundtrip failed."
 
-echo "test-python: [3/4] C# test child"
+echo "test-python: [3/4] C# test child, examples/OnnxConsumer"
 dotnet build tests/Xmem.TestChild/Xmem.TestChild.csproj -c "$config" -nologo -v:q >artifacts/native/testchild-build.log 2>&1 \
     || { tail -30 artifacts/native/testchild-build.log >&2; fail "tests/Xmem.TestChild does not build."; }
 export XMEM_TESTCHILD_DLL="$root/tests/Xmem.TestChild/bin/$config/net10.0/Xmem.TestChild.dll"
+# The ONNX Runtime example (not in xmem.slnx: its package is large), for tests/python/test_onnx_consumer.py.
+dotnet build examples/OnnxConsumer/OnnxConsumer.csproj -c "$config" -nologo -v:q >artifacts/native/onnx-build.log 2>&1 \
+    || { tail -30 artifacts/native/onnx-build.log >&2; fail "examples/OnnxConsumer does not build."; }
+export XMEM_ONNX_CONSUMER_DLL="$root/examples/OnnxConsumer/bin/$config/net10.0/linux-x64/OnnxConsumer.dll"
 
 echo "test-python: [4/4] venv + wheel (offline) + pytest"
 venv=artifacts/venv-python

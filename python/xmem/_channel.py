@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+import weakref
 from ctypes import byref, c_uint64
-from typing import Any, Iterator, List, Optional
+from typing import Any, AsyncIterator, Iterator, List, Optional
 
 from . import _accel, _native
+from ._async import AsyncSource
 from ._errors import (
     GuardInvalidError,
     InvalidArgumentError,
@@ -94,12 +96,13 @@ class Channel:
     sleeps in the kernel without the GIL and can be interrupted (Ctrl-C). In ``"fanout"`` mode every
     :meth:`subscribe`\\ r receives every buffer sent after it joined, each with its own reference.
 
-    Iterating (``for buf in ch:``) receives for ever; it ends when the channel or its pool is closed. A channel is a
+    Iterating (``for buf in ch:``) receives for ever; it ends when the channel or its pool is closed. From asyncio,
+    ``await ch.arecv()`` and ``async for buf in ch:`` do the same without blocking the event loop. A channel is a
     context manager; :meth:`close` closes this process's handle (the channel and what waits in it stay, with the
     pool). Methods may be called from any thread.
     """
 
-    __slots__ = ("_h", "_pool", "_name", "_depth", "_mode", "__weakref__")
+    __slots__ = ("_h", "_pool", "_name", "_depth", "_mode", "_async", "__weakref__")
 
     _h: int
     _pool: BufferPool
@@ -130,6 +133,7 @@ class Channel:
         ch._name = name
         ch._depth = depth
         ch._mode = mode
+        ch._async = None
         open_channels.add(ch)
         return ch
 
@@ -220,14 +224,44 @@ class Channel:
         """Takes the next buffer out of the channel: a read-only guard (read-write with ``writable=True``) that owns
         its reference. Waits ``timeout`` seconds (None: as long as it takes) without holding the GIL, then raises
         :class:`XmemTimeoutError` (a ``TimeoutError``), also for ``timeout=0`` when the channel is empty."""
-        g = _receive(_channel_receive, self._live(), timeout, writable, self._pool, "channel %r" % self._name, self)
+        g = _stashed(self._async, writable) if self._async is not None else None
         if g is None:
-            raise XmemTimeoutError("nothing arrived in channel %r within %g s." % (self._name, timeout))
+            g = _receive(_channel_receive, self._live(), timeout, writable, self._pool, "channel %r" % self._name, self)
+            if g is None:
+                raise XmemTimeoutError("nothing arrived in channel %r within %g s." % (self._name, timeout))
         return g
 
     def try_recv(self, timeout: Optional[float] = 0, *, writable: bool = False) -> Optional[BufferGuard]:
         """Like :meth:`recv`, but returns None when nothing came within ``timeout`` seconds (0: do not wait)."""
+        if self._async is not None:
+            g = _stashed(self._async, writable)  # given back by a cancelled arecv: it comes first
+            if g is not None:
+                return g
         return _receive(_channel_receive, self._live(), timeout, writable, self._pool, "channel %r" % self._name, self)
+
+    async def arecv(self, timeout: Optional[float] = None, *, writable: bool = False) -> BufferGuard:
+        """:meth:`recv` for asyncio: waits for the next buffer without blocking the event loop. A buffer that is
+        there is returned at once; otherwise one helper thread per channel (however many coroutines wait) waits in
+        the native library and hands buffers to the waiting coroutines, oldest first. ``timeout`` as for
+        :meth:`recv` (:class:`XmemTimeoutError` after it). Cancelling the coroutine (``asyncio.CancelledError``)
+        loses no buffer: one taken for it as it was cancelled goes to the next waiting coroutine, or back into the
+        channel (at its tail) when none waits."""
+        g = self.try_recv(0, writable=writable)
+        if g is not None:
+            return g
+        if timeout == 0:
+            raise XmemTimeoutError("nothing arrived in channel %r within 0 s." % self._name)
+        _deadline(timeout)  # checks it
+        return await _source(self, writable).wait(None, timeout, lambda: XmemTimeoutError(
+            "nothing arrived in channel %r within %g s." % (self._name, timeout)))
+
+    def __aiter__(self) -> AsyncIterator[BufferGuard]:
+        """Receives buffers (read-only guards) for ever from asyncio (``async for buf in ch:``), as iterating does;
+        ends when the channel or its pool is closed."""
+        return _aiter(self)
+
+    def _take(self, writable: bool, seconds: float) -> Optional[BufferGuard]:
+        return _receive(_channel_receive, self._live(), seconds, writable, self._pool, "channel %r" % self._name, self)
 
     def __iter__(self) -> Iterator[BufferGuard]:
         """Receives buffers (read-only guards) for ever; ends when the channel or its pool is closed."""
@@ -235,7 +269,9 @@ class Channel:
             if not self._h or not self._pool._h:
                 return
             try:
-                g = _receive(_channel_receive, self._h, None, False, self._pool, "channel %r" % self._name, self)
+                g = _stashed(self._async, False) if self._async is not None else None
+                if g is None:
+                    g = _receive(_channel_receive, self._h, None, False, self._pool, "channel %r" % self._name, self)
             except PoolClosedError:
                 return
             if g is not None:
@@ -250,6 +286,7 @@ class Channel:
         sub = object.__new__(Subscription)
         sub._h = h.value
         sub._channel = self
+        sub._async = None
         open_channels.add(sub)
         return sub
 
@@ -260,6 +297,13 @@ class Channel:
         until they are closed."""
         h = self._h
         if h:
+            if self._async is not None:
+                for g in _drain(self._async):  # given back by cancelled coroutines: back into the channel
+                    try:
+                        if not self.try_send(g, 0):
+                            g.release()
+                    except Exception:
+                        g.__exit__(None, None, None)
             self._h = 0
             open_channels.discard(self)
             _channel_close(h)
@@ -303,7 +347,7 @@ class Subscription:
     releases what was still waiting for it. Iterating receives for ever, until it, its channel's pool, or it is
     closed."""
 
-    __slots__ = ("_h", "_channel", "__weakref__")
+    __slots__ = ("_h", "_channel", "_async", "__weakref__")
 
     _h: int
     _channel: Channel
@@ -323,16 +367,45 @@ class Subscription:
 
     def recv(self, timeout: Optional[float] = None, *, writable: bool = False) -> BufferGuard:
         """As :meth:`Channel.recv`, for this subscriber."""
-        ch = self._channel
-        g = _receive(_subscription_receive, self._live(), timeout, writable, ch._pool, "subscription of %r" % ch._name, self)
+        g = _stashed(self._async, writable) if self._async is not None else None
         if g is None:
-            raise XmemTimeoutError("nothing arrived for this subscriber of channel %r within %g s." % (ch._name, timeout))
+            ch = self._channel
+            g = _receive(_subscription_receive, self._live(), timeout, writable, ch._pool,
+                         "subscription of %r" % ch._name, self)
+            if g is None:
+                raise XmemTimeoutError("nothing arrived for this subscriber of channel %r within %g s." % (
+                    ch._name, timeout))
         return g
 
     def try_recv(self, timeout: Optional[float] = 0, *, writable: bool = False) -> Optional[BufferGuard]:
         """As :meth:`Channel.try_recv`, for this subscriber."""
+        if self._async is not None:
+            g = _stashed(self._async, writable)
+            if g is not None:
+                return g
         ch = self._channel
         return _receive(_subscription_receive, self._live(), timeout, writable, ch._pool, "subscription of %r" % ch._name, self)
+
+    async def arecv(self, timeout: Optional[float] = None, *, writable: bool = False) -> BufferGuard:
+        """As :meth:`Channel.arecv`, for this subscriber (one helper thread per subscription). A buffer taken for a
+        coroutine cancelled meanwhile, with no other waiting, is kept for this subscription's next receive."""
+        g = self.try_recv(0, writable=writable)
+        if g is not None:
+            return g
+        name = self._channel._name
+        if timeout == 0:
+            raise XmemTimeoutError("nothing arrived for this subscriber of channel %r within 0 s." % name)
+        _deadline(timeout)
+        return await _source(self, writable).wait(None, timeout, lambda: XmemTimeoutError(
+            "nothing arrived for this subscriber of channel %r within %g s." % (name, timeout)))
+
+    def __aiter__(self) -> AsyncIterator[BufferGuard]:
+        """``async for buf in sub:``: receives until this subscription or its channel's pool is closed."""
+        return _aiter(self)
+
+    def _take(self, writable: bool, seconds: float) -> Optional[BufferGuard]:
+        ch = self._channel
+        return _receive(_subscription_receive, self._live(), seconds, writable, ch._pool, "subscription of %r" % ch._name, self)
 
     def __iter__(self) -> Iterator[BufferGuard]:
         ch = self._channel
@@ -340,7 +413,10 @@ class Subscription:
             if not self._h or not ch._pool._h:
                 return
             try:
-                g = _receive(_subscription_receive, self._h, None, False, ch._pool, "subscription of %r" % ch._name, self)
+                g = _stashed(self._async, False) if self._async is not None else None
+                if g is None:
+                    g = _receive(_subscription_receive, self._h, None, False, ch._pool, "subscription of %r" % ch._name,
+                                 self)
             except PoolClosedError:
                 return
             if g is not None:
@@ -350,6 +426,9 @@ class Subscription:
         """Leaves the channel, releasing the buffers still waiting for this subscriber. Closing twice does nothing."""
         h = self._h
         if h:
+            if self._async is not None:
+                for g in _drain(self._async):  # given back by cancelled coroutines; the subscription's to release
+                    g.__exit__(None, None, None)
             self._h = 0
             open_channels.discard(self)
             _subscription_close(h)
@@ -380,10 +459,63 @@ class Subscription:
         return h
 
 
+def _source(owner: Any, writable: bool) -> AsyncSource[BufferGuard]:
+    """The async source of a channel or subscription for read-only or writable guards, made on first use."""
+    pair = owner._async
+    if pair is None:
+        pair = owner._async = [None, None]
+    src = pair[writable]
+    if src is None:
+        ref = weakref.ref(owner)  # held weakly: the owner holds the source, and its __del__ must still run
+
+        def take(_args: Any, seconds: float) -> Optional[BufferGuard]:
+            o = ref()
+            if o is None:
+                raise PoolClosedError("the channel was collected while coroutines waited on it.", Status.DISPOSED)
+            return o._take(writable, seconds)
+        def orphan(g: BufferGuard) -> bool:
+            o = ref()
+            # A queue channel takes it back (at its tail), for any receiver of any process; a subscription's ring
+            # cannot be sent to alone: its buffer waits in the stash for the subscription's next receive.
+            return isinstance(o, Channel) and bool(o._h) and o.try_send(g, 0)
+        src = pair[writable] = AsyncSource(take, orphan, False, "xmem arecv")
+    return src
+
+
+def _stashed(pair: List[Optional[AsyncSource[BufferGuard]]], writable: bool) -> Optional[BufferGuard]:
+    """A buffer given back by a cancelled coroutine, as a guard of the access asked for (one stashed by a receive
+    of the other access is taken over through get/get_mut: the count stays the same)."""
+    for w in (writable, not writable):
+        src = pair[w]
+        g = src.pop_stashed() if src is not None else None
+        if g is not None:
+            if w == writable:
+                return g
+            with g:
+                return g._pool.get_mut(g.meta_index) if writable else g._pool.get(g.meta_index)
+    return None
+
+
+def _drain(pair: List[Optional[AsyncSource[BufferGuard]]]) -> List[BufferGuard]:
+    return [g for src in pair if src is not None for g in src.drain()]
+
+
+async def _aiter(owner: Any) -> AsyncIterator[BufferGuard]:
+    pool = owner._pool if isinstance(owner, Channel) else owner._channel._pool
+    while True:
+        if not owner._h or not pool._h:
+            return
+        try:
+            g = await owner.arecv()
+        except PoolClosedError:
+            return
+        yield g
+
+
 # The compiled implementation waits in native slices (one native call when a buffer is there or comes within one),
 # and takes over send, try_send, recv, try_recv and iteration (the definitions above stay their documentation).
 _compiled = _accel.compiled
 if _compiled is not None:
     _receive = _compiled.receive  # noqa: F811
-    _compiled.install_channels(Channel, Subscription, PoolClosedError)
+    _compiled.install_channels(Channel, Subscription, PoolClosedError, _stashed)
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import ctypes
 import time
+import weakref
 from ctypes import byref, c_int32, c_int64, c_size_t, c_uint64
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 from . import _accel, _description, _native
 from ._check import I32_MAX, I64_MAX, as_int, check, encode_name, error
-from ._errors import GuardInvalidError, InvalidArgumentError, PoolClosedError, ReadOnlyError, Status, XmemTimeoutError
+from ._async import AsyncSource, release
+from ._errors import (GuardInvalidError, InvalidArgumentError, PoolClosedError, PoolFullError, ReadOnlyError, Status,
+                      XmemTimeoutError)
 from ._guard import PENDING as _PENDING, BufferGuard
 from ._lifecycle import fork_gen, inherited_message, open_pools
 from ._native import GuardOut
@@ -76,7 +79,7 @@ class BufferPool(_accel.PoolBase):
     # close/__del__/exit hook closes it. _h is the same handle for the calls (0 once closing began). _gen: the
     # fork generation the pool was opened in (a pool inherited through fork is dead in the child).
     # _h, _gen and __weakref__ are the base's (C fields in the compiled implementation, which reads them).
-    __slots__ = ("_box", "_name", "_capacity")
+    __slots__ = ("_box", "_name", "_capacity", "_async")
 
     _h: int
     _box: c_uint64
@@ -227,6 +230,32 @@ class BufferPool(_accel.PoolBase):
                 size = self._size_arg(size)
             return self._acquire_cpu(size, timeout)
         return self._acquire_described(size, timeout, shape, dtype, strides, seq, content_type, producer)
+
+    async def aacquire_cpu(self, size: Optional[int] = None, timeout: Optional[float] = None, *, shape: Any = None,
+                           dtype: Any = None, strides: Optional[Sequence[int]] = None, seq: int = 0,
+                           content_type: str = "", producer: str = "") -> "BufferGuard":
+        """:meth:`acquire_cpu` for asyncio, waiting for a free slot without blocking the event loop: a free slot is
+        taken at once; otherwise one helper thread per pool (however many coroutines wait) waits in the native
+        library and serves the waiting coroutines oldest first. ``timeout`` None waits as long as it takes, else
+        that many seconds, then :class:`XmemTimeoutError`. Cancelling the coroutine (``asyncio.CancelledError``)
+        takes no slot: a buffer acquired for it as it was cancelled is released. The other arguments are
+        :meth:`acquire_cpu`'s."""
+        kwargs = {"shape": shape, "dtype": dtype, "strides": strides, "seq": seq, "content_type": content_type,
+                  "producer": producer}
+        try:
+            return self.acquire_cpu(size, None, **kwargs)  # at once, or PoolFullError
+        except PoolFullError:
+            pass
+        if timeout == 0:
+            raise XmemTimeoutError("every slot of pool %r is live; release buffers or wait (timeout=)." % self._name)
+        if timeout is not None and not float(timeout) >= 0:
+            raise InvalidArgumentError("timeout is %r; it must be None (wait as long as it takes), 0 (do not wait) or "
+                                       "a number of seconds." % (timeout,))
+        src = getattr(self, "_async", None)
+        if src is None:
+            src = self._async = AsyncSource(_take_slot(self), release, True, "xmem aacquire_cpu")
+        return await src.wait((size, kwargs), timeout, lambda: XmemTimeoutError(
+            "no slot of pool %r was freed within %g s; release buffers or wait longer." % (self._name, timeout)))
 
     def _size_arg(self, size: Any) -> int:
         if size is None:
@@ -454,6 +483,23 @@ class BufferPool(_accel.PoolBase):
         """
         from ._channel import Channel
         return Channel._open(self, name, depth, mode)
+
+
+def _take_slot(pool: BufferPool) -> Any:
+    """The helper thread's wait for one slot, sized by the oldest waiter's arguments; None after ``seconds``. It
+    holds the pool weakly (the pool holds it), so that an unreferenced pool is still closed by its __del__."""
+    ref = weakref.ref(pool)
+
+    def take(args: Any, seconds: float) -> Optional[BufferGuard]:
+        size, kwargs = args
+        p = ref()
+        if p is None:
+            raise PoolClosedError("the pool was collected while coroutines waited for a slot.", Status.DISPOSED)
+        try:
+            return p.acquire_cpu(size, seconds, **kwargs)
+        except XmemTimeoutError:
+            return None
+    return take
 
 
 # The compiled implementation (xmem._accel) takes over the hot methods; the docstrings above stay the documentation.

@@ -61,6 +61,6 @@ class ReceiveIterator:
     def __iter__(self) -> "ReceiveIterator": ...
     def __next__(self) -> Any: ...
 
-def install_channels(channel_cls: type, subscription_cls: type, pool_closed_cls: type) -> None:
+def install_channels(channel_cls: type, subscription_cls: type, pool_closed_cls: type, stashed_cls_fn: Any) -> None:
     """Puts the compiled (METH_FASTCALL) send, try_send, recv, try_recv and __iter__ on channel_cls and recv,
     try_recv and __iter__ on subscription_cls."""

@@ -1175,10 +1175,25 @@ cdef object channel_try_send_entry(object ch, PyObject **v):
     return send_guard(ch, <object>v[0], arg(v[1], 0))
 
 
+cdef object stashed_fn = None  # xmem._channel._stashed, given by install_channels()
+
+
+cdef inline object stashed(object owner, object writable):
+    """A buffer a cancelled coroutine gave back to ``owner`` (xmem._async): it comes before the next one received.
+    None (one attribute load) while no coroutine ever waited on it."""
+    cdef object pair = owner._async
+    if pair is None:
+        return None
+    return stashed_fn(pair, bool(writable))
+
+
 cdef object channel_recv(object ch, PyObject **v, object default_timeout):
     cdef uint64_t h = ch._h
     if not h:
         h = ch._live()  # raises: closed, or its pool closed or inherited through fork
+    g = stashed(ch, arg(v[1], False))
+    if g is not None:
+        return g
     return receive_guard(c_channel_receive, h, arg(v[0], default_timeout), arg(v[1], False), ch._pool, ch, None)
 
 
@@ -1199,6 +1214,9 @@ cdef object subscription_recv(object sub, PyObject **v, object default_timeout):
     cdef uint64_t h = sub._h
     if not h:
         h = sub._live()  # raises
+    g = stashed(sub, arg(v[1], False))
+    if g is not None:
+        return g
     return receive_guard(c_subscription_receive, h, arg(v[0], default_timeout), arg(v[1], False),
                          sub._channel._pool, sub, None)
 
@@ -1236,7 +1254,9 @@ cdef class ReceiveIterator:
             if not h or not self.pool.ph:
                 raise StopIteration
             try:
-                g = receive_guard(self.cfn, h, None, False, self.pool, self.owner, None)
+                g = stashed(self.owner, False)
+                if g is None:
+                    g = receive_guard(self.cfn, h, None, False, self.pool, self.owner, None)
             except pool_closed_type:
                 raise StopIteration
             if g is not None:
@@ -1264,13 +1284,15 @@ cdef object subscription_iter_entry(object sub, PyObject **v):
     return it
 
 
-def install_channels(channel_cls, subscription_cls, pool_closed_cls):
+def install_channels(channel_cls, subscription_cls, pool_closed_cls, stashed_cls_fn):
     """Makes ``channel_cls``/``subscription_cls`` (xmem.Channel, xmem.Subscription) use the compiled send and
     receive methods and iterators, with the docstrings of their Python definitions; iteration ends on
-    ``pool_closed_cls`` (xmem.PoolClosedError)."""
-    global subscription_type, pool_closed_type
+    ``pool_closed_cls`` (xmem.PoolClosedError); receives serve first what ``stashed_cls_fn`` (xmem._channel._stashed)
+    gives back from cancelled coroutines, as the Python definitions do."""
+    global subscription_type, pool_closed_type, stashed_fn
     subscription_type = subscription_cls
     pool_closed_type = pool_closed_cls
+    stashed_fn = stashed_cls_fn
     install_fast(channel_cls, channel_cls, "send", <void *>channel_send_entry)
     install_fast(channel_cls, channel_cls, "try_send", <void *>channel_try_send_entry)
     install_fast(channel_cls, channel_cls, "recv", <void *>channel_recv_entry)

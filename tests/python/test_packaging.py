@@ -34,6 +34,25 @@ def test_imported_from_the_installed_wheel_not_the_source_tree():
     assert "site-packages" in where
 
 
+@pytest.mark.skipif(os.environ.get("XMEM_EXPECT_INSTALLED") != "1", reason="only meaningful against the installed wheel")
+def test_wheel_metadata_is_complete_under_the_distribution_name_xmem_shm():
+    from importlib import metadata
+    md = metadata.metadata("xmem-shm")  # the name "xmem" on the public index belongs to another project
+    assert md["Name"] == "xmem-shm" and md["Version"] == xmem.__version__
+    assert "shared-memory" in md["Summary"]
+    assert md["Requires-Python"] == ">=3.8"
+    assert md["License"] == "MIT"
+    assert md["Description-Content-Type"] == "text/markdown"
+    assert md.get_payload().startswith("# xmem for Python")  # python/README.md as the long description
+    classifiers = md.get_all("Classifier")
+    assert "License :: OSI Approved :: MIT License" in classifiers and "Typing :: Typed" in classifiers
+    urls = dict(u.split(", ", 1) for u in md.get_all("Project-URL"))
+    assert set(urls) >= {"Homepage", "Source", "Issues"}
+    assert metadata.files("xmem-shm") and any(str(f) == "xmem/__init__.py" for f in metadata.files("xmem-shm"))
+    shown = subprocess.run([sys.executable, "-m", "pip", "show", "xmem-shm"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "Name: xmem-shm" in shown.stdout, shown.stderr
+
+
 def test_public_api_is_annotated_and_documented():
     for obj in (xmem.BufferPool, xmem.BufferGuard, xmem.BufferPool.acquire_cpu, xmem.BufferPool.get,
                 xmem.BufferGuard.numpy, xmem.BufferGuard.forget, xmem.BufferPool.open):

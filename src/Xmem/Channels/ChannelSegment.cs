@@ -36,6 +36,9 @@ internal sealed unsafe class ChannelSegment : IDisposable
     /// <summary>The channel's counters (header bytes 128..255).</summary>
     internal ChannelCounters Counters { get; }
 
+    /// <summary>The mapping: a watcher sleeping on one of its words holds a lease on it (see RingDataWord).</summary>
+    internal MappedRegion Region => _region;
+
     internal string Name { get; }
 
     /// <summary>The name's bytes, encoded once (every handover record names its channel).</summary>

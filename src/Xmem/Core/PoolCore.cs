@@ -26,6 +26,8 @@ internal sealed unsafe class PoolCore
         Data = new DataSegments(control);
         Recovery = new Recovery(control, Registry, Slots, Data);
         Blocking = new BlockingCalls(control.Bare, &control.Header->FreeEpoch);
+        Watchers = new WordWatchers(Blocking);
+        FreeEpoch = new FreeEpochWord(this);
     }
 
     internal ControlSegment Control { get; }
@@ -39,6 +41,13 @@ internal sealed unsafe class PoolCore
 
     /// <summary>This process's holdings, made on first use.</summary>
     internal OwnHoldings Own { get; }
+
+    /// <summary>This process's asynchronous waits on the pool's words, and their threads.</summary>
+    internal WordWatchers Watchers { get; }
+
+    /// <summary>FreeEpoch, as the asynchronous waits for a free slot sleep on it.</summary>
+    internal FreeEpochWord FreeEpoch { get; }
+
 
     internal string Bare => Control.Bare;
 

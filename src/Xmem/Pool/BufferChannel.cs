@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Xmem.Channels;
 using Xmem.Errors;
 using Xmem.Interop;
@@ -25,6 +26,7 @@ public sealed unsafe class BufferChannel : IDisposable
     private readonly ChannelSegment _seg;
     private readonly FanOutSubscribers _subscribers;
     private readonly SendClaims _sendClaims;
+    private readonly RingDataWord[] _words; // per ring: what the asynchronous receives sleep on
     private int _disposed;
 
     internal BufferChannel(BufferPool pool, ChannelSegment segment)
@@ -33,6 +35,11 @@ public sealed unsafe class BufferChannel : IDisposable
         _seg = segment;
         _subscribers = new FanOutSubscribers(segment, pool.Handover, pool.Core.Registry);
         _sendClaims = new SendClaims(segment, pool.Handover, _subscribers, pool.Core.Registry, pool.Blocking);
+        _words = new RingDataWord[segment.RingCount];
+        for (int k = 0; k < _words.Length; k++)
+        {
+            _words[k] = new RingDataWord(segment, k);
+        }
     }
 
     /// <summary>The channel's name.</summary>
@@ -78,13 +85,28 @@ public sealed unsafe class BufferChannel : IDisposable
         return guard is not null;
     }
 
-    /// <summary>Receives the next buffer (read-only), waiting on a dedicated thread until one comes or
-    /// <paramref name="cancellationToken"/> is cancelled.</summary>
-    public Task<BufferGuard> ReceiveAsync(CancellationToken cancellationToken = default) => ReceiveAsync(false, cancellationToken);
+    /// <summary>Receives the next buffer (read-only), waiting for one without blocking the calling thread. A buffer
+    /// that is ready is returned at once, synchronously and without allocating; otherwise the wait is queued on the
+    /// thread that sleeps for all of this process's asynchronous waits on this channel (docs/channels.md, "Async").
+    /// Cancelling <paramref name="cancellationToken"/> ends the wait with <see cref="OperationCanceledException"/>
+    /// and takes nothing out of the channel; a buffer taken out just as the token fired is returned instead (the
+    /// caller owns it), so no buffer is ever dropped.</summary>
+    /// <exception cref="ObjectDisposedException">The channel or the pool was disposed (also while waiting).</exception>
+    public ValueTask<BufferGuard> ReceiveAsync(CancellationToken cancellationToken = default) => ReceiveAsync(false, cancellationToken);
 
-    /// <summary>Receives the next buffer, read-write when <paramref name="writable"/>.</summary>
-    public Task<BufferGuard> ReceiveAsync(bool writable, CancellationToken cancellationToken = default) =>
+    /// <summary>Like <see cref="ReceiveAsync(CancellationToken)"/>, read-write when <paramref name="writable"/>.</summary>
+    public ValueTask<BufferGuard> ReceiveAsync(bool writable, CancellationToken cancellationToken = default) =>
         ReceiveAsyncCore(QueueRing(), writable, cancellationToken);
+
+    /// <summary>Receives every buffer as it comes (read-only guards, each the caller's to dispose), as
+    /// <see cref="System.Threading.Channels.ChannelReader{T}.ReadAllAsync"/> does: the enumeration ends when the
+    /// channel or its pool is disposed, and throws <see cref="OperationCanceledException"/> when
+    /// <paramref name="cancellationToken"/> is cancelled (a buffer taken as it fired is yielded first).</summary>
+    public IAsyncEnumerable<BufferGuard> ReadAllAsync(CancellationToken cancellationToken = default) => ReadAllAsync(false, cancellationToken);
+
+    /// <summary>Like <see cref="ReadAllAsync(CancellationToken)"/>, read-write guards when <paramref name="writable"/>.</summary>
+    public IAsyncEnumerable<BufferGuard> ReadAllAsync(bool writable, CancellationToken cancellationToken = default) =>
+        ReadAllCore(QueueRing(), writable, cancellationToken);
 
     /// <summary>Joins a fan-out channel: the subscription receives every buffer sent from now on, each with its own
     /// reference, until it is disposed. At most 16 subscribers at a time.</summary>
@@ -113,6 +135,7 @@ public sealed unsafe class BufferChannel : IDisposable
             return; // the subscription is the parent's: a forked child leaves its ring alone
         }
 
+        WakeAsyncWaits(k); // the subscription's waits end with ObjectDisposedException now, not at their next slice
         _subscribers.Leave(k);
     }
 
@@ -157,21 +180,75 @@ public sealed unsafe class BufferChannel : IDisposable
         return 0;
     }
 
-    internal Task<BufferGuard> ReceiveAsyncCore(int k, bool writable, CancellationToken cancellationToken)
+    internal ValueTask<BufferGuard> ReceiveAsyncCore(int k, bool writable, CancellationToken cancellationToken, ChannelSubscription? subscription = null)
     {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<BufferGuard>(cancellationToken);
+        }
+
 #pragma warning disable CA2000 // ownership passes to the caller through the returned task
-        BufferGuard? now = ReceiveCore(k, writable, 0, cancellationToken);
+        BufferGuard? now = ReceiveNow(k, writable, repair: false);
 #pragma warning restore CA2000
         if (now is not null)
         {
-            return Task.FromResult(now);
+            return new ValueTask<BufferGuard>(now); // no allocation: the guard is the result
         }
 
-        return Task.Factory.StartNew(
-            () => ReceiveCore(k, writable, -1, cancellationToken)!,
-            cancellationToken,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+        return _pool.Core.Watchers.Enqueue(_words[k], new ReceiveWait(this, k, subscription, writable, cancellationToken));
+    }
+
+    /// <summary>The buffers of ring <paramref name="k"/> as they come, until this channel, its subscription or its
+    /// pool is disposed (any ObjectDisposedException ends the enumeration).</summary>
+    internal async IAsyncEnumerable<BufferGuard> ReadAllCore(int k, bool writable, [EnumeratorCancellation] CancellationToken cancellationToken, ChannelSubscription? subscription = null)
+    {
+        while (true)
+        {
+            BufferGuard g;
+            try
+            {
+                g = await ReceiveAsyncCore(subscription is null ? k : subscription.LiveRing(), writable, cancellationToken, subscription).ConfigureAwait(false);
+            }
+            catch (ObjectDisposedException)
+            {
+                yield break;
+            }
+
+            yield return g;
+        }
+    }
+
+    /// <summary>One look at ring <paramref name="k"/> without waiting: the next buffer, or null when none is ready.
+    /// With <paramref name="repair"/> a cell in the way that a dead process claimed is repaired first.</summary>
+    internal BufferGuard? ReceiveNow(int k, bool writable, bool repair)
+    {
+        ThrowIfDisposed();
+        _pool.ThrowIfDisposed();
+        int tag = _pool.Core.Registry.Tag;
+        ushort inc = _pool.Core.Registry.Incarnation;
+        while (true)
+        {
+            int r = _seg.TryClaimRead(k, tag, inc, out ulong pos, out ulong observed);
+            if (r == ChannelSegment.Claimed)
+            {
+#pragma warning disable CA2000 // ownership passes to the caller (returned)
+                BufferGuard? g = _pool.CompleteReceive(_seg, k, pos, observed, writable);
+#pragma warning restore CA2000
+                if (g is not null)
+                {
+                    return g;
+                }
+
+                continue;
+            }
+
+            if (repair && _pool.Handover.RepairCell(_seg, k, pos, observed))
+            {
+                continue;
+            }
+
+            return null;
+        }
     }
 
     /// <summary>Receives from ring <paramref name="k"/>; null when <paramref name="timeoutNs"/> (≥ 0) passed.</summary>
@@ -383,6 +460,9 @@ public sealed unsafe class BufferChannel : IDisposable
         return true;
     }
 
+    /// <summary>Wakes the watcher of ring <paramref name="k"/>, if any, to look at its waits again.</summary>
+    private void WakeAsyncWaits(int k) => _ = Libc.FutexWakeAll((nint)_words[k].Word);
+
     private static long ToNs(TimeSpan timeout)
     {
         if (timeout == Timeout.InfiniteTimeSpan)
@@ -413,6 +493,11 @@ public sealed unsafe class BufferChannel : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            for (int k = 0; k < _words.Length; k++)
+            {
+                WakeAsyncWaits(k); // a watcher's lease keeps the segment mapped until it has let go
+            }
+
             _pool.Handover.Close(_seg);
         }
     }

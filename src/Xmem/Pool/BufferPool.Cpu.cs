@@ -53,38 +53,37 @@ public sealed partial class BufferPool
         }
     }
 
-    /// <summary>Acquires a buffer, waiting for a free slot until <paramref name="cancellationToken"/> is cancelled.
-    /// The wait sleeps in the kernel on a dedicated thread and wakes when a slot is released.</summary>
-    public Task<BufferGuard> AcquireCpuAsync(long size, CancellationToken cancellationToken = default)
+    /// <summary>Acquires a buffer, waiting for a free slot without blocking the calling thread until
+    /// <paramref name="cancellationToken"/> is cancelled. A free slot is taken at once, synchronously and without
+    /// allocating more than the guard; otherwise the wait is queued on the one thread that sleeps on the pool's
+    /// FreeEpoch for all of this process's asynchronous acquires (docs/channels.md, "Async"). A cancelled wait takes
+    /// no slot; a slot taken just as the token fired is returned instead (the caller owns it).</summary>
+    public ValueTask<BufferGuard> AcquireCpuAsync(long size, CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
         ValidateSize(size);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<BufferGuard>(cancellationToken);
+        }
+
         int fast = _slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: false);
         if (fast >= 0)
         {
-            return Task.FromResult(PublishCpu(fast, size, attributed: true)!);
+#pragma warning disable CA2000 // ownership passes to the caller through the returned task
+            return new ValueTask<BufferGuard>(PublishCpu(fast, size, attributed: true)!);
+#pragma warning restore CA2000
         }
 
-        return Task.Factory.StartNew(
-            () =>
-            {
-                bool counted = false;
-                try
-                {
-                    int s = FreeSlotWait.Wait(_core, size, -1, cancellationToken, ref counted);
-                    return PublishCpu(s, size, attributed: true)!;
-                }
-                finally
-                {
-                    if (counted)
-                    {
-                        _core.Blocking.Exit();
-                    }
-                }
-            },
-            cancellationToken,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+        return _core.Watchers.Enqueue(_core.FreeEpoch, new AcquireWait(this, size, cancellationToken));
+    }
+
+    /// <summary>One look for a free slot (reclaiming dead holders' slots), without waiting: a guard, or null.</summary>
+    internal BufferGuard? AcquireCpuNow(long size)
+    {
+        ThrowIfDisposed();
+        int s = _slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: true);
+        return s < 0 ? null : PublishCpu(s, size, attributed: true);
     }
 
     /// <summary>Acquires a read-write buffer sized for <paramref name="spec"/> (at least 1 byte) and describes it

@@ -38,9 +38,26 @@ public sealed class ChannelSubscription : IDisposable
         return guard is not null;
     }
 
-    /// <summary>Receives the next buffer on a dedicated thread, until <paramref name="cancellationToken"/> is cancelled.</summary>
-    public Task<BufferGuard> ReceiveAsync(bool writable = false, CancellationToken cancellationToken = default) =>
-        _channel.ReceiveAsyncCore(Ring(), writable, cancellationToken);
+    /// <summary>Receives the next buffer without blocking the calling thread, as
+    /// <see cref="BufferChannel.ReceiveAsync(bool, CancellationToken)"/> does (at once and without allocating when one
+    /// is ready; cancellation drops no buffer).</summary>
+    public ValueTask<BufferGuard> ReceiveAsync(bool writable = false, CancellationToken cancellationToken = default) =>
+        _channel.ReceiveAsyncCore(Ring(), writable, cancellationToken, this);
+
+    /// <summary>Receives the next buffer (read-only) without blocking the calling thread.</summary>
+    public ValueTask<BufferGuard> ReceiveAsync(CancellationToken cancellationToken) => ReceiveAsync(false, cancellationToken);
+
+    /// <summary>Receives every buffer sent to this subscriber as it comes, as
+    /// <see cref="BufferChannel.ReadAllAsync(bool, CancellationToken)"/> does; the enumeration ends when this
+    /// subscription, its channel or its pool is disposed.</summary>
+    public IAsyncEnumerable<BufferGuard> ReadAllAsync(bool writable = false, CancellationToken cancellationToken = default) =>
+        _channel.ReadAllCore(Ring(), writable, cancellationToken, this);
+
+    /// <summary>Receives every buffer (read-only) as it comes, until this subscription is disposed.</summary>
+    public IAsyncEnumerable<BufferGuard> ReadAllAsync(CancellationToken cancellationToken) => ReadAllAsync(false, cancellationToken);
+
+    /// <summary>The ring, or ObjectDisposedException once the subscription is disposed.</summary>
+    internal int LiveRing() => Ring();
 
     private int Ring()
     {

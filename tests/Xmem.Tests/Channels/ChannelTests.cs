@@ -110,7 +110,7 @@ public sealed class ChannelTests : PoolTest
     {
         using BufferPool pool = NewPool();
         using BufferChannel ch = pool.Channel("q");
-        Task<BufferGuard> pending = ch.ReceiveAsync();
+        Task<BufferGuard> pending = ch.ReceiveAsync().AsTask();
         ch.Send(pool.AcquireCpu(8));
         using (BufferGuard g = await pending.WaitAsync(TestChild.Watchdog))
         {
@@ -118,7 +118,7 @@ public sealed class ChannelTests : PoolTest
         }
 
         using var cts = new CancellationTokenSource(50);
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => ch.ReceiveAsync(cts.Token).WaitAsync(TestChild.Watchdog));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => ch.ReceiveAsync(cts.Token).AsTask().WaitAsync(TestChild.Watchdog));
     }
 
     [Fact]

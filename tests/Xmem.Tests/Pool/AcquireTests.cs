@@ -34,7 +34,7 @@ public sealed class AcquireTests : PoolTest
         using BufferPool pool = NewPool(2);
         Assert.Throws<ArgumentOutOfRangeException>(() => pool.AcquireCpu(size));
         Assert.Throws<ArgumentOutOfRangeException>(() => pool.TryAcquireCpu(size, TimeSpan.Zero, out _));
-        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => pool.AcquireCpuAsync(size));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => pool.AcquireCpuAsync(size).AsTask());
         Assert.Throws<ArgumentOutOfRangeException>(() => pool.PreallocateCpu(size, 1));
         AssertUntouched(pool);
     }

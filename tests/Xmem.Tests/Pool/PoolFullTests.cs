@@ -94,7 +94,7 @@ public sealed class PoolFullTests : PoolTest
     {
         using BufferPool pool = NewPool(1);
         BufferGuard held = pool.AcquireCpu(8);
-        Task<BufferGuard> pending = pool.AcquireCpuAsync(16);
+        Task<BufferGuard> pending = pool.AcquireCpuAsync(16).AsTask();
         Shm.WaitUntil(() => Shm.Waiters(pool.Name) > 0, "the async acquire to start waiting");
         Assert.False(pending.IsCompleted);
         held.Dispose();
@@ -110,7 +110,7 @@ public sealed class PoolFullTests : PoolTest
         using BufferPool pool = NewPool(1);
         BufferGuard held = pool.AcquireCpu(8);
         using var cts = new CancellationTokenSource();
-        Task<BufferGuard> pending = pool.AcquireCpuAsync(8, cts.Token);
+        Task<BufferGuard> pending = pool.AcquireCpuAsync(8, cts.Token).AsTask();
         Shm.WaitUntil(() => Shm.Waiters(pool.Name) > 0, "the async acquire to start waiting");
         cts.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pending.WaitAsync(TestChild.Watchdog));
@@ -128,7 +128,7 @@ public sealed class PoolFullTests : PoolTest
         using BufferGuard held = pool.AcquireCpu(8);
         using var cts = new CancellationTokenSource();
         cts.Cancel();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pool.AcquireCpuAsync(8, cts.Token).WaitAsync(TestChild.Watchdog));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pool.AcquireCpuAsync(8, cts.Token).AsTask().WaitAsync(TestChild.Watchdog));
         Assert.Equal(1, pool.RefCount(0));
     }
 
