@@ -124,6 +124,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
 
         GC.SuppressFinalize(this);
         RecordWritesOnRelease();
+        ReleaseCudaLease();
         _pool.ReleaseGuardReference(MetaIndex, _gen, forget: true);
         ReleaseLeases();
     }
@@ -138,6 +139,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
 
         GC.SuppressFinalize(this);
         RecordWritesOnRelease();
+        ReleaseCudaLease();
         _pool.ReleaseGuardReference(MetaIndex, _gen, forget: false);
         ReleaseLeases();
     }
@@ -154,6 +156,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
 
         GC.SuppressFinalize(this);
         RecordWritesOnRelease();
+        ReleaseCudaLease();
         ReleaseLeases();
         return true;
     }
@@ -165,6 +168,7 @@ public sealed unsafe partial class BufferGuard : IDisposable
         {
             try
             {
+                ReleaseCudaLease();
                 _pool.ReleaseGuardReference(MetaIndex, _gen, forget: false);
             }
             catch (Exception)

@@ -97,7 +97,7 @@ public sealed class StandInCudaTests : PoolTest
     }
 
     [Fact]
-    public void The_exporter_frees_an_allocation_only_after_every_importer_closed_it()
+    public void An_importer_closes_its_mapping_before_its_last_reference_goes_so_the_exporter_may_free_at_once()
     {
         string name = NewName("sf");
         TestChild a = Exporter(name);
@@ -107,12 +107,13 @@ public sealed class StandInCudaTests : PoolTest
         _ = a.AskOk($"forget {g}");
         string r = b.AskOk($"get {idx}");
         Assert.Equal("", b.AskOk($"verify {r} 4"));
-        _ = b.AskOk($"dispose {r}"); // the importer keeps its mapping cached
+        _ = b.AskOk($"dispose {r}"); // the importer's last guard: it closes the mapping
         Assert.Equal("0", b.AskOk($"release {idx}"));
-        _ = a.AskOk("trim"); // the slot is free, but the importer still has the allocation open
-        _driver.AssertNoViolations();
-        Exit(b); // closes its mapping
         Assert.Equal((4L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture), a.AskOk("trim"));
+        _driver.AssertNoViolations();
+        string again = b.AskOk($"acquire {Size} 0").Split(' ')[0]; // the importer's own allocation now
+        _ = b.AskOk($"dispose {again}");
+        Exit(b);
         Exit(a);
         _driver.AssertNoViolations();
     }
@@ -127,8 +128,11 @@ public sealed class StandInCudaTests : PoolTest
         _ = a.AskOk($"fill {g} 5");
         _ = a.AskOk($"forget {g}");
         string r = b.AskOk($"get {idx}");
+        Assert.Equal("", b.AskOk($"verify {r} 5"));
+        _ = a.AskOk("close"); // detaches while the importer holds a guard: frees nothing the importer uses
+        Assert.Equal("", b.AskOk($"verify {r} 5"));
         _ = b.AskOk($"dispose {r}");
-        _ = a.AskOk("close"); // detaches: must not free what the importer has open
+        Assert.Equal("0", b.AskOk($"release {idx}"));
         _driver.AssertNoViolations();
         Exit(a);
         Exit(b);
@@ -161,10 +165,12 @@ public sealed class StandInCudaTests : PoolTest
         _ = a.AskOk($"forget {g}");
         string r = b.AskOk($"get {idx}");
         string[] p = b.AskOk($"ptr {r}").Split(' ');
-        _ = b.AskOk("close"); // releases the reference; the mapping must outlive the guard
+        _ = b.AskOk("close"); // the guard's mapping outlives the pool, and keeps the slot live (in flight)
         Assert.Equal("", b.AskOk($"verifyptr {p[1]} {p[0]} {Size} 8"));
-        _ = b.AskOk($"dispose {r}");
-        Assert.Equal("0", a.AskOk($"release {idx}"));
+        Assert.Equal("1", a.AskOk($"release {idx}")); // the importer's pinned reference remains
+        Assert.Equal("0", a.AskOk("trim")); // nothing to free: the slot is live
+        _ = b.AskOk($"dispose {r}"); // closes the mapping, then gives the reference back
+        Assert.Equal("0", a.AskOk($"refcount {idx}"));
         Exit(b);
         Assert.Equal((4L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture), a.AskOk("trim"));
         Exit(a);
