@@ -1,6 +1,7 @@
 """Zero-copy views of a guard's buffer: ``memoryview()``, ``numpy()``, ``__array__``, DLPack (``__dlpack__``) and the
-CUDA Array Interface, for the ctypes implementation (the compiled module has its own ``memoryview``, ``numpy`` and
-CPU ``__dlpack__``, over the same C ABI calls and the same DLPack layout declared here).
+CUDA Array Interface, for the ctypes implementation (the compiled module has its own ``memoryview``, ``numpy``,
+``__dlpack__`` and ``__cuda_array_interface__``, CPU and CUDA, over the same C ABI calls and the same DLPack layout
+declared here).
 
 Invariants
   * Every view holds a native lease on the buffer's mapping (xmem_guard_lease_view), dropped when the last object

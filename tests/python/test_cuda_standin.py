@@ -191,3 +191,15 @@ def test_a_fork_child_is_told_that_cuda_cannot_be_used_after_fork(standin):
     assert msg.startswith("CudaUnavailableError") and "fork" in msg, msg
     a.ok("release " + g)
     a.exit()
+
+
+def test_the_compiled_module_has_its_own_cuda_views(standin):
+    """Both implementations run these tests (scripts/test-python.sh): the compiled one defines __dlpack__ and
+    __cuda_array_interface__ for CUDA buffers itself; the ctypes one uses xmem._views.GuardViews."""
+    a = standin(create=True)
+    g, _ = a.ok("acquire %d 0" % SIZE)
+    owners = a.ok("owners " + g)
+    compiled = os.environ.get("XMEM_IMPLEMENTATION") == "compiled"
+    assert owners == (["GuardBase", "GuardBase"] if compiled else ["GuardViews", "GuardViews"]), owners
+    a.ok("release " + g)
+    a.exit()
