@@ -46,8 +46,17 @@ def main():
             reply = "error %s: %s" % (type(e).__name__, str(e).replace("\n", " "))
         gc.collect()  # what the test dropped goes now (a guard's CUDA interface reference, a capsule)
         print(reply, flush=True)
+    for k in [k for k in objs if k.startswith("channel:")]:
+        objs.pop(k).close()
     objs.clear()
     pool.close()
+
+
+def channel_of(pool, objs, name):
+    key = "channel:" + name
+    if key not in objs:
+        objs[key] = pool.channel(name, depth=8)
+    return objs[key]
 
 
 def execute(pool, dev, objs, keep, ptr_of, w):
@@ -117,6 +126,12 @@ def execute(pool, dev, objs, keep, ptr_of, w):
         g = objs[w[1]]
         owner = lambda a: next(c for c in type(g).__mro__ if a in c.__dict__).__name__  # noqa: E731
         reply = "ok %s %s" % (owner("__dlpack__"), owner("__cuda_array_interface__"))
+    elif op == "send":  # send CHANNEL GUARD: the guard's reference moves into the channel
+        channel_of(pool, objs, w[1]).send(objs[w[2]])
+        reply = "ok"
+    elif op == "recv":  # recv CHANNEL [w]
+        g = channel_of(pool, objs, w[1]).recv(timeout=30, writable=len(w) > 2 and w[2] == "w")
+        reply = "ok " + keep(g)
     elif op == "trim":
         reply = "ok %d" % pool.trim()
     elif op == "close":

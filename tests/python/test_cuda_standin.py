@@ -203,3 +203,23 @@ def test_the_compiled_module_has_its_own_cuda_views(standin):
     assert owners == (["GuardBase", "GuardBase"] if compiled else ["GuardViews", "GuardViews"]), owners
     a.ok("release " + g)
     a.exit()
+
+
+def test_a_cuda_buffer_sent_on_a_channel_is_received_with_its_writes_ordered(standin):
+    a, b = standin(create=True), standin()
+    g, idx = a.ok("acquire %d 0" % SIZE)
+    a.ok("fill %s 9" % g)
+    a.ok("send q " + g)  # records the writes, moves the reference into the channel
+    r = b.ok("recv q w")[0]
+    b.ok("verify %s 9" % r)
+    cap = b.ok("dlpack %s 1" % r)[0]
+    b.ok("verify %s 9" % cap)
+    b.ok("fill %s 10" % r)
+    b.ok("send back " + r)
+    back = a.ok("recv back")[0]
+    a.ok("verify %s 10" % back)
+    a.ok("release " + back)
+    b.ok("drop " + cap)
+    assert a.ok("refcount %s" % idx) == ["0"]
+    b.exit()
+    a.exit()
