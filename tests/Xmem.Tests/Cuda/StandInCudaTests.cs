@@ -69,6 +69,61 @@ public sealed class StandInCudaTests : PoolTest
     }
 
     [Fact]
+    public void The_stand_in_reports_a_read_that_waited_for_no_recorded_write()
+    {
+        string name = NewName("so");
+        TestChild a = Exporter(name);
+        TestChild b = Importer(name);
+        (string g, int idx) = Acquire(a);
+        _ = a.AskOk($"fill {g} 13");
+        _ = a.AskOk($"forget {g}");
+        _ = b.AskOk("waits off"); // the caller orders work itself, and here does not
+        string r = b.AskOk($"get {idx}");
+        Assert.Equal("", b.AskOk($"verify {r} 13")); // the stand-in copies at once: the bytes are there...
+        string[] v = _driver.Violations();
+        Assert.Single(v); // ...but a GPU could have run the read first
+        Assert.Contains("did not wait for an event recorded after that write", v[0], StringComparison.Ordinal);
+        File.Delete(_driver.LogPath);
+        _ = b.AskOk($"dispose {r}");
+        Assert.Equal("0", b.AskOk($"release {idx}"));
+        Exit(b);
+        Exit(a);
+        _driver.AssertNoViolations();
+    }
+
+    [Fact]
+    public void The_stand_in_refuses_an_ipc_handle_damaged_in_the_slot_record()
+    {
+        const int capacity = 4;
+        string name = NewName("sd");
+        TestChild a = Exporter(name, capacity);
+        TestChild b = Importer(name);
+        (string g, int idx) = Acquire(a);
+        _ = a.AskOk($"forget {g}");
+        long handleAt = Xmem.Layout.LayoutConstants.SlotTableOffset(capacity) + ((long)idx * Xmem.Layout.LayoutConstants.SlotSize) + 64 + 40;
+        using (var f = new FileStream(Shm.ControlPath(name), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+        {
+            f.Position = handleAt;
+            int old = f.ReadByte();
+            f.Position = handleAt;
+            f.WriteByte((byte)(old ^ 0x5A)); // one byte of CudaIpcMemHandle, past its magic and id
+        }
+
+        string answer = b.Ask($"get {idx}");
+        Assert.StartsWith("error Xmem.CudaException", answer, StringComparison.Ordinal);
+        Assert.Contains("cuIpcOpenMemHandle", answer, StringComparison.Ordinal);
+        string[] v = _driver.Violations();
+        Assert.Single(v);
+        Assert.Contains("differs from what cuIpcGetMemHandle gave at byte 40", v[0], StringComparison.Ordinal);
+        File.Delete(_driver.LogPath);
+        Assert.Equal("1", b.AskOk($"refcount {idx}")); // the failed get gave its reference back
+        Assert.Equal("0", a.AskOk($"release {idx}"));
+        Exit(b);
+        Exit(a);
+        _driver.AssertNoViolations();
+    }
+
+    [Fact]
     public void Bytes_written_by_the_exporter_are_read_by_an_importer_within_the_driver_contract()
     {
         string name = NewName("sx");
