@@ -22,6 +22,7 @@ internal sealed class CudaMemory
     private int _freed;
     private Action<CudaMemory>? _onIdle;
     private Action? _onFreed;
+    private readonly Lock _hookLock = new();
 
     private CudaMemory(ICudaDriver driver, bool exported, int device, uint memGen, ulong basePointer, long offset, long allocSize, nint ev)
     {
@@ -84,7 +85,7 @@ internal sealed class CudaMemory
     /// lease); false, and it is not kept, when they ran already.</summary>
     internal bool OnFreed(Action onFreed)
     {
-        lock (this)
+        lock (_hookLock)
         {
             if (IsFreed)
             {
@@ -223,7 +224,7 @@ internal sealed class CudaMemory
         }
 
         Action? after;
-        lock (this)
+        lock (_hookLock)
         {
             after = _onFreed;
             _onFreed = null;
