@@ -338,11 +338,18 @@ class BufferPool(_accel.PoolBase):
         """
         size = as_int(size, "size", 1, I64_MAX)
         device_id = as_int(device_id, "device_id", 0, I32_MAX)
-        out = GuardOut()
+        g = _new_object(BufferGuard)  # a pending guard: it owns the reference from the moment the call returns
+        g._h = _PENDING
+        g._pool = self
+        g._out = out = GuardOut()
+        g._ro = False
+        g._lease = None
         rc = _pool_acquire_cuda(self._h, size, device_id, byref(out), byref(out, 8))
         if rc:
+            g._h = 0
             raise self._fail(rc)
-        return _new_guard(self, out, False)
+        g._h = out.guard
+        return g
 
     @property
     def cuda_get_waits_for_writes(self) -> bool:

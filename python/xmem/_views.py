@@ -1,6 +1,7 @@
 """Zero-copy views of a guard's buffer: ``memoryview()``, ``numpy()``, ``__array__``, DLPack (``__dlpack__``) and the
-CUDA Array Interface, for the ctypes implementation (the compiled module has its own ``memoryview``, ``numpy`` and
-CPU ``__dlpack__``, over the same C ABI calls and the same DLPack layout declared here).
+CUDA Array Interface, for the ctypes implementation (the compiled module has its own ``memoryview``, ``numpy``,
+``__dlpack__`` and ``__cuda_array_interface__``, CPU and CUDA, over the same C ABI calls and the same DLPack layout
+declared here).
 
 Invariants
   * Every view holds a native lease on the buffer's mapping (xmem_guard_lease_view), dropped when the last object
@@ -235,11 +236,18 @@ class GuardViews:
     @property
     def __cuda_array_interface__(self) -> Dict[str, Any]:
         """The CUDA Array Interface (version 3) of a CUDA buffer, with its description's shape and type, so that
-        ``torch.as_tensor(buf, device="cuda")``, ``cupy.asarray(buf)`` and Numba see the device memory without a
-        copy (read-only flag set for ``get`` guards). The object that reads it holds this guard; the guard then keeps
-        a reference to the buffer of its own until it is collected, so the memory stays valid while such a view
-        lives, even after :meth:`release`. ``stream`` is 1 (the legacy default stream): the buffer's recorded writes
-        are ordered before work on it. CPU buffers have no such attribute (``hasattr`` is False)."""
+        ``cupy.asarray(buf)``, Numba and (for writable guards) ``torch.as_tensor(buf, device="cuda")`` see the device
+        memory without a copy.
+
+        The read-only flag is True for ``get`` guards: Numba honours it, CuPy ignores it, and PyTorch refuses any
+        read-only interface ("the read only flag is not supported") — for a ``get`` guard use
+        ``torch.from_dlpack(buf)`` instead (DLPack carries the flag in versioned capsules), or ``get_mut``.
+
+        The object that reads it holds this guard; the guard then keeps a reference to the buffer of its own until it
+        is collected, so the memory stays valid (allocated, or mapped in this process) while such a view lives, even
+        after :meth:`release` or the pool's ``close()``. ``stream`` is 1 (the legacy default stream): the buffer's
+        recorded writes are ordered before work on it (writes are recorded when a writable guard is released, or by
+        :meth:`record_writes_done`). CPU buffers have no such attribute (``hasattr`` is False)."""
         if not self._out.flags & BUFFER_CUDA:
             raise AttributeError("__cuda_array_interface__: the buffer in slot %d is in CPU memory" % self._out.meta_index)
         self._live()
@@ -281,9 +289,12 @@ class GuardViews:
         guards) when ``max_version`` allows DLPack 1.x, else the unversioned ``dltensor`` older consumers take.
 
         CPU buffers are on ``(kDLCPU, 0)``; the tensor holds a lease on the mapping. CUDA buffers are on
-        ``(kDLCUDA, device_id)``; the tensor holds a reference to the buffer of its own, and ``stream`` (the
+        ``(kDLCUDA, device_id)``; the tensor holds a reference to the buffer of its own, which keeps the device
+        memory valid until the consumer deletes the tensor, even after the pool's ``close()``. ``stream`` (the
         consumer's stream: None or 1 the legacy default stream, 2 the per-thread one, another int a ``CUstream``,
-        -1 none) is made to wait for the buffer's recorded writes before the capsule is returned."""
+        -1 none) is made to wait for the buffer's *recorded* writes before the capsule is returned: writes recorded
+        when a writable guard was released or by :meth:`record_writes_done`. Writes still queued on another stream
+        without a record (a producer holding its guard) are not ordered: record them first."""
         self._live()
         if copy:
             raise BufferError("xmem exports zero-copy views only; copy the array after importing it.")

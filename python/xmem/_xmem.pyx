@@ -116,6 +116,7 @@ cdef extern from *:
     XMEM_PTR(xmem_lease_release) XMEM_PTR(xmem_guard_description) XMEM_PTR(xmem_guard_info)
     XMEM_PTR(xmem_channel_send) XMEM_PTR(xmem_channel_receive) XMEM_PTR(xmem_subscription_receive)
     XMEM_PTR(xmem_guard_export_dlpack) XMEM_PTR(xmem_dlpack_capsule_destructor) XMEM_PTR(xmem_dlpack_capsule_name)
+    XMEM_PTR(xmem_guard_wait_writes_done)
     #include <string.h>
     /* Sets the pointer of the function `name` to `addr`; 0 when `name` is not one of them. */
     static int xmem_bind(const char *name, uintptr_t addr) {
@@ -127,6 +128,7 @@ cdef extern from *:
         XMEM_BIND(xmem_guard_info) XMEM_BIND(xmem_channel_send) XMEM_BIND(xmem_channel_receive)
         XMEM_BIND(xmem_subscription_receive) XMEM_BIND(xmem_guard_export_dlpack)
         XMEM_BIND(xmem_dlpack_capsule_destructor) XMEM_BIND(xmem_dlpack_capsule_name)
+        XMEM_BIND(xmem_guard_wait_writes_done)
     #undef XMEM_BIND
         return 0;
     }
@@ -258,6 +260,7 @@ cdef extern from *:
     xmem_status c_guard_export_dlpack "p_xmem_guard_export_dlpack"(uint64_t, const xmem_dlpack_request *, void **)
     void c_dlpack_capsule_destructor "p_xmem_dlpack_capsule_destructor"(void *)
     const char *c_dlpack_capsule_name "p_xmem_dlpack_capsule_name"(int32_t)
+    xmem_status c_guard_wait_writes_done "p_xmem_guard_wait_writes_done"(uint64_t, uint64_t) nogil
     int xmem_bind(const char *name, uintptr_t addr)
     object xmem_fast_method(int i, PyTypeObject *type, object name, Py_ssize_t npos, object names, void *entry)
 
@@ -274,6 +277,7 @@ DEF DESC_PRESENT = 0x4
 DEF RECEIVE_WRITABLE = 0x1
 DEF XMEM_DLPACK_VERSIONED = 0x1
 DEF XMEM_DLPACK_READ_ONLY = 0x2
+DEF CU_STREAM_LEGACY = 1
 DEF I32_MAX = 0x7FFFFFFF
 DEF I64_MAX = 0x7FFFFFFFFFFFFFFF
 # A blocking call waits at most this long per native call: between slices the signal handlers run (Ctrl-C).
@@ -560,7 +564,15 @@ ITEM[:] = [0, 1, 1, 2, 2, 4, 8, 2, 2, 4, 8, 1]
 cdef object np_mod = None  # numpy, imported on first use
 cdef list np_dtypes = None  # numpy.dtype per XMEM_DTYPE_*
 cdef object views_numpy = None  # xmem._views.GuardViews.numpy: numpy(dtype=..., shape=...)
-cdef object views_dlpack = None  # xmem._views.GuardViews.__dlpack__: CUDA buffers (stream ordering)
+cdef object typestr_table = None  # xmem._description.TYPESTR, on first use
+
+
+cdef object typestr_of():
+    global typestr_table
+    if typestr_table is None:
+        from xmem import _description
+        typestr_table = _description.TYPESTR
+    return typestr_table
 cdef Py_ssize_t deleter_offset[2]  # of DLManagedTensor / DLManagedTensorVersioned.deleter (from xmem._views)
 
 
@@ -1019,15 +1031,24 @@ cdef class GuardBase:
         cdef xmem_status rc
         if not self.gh:
             raise guard_invalid()
-        if self.info.flags & BUFFER_CUDA:  # stream ordering and a reference of its own: the Python path
-            return views_dlpack(self, stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
         if inherited(self):
             raise pool_closed(inherited_message(self.pool_obj._name))
         if copy:
             raise BufferError("xmem exports zero-copy views only; copy the array after importing it.")
-        if dl_device is not None and tuple(dl_device) != (1, 0):
-            raise BufferError("this xmem buffer lives on DLPack device %r; cannot export to %r." % ((1, 0), tuple(dl_device)))
-        if stream is not None and stream != -1:
+        device = self.__dlpack_device__()
+        if dl_device is not None and tuple(dl_device) != device:
+            raise BufferError("this xmem buffer lives on DLPack device %r; cannot export to %r." % (device, tuple(dl_device)))
+        if self.info.flags & BUFFER_CUDA:
+            # The consumer's stream waits for the recorded writes; the tensor takes a reference of its own (the C ABI).
+            if stream is None:
+                stream = CU_STREAM_LEGACY
+            elif stream == 0 or not isinstance(stream, int):
+                raise BufferError("stream %r is not a CUDA stream for DLPack (None, 1, 2, a CUstream, or -1)." % (stream,))
+            if stream != -1:
+                rc = c_guard_wait_writes_done(self.gh, <uint64_t>stream)
+                if rc:
+                    raise last_error_for(rc)
+        elif stream is not None and stream != -1:
             raise BufferError("stream must be None for CPU buffers (got %r)." % (stream,))
         versioned = max_version is not None and int(max_version[0]) >= 1
         read_tensor(self, &code, &ndim, dims, strides)
@@ -1052,9 +1073,56 @@ cdef class GuardBase:
             (<dl_deleter_t *>(<char *>managed + deleter_offset[1 if versioned else 0]))[0](managed)
             raise
 
+    @property
+    def __cuda_array_interface__(self):
+        cdef int32_t code
+        cdef int ndim, i
+        cdef int64_t dims[8]
+        cdef int64_t strides[8]
+        cdef int64_t step
+        cdef bint contiguous = True
+        cdef xmem_status rc
+        if not self.info.flags & BUFFER_CUDA:
+            raise AttributeError("__cuda_array_interface__: the buffer in slot %d is in CPU memory" % self.info.meta_index)
+        if not self.gh:
+            raise guard_invalid()
+        if inherited(self):
+            raise pool_closed(inherited_message(self.pool_obj._name))
+        read_tensor(self, &code, &ndim, dims, strides)
+        name = DTYPE_NAMES[code].decode("ascii")
+        typestr = typestr_of().get(name)
+        if typestr is None:
+            raise TypeError("the buffer is described as %s, which the CUDA Array Interface cannot express; use "
+                            "torch.from_dlpack(buf)." % name)
+        # The consumer holds this guard; the guard holds a reference of its own (and so the device memory) until it
+        # is collected, even after release() or the pool's close().
+        ref = getattr(self, "_cuda_ref", None)
+        if ref is None or not (<GuardBase>ref).gh:
+            ref = self.pool_obj.get(self.info.meta_index) if self.ro else self.pool_obj.get_mut(self.info.meta_index)
+            # The legacy default stream waits for the recorded writes even when the pool leaves ordering to us.
+            rc = c_guard_wait_writes_done((<GuardBase>ref).gh, CU_STREAM_LEGACY)
+            if rc:
+                ref.release()
+                raise last_error_for(rc)
+            self._cuda_ref = ref
+        step = ITEM[code]
+        for i in range(ndim - 1, -1, -1):
+            if strides[i] != step:
+                contiguous = False
+            step *= dims[i] if dims[i] > 1 else 1
+        return {
+            "shape": int_tuple(ndim, dims),
+            "typestr": typestr,
+            "descr": [("", typestr)],
+            "data": (self.info.cuda_ptr, bool(self.ro)),
+            "strides": None if contiguous else int_tuple(ndim, strides),
+            "version": 3,
+            "stream": CU_STREAM_LEGACY,
+        }
+
 GUARD_METHODS = ("is_valid", "meta_index", "size", "release", "forget", "__enter__", "__exit__")
 # Defined in xmem._views.GuardViews (after GuardBase in BufferGuard's bases, so these take over); their docstrings move here.
-VIEW_METHODS = ("memoryview", "numpy", "__dlpack__", "__dlpack_device__")
+VIEW_METHODS = ("memoryview", "numpy", "__dlpack__", "__dlpack_device__", "__cuda_array_interface__")
 
 
 # ---------------------------------------------------------------------------------------------------- channels
@@ -1351,7 +1419,8 @@ BOUND = ("xmem_pool_acquire_cpu",
          "xmem_subscription_receive",
          "xmem_guard_export_dlpack",
          "xmem_dlpack_capsule_destructor",
-         "xmem_dlpack_capsule_name")
+         "xmem_dlpack_capsule_name",
+         "xmem_guard_wait_writes_done")
 
 
 cdef void set_doc(object cls, str name, object doc) except *:
@@ -1396,7 +1465,7 @@ def install(lib, pool_cls, guard_cls, names):
     a text signature) move onto the compiled ones. ``names`` gives the package objects the cold paths use."""
     global Status_, GuardOut_, last_error_for, as_int, guard_invalid, read_only_error, invalid_argument
     global timeout_error, pool_closed, guard_type, guard_tp, subscription_receive_ctypes, fork_gen
-    global views_numpy, views_dlpack
+    global views_numpy
     global inherited_message
     import ctypes
 
@@ -1431,7 +1500,6 @@ def install(lib, pool_cls, guard_cls, names):
     deleter_offset[0] = offsets[0]
     deleter_offset[1] = offsets[1]
     views_numpy = views_cls.__dict__["numpy"]
-    views_dlpack = views_cls.__dict__["__dlpack__"]
 
     for cls, base, methods in ((pool_cls, PoolBase, POOL_METHODS), (guard_cls, GuardBase, GUARD_METHODS),
                                (views_cls, GuardBase, VIEW_METHODS)):

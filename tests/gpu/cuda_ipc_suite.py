@@ -28,7 +28,10 @@ HANDOFF_BYTES = 64 * MIB
 
 
 class CudaView:
-    """A device range as ``__cuda_array_interface__`` (version 3), so torch and CuPy wrap it without a copy."""
+    """A device range as ``__cuda_array_interface__`` (version 3), so CuPy and Numba wrap it without a copy.
+
+    PyTorch refuses any interface whose read-only flag is True ("the read only flag is not supported"), so the suite
+    never hands PyTorch a read-only one: see :func:`as_tensor`."""
 
     def __init__(self, ptr: int, size: int, read_only: bool) -> None:
         self.__cuda_array_interface__ = {
@@ -42,8 +45,13 @@ class CudaView:
 
 
 def as_tensor(guard: Any, writable: bool) -> "torch.Tensor":
-    ptr = guard.cuda_ptr_mut if writable else guard.cuda_ptr
-    return torch.as_tensor(CudaView(ptr, guard.size, not writable), device="cuda")
+    """The guard's bytes as a CUDA uint8 tensor, the way docs/cuda.md tells PyTorch users: DLPack
+    (``torch.from_dlpack``, read-only flag in a versioned capsule) for reading, the package's own
+    ``__cuda_array_interface__`` (writable for ``get_mut``/``acquire_cuda`` guards) for writing."""
+    if writable:
+        _ = guard.cuda_ptr_mut  # refuses a read-only guard
+        return torch.as_tensor(guard, device="cuda").view(torch.uint8).reshape(-1)[: guard.size]
+    return torch.from_dlpack(guard).view(torch.uint8).reshape(-1)[: guard.size]
 
 
 def pattern(n: int, seed: int) -> "torch.Tensor":

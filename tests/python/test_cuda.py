@@ -109,3 +109,40 @@ def test_the_gpu_suite_calls_only_what_the_package_has():
     for name in guard_names:
         assert name in used, "the suite no longer uses %s; update this list" % name
         assert hasattr(xmem.BufferGuard, name), name
+
+
+def test_the_gpu_suite_hands_pytorch_no_read_only_cuda_array_interface():
+    """PyTorch refuses a __cuda_array_interface__ whose read-only flag is True ("the read only flag is not
+    supported"): the suite reads get() guards through DLPack and calls torch.as_tensor only on writable guards."""
+    path = os.path.join(REPO_ROOT, "tests", "gpu", "cuda_ipc_suite.py")
+    tree = ast.parse(open(path, encoding="utf-8").read())
+
+    def torch_as_tensor_calls(node):
+        return [n for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and n.func.attr == "as_tensor" and isinstance(n.func.value, ast.Name) and n.func.value.id == "torch"]
+
+    helper = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "as_tensor")
+    writable_branch = [n for n in ast.walk(helper) if isinstance(n, ast.If) and isinstance(n.test, ast.Name)
+                       and n.test.id == "writable"]
+    allowed = {id(c) for b in writable_branch for stmt in b.body for c in torch_as_tensor_calls(stmt)}
+    calls = torch_as_tensor_calls(tree)
+    assert calls and all(id(c) in allowed for c in calls)
+    assert any(isinstance(n, ast.Attribute) and n.attr == "from_dlpack" for n in ast.walk(helper))
+
+
+def test_gpu_test_script_tells_a_missing_library_from_a_missing_gpu(tmp_path):
+    """scripts/gpu-test.sh: 3 when libxmem.so is missing, 2 when there is no usable GPU, 4 when PyTorch or NumPy is."""
+    import subprocess
+    import sys
+    script = os.path.join(REPO_ROOT, "scripts", "gpu-test.sh")
+    env = dict(os.environ, PYTHON=sys.executable)
+    env.pop("XMEM_LIBRARY", None)
+    r = subprocess.run([script, str(tmp_path / "missing" / "libxmem.so")], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 3, r.stderr
+    assert "scripts/build-native.sh" in r.stderr
+    from xmem import _native
+    r = subprocess.run([script, _native.library_path], capture_output=True, text=True, timeout=120, env=env)
+    if r.returncode == 0:
+        pytest.skip("this machine has a GPU and PyTorch with CUDA: the suite ran")
+    assert r.returncode in (2, 4), (r.returncode, r.stderr)
+    assert ("PyTorch" in r.stderr) if r.returncode == 4 else ("CUDA" in r.stderr or "GPU" in r.stderr)

@@ -18,10 +18,12 @@ internal sealed unsafe class CudaDriver : ICudaDriver
     private readonly int _deviceCount;
     private readonly nint[] _contexts;
     private readonly Lock _contextLock = new();
+    private readonly int _pid;
 
     private CudaDriver()
     {
         _contexts = [];
+        _pid = Libc.GetPid();
         if (!LibCuda.TryLoad(out _api, out string reason))
         {
             _unavailable = reason;
@@ -290,8 +292,19 @@ internal sealed unsafe class CudaDriver : ICudaDriver
     {
         if (rc != LibCuda.CUDA_SUCCESS)
         {
-            throw CudaResult.ToException(what, rc, Text(rc));
+            ThrowFailure(rc, what);
         }
+    }
+
+    private void ThrowFailure(int rc, string what)
+    {
+        if (Libc.GetPid() != _pid)
+        {
+            // The driver state was copied by fork(): CUDA does not support it in the child, whatever it answers.
+            throw new CudaUnavailableException($"{what} failed: {Text(rc)}. This process is a fork() child of process {_pid}, which had initialized CUDA; CUDA cannot be used after fork. Start CUDA users with spawn or forkserver (multiprocessing.set_start_method(\"spawn\")), or exec a new program.");
+        }
+
+        throw CudaResult.ToException(what, rc, Text(rc));
     }
 
     /// <summary>"NAME: description" from the driver, or the fallback name.</summary>

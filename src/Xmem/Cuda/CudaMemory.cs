@@ -6,12 +6,23 @@ namespace Xmem.Cuda;
 /// One CUDA allocation as this process sees it, for one slot memory generation: either <em>exported</em> (this
 /// process allocated it, owns its interprocess event, and is the only one that may free it) or <em>imported</em>
 /// (opened from another process's IPC handles; closing unmaps it here and leaves the exporter's memory alone).
-/// <see cref="Release"/> frees or closes it exactly once.
+/// <para>Guards (and through them DLPack tensors and CUDA Array Interface views) hold <em>leases</em> on it, as CPU
+/// guards and views hold leases on a mapping. <see cref="Release"/> asks for the memory to go; the driver calls
+/// (event destroyed, memory freed or closed) run exactly once, when the last lease is given back — so nothing a live
+/// guard or view points at is freed or unmapped under it, whatever the pool does (trim, recycling, close).</para>
+/// Invariants: <c>_state</c> packs the release request (bit 31) with the lease count (bits 0..30); a lease is taken
+/// only before the request (CAS), so once the request is set and the count reaches zero no lease can come back, and
+/// <see cref="Free"/> runs once (<c>_freed</c>).
 /// </summary>
 internal sealed class CudaMemory
 {
+    private const int ReleaseRequested = int.MinValue;
     private readonly ICudaDriver _driver;
-    private int _released;
+    private int _state;
+    private int _freed;
+    private Action<CudaMemory>? _onIdle;
+    private Action? _onFreed;
+    private readonly Lock _hookLock = new();
 
     private CudaMemory(ICudaDriver driver, bool exported, int device, uint memGen, ulong basePointer, long offset, long allocSize, nint ev)
     {
@@ -55,8 +66,70 @@ internal sealed class CudaMemory
     /// <summary>The event's IPC handle (exports only).</summary>
     internal CuIpcHandle EventHandle { get; private init; }
 
-    /// <summary>True once freed or closed.</summary>
-    internal bool IsReleased => Volatile.Read(ref _released) != 0;
+    /// <summary>True once <see cref="Release"/> was asked for: no new lease can be taken (the memory goes when the
+    /// last one is given back).</summary>
+    internal bool IsReleased => Volatile.Read(ref _state) < 0;
+
+    /// <summary>True once the driver calls ran: the event is destroyed and the memory freed or closed.</summary>
+    internal bool IsFreed => Volatile.Read(ref _freed) != 0;
+
+    /// <summary>Leases held now (tests).</summary>
+    internal int Leases => Volatile.Read(ref _state) & int.MaxValue;
+
+    /// <summary>Called (once per time) when the lease count drops to zero without a release request: how an
+    /// import's owner closes the mapping as soon as no guard of this process uses it (docs/cuda.md, "Who frees
+    /// what"). Set before the memory is shared.</summary>
+    internal void OnIdle(Action<CudaMemory> onIdle) => _onIdle = onIdle;
+
+    /// <summary>Runs <paramref name="onFreed"/> once the driver calls ran (on the thread that gave back the last
+    /// lease); false, and it is not kept, when they ran already.</summary>
+    internal bool OnFreed(Action onFreed)
+    {
+        lock (_hookLock)
+        {
+            if (IsFreed)
+            {
+                return false;
+            }
+
+            _onFreed = onFreed;
+            return true;
+        }
+    }
+
+    /// <summary>Takes a lease; false once a release was asked for (resolve the slot again).</summary>
+    internal bool TryLease()
+    {
+        int s = Volatile.Read(ref _state);
+        while (s >= 0)
+        {
+            // CAS: a lease may be added only while no release is requested (see the invariants).
+            int seen = Interlocked.CompareExchange(ref _state, s + 1, s);
+            if (seen == s)
+            {
+                return true;
+            }
+
+            s = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Gives back a lease from <see cref="TryLease"/>; the last one after a release request frees the
+    /// memory, the last one of an import without a request calls the idle hook (which asks for the release).</summary>
+    internal void Unlease()
+    {
+        int s = Interlocked.Decrement(ref _state); // a full fence: every use of the memory by this lease came before
+        if (s == ReleaseRequested)
+        {
+            _ = Free();
+        }
+        else if (s == 0)
+        {
+            _onIdle?.Invoke(this);
+        }
+    }
 
     /// <summary>Allocates <paramref name="allocSize"/> bytes on <paramref name="device"/> with an interprocess event
     /// and the IPC handles of both. All or nothing.</summary>
@@ -110,11 +183,29 @@ internal sealed class CudaMemory
         }
     }
 
-    /// <summary>Frees (export) or closes (import) the memory and destroys the event, once. Returns the bytes freed
-    /// on the device (0 for an import, or when the driver refused: memory of a context that is gone, e.g.).</summary>
+    /// <summary>Asks for the memory to go: frees (export) or closes (import) it and destroys the event now when no
+    /// lease is held, else when the last lease is given back. Returns the bytes freed on the device now (0 for an
+    /// import, when deferred, or when the driver refused: memory of a context that is gone, e.g.).</summary>
     internal long Release()
     {
-        if (Interlocked.Exchange(ref _released, 1) != 0)
+        int s = Volatile.Read(ref _state);
+        while (s >= 0)
+        {
+            int seen = Interlocked.CompareExchange(ref _state, s | ReleaseRequested, s);
+            if (seen == s)
+            {
+                return s == 0 ? Free() : 0;
+            }
+
+            s = seen;
+        }
+
+        return 0;
+    }
+
+    private long Free()
+    {
+        if (Interlocked.Exchange(ref _freed, 1) != 0)
         {
             return 0;
         }
@@ -122,13 +213,29 @@ internal sealed class CudaMemory
         // Failures here cannot be acted on (the memory's context may be gone with its process): the slot is
         // forgotten either way.
         _ = TryOrIgnore(() => _driver.DestroyEvent(Device, Event));
+        long freed = 0;
         if (IsExport)
         {
-            return TryOrIgnore(() => _driver.Free(Device, Base)) ? AllocSize : 0;
+            freed = TryOrIgnore(() => _driver.Free(Device, Base)) ? AllocSize : 0;
+        }
+        else
+        {
+            _ = TryOrIgnore(() => _driver.CloseMemHandle(Device, Base));
         }
 
-        _ = TryOrIgnore(() => _driver.CloseMemHandle(Device, Base));
-        return 0;
+        Action? after;
+        lock (_hookLock)
+        {
+            after = _onFreed;
+            _onFreed = null;
+        }
+
+        if (after is not null)
+        {
+            _ = TryOrIgnore(after);
+        }
+
+        return freed;
     }
 
     private static bool TryOrIgnore(Action a)

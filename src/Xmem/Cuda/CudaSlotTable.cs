@@ -2,9 +2,9 @@ namespace Xmem.Cuda;
 
 /// <summary>
 /// One pool's per-slot CUDA views in this process, keyed by slot and memory generation: the allocation this pool
-/// exported for the slot, the mapping it imported from another process, or an export of another pool instance of
-/// this process that it borrows. A Get whose slot and generation are cached makes no driver call to resolve the
-/// pointer; a new generation replaces (and frees or closes) the old view.
+/// exported for the slot, the mapping it imported from another process (kept while a guard of this process leases
+/// it), or an export of another pool instance of this process that it borrows. A Get whose slot and generation are
+/// cached makes no driver call to resolve the pointer; a new generation replaces (and frees or closes) the old view.
 /// </summary>
 internal sealed class CudaSlotTable(CudaRuntime runtime, ulong instance, int capacity)
 {
@@ -93,7 +93,12 @@ internal sealed class CudaSlotTable(CudaRuntime runtime, ulong instance, int cap
             }
             else
             {
-                e = new Entry(CudaMemory.Import(Driver, info), Owned: true);
+                CudaMemory import = CudaMemory.Import(Driver, info);
+                // An import stays open only while a guard of this process leases it: closed when the last one goes,
+                // before that guard's reference is released, so every importer has closed an allocation before its
+                // slot can be free and its exporter may free it (docs/cuda.md, "Who frees what").
+                import.OnIdle(m => DropIf(s, m));
+                e = new Entry(import, Owned: true);
             }
 
             Replace(s, e);

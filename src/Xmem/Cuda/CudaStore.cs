@@ -111,6 +111,10 @@ internal sealed unsafe class CudaStore(PoolCore core)
         CudaMemory? own = table.OwnExport(s);
         if (own is not null && r->Kind == LayoutConstants.KindCuda && r->MemGen == own.MemGen && own.Device == device && own.AllocSize - own.Offset >= size)
         {
+            // The last holder of the slot (maybe another process, through its guard's release) recorded its GPU
+            // work on the slot's event: the new producer's work on the legacy stream must come after it, or its
+            // kernels would overwrite bytes the previous holder's kernels still read or write.
+            table.Driver.StreamWaitEvent(own.Device, LibCuda.NullStream, own.Event);
             return own;
         }
 
@@ -168,29 +172,54 @@ internal sealed unsafe class CudaStore(PoolCore core)
         return table is null ? 0 : table.Drop(s);
     }
 
-    /// <summary>The device memory of live CUDA slot <paramref name="s"/>, of which this process holds a reference:
-    /// cached per slot and memory generation, so only the first use of a generation opens IPC handles; with
-    /// <see cref="GetWaitsForWrites"/>, the default stream is made to wait for the slot's last recorded writes.
-    /// <paramref name="size"/> is the buffer's size, checked against the allocation.</summary>
+    /// <summary>The device memory of live CUDA slot <paramref name="s"/>, of which this process holds a reference,
+    /// with a lease taken for the caller's guard: cached per slot and memory generation while this process uses it,
+    /// so only the first use of a generation opens IPC handles; with <see cref="GetWaitsForWrites"/>, the default
+    /// stream is made to wait for the slot's last recorded writes. <paramref name="size"/> is the buffer's size,
+    /// checked against the allocation.</summary>
     internal CudaMemory ResolveHeld(int s, out long size)
     {
         CudaSlotTable table = Table;
         SlotRecord* r = &Slots[s];
         CudaMemory? mem = table.Cached(s, r->MemGen);
         size = r->Size;
-        if (mem is null || size < 1 || size > mem.AllocSize - mem.Offset)
+        for (int attempt = 0; ; attempt++)
         {
-            mem = table.Resolve(s, ReadInfo(table, s));
-            if (size < 1 || size > mem.AllocSize - mem.Offset)
+            if (mem is null || size < 1 || size > mem.AllocSize - mem.Offset)
             {
-                // Size changed between the two reads: a peer is writing the record of a live slot.
-                ThrowHelper.ThrowCorrupt(core.Bare, $"slot {s} says it holds {size} bytes of a {mem.AllocSize - mem.Offset}-byte CUDA buffer");
+                mem = table.Resolve(s, ReadInfo(table, s));
+                if (size < 1 || size > mem.AllocSize - mem.Offset)
+                {
+                    // Size changed between the two reads: a peer is writing the record of a live slot.
+                    ThrowHelper.ThrowCorrupt(core.Bare, $"slot {s} says it holds {size} bytes of a {mem.AllocSize - mem.Offset}-byte CUDA buffer");
+                }
+            }
+
+            if (mem.TryLease())
+            {
+                break;
+            }
+
+            // Its last guard just let go of it (an import being closed): open the slot again.
+            _ = table.DropIf(s, mem);
+            mem = null;
+            if (attempt == 8)
+            {
+                throw new CudaException($"slot {s}'s CUDA memory was released while being resolved, 8 times in a row", CudaResult.Unknown);
             }
         }
 
         if (GetWaitsForWrites)
         {
-            table.Driver.StreamWaitEvent(mem.Device, LibCuda.NullStream, mem.Event);
+            try
+            {
+                table.Driver.StreamWaitEvent(mem.Device, LibCuda.NullStream, mem.Event);
+            }
+            catch
+            {
+                mem.Unlease();
+                throw;
+            }
         }
 
         return mem;
@@ -284,6 +313,44 @@ internal sealed unsafe class CudaStore(PoolCore core)
         }
 
         return freed;
+    }
+
+    /// <summary>At close, before this process's references are released (its entry still held): each import that a
+    /// guard of this process still leases keeps one in-flight reference to its slot, given back (an unattributed
+    /// release) when the import is closed with its last lease. So the slot stays live, and its exporter cannot free
+    /// memory this process still maps (docs/cuda.md, "Who frees what"). A process that dies before then leaves that
+    /// reference in flight, like any other.</summary>
+    internal void PinLeasedImports()
+    {
+        CudaSlotTable? table = Volatile.Read(ref _table);
+        if (table is null)
+        {
+            return;
+        }
+
+        SlotTable slots = core.Slots;
+        foreach ((int s, CudaMemory m) in table.OtherViews())
+        {
+            if (m.IsExport || m.IsReleased || m.Leases == 0)
+            {
+                continue;
+            }
+
+            try
+            {
+                _ = slots.AddRef(s); // Live: this process's guard holds a reference until the holdings go
+            }
+            catch (XmemException)
+            {
+                continue;
+            }
+
+            int slot = s;
+            if (!m.OnFreed(() => slots.Release(slot)))
+            {
+                _ = slots.Release(slot); // closed meanwhile
+            }
+        }
     }
 
     /// <summary>At detach (this process's entry still held): frees own allocations of free slots, closes every

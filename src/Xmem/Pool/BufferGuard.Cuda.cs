@@ -11,7 +11,9 @@ public unsafe partial class BufferGuard
 {
     private readonly CudaMemory? _cudaMemory;
 
-    /// <summary>A guard on a CUDA buffer: no CPU mapping.</summary>
+    /// <summary>A guard on a CUDA buffer: no CPU mapping. <paramref name="memory"/> comes with a lease
+    /// (<see cref="CudaMemory.TryLease"/>) that the guard owns and gives back when it ends, before its reference: an
+    /// import is then closed before the exporter can see the slot free (docs/cuda.md, "Who frees what").</summary>
     internal BufferGuard(BufferPool pool, int metaIndex, uint gen, CudaMemory memory, long size, bool readOnly)
         : this(pool, metaIndex, gen, (DataMapping?)null, size, readOnly)
     {
@@ -144,7 +146,8 @@ public unsafe partial class BufferGuard
     /// Never throws (a failure leaves ordering to the reader's explicit synchronization).</summary>
     internal void RecordWritesOnRelease()
     {
-        if (_cudaMemory is null || IsReadOnly)
+        // The guard's lease keeps the event alive (even after the pool closed); IsFreed is a second guard rail.
+        if (_cudaMemory is null || IsReadOnly || _cudaMemory.IsFreed)
         {
             return;
         }
@@ -157,6 +160,9 @@ public unsafe partial class BufferGuard
         {
         }
     }
+
+    /// <summary>Gives back the guard's lease on its device memory (once: the callers run once per guard).</summary>
+    private void ReleaseCudaLease() => _cudaMemory?.Unlease();
 
     private CudaMemory RequireCuda()
     {

@@ -125,6 +125,7 @@ public unsafe partial class BufferGuard : IDisposable
 
         GC.SuppressFinalize(this);
         RecordWritesOnRelease();
+        ReleaseCudaLease();
         _pool.ReleaseGuardReference(MetaIndex, _gen, forget: true);
         ReleaseLeases();
     }
@@ -139,6 +140,7 @@ public unsafe partial class BufferGuard : IDisposable
 
         GC.SuppressFinalize(this);
         RecordWritesOnRelease();
+        ReleaseCudaLease();
         _pool.ReleaseGuardReference(MetaIndex, _gen, forget: false);
         ReleaseLeases();
     }
@@ -155,6 +157,7 @@ public unsafe partial class BufferGuard : IDisposable
 
         GC.SuppressFinalize(this);
         RecordWritesOnRelease();
+        ReleaseCudaLease();
         ReleaseLeases();
         return true;
     }
@@ -184,6 +187,7 @@ public unsafe partial class BufferGuard : IDisposable
         {
             try
             {
+                ReleaseCudaLease();
                 _pool.ReleaseGuardReference(MetaIndex, _gen, forget: false);
             }
             catch (Exception)

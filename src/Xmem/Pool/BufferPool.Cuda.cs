@@ -108,15 +108,26 @@ public sealed partial class BufferPool
         }
 
         BufferGuard guard;
-        bool leased = false;
+        bool leased = false, memLeased = false;
         try
         {
             _core.Lease.DangerousAddRefChecked();
             leased = true;
+            if (!mem.TryLease())
+            {
+                throw new CudaException($"slot {s}'s new CUDA memory was released before its guard was made", CudaResult.Unknown);
+            }
+
+            memLeased = true;
             guard = new BufferGuard(this, s, gen, mem, size, readOnly: false);
         }
         catch
         {
+            if (memLeased)
+            {
+                mem.Unlease();
+            }
+
             if (leased)
             {
                 _core.Lease.DangerousRelease();
@@ -158,7 +169,7 @@ public sealed partial class BufferPool
         _core.Lease.DangerousAddRefChecked();
         try
         {
-            CudaMemory mem = _cuda.ResolveHeld(s, out long size);
+            CudaMemory mem = _cuda.ResolveHeld(s, out long size); // leased for the guard
             return new BufferGuard(this, s, gen, mem, size, readOnly: !writable);
         }
         catch

@@ -218,6 +218,7 @@ public sealed partial class BufferPool : IDisposable
         {
             if (_core.Registry.Me >= 0)
             {
+                _cuda.PinLeasedImports();
                 _core.ReleaseOwnHoldingsLocked();
                 _cuda.Detach();
                 _core.LeaveEntryLocked();

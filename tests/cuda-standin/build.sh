@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds xmem's strict stand-in CUDA driver — a contract checker, not a GPU (tests/cuda-standin/standin.h,
+# docs/cuda.md) — into artifacts/cuda-standin/libcuda.so.1. Only the symbols xmem binds are exported. Rebuilds only
+# when a source is newer than the library. Tests load it with XMEM_LIBCUDA=<that path>.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+src="$root/tests/cuda-standin"
+out="$root/artifacts/cuda-standin"
+lib="$out/libcuda.so.1"
+mkdir -p "$out"
+if [[ -f "$lib" ]] && [[ -z "$(find "$src" -newer "$lib" -name '*.[ch]' -print -quit)" ]]; then
+    exit 0
+fi
+gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -pthread \
+    -Wl,-soname,libcuda.so.1 -o "$lib.tmp" "$src"/api.c "$src"/registry.c "$src"/log.c
+mv -f "$lib.tmp" "$lib"
+echo "cuda-standin: $lib"
