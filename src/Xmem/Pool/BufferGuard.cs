@@ -1,4 +1,5 @@
 using Xmem.Core;
+using Xmem.Cuda;
 using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
@@ -173,10 +174,24 @@ public unsafe partial class BufferGuard : IDisposable
     internal static BufferGuard Make(BufferPool pool, int metaIndex, uint gen, DataMapping? map, long size, bool readOnly) =>
         ReleaseWhenCollected ? new Collectable(pool, metaIndex, gen, map, size, readOnly) : new BufferGuard(pool, metaIndex, gen, map, size, readOnly);
 
+    /// <summary>A new guard on a CUDA buffer (see its constructor), of the kind <see cref="ReleaseWhenCollected"/>
+    /// says.</summary>
+    internal static BufferGuard Make(BufferPool pool, int metaIndex, uint gen, CudaMemory memory, long size, bool readOnly) =>
+        ReleaseWhenCollected ? new Collectable(pool, metaIndex, gen, memory, size, readOnly) : new BufferGuard(pool, metaIndex, gen, memory, size, readOnly);
+
     /// <summary>A guard that gives its reference back when it is collected without having been disposed.</summary>
-    private sealed class Collectable(BufferPool pool, int metaIndex, uint gen, DataMapping? map, long size, bool readOnly)
-        : BufferGuard(pool, metaIndex, gen, map, size, readOnly)
+    private sealed class Collectable : BufferGuard
     {
+        internal Collectable(BufferPool pool, int metaIndex, uint gen, DataMapping? map, long size, bool readOnly)
+            : base(pool, metaIndex, gen, map, size, readOnly)
+        {
+        }
+
+        internal Collectable(BufferPool pool, int metaIndex, uint gen, CudaMemory memory, long size, bool readOnly)
+            : base(pool, metaIndex, gen, memory, size, readOnly)
+        {
+        }
+
         ~Collectable() => ReleaseCollected();
     }
 

@@ -119,7 +119,7 @@ public sealed partial class BufferPool
             }
 
             memLeased = true;
-            guard = new BufferGuard(this, s, gen, mem, size, readOnly: false);
+            guard = BufferGuard.Make(this, s, gen, mem, size, readOnly: false);
         }
         catch
         {
@@ -170,7 +170,7 @@ public sealed partial class BufferPool
         try
         {
             CudaMemory mem = _cuda.ResolveHeld(s, out long size); // leased for the guard
-            return new BufferGuard(this, s, gen, mem, size, readOnly: !writable);
+            return BufferGuard.Make(this, s, gen, mem, size, readOnly: !writable);
         }
         catch
         {
