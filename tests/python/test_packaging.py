@@ -126,7 +126,7 @@ def test_the_wheel_tag_is_the_glibc_baseline_its_libraries_need():
     import glob
     import importlib.metadata
     import re
-    tags = [line.split(":", 1)[1].strip() for line in importlib.metadata.distribution("xmem").read_text("WHEEL").splitlines()
+    tags = [line.split(":", 1)[1].strip() for line in importlib.metadata.distribution("xmem-shm").read_text("WHEEL").splitlines()
             if line.startswith("Tag:")]
     assert len(tags) == 1, tags
     m = re.fullmatch(r"cp3\d+-cp3\d+-manylinux_(\d+)_(\d+)_x86_64", tags[0])
