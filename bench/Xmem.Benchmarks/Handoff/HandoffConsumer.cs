@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Xmem.Benchmarks.Interop;
 using Xmem.Interop;
 
@@ -12,6 +13,7 @@ namespace Xmem.Benchmarks.Handoff;
 /// </summary>
 internal static unsafe class HandoffConsumer
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     internal static int Run(string[] args)
     {
         if (args.Length != 7)
@@ -136,6 +138,7 @@ internal static unsafe class HandoffConsumer
     /// <summary>Takes over the frame the producer sent (its reference was left in flight by Forget), reads it and
     /// gives it back: the guard from Get holds the buffer while the in-flight reference is dropped, and disposing
     /// the guard recycles the slot.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     private static Reply Consume(BufferPool pool, int meta, int seq)
     {
         BufferGuard g = pool.Get(meta);
@@ -150,6 +153,7 @@ internal static unsafe class HandoffConsumer
 
     /// <summary>Channel transport: receives the next frame (its reference now this process's guard), learns its
     /// sequence number from the description, checksums it and disposes the guard (the slot is recycled).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     private static Reply ConsumeFromChannel(BufferChannel frames)
     {
         BufferGuard g = frames.Receive();
@@ -163,6 +167,7 @@ internal static unsafe class HandoffConsumer
     }
 
     /// <summary>The consumer half of the spin floor: like <see cref="FutexPong"/> without a system call.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     private static void SpinPong(uint* word, uint start, int rounds)
     {
         for (int i = 1; i <= rounds; i++)
@@ -174,6 +179,7 @@ internal static unsafe class HandoffConsumer
     }
 
     /// <summary>Spins until <paramref name="word"/> holds <paramref name="value"/> (10 s watchdog).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     internal static void SpinFor(uint* word, uint value)
     {
         long deadline = Environment.TickCount64 + 10_000;
@@ -189,6 +195,7 @@ internal static unsafe class HandoffConsumer
     }
 
     /// <summary>The consumer half of the futex floor: wait for the odd value, answer with the next even one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     private static void FutexPong(uint* word, uint start, int rounds)
     {
         for (int i = 1; i <= rounds; i++)
@@ -202,6 +209,7 @@ internal static unsafe class HandoffConsumer
 
     /// <summary>Sleeps on the futex until <paramref name="word"/> holds <paramref name="value"/>. Watchdog: gives
     /// up after 10 s without it (the other process is gone), never hangs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     internal static void WaitFor(uint* word, uint value)
     {
         long deadline = Environment.TickCount64 + 10_000;

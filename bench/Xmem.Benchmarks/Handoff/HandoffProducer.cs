@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime;
@@ -123,6 +124,7 @@ internal static unsafe class HandoffProducer
     }
 
     /// <summary>Lockstep: one frame at a time, the producer waits for the consumer's reply before the next.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     private static int Lockstep(ConsumerSession session, Options o, int frames, ref int seq, Report? report)
     {
         var acquire = new long[frames];
@@ -221,6 +223,7 @@ internal static unsafe class HandoffProducer
 
     /// <summary>Stream through the channel or the pipe. With <paramref name="fill"/> the producer writes the whole
     /// frame (a 6 MiB copy from a source frame) before stamping it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     internal static double Stream(ConsumerSession session, bool channel, int spinUs, int frames, ref int seq, bool fill, out StreamShares shares)
     {
         long acquireTotal = 0;
