@@ -91,6 +91,12 @@ public sealed class MetricsTests : PoolTest
             },
             "the meter showing the producer blocked on a full channel and the idle receiver waiting");
 
+        // One sample more: a sample is not a snapshot (each counter is read on its own), so the one that first showed
+        // the blocked bits may have read a wait count from just before the wait began. Both blocked processes stay
+        // blocked, and a wait is counted before its bit is set, so this sample sees every count the bits imply.
+        Collect(listener, pool.Name, values);
+        Assert.Equal(1, values[("xmem.channel.blocked_senders", "frames")]);
+        Assert.Equal(1, values[("xmem.channel.blocked_receivers", "idle")]);
         Assert.Equal(Depth + Taken + 1, values[("xmem.pool.acquires", "")]);
         Assert.Equal(0, values[("xmem.pool.acquire_waits", "")]);
         Assert.Equal(0, values[("xmem.pool.recoveries", "")]);
