@@ -240,15 +240,23 @@ _PARENT = textwrap.dedent("""
     name, how = sys.argv[1], sys.argv[2]
     pool = xmem.BufferPool(name, 8)
     guards = [pool.acquire_cpu(64) for _ in range(3)]
+    # The child tells when fork() has returned in it, i.e. when its atfork handler has dropped the inherited
+    # descriptor and mapping: only from then on is the parent's entry its own alone (a child not yet scheduled still
+    # holds the parent's lock, for the microseconds until it runs).
+    r, w = os.pipe()
+    def child(w):
+        os.write(w, b"x")
+        time.sleep(120)  # never touches xmem
     if how == "os.fork":
         pid = os.fork()
         if pid == 0:
-            time.sleep(120)  # never touches xmem
+            child(w)
             os._exit(0)
     else:
-        p = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+        p = multiprocessing.get_context("fork").Process(target=child, args=(w,))
         p.start()
         pid = p.pid
+    os.read(r, 1)
     print(pid, flush=True)
     time.sleep(120)
 """)
