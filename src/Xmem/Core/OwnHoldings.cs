@@ -57,7 +57,22 @@ internal sealed unsafe class OwnHoldings(ControlSegment control, ProcessRegistry
                 ThrowHelper.ThrowPoolDisposed(control.Bare);
             }
 
-            Holdings? own = Holdings.CreateOwn(control, me, out _);
+            Holdings? own;
+            bool made = false;
+            try
+            {
+                own = Holdings.CreateOwn(control, me, out made);
+            }
+            catch
+            {
+                if (made)
+                {
+                    _ = SegmentFile.Unlink(Holdings.ObjectName(control, me)); // made but not sized or mapped (a full /dev/shm)
+                }
+
+                throw;
+            }
+
             if (own is null)
             {
                 throw new PoolPermissionException($"pool '{control.Bare}': this process's holdings segment name ({Holdings.ObjectName(control, me)}) was taken by a file this pool did not make (another group or mode) after this process attached. Remove that file as root or as its owner, and open the pool again.", Errno.EEXIST);
