@@ -23,10 +23,12 @@ done
 
 work=$(mktemp -d)
 pool="toptest-$$-$RANDOM"
-socket="xmem-top-$$"
+# One tmux server per run (see run_top): a new session on the socket of a server that kill-server is still taking
+# down fails with "server exited unexpectedly".
+socket="xmem-top-$$-q"
 pids=()
 cleanup() {
-    tmux -L "$socket" kill-server 2>/dev/null || true
+    for s in "xmem-top-$$-q" "xmem-top-$$-C-c"; do tmux -L "$s" kill-server 2>/dev/null || true; done
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     dotnet "$cli_dll" rm "$pool" >/dev/null 2>&1 || true
@@ -68,7 +70,7 @@ row() { pane | grep -E "^ *$1 " | head -1; }
 run_top() { # how-to-quit: q or C-c
     local quit=$1
     echo "xmem top in tmux, quitting with $quit:"
-    tmux -L "$socket" kill-server 2>/dev/null || true
+    socket="xmem-top-$$-$quit" # a server of its own (see above)
     tmux -L "$socket" new-session -d -s top -x 180 -y 40 "env -u TMUX PS1='$ ' bash --norc --noprofile"
     tmux -L "$socket" send-keys -t top "echo shell-before-top" Enter
     tmux -L "$socket" send-keys -t top "dotnet $cli_dll top --interval 0.5" Enter
