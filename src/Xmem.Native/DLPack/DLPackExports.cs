@@ -166,7 +166,7 @@ internal static unsafe class DLPackExports
 
             try
             {
-                handle = HandleTables.Guards.Add(new GuardHandle(copy, g.Owner));
+                handle = HandleTables.Guards.Add(new GuardHandle(new BufferRef(copy), g.Owner));
             }
             catch
             {
@@ -282,7 +282,7 @@ internal static unsafe class DLPackExports
             {
                 _ = lease.Release();
             }
-            else if (HandleTables.Guards.Remove((ulong)managerCtx) is { } guard)
+            else if (HandleTables.Guards.TryRemove((ulong)managerCtx, out GuardHandle guard))
             {
                 GuardHandles.Release(guard); // a CUDA tensor's own reference
             }

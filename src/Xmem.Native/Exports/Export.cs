@@ -23,7 +23,6 @@ internal interface IExportBody
 
 /// <summary>The body of an export that works on the object behind a handle (see <see cref="IExportBody"/>).</summary>
 internal interface IExportBody<in T>
-    where T : class
 {
     /// <inheritdoc cref="IExportBody.Check"/>
     int Check();
@@ -104,7 +103,6 @@ internal static unsafe class Export
     /// <summary>An export that destroys a handle (close, release, forget): the handle leaves its table first, so of
     /// racing destroys exactly one runs the body and the others get XMEM_E_INVALID_HANDLE.</summary>
     internal static int Removing<T, TBody>(HandleTable<T> table, string kind, ulong handle, TBody body)
-        where T : class
         where TBody : struct, IExportBody<T>
     {
         using ForkGate.Scope fork = ForkGate.Enter();
@@ -116,8 +114,7 @@ internal static unsafe class Export
                 return rc;
             }
 
-            T? target = table.Remove(handle);
-            return target is null ? LastError.InvalidHandle(kind, handle) : body.Run(target);
+            return table.TryRemove(handle, out T target) ? body.Run(target) : LastError.InvalidHandle(kind, handle);
         }
         catch (Exception e)
         {

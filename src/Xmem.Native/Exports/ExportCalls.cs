@@ -75,18 +75,18 @@ internal struct GuardCall<TBody>(ulong handle, TBody body) : IExportCall
     where TBody : struct, IExportBody<GuardHandle>
 {
     private TBody _body = body;
-    private GuardHandle? _guard;
+    private GuardHandle _guard;
 
     public int Check() => _body.Check();
 
     public bool Enter(out int rc)
     {
-        _guard = HandleTables.Guards.Get(handle);
-        rc = _guard is null ? LastError.InvalidHandle("guard", handle) : 0;
-        return _guard is not null;
+        bool found = HandleTables.Guards.TryGet(handle, out _guard);
+        rc = found ? 0 : LastError.InvalidHandle("guard", handle);
+        return found;
     }
 
-    public int Run() => _body.Run(_guard!);
+    public int Run() => _body.Run(_guard);
 
     public readonly void Leave()
     {
@@ -99,14 +99,13 @@ internal struct GuardInPoolCall<TBody>(ulong handle, TBody body) : IExportCall
     where TBody : struct, IExportBody<GuardHandle>
 {
     private TBody _body = body;
-    private GuardHandle? _guard;
+    private GuardHandle _guard;
 
     public int Check() => _body.Check();
 
     public bool Enter(out int rc)
     {
-        GuardHandle? g = HandleTables.Guards.Get(handle);
-        if (g is null)
+        if (!HandleTables.Guards.TryGet(handle, out GuardHandle g))
         {
             rc = LastError.InvalidHandle("guard", handle);
             return false;
@@ -123,9 +122,9 @@ internal struct GuardInPoolCall<TBody>(ulong handle, TBody body) : IExportCall
         return true;
     }
 
-    public int Run() => _body.Run(_guard!);
+    public int Run() => _body.Run(_guard);
 
-    public readonly void Leave() => _guard!.Owner.Exit();
+    public readonly void Leave() => _guard.Owner.Exit();
 }
 
 /// <summary>A channel handle: the channel and its pool are counted in.</summary>

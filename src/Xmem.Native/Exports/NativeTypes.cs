@@ -16,6 +16,16 @@ internal struct BufferInfo
     [FieldOffset(32)] internal uint Flags;
     [FieldOffset(36)] internal uint Reserved;
 
+    internal static unsafe void Fill(BufferInfo* info, BufferRef r)
+    {
+        Fill(info, r.Guard);
+        if (!r.IsValid)
+        {
+            // Ended while being read (a release racing on another thread): the fields may be a later reference's.
+            throw new BufferGuardInvalidException("this buffer guard was released or sent while its info was read; get the slot again for a new one.");
+        }
+    }
+
     internal static unsafe void Fill(BufferInfo* info, BufferGuard g)
     {
         if (info is null)

@@ -12,18 +12,29 @@ internal enum HandleKind : byte
 }
 
 /// <summary>
-/// Maps 64-bit opaque handles to managed objects: <c>kind(8) | generation(32) | index+1(24)</c>. A slot's generation
-/// goes up each time it is reused, so a stale or doubly destroyed handle never finds the object that now occupies its
-/// slot, and never a freed one: a miss is an error status, not a crash (unlike raw GCHandle pointers).
-/// Lookups are lock-free (one acquire load of an immutable entry); adding takes a lock; removal is one CAS, so exactly
-/// one of several racing destroys wins, and then a lock-free push of the index on the free list.
-/// Removal (every destroy, release and close) takes no lock and allocates nothing, so it cannot fail — not even in a
-/// process out of memory or at its mapping limit, where an allocation here used to throw outside the export's try and
-/// abort the process. The free list is a stack threaded through a per-chunk array of next indexes: any thread pushes
-/// (CAS on the head); only <see cref="Add"/> pops, under its lock, so the one popper never meets ABA (an index on the
-/// stack can be pushed again only after that popper popped it).
+/// Maps 64-bit opaque handles to values (objects, or small structs such as <see cref="GuardHandle"/>):
+/// <c>kind(8) | generation(32) | index+1(24)</c>. A slot's generation goes up each time it is reused, so a stale or
+/// doubly destroyed handle never finds the value that now occupies its slot, and never a freed one: a miss is an
+/// error status, not a crash (unlike raw GCHandle pointers). Nothing here allocates once a slot's chunk exists, so
+/// a steady state of adds and removes allocates nothing.
+/// <para>
+/// Each slot is <c>{Handle, Value, Generation, NextFree}</c>. Invariants: a slot's <c>Value</c> is written only while
+/// its <c>Handle</c> is 0 (free: by the one thread that popped it from the free list, or removed it), and published
+/// by the release store of its new <c>Handle</c>; a handle value never comes back once its slot moved on (the
+/// generation only goes up). So a lookup that reads the same handle before and after reading the value (a seqlock;
+/// <see cref="Volatile.ReadBarrier"/> keeps the value's reads before the second one) read a consistent value of that
+/// handle, even for a struct that is not read in one instruction. Removal is one CAS of <c>Handle</c> to 0, so exactly
+/// one of several racing destroys gets the value.
+/// </para>
+/// <para>
+/// The free list is a stack threaded through the slots' <c>NextFree</c>, its head a 64-bit word of <c>tag(32) |
+/// index+1(32)</c>; every push and pop bumps the tag, so a pop that read a head another thread popped and pushed back
+/// meanwhile fails its CAS (no ABA) instead of linking a slot that is in use. Adds and removes take no lock (only
+/// making a new chunk of 1,024 slots does, once per chunk), and removal never allocates, so it cannot fail — not even
+/// in a process out of memory or at its mapping limit.
+/// </para>
 /// </summary>
-internal sealed class HandleTable<T>(HandleKind kind) where T : class
+internal sealed class HandleTable<T>(HandleKind kind)
 {
     private const int ChunkBits = 10;
     private const int ChunkSize = 1 << ChunkBits;
@@ -31,105 +42,112 @@ internal sealed class HandleTable<T>(HandleKind kind) where T : class
 
     private readonly ulong _kindBits = (ulong)kind << 56;
     // Chunks are never moved or freed, so a reader can index them without a lock while a writer grows the table.
-    private readonly Entry?[]?[] _chunks = new Entry?[]?[(MaxEntries + ChunkSize) / ChunkSize];
-    private readonly uint[]?[] _generations = new uint[]?[(MaxEntries + ChunkSize) / ChunkSize];
-    // Free-list links: _nextFree[c][i] = (next free index + 1), 0 = end; allocated with the chunk, so a push never allocates.
-    private readonly int[]?[] _nextFree = new int[]?[(MaxEntries + ChunkSize) / ChunkSize];
-    private readonly Lock _lock = new();
-    private int _freeHead; // index + 1 of the top free entry, 0 = empty
-    private int _next;
+    private readonly Slot[]?[] _chunks = new Slot[]?[(MaxEntries + ChunkSize) / ChunkSize];
+    private readonly Lock _growLock = new();
+    private long _freeHead; // tag(32) | index + 1 of the top free slot (0 = empty)
+    private int _next; // slots below it have been handed out at least once
 
-    /// <summary>Stores <paramref name="target"/> and returns its new handle (never 0).</summary>
-    internal ulong Add(T target)
+    /// <summary>Stores <paramref name="value"/> and returns its new handle (never 0).</summary>
+    internal ulong Add(T value)
     {
-        lock (_lock)
+        int index = PopFree();
+        if (index < 0)
         {
-            int index = PopFree();
-            if (index < 0)
+            index = Interlocked.Increment(ref _next) - 1;
+            if (index >= MaxEntries)
             {
-                if (_next >= MaxEntries)
-                {
-                    throw new XmemException(XmemStatus.OutOfMemory, $"more than {MaxEntries} xmem handles of one kind are open; release or close some.");
-                }
-
-                index = _next++;
+                _ = Interlocked.Decrement(ref _next);
+                throw new XmemException(XmemStatus.OutOfMemory, $"more than {MaxEntries} xmem handles of one kind are open; release or close some.");
             }
-
-            int c = index >> ChunkBits, i = index & (ChunkSize - 1);
-            Entry?[] chunk = _chunks[c] ??= new Entry?[ChunkSize];
-            uint[] gens = _generations[c] ??= new uint[ChunkSize];
-            _nextFree[c] ??= new int[ChunkSize];
-            uint gen = unchecked(++gens[i]);
-            ulong handle = _kindBits | ((ulong)gen << 24) | (uint)(index + 1);
-            // Release store: a reader that sees the entry sees its fields.
-            Volatile.Write(ref chunk[i], new Entry(handle, target));
-            return handle;
         }
+
+        ref Slot e = ref ChunkFor(index)[index & (ChunkSize - 1)];
+        uint gen = unchecked(++e.Generation); // this thread alone owns the free slot
+        ulong handle = _kindBits | ((ulong)gen << 24) | (uint)(index + 1);
+        e.Value = value;
+        Volatile.Write(ref e.Handle, handle); // release: a reader that sees the handle sees the value
+        return handle;
     }
 
-    /// <summary>The object behind <paramref name="handle"/>, or null for a null, stale or wrong-kind handle.</summary>
-    internal T? Get(ulong handle)
+    /// <summary>The value behind <paramref name="handle"/>; false for a null, stale or wrong-kind handle.</summary>
+    internal bool TryGet(ulong handle, out T value)
     {
-        Entry?[]? chunk = ChunkOf(handle, out int i);
-        if (chunk is null)
+        Slot[]? chunk = ChunkOf(handle, out int i);
+        if (chunk is not null)
         {
-            return null;
+            ref Slot e = ref chunk[i];
+            if (Volatile.Read(ref e.Handle) == handle)
+            {
+                value = e.Value;
+                Volatile.ReadBarrier();
+                if (Volatile.Read(ref e.Handle) == handle)
+                {
+                    return true;
+                }
+            }
         }
 
-        Entry? e = Volatile.Read(ref chunk[i]);
-        return e is not null && e.Handle == handle ? e.Target : null;
+        value = default!;
+        return false;
     }
 
-    /// <summary>Removes the entry and returns its object; null when the handle was not live (already removed, stale,
-    /// wrong kind). Of several racing removals exactly one gets the object.</summary>
-    internal T? Remove(ulong handle)
+    /// <summary>Removes the entry and gives its value; false when the handle was not live (already removed, stale,
+    /// wrong kind). Of several racing removals exactly one gets the value.</summary>
+    internal bool TryRemove(ulong handle, out T value)
     {
-        Entry?[]? chunk = ChunkOf(handle, out int i);
-        if (chunk is null)
+        Slot[]? chunk = ChunkOf(handle, out int i);
+        if (chunk is not null)
         {
-            return null;
+            ref Slot e = ref chunk[i];
+            if (Volatile.Read(ref e.Handle) == handle)
+            {
+                value = e.Value; // the value of this handle: it cannot change before the CAS below moves the handle on
+                if (Interlocked.CompareExchange(ref e.Handle, 0, handle) == handle)
+                {
+                    e.Value = default!; // nothing keeps the object alive; only this thread writes the slot now
+                    PushFree((int)(handle & 0xFFFFFF) - 1, ref e);
+                    return true;
+                }
+            }
         }
 
-        Entry? e = Volatile.Read(ref chunk[i]);
-        if (e is null || e.Handle != handle || Interlocked.CompareExchange(ref chunk[i], null, e) != e)
-        {
-            return null;
-        }
-
-        PushFree((int)(handle & 0xFFFFFF) - 1);
-        return e.Target;
+        value = default!;
+        return false;
     }
 
-    /// <summary>Pushes a removed entry's index on the free list: lock-free, allocation-free (its link array exists,
-    /// since the entry did).</summary>
-    private void PushFree(int index)
+    /// <summary>Pushes a removed slot on the free list: lock-free, allocation-free.</summary>
+    private void PushFree(int index, ref Slot e)
     {
-        ref int link = ref _nextFree[index >> ChunkBits]![index & (ChunkSize - 1)];
         while (true)
         {
-            int head = Volatile.Read(ref _freeHead);
-            link = head;
-            // Full fence: the link is visible before the index is reachable from the head.
-            if (Interlocked.CompareExchange(ref _freeHead, index + 1, head) == head)
+            long head = Volatile.Read(ref _freeHead);
+            e.NextFree = (int)head;
+            long next = (long)((((ulong)head >> 32) + 1) << 32) | (uint)(index + 1);
+            // Full fence: the link (and the slot's cleared value) are visible before the slot is reachable.
+            if (Interlocked.CompareExchange(ref _freeHead, next, head) == head)
             {
                 return;
             }
         }
     }
 
-    /// <summary>Under <see cref="_lock"/> (the only popper): the top free index, or -1 when none.</summary>
+    /// <summary>The top free slot's index, taken off the list; -1 when the list is empty.</summary>
     private int PopFree()
     {
         while (true)
         {
-            int head = Volatile.Read(ref _freeHead);
-            if (head == 0)
+            long head = Volatile.Read(ref _freeHead);
+            int top = (int)head;
+            if (top == 0)
             {
                 return -1;
             }
 
-            int index = head - 1;
-            int next = Volatile.Read(ref _nextFree[index >> ChunkBits]![index & (ChunkSize - 1)]);
+            int index = top - 1;
+            // The slot's chunk exists: the slot was handed out before it was freed. Its link may be stale if another
+            // thread popped it meanwhile, but then the tag moved on and the CAS fails.
+            int link = Volatile.Read(ref _chunks[index >> ChunkBits]![index & (ChunkSize - 1)].NextFree);
+            long next = (long)((((ulong)head >> 32) + 1) << 32) | (uint)link;
             if (Interlocked.CompareExchange(ref _freeHead, next, head) == head)
             {
                 return index;
@@ -137,7 +155,29 @@ internal sealed class HandleTable<T>(HandleKind kind) where T : class
         }
     }
 
-    private Entry?[]? ChunkOf(ulong handle, out int i)
+    private Slot[] ChunkFor(int index)
+    {
+        int c = index >> ChunkBits;
+        Slot[]? chunk = Volatile.Read(ref _chunks[c]);
+        if (chunk is not null)
+        {
+            return chunk;
+        }
+
+        lock (_growLock)
+        {
+            chunk = _chunks[c];
+            if (chunk is null)
+            {
+                chunk = new Slot[ChunkSize];
+                Volatile.Write(ref _chunks[c], chunk);
+            }
+
+            return chunk;
+        }
+    }
+
+    private Slot[]? ChunkOf(ulong handle, out int i)
     {
         int index = (int)(handle & 0xFFFFFF) - 1;
         i = index & (ChunkSize - 1);
@@ -149,10 +189,11 @@ internal sealed class HandleTable<T>(HandleKind kind) where T : class
         return Volatile.Read(ref _chunks[index >> ChunkBits]);
     }
 
-    /// <summary>Immutable, so one reference read gives a consistent (handle, target) pair.</summary>
-    private sealed class Entry(ulong handle, T target)
+    private struct Slot
     {
-        internal readonly ulong Handle = handle;
-        internal readonly T Target = target;
+        internal ulong Handle; // 0 while free
+        internal T Value;
+        internal uint Generation;
+        internal int NextFree; // index + 1 of the next free slot, 0 = end (while free)
     }
 }

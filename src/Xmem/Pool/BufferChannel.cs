@@ -10,7 +10,7 @@ namespace Xmem;
 
 /// <summary>
 /// A named channel of a <see cref="BufferPool"/>: a bounded queue of buffer references in shared memory, used by any
-/// number of senders and receivers in any processes. <see cref="Send"/> moves a guard's reference into the channel
+/// number of senders and receivers in any processes. <see cref="Send(BufferGuard)"/> moves a guard's reference into the channel
 /// (the guard is spent; no count is lost or doubled); a receive returns a guard that owns that reference. References
 /// waiting in the channel are counted in their slots and belong to the channel, so a process that dies loses none
 /// of them; a process that dies in the middle of a send or receive never wedges the channel (its cell is repaired by
@@ -69,19 +69,38 @@ public sealed unsafe class BufferChannel : IDisposable
     /// subscriber the buffer is released.</summary>
     /// <exception cref="BufferGuardInvalidException">The guard was already disposed, forgotten or sent.</exception>
     /// <exception cref="ArgumentException">The guard belongs to another pool.</exception>
-    public void Send(BufferGuard guard) => _ = SendCore(guard, -1);
+    public void Send(BufferGuard guard) => _ = SendCore(guard, guard?.Version ?? 0, -1);
 
-    /// <summary>Like <see cref="Send"/>, but waits at most <paramref name="timeout"/> for room (zero: fail at once).
+    /// <summary>Like <see cref="Send(BufferGuard)"/>, but waits at most <paramref name="timeout"/> for room (zero: fail at once).
     /// False when the channel stayed full: the guard is unchanged and still the caller's.</summary>
-    public bool TrySend(BufferGuard guard, TimeSpan timeout) => SendCore(guard, ToNs(timeout));
+    public bool TrySend(BufferGuard guard, TimeSpan timeout) => SendCore(guard, guard?.Version ?? 0, ToNs(timeout));
+
+    /// <summary>Like <see cref="Send(BufferGuard)"/>, for a <see cref="BufferRef"/> (spent afterwards, in every copy).</summary>
+    /// <exception cref="BufferGuardInvalidException">The reference was already disposed, forgotten or sent.</exception>
+    public void Send(BufferRef buffer) => _ = SendCore(buffer.Guard, buffer.Version, -1);
+
+    /// <summary>Like <see cref="TrySend(BufferGuard, TimeSpan)"/>, for a <see cref="BufferRef"/>: false leaves it the
+    /// caller's.</summary>
+    public bool TrySend(BufferRef buffer, TimeSpan timeout) => SendCore(buffer.Guard, buffer.Version, ToNs(timeout));
+
+    /// <summary>Like <see cref="Receive"/>, as a <see cref="BufferRef"/>: no allocation once warm.</summary>
+    public BufferRef ReceiveRef(bool writable = false) => new(ReceiveCore(QueueRing(), writable, -1, pooled: true, CancellationToken.None)!);
+
+    /// <summary>Like <see cref="TryReceive"/>, as a <see cref="BufferRef"/> (<c>default</c> when none came in time).</summary>
+    public bool TryReceiveRef(TimeSpan timeout, out BufferRef buffer, bool writable = false)
+    {
+        BufferGuard? g = ReceiveCore(QueueRing(), writable, ToNs(timeout), pooled: true, CancellationToken.None);
+        buffer = g is null ? default : new BufferRef(g);
+        return g is not null;
+    }
 
     /// <summary>Receives the next buffer, waiting for one. The guard is read-only unless <paramref name="writable"/>.</summary>
-    public BufferGuard Receive(bool writable = false) => ReceiveCore(QueueRing(), writable, -1, CancellationToken.None)!;
+    public BufferGuard Receive(bool writable = false) => ReceiveCore(QueueRing(), writable, -1, pooled: false, CancellationToken.None)!;
 
     /// <summary>Receives the next buffer, waiting at most <paramref name="timeout"/> (zero: do not wait).</summary>
     public bool TryReceive(TimeSpan timeout, [NotNullWhen(true)] out BufferGuard? guard, bool writable = false)
     {
-        guard = ReceiveCore(QueueRing(), writable, ToNs(timeout), CancellationToken.None);
+        guard = ReceiveCore(QueueRing(), writable, ToNs(timeout), pooled: false, CancellationToken.None);
         return guard is not null;
     }
 
@@ -232,7 +251,7 @@ public sealed unsafe class BufferChannel : IDisposable
             if (r == ChannelSegment.Claimed)
             {
 #pragma warning disable CA2000 // ownership passes to the caller (returned)
-                BufferGuard? g = _pool.CompleteReceive(_seg, k, pos, observed, writable);
+                BufferGuard? g = _pool.CompleteReceive(_seg, k, pos, observed, writable, pooled: false);
 #pragma warning restore CA2000
                 if (g is not null)
                 {
@@ -252,7 +271,7 @@ public sealed unsafe class BufferChannel : IDisposable
     }
 
     /// <summary>Receives from ring <paramref name="k"/>; null when <paramref name="timeoutNs"/> (≥ 0) passed.</summary>
-    internal BufferGuard? ReceiveCore(int k, bool writable, long timeoutNs, CancellationToken token)
+    internal BufferGuard? ReceiveCore(int k, bool writable, long timeoutNs, bool pooled, CancellationToken token)
     {
         ThrowIfDisposed();
         _pool.ThrowIfDisposed();
@@ -281,7 +300,7 @@ public sealed unsafe class BufferChannel : IDisposable
                 if (r == ChannelSegment.Claimed)
                 {
 #pragma warning disable CA2000 // ownership passes to the caller (returned); the finally only ends registrations and the blocking count, which do not throw
-                    BufferGuard? g = _pool.CompleteReceive(_seg, k, pos, observed, writable);
+                    BufferGuard? g = _pool.CompleteReceive(_seg, k, pos, observed, writable, pooled);
 #pragma warning restore CA2000
                     if (g is not null)
                     {
@@ -341,7 +360,7 @@ public sealed unsafe class BufferChannel : IDisposable
         }
     }
 
-    private bool SendCore(BufferGuard guard, long timeoutNs)
+    private bool SendCore(BufferGuard guard, long version, long timeoutNs)
     {
         ThrowIfDisposed();
         _pool.ThrowIfDisposed();
@@ -351,11 +370,11 @@ public sealed unsafe class BufferChannel : IDisposable
             throw new ArgumentException($"the guard belongs to pool '{guard.Pool.Name}', not to this channel's pool instance '{_pool.Name}'.", nameof(guard));
         }
 
-        guard.ThrowIfInvalid();
+        guard.ThrowIfInvalidAt(version);
         var wait = new SendWait();
         try
         {
-            return SendCore(guard, timeoutNs, ref wait);
+            return SendCore(guard, version, timeoutNs, ref wait);
         }
         finally
         {
@@ -372,7 +391,7 @@ public sealed unsafe class BufferChannel : IDisposable
         }
     }
 
-    private bool SendCore(BufferGuard guard, long timeoutNs, ref SendWait wait)
+    private bool SendCore(BufferGuard guard, long version, long timeoutNs, ref SendWait wait)
     {
         long start = Stopwatch.GetTimestamp();
         if (_seg.Mode == ChannelLayout.ModeQueue)
@@ -381,7 +400,7 @@ public sealed unsafe class BufferChannel : IDisposable
             ulong qpos = _sendClaims.Claim(0, timeoutNs, start, (long)SpinDuration.TotalNanoseconds, ref wait, out bool qskip);
             if (qskip)
             {
-                guard.Dispose();
+                _ = guard.DisposeAt(version);
                 return true;
             }
 
@@ -390,7 +409,7 @@ public sealed unsafe class BufferChannel : IDisposable
                 return false;
             }
 
-            _pool.CompleteSend(_seg, 0, qpos, guard);
+            _pool.CompleteSend(_seg, 0, qpos, guard, version);
             return true;
         }
 
@@ -407,7 +426,7 @@ public sealed unsafe class BufferChannel : IDisposable
 
         if (ringCount == 0)
         {
-            guard.Dispose(); // nobody listens: the buffer goes back
+            _ = guard.DisposeAt(version); // nobody listens: the buffer goes back
             return true;
         }
 
@@ -439,7 +458,7 @@ public sealed unsafe class BufferChannel : IDisposable
 
         if (claimCount == 0)
         {
-            guard.Dispose();
+            _ = guard.DisposeAt(version);
             return true;
         }
 
@@ -451,10 +470,10 @@ public sealed unsafe class BufferChannel : IDisposable
             extras[i] = guard.IsReadOnly ? _pool.Get(guard.MetaIndex) : _pool.GetMut(guard.MetaIndex);
         }
 
-        _pool.CompleteSend(_seg, claimRings[0], claimPos[0], guard);
+        _pool.CompleteSend(_seg, claimRings[0], claimPos[0], guard, version);
         for (int i = 1; i < claimCount; i++)
         {
-            _pool.CompleteSend(_seg, claimRings[i], claimPos[i], extras[i - 1]);
+            _pool.CompleteSend(_seg, claimRings[i], claimPos[i], extras[i - 1], extras[i - 1].Version);
         }
 
         return true;

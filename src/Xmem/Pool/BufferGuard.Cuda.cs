@@ -9,7 +9,7 @@ namespace Xmem;
 // CUDA members of the guard. A CUDA guard has no CPU mapping: CpuPointer, Span and Memory do not apply to it.
 public unsafe partial class BufferGuard
 {
-    private readonly CudaMemory? _cudaMemory;
+    private CudaMemory? _cudaMemory;
 
     /// <summary>A guard on a CUDA buffer: no CPU mapping. <paramref name="memory"/> comes with a lease
     /// (<see cref="CudaMemory.TryLease"/>) that the guard owns and gives back when it ends, before its reference: an

@@ -39,12 +39,12 @@ public sealed partial class BufferPool
 
     /// <summary>Moves <paramref name="guard"/>'s reference into the cell this process claimed at
     /// <paramref name="pos"/> of ring <paramref name="k"/>. The guard is spent; on failure the cell is voided.</summary>
-    internal void CompleteSend(ChannelSegment ch, int k, ulong pos, BufferGuard guard)
+    internal void CompleteSend(ChannelSegment ch, int k, ulong pos, BufferGuard guard, long version)
     {
         int s = guard.MetaIndex;
         uint gen = guard.Generation;
         ChannelHandover.FillClaimedCell(ch, k, pos, s, gen);
-        if (!guard.TryDetach())
+        if (!guard.TryDetachAt(version))
         {
             _handover.VoidClaimedCell(ch, k, pos);
             ThrowHelper.ThrowGuardInvalid();
@@ -68,7 +68,7 @@ public sealed partial class BufferPool
 
     /// <summary>Takes over the message in the cell this process claimed (<paramref name="claimed"/>) as a guard.
     /// Null when the cell held nothing usable (a corrupt cell, skipped).</summary>
-    internal BufferGuard? CompleteReceive(ChannelSegment ch, int k, ulong pos, ulong claimed, bool writable)
+    internal BufferGuard? CompleteReceive(ChannelSegment ch, int k, ulong pos, ulong claimed, bool writable, bool pooled)
     {
         ChannelHandover.Received r = _handover.TakeReceived(ch, k, pos, claimed);
         if (r.Slot < 0)
@@ -80,7 +80,7 @@ public sealed partial class BufferPool
 
         if (r.Cuda && r.MapError is null)
         {
-            return CudaGuardForHeldReference(r.Slot, r.Gen, writable);
+            return CudaGuardForHeldReference(r.Slot, r.Gen, writable, pooled);
         }
 
         if (r.Map is null)
@@ -91,7 +91,7 @@ public sealed partial class BufferPool
 
         try
         {
-            return NewGuard(r.Slot, r.Gen, r.Map, r.Size, readOnly: !writable);
+            return NewGuard(r.Slot, r.Gen, r.Map, r.Size, readOnly: !writable, pooled);
         }
         catch
         {

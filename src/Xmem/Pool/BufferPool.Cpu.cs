@@ -22,7 +22,7 @@ public sealed partial class BufferPool
             ThrowHelper.ThrowPoolFull(Bare, Capacity);
         }
 
-        return PublishCpu(s, size, attributed: true)!;
+        return PublishCpu(s, size, attributed: true, pooled: false)!;
     }
 
     /// <summary>Like <see cref="AcquireCpu(long)"/>, but waits up to <paramref name="timeout"/> for a slot to be
@@ -41,7 +41,7 @@ public sealed partial class BufferPool
         try
         {
             int s = FreeSlotWait.Wait(_core, size, timeoutNs, CancellationToken.None, ref counted);
-            guard = s < 0 ? null : PublishCpu(s, size, attributed: true);
+            guard = s < 0 ? null : PublishCpu(s, size, attributed: true, pooled: false);
             return guard is not null;
         }
         finally
@@ -71,7 +71,7 @@ public sealed partial class BufferPool
         if (fast >= 0)
         {
 #pragma warning disable CA2000 // ownership passes to the caller through the returned task
-            return new ValueTask<BufferGuard>(PublishCpu(fast, size, attributed: true)!);
+            return new ValueTask<BufferGuard>(PublishCpu(fast, size, attributed: true, pooled: false)!);
 #pragma warning restore CA2000
         }
 
@@ -83,7 +83,7 @@ public sealed partial class BufferPool
     {
         ThrowIfDisposed();
         int s = _slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: true);
-        return s < 0 ? null : PublishCpu(s, size, attributed: true);
+        return s < 0 ? null : PublishCpu(s, size, attributed: true, pooled: false);
     }
 
     /// <summary>Acquires a read-write buffer sized for <paramref name="spec"/> (at least 1 byte) and describes it
@@ -122,7 +122,7 @@ public sealed partial class BufferPool
             int s = _slots.Claim(new CpuSlotPicker(_core.Hints, size), reclaim: true);
             if (s >= 0)
             {
-                _ = PublishCpu(s, size, attributed: false);
+                _ = PublishCpu(s, size, attributed: false, pooled: false);
             }
 
             return s;
@@ -131,10 +131,10 @@ public sealed partial class BufferPool
 
     /// <summary>A read-only guard on a live slot; its count goes up by one. Throws for an index outside the pool or a
     /// slot with no live buffer, changing no count.</summary>
-    public BufferGuard Get(int metaIndex) => GetGuard(metaIndex, writable: false);
+    public BufferGuard Get(int metaIndex) => GetGuard(metaIndex, writable: false, pooled: false);
 
     /// <summary>A read-write guard on a live slot; its count goes up by one.</summary>
-    public BufferGuard GetMut(int metaIndex) => GetGuard(metaIndex, writable: true);
+    public BufferGuard GetMut(int metaIndex) => GetGuard(metaIndex, writable: true, pooled: false);
 
     /// <summary>Sets the slot's count (0..16,777,215). The count is in flight, owned by no process; 0 recycles the slot.</summary>
     public void SetRefCount(int metaIndex, int count)
@@ -252,7 +252,7 @@ public sealed partial class BufferPool
 
     /// <summary>Gives claimed slot <paramref name="s"/> CPU memory of at least <paramref name="size"/> bytes, fills
     /// in its record and publishes it Live with count 1 (attributed to this process with a guard, or in flight).</summary>
-    private BufferGuard? PublishCpu(int s, long size, bool attributed)
+    private BufferGuard? PublishCpu(int s, long size, bool attributed, bool pooled)
     {
         SlotTable slots = _slots;
         ulong w = slots.Word(s);
@@ -284,7 +284,7 @@ public sealed partial class BufferPool
         BufferGuard guard;
         try
         {
-            guard = NewGuard(s, gen, map, size, readOnly: false); // takes over the mapping's lease
+            guard = NewGuard(s, gen, map, size, readOnly: false, pooled); // takes over the mapping's lease
         }
         catch
         {
@@ -296,21 +296,21 @@ public sealed partial class BufferPool
         return guard;
     }
 
-    private BufferGuard GetGuard(int metaIndex, bool writable)
+    private BufferGuard GetGuard(int metaIndex, bool writable, bool pooled)
     {
         CheckIndex(metaIndex); // also refuses every index once the pool is disposed
         SlotTable slots = _slots;
         ulong w = slots.LockLive(metaIndex);
         if (slots.HoldsCuda(metaIndex))
         {
-            return CompleteCudaGet(metaIndex, w, writable);
+            return CompleteCudaGet(metaIndex, w, writable, pooled);
         }
 
         BufferGuard guard;
         try
         {
             DataMapping map = _core.Data.LeaseLive(metaIndex, out long size);
-            guard = NewGuard(metaIndex, SlotWord.Gen(w), map, size, readOnly: !writable);
+            guard = NewGuard(metaIndex, SlotWord.Gen(w), map, size, readOnly: !writable, pooled);
         }
         catch
         {
@@ -327,14 +327,14 @@ public sealed partial class BufferPool
     /// <summary>The guard for a reference about to be committed (or already held), taking over the caller's lease on
     /// <paramref name="map"/> and taking one on the control segment. On failure (out of memory, pool disposed)
     /// nothing is left held: the mapping's lease is dropped too.</summary>
-    private BufferGuard NewGuard(int s, uint gen, DataMapping map, long size, bool readOnly)
+    private BufferGuard NewGuard(int s, uint gen, DataMapping map, long size, bool readOnly, bool pooled)
     {
         bool controlLeased = false;
         try
         {
             _core.Lease.DangerousAddRefChecked();
             controlLeased = true;
-            return BufferGuard.Make(this, s, gen, map, size, readOnly);
+            return BufferGuard.Make(this, pooled, s, gen, map, null, size, readOnly);
         }
         catch
         {

@@ -90,7 +90,7 @@ public sealed partial class BufferPool
             throw new XmemException(XmemStatus.InvalidArgument, $"slot {metaIndex} holds a CPU buffer, not CUDA memory.");
         }
 
-        return CompleteCudaGet(metaIndex, w, writable);
+        return CompleteCudaGet(metaIndex, w, writable, pooled: false);
     }
 
     /// <summary>Gives claimed slot <paramref name="s"/> CUDA memory and publishes it Live with count 1 (attributed to
@@ -145,7 +145,7 @@ public sealed partial class BufferPool
     /// the lock): takes one attributed reference, then resolves the device pointer. The pointer is resolved after the
     /// count is published so no other process waits on the lock during a driver call; the count keeps the record
     /// unchanged meanwhile.</summary>
-    private BufferGuard CompleteCudaGet(int s, ulong w, bool writable)
+    private BufferGuard CompleteCudaGet(int s, ulong w, bool writable, bool pooled)
     {
         try
         {
@@ -158,19 +158,19 @@ public sealed partial class BufferPool
         }
 
         _slots.CommitGet(s, w);
-        return CudaGuardForHeldReference(s, SlotWord.Gen(w), writable);
+        return CudaGuardForHeldReference(s, SlotWord.Gen(w), writable, pooled);
     }
 
     /// <summary>A guard owning one reference of generation <paramref name="gen"/> of CUDA slot <paramref name="s"/>
     /// that this process already holds (attributed): from a Get, or a channel receive. On failure the reference is
     /// released.</summary>
-    private BufferGuard CudaGuardForHeldReference(int s, uint gen, bool writable)
+    private BufferGuard CudaGuardForHeldReference(int s, uint gen, bool writable, bool pooled)
     {
         _core.Lease.DangerousAddRefChecked();
         try
         {
             CudaMemory mem = _cuda.ResolveHeld(s, out long size); // leased for the guard
-            return BufferGuard.Make(this, s, gen, mem, size, readOnly: !writable);
+            return BufferGuard.Make(this, pooled, s, gen, null, mem, size, readOnly: !writable);
         }
         catch
         {

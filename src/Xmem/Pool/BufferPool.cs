@@ -42,6 +42,7 @@ public sealed partial class BufferPool : IDisposable
         _slots = _core.Slots;
         _cuda = new CudaStore(_core);
         _handover = new ChannelHandover(_core);
+        Guards = new GuardCache(this);
         _descriptions = new SlotDescriptions(_slots);
         _liveCapacity = control.Capacity;
     }

@@ -24,7 +24,7 @@ public sealed class ChannelSubscription : IDisposable
     public int Count => (int)_channel.Segment.Backlog(_ring);
 
     /// <summary>Receives the next buffer, waiting for one. Read-only unless <paramref name="writable"/>.</summary>
-    public BufferGuard Receive(bool writable = false) => _channel.ReceiveCore(Ring(), writable, -1, CancellationToken.None)!;
+    public BufferGuard Receive(bool writable = false) => _channel.ReceiveCore(Ring(), writable, -1, pooled: false, CancellationToken.None)!;
 
     /// <summary>Receives the next buffer, waiting at most <paramref name="timeout"/> (zero: do not wait).</summary>
     public bool TryReceive(TimeSpan timeout, [NotNullWhen(true)] out BufferGuard? guard, bool writable = false)
@@ -34,8 +34,24 @@ public sealed class ChannelSubscription : IDisposable
             throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "the timeout must be non-negative, or infinite to wait without limit.");
         }
 
-        guard = _channel.ReceiveCore(Ring(), writable, timeout == Timeout.InfiniteTimeSpan ? -1 : (long)timeout.TotalNanoseconds, CancellationToken.None);
+        guard = _channel.ReceiveCore(Ring(), writable, timeout == Timeout.InfiniteTimeSpan ? -1 : (long)timeout.TotalNanoseconds, pooled: false, CancellationToken.None);
         return guard is not null;
+    }
+
+    /// <summary>Like <see cref="Receive"/>, as a <see cref="BufferRef"/>: no allocation once warm.</summary>
+    public BufferRef ReceiveRef(bool writable = false) => new(_channel.ReceiveCore(Ring(), writable, -1, pooled: true, CancellationToken.None)!);
+
+    /// <summary>Like <see cref="TryReceive"/>, as a <see cref="BufferRef"/> (<c>default</c> when none came in time).</summary>
+    public bool TryReceiveRef(TimeSpan timeout, out BufferRef buffer, bool writable = false)
+    {
+        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "the timeout must be non-negative, or infinite to wait without limit.");
+        }
+
+        BufferGuard? g = _channel.ReceiveCore(Ring(), writable, timeout == Timeout.InfiniteTimeSpan ? -1 : (long)timeout.TotalNanoseconds, pooled: true, CancellationToken.None);
+        buffer = g is null ? default : new BufferRef(g);
+        return g is not null;
     }
 
     /// <summary>Receives the next buffer without blocking the calling thread, as

@@ -91,7 +91,7 @@ internal static unsafe class ChannelExports
     /// <summary>The guard handle is looked up by <see cref="Check"/>, before the channel's.</summary>
     private struct Send(ulong guard, long timeoutNs) : IExportBody<ChannelHandle>
     {
-        private GuardHandle? _g;
+        private GuardHandle _g;
 
         public int Check()
         {
@@ -100,16 +100,15 @@ internal static unsafe class ChannelExports
                 return TimeoutRange(timeoutNs);
             }
 
-            _g = HandleTables.Guards.Get(guard);
-            return _g is null ? LastError.InvalidHandle("guard", guard) : 0;
+            return HandleTables.Guards.TryGet(guard, out _g) ? 0 : LastError.InvalidHandle("guard", guard);
         }
 
         public readonly int Run(ChannelHandle c)
         {
-            GuardHandle g = _g!;
+            GuardHandle g = _g;
             if (!ReferenceEquals(g.Owner, c.Owner))
             {
-                return LastError.Set(XmemStatus.InvalidArgument, $"the guard on slot {g.Guard.MetaIndex} belongs to another pool handle than channel '{c.Channel.Name}'; send guards taken from the pool the channel was opened on.");
+                return LastError.Set(XmemStatus.InvalidArgument, $"the guard on slot {g.Ref.Guard.MetaIndex} belongs to another pool handle than channel '{c.Channel.Name}'; send guards taken from the pool the channel was opened on.");
             }
 
             bool sent;
@@ -117,21 +116,21 @@ internal static unsafe class ChannelExports
             {
                 if (timeoutNs < 0)
                 {
-                    c.Channel.Send(g.Guard);
+                    c.Channel.Send(g.Ref);
                     sent = true;
                 }
                 else
                 {
-                    sent = c.Channel.TrySend(g.Guard, TimeSpan.FromTicks(timeoutNs / 100));
+                    sent = c.Channel.TrySend(g.Ref, TimeSpan.FromTicks(timeoutNs / 100));
                 }
             }
             finally
             {
                 // The reference left the guard (sent, or given back by a send that failed after taking it): the
                 // handle is spent. A send that never took the reference leaves the guard as it was.
-                if (!g.Guard.IsValid)
+                if (!g.Ref.IsValid)
                 {
-                    _ = HandleTables.Guards.Remove(guard);
+                    _ = HandleTables.Guards.TryRemove(guard, out _);
                 }
             }
 
@@ -155,12 +154,17 @@ internal static unsafe class ChannelExports
             try
             {
                 bool writable = (flags & ReceiveWritable) != 0;
-#pragma warning disable CA2000 // ownership passes to GuardHandles.Register (the handle table, or disposed when registering fails)
-                BufferGuard? g = timeoutNs < 0
-                    ? c.Channel.Receive(writable)
-                    : c.Channel.TryReceive(TimeSpan.FromTicks(timeoutNs / 100), out BufferGuard? got, writable) ? got : null;
-#pragma warning restore CA2000
-                return g is null ? NothingReceived(c.Channel.Name, timeoutNs) : GuardHandles.Register(g, c.Owner, outGuard, outInfo);
+                BufferRef r;
+                if (timeoutNs < 0)
+                {
+                    r = c.Channel.ReceiveRef(writable);
+                }
+                else if (!c.Channel.TryReceiveRef(TimeSpan.FromTicks(timeoutNs / 100), out r, writable))
+                {
+                    return NothingReceived(c.Channel.Name, timeoutNs);
+                }
+
+                return GuardHandles.Register(r, c.Owner, outGuard, outInfo);
             }
             catch (InvalidOperationException e)
             {

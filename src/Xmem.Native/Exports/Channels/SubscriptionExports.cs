@@ -25,12 +25,17 @@ internal static unsafe class SubscriptionExports
         {
             ChannelHandle c = s.Channel;
             bool writable = (flags & ChannelExports.ReceiveWritable) != 0;
-#pragma warning disable CA2000 // ownership passes to GuardHandles.Register (the handle table, or disposed when registering fails)
-            BufferGuard? g = timeoutNs < 0
-                ? s.Subscription.Receive(writable)
-                : s.Subscription.TryReceive(TimeSpan.FromTicks(timeoutNs / 100), out BufferGuard? got, writable) ? got : null;
-#pragma warning restore CA2000
-            return g is null ? ChannelExports.NothingReceived(c.Channel.Name, timeoutNs) : GuardHandles.Register(g, c.Owner, outGuard, outInfo);
+            BufferRef r;
+            if (timeoutNs < 0)
+            {
+                r = s.Subscription.ReceiveRef(writable);
+            }
+            else if (!s.Subscription.TryReceiveRef(TimeSpan.FromTicks(timeoutNs / 100), out r, writable))
+            {
+                return ChannelExports.NothingReceived(c.Channel.Name, timeoutNs);
+            }
+
+            return GuardHandles.Register(r, c.Owner, outGuard, outInfo);
         }
     }
 

@@ -29,7 +29,7 @@ internal static unsafe class GuardExports
 
         public int Run(GuardHandle g)
         {
-            BufferInfo.Fill(outInfo, g.Guard);
+            BufferInfo.Fill(outInfo, g.Ref); // an ended reference is GuardInvalid
             return 0;
         }
     }
@@ -40,12 +40,12 @@ internal static unsafe class GuardExports
 
         public int Run(GuardHandle g)
         {
-            if (mutable && g.Guard.IsReadOnly)
+            if (mutable && g.Ref.IsReadOnly)
             {
-                return LastError.Set(XmemStatus.ReadOnly, $"the guard on slot {g.Guard.MetaIndex} is read-only (from get); take it with get_mut for write access.");
+                return LastError.Set(XmemStatus.ReadOnly, $"the guard on slot {g.Ref.MetaIndex} is read-only (from get); take it with get_mut for write access.");
             }
 
-            *outPtr = g.Guard.CpuPointer;
+            *outPtr = g.Ref.CpuPointer; // read between two checks of the reference: an ended one is GuardInvalid
             return 0;
         }
     }
@@ -71,14 +71,15 @@ internal static unsafe class GuardExports
             {
                 if (!g.Owner.TryEnter())
                 {
+                    int slot = g.Ref.MetaIndex;
                     g.Owner.WaitDisposed();
-                    g.Guard.Dispose();
-                    return LastError.Set(XmemStatus.Disposed, $"the pool was closed before forget, and closing released this guard's reference to slot {g.Guard.MetaIndex}; nothing is left to hand off. Forget guards before closing the pool.");
+                    g.Ref.Dispose();
+                    return LastError.Set(XmemStatus.Disposed, $"the pool was closed before forget, and closing released this guard's reference to slot {slot}; nothing is left to hand off. Forget guards before closing the pool.");
                 }
 
                 try
                 {
-                    g.Guard.Forget();
+                    g.Ref.Forget();
                 }
                 finally
                 {
@@ -93,7 +94,7 @@ internal static unsafe class GuardExports
                 int rc = LastError.Fail(e);
                 try
                 {
-                    g.Guard.Dispose();
+                    g.Ref.Dispose();
                 }
                 catch (Exception)
                 {

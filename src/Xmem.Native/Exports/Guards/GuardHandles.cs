@@ -8,17 +8,22 @@ namespace Xmem.Native.Exports;
 internal static unsafe class GuardHandles
 {
     /// <summary>Puts a new guard in the table and fills the out-parameters; disposes the guard when that fails.</summary>
-    internal static int Register(BufferGuard guard, PoolHandle owner, ulong* outGuard, BufferInfo* outInfo)
+    internal static int Register(BufferGuard guard, PoolHandle owner, ulong* outGuard, BufferInfo* outInfo) =>
+        Register(new BufferRef(guard), owner, outGuard, outInfo);
+
+    /// <summary>Puts a new reference (a pooled guard's, from the pool's allocation-free paths) in the table and fills
+    /// the out-parameters; releases the reference when that fails.</summary>
+    internal static int Register(BufferRef reference, PoolHandle owner, ulong* outGuard, BufferInfo* outInfo)
     {
         try
         {
-            BufferInfo.Fill(outInfo, guard);
-            *outGuard = HandleTables.Guards.Add(new GuardHandle(guard, owner));
+            BufferInfo.Fill(outInfo, reference);
+            *outGuard = HandleTables.Guards.Add(new GuardHandle(reference, owner));
             return 0;
         }
         catch
         {
-            guard.Dispose();
+            reference.Dispose();
             throw;
         }
     }
@@ -30,7 +35,7 @@ internal static unsafe class GuardHandles
         {
             try
             {
-                g.Guard.Dispose();
+                g.Ref.Dispose();
             }
             finally
             {
@@ -42,11 +47,11 @@ internal static unsafe class GuardHandles
             // The pool is being disposed (it takes this process's references back itself); let it finish, then
             // drop the guard's mapping leases, which touches no shared state.
             g.Owner.WaitDisposed();
-            g.Guard.Dispose();
+            g.Ref.Dispose();
         }
     }
 
     /// <summary>XMEM_E_DISPOSED for a call that needs the guard's pool after that pool was closed.</summary>
     internal static int PoolClosed(GuardHandle g) =>
-        LastError.Set(XmemStatus.Disposed, $"pool '{g.Guard.Pool.Name}' was closed, which released the guard on slot {g.Guard.MetaIndex}; take a new guard after opening the pool again.");
+        LastError.Set(XmemStatus.Disposed, $"pool '{g.Owner.Pool.Name}' was closed, which released the guard on slot {g.Ref.Guard.MetaIndex}; take a new guard after opening the pool again.");
 }

@@ -32,7 +32,7 @@ internal static unsafe class AcquireExports
     {
         public int Check() => Export.NotNull(outGuard, "out_guard");
 
-        public int Run(PoolHandle p) => GuardHandles.Register(p.Pool.AcquireCpu(size), p, outGuard, outInfo);
+        public int Run(PoolHandle p) => GuardHandles.Register(p.Pool.AcquireCpuRef(size), p, outGuard, outInfo);
     }
 
     private readonly struct AcquireCpuWait(long size, long timeoutNs, ulong* outGuard, BufferInfo* outInfo) : IExportBody<PoolHandle>
@@ -49,9 +49,7 @@ internal static unsafe class AcquireExports
         {
             // 100 ns ticks, rounded up so that a tiny timeout still waits rather than polling once.
             TimeSpan timeout = timeoutNs < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromTicks((timeoutNs + 99) / 100);
-#pragma warning disable CA2000 // null when false; else ownership passes to GuardHandles.Register (the handle table, or disposed when registering fails)
-            if (!p.Pool.TryAcquireCpu(size, timeout, out BufferGuard? guard))
-#pragma warning restore CA2000
+            if (!p.Pool.TryAcquireCpuRef(size, timeout, out BufferRef guard))
             {
                 return LastError.Set(XmemStatus.Timeout, $"pool '{p.Pool.Name}': no slot was released within {timeoutNs / 1e9:0.###} s (all {p.Pool.Capacity} are live). Release buffers sooner, wait longer, or create the pool with a larger capacity.");
             }

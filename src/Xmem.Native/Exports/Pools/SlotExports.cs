@@ -40,7 +40,7 @@ internal static unsafe class SlotExports
         public int Check() => Export.NotNull(outGuard, "out_guard");
 
         public int Run(PoolHandle p) =>
-            GuardHandles.Register(writable ? p.Pool.GetMut(metaIndex) : p.Pool.Get(metaIndex), p, outGuard, outInfo);
+            GuardHandles.Register(writable ? p.Pool.GetMutRef(metaIndex) : p.Pool.GetRef(metaIndex), p, outGuard, outInfo);
     }
 
     private readonly struct SetRefCount(int metaIndex, int count) : IExportBody<PoolHandle>
