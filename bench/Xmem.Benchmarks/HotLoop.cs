@@ -19,7 +19,7 @@ internal static unsafe class HotLoop
     {
         if (args.Length != 3 || !int.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out int n))
         {
-            Console.Error.WriteLine("usage: hot-loop acquire|get|addref|refcount|lifecycle N");
+            Console.Error.WriteLine("usage: hot-loop acquire|get|acquire-ref|get-ref|send-receive-ref|addref|refcount|lifecycle N");
             return 2;
         }
 
@@ -36,6 +36,7 @@ internal static unsafe class HotLoop
         }
 
         int live = pool.PreallocateCpu(BenchNames.FrameBytes, 1)[0];
+        using BufferChannel channel = pool.Channel("hot", depth: 4);
         Action<int> body = op switch
         {
             "acquire" => count =>
@@ -50,6 +51,28 @@ internal static unsafe class HotLoop
                 for (int i = 0; i < count; i++)
                 {
                     using BufferGuard g = pool.Get(live);
+                }
+            },
+            "acquire-ref" => count =>
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    using BufferRef b = pool.AcquireCpuRef(BenchNames.FrameBytes);
+                }
+            },
+            "get-ref" => count =>
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    using BufferRef b = pool.GetRef(live);
+                }
+            },
+            "send-receive-ref" => count =>
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    channel.Send(pool.AcquireCpuRef(BenchNames.FrameBytes));
+                    using BufferRef b = channel.ReceiveRef();
                 }
             },
             "addref" => count =>

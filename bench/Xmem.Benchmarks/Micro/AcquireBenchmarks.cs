@@ -6,6 +6,7 @@ namespace Xmem.Benchmarks.Micro;
 /// The steady-state hot paths: AcquireCpu + Dispose of a recycled slot (target ≤ 1 µs, no system call, no managed
 /// allocation beyond the guard) and Get + Dispose of a live slot this process has already mapped (target ≤ 300 ns,
 /// no system call). Both use a frame-sized (6,220,800-byte) buffer whose memory the pool keeps between uses.
+/// The *Ref variants are the allocation-free BufferRef API (pooled guards): the memory diagnoser shows 0 B.
 /// The "no system call" half of the targets is checked with strace over the hot-loop mode (see docs/benchmarks.md).
 /// </summary>
 [MemoryDiagnoser]
@@ -51,5 +52,19 @@ public class AcquireBenchmarks
     {
         using BufferGuard g = _pool.GetMut(_liveSlot);
         return g.Size;
+    }
+
+    [Benchmark(Description = "AcquireCpuRef+Dispose (recycled 6 MB slot)")]
+    public int AcquireRefDispose()
+    {
+        using BufferRef b = _pool.AcquireCpuRef(BenchNames.FrameBytes);
+        return b.MetaIndex;
+    }
+
+    [Benchmark(Description = "GetRef+Dispose (mapped slot)")]
+    public long GetRefDispose()
+    {
+        using BufferRef b = _pool.GetRef(_liveSlot);
+        return b.Size;
     }
 }

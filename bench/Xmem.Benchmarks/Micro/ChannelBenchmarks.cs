@@ -36,4 +36,12 @@ public class ChannelSendBenchmarks
         using BufferGuard g = _channel.Receive();
         return g.MetaIndex;
     }
+
+    [Benchmark(Description = "AcquireCpuRef+Send+ReceiveRef+Dispose (queue, 4 KiB)")]
+    public int SendReceiveRef()
+    {
+        _channel.Send(_pool.AcquireCpuRef(4096));
+        using BufferRef b = _channel.ReceiveRef();
+        return b.MetaIndex;
+    }
 }

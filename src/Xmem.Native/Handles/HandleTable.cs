@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Xmem.Native.Handles;
 
 /// <summary>The kinds of opaque handle the C ABI hands out; the kind sits in a handle's top byte, so a handle of one
@@ -70,6 +72,7 @@ internal sealed class HandleTable<T>(HandleKind kind)
     }
 
     /// <summary>The value behind <paramref name="handle"/>; false for a null, stale or wrong-kind handle.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // every export's lookup: shared generic code would be a call
     internal bool TryGet(ulong handle, out T value)
     {
         Slot[]? chunk = ChunkOf(handle, out int i);
@@ -177,6 +180,7 @@ internal sealed class HandleTable<T>(HandleKind kind)
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Slot[]? ChunkOf(ulong handle, out int i)
     {
         int index = (int)(handle & 0xFFFFFF) - 1;

@@ -20,7 +20,9 @@ internal sealed class GuardCache(BufferPool pool)
     /// <summary>How many idle guards are kept.</summary>
     internal const int Cells = 64;
 
-    private readonly BufferGuard?[] _cells = new BufferGuard?[Cells];
+    // Cells of a struct, not a BufferGuard?[]: a reference to an element of an array of a class that has a subclass
+    // (Collectable) would need a covariance check on every CAS.
+    private readonly Cell[] _cells = new Cell[Cells];
 
     /// <summary>An idle guard (or a new one) filled for a new reference and published: valid, at its next version.</summary>
     internal BufferGuard Rent(int metaIndex, uint gen, DataMapping? map, CudaMemory? cudaMemory, long size, bool readOnly)
@@ -33,11 +35,12 @@ internal sealed class GuardCache(BufferPool pool)
     /// <summary>Keeps an ended guard for a later <see cref="Rent"/>; drops it when the cache is full.</summary>
     internal void Return(BufferGuard guard)
     {
-        BufferGuard?[] cells = _cells;
+        Cell[] cells = _cells;
         for (int i = 0; i < cells.Length; i++)
         {
             // Full fence: the guard's last writes (its fields let go) are visible before another thread can take it.
-            if (Volatile.Read(ref cells[i]) is null && Interlocked.CompareExchange(ref cells[i], guard, null) is null)
+            ref BufferGuard? cell = ref cells[i].Guard;
+            if (Volatile.Read(ref cell) is null && Interlocked.CompareExchange(ref cell, guard, null) is null)
             {
                 return;
             }
@@ -46,15 +49,21 @@ internal sealed class GuardCache(BufferPool pool)
 
     private BufferGuard? TakeIdle()
     {
-        BufferGuard?[] cells = _cells;
+        Cell[] cells = _cells;
         for (int i = 0; i < cells.Length; i++)
         {
-            if (Volatile.Read(ref cells[i]) is { } g && ReferenceEquals(Interlocked.CompareExchange(ref cells[i], null, g), g))
+            ref BufferGuard? cell = ref cells[i].Guard;
+            if (Volatile.Read(ref cell) is { } g && ReferenceEquals(Interlocked.CompareExchange(ref cell, null, g), g))
             {
                 return g;
             }
         }
 
         return null;
+    }
+
+    private struct Cell
+    {
+        internal BufferGuard? Guard;
     }
 }
