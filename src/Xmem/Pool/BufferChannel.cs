@@ -462,18 +462,50 @@ public sealed unsafe class BufferChannel : IDisposable
             return true;
         }
 
-        // One reference per subscriber: the extra ones are taken as guards of this process first (all before any
-        // handover), so every handover moves an attributed reference into its cell.
-        var extras = new BufferGuard[claimCount - 1];
-        for (int i = 0; i < extras.Length; i++)
+        // One reference per subscriber: the extra ones are taken as references of this process first (all before any
+        // handover), so every handover moves an attributed reference into its cell. Pooled references in a buffer on
+        // the stack: a fan-out send allocates nothing either.
+        var extras = new ExtraReferences();
+        int taken = 0, handed = 0;
+        bool firstTried = false;
+        try
         {
-            extras[i] = guard.IsReadOnly ? _pool.Get(guard.MetaIndex) : _pool.GetMut(guard.MetaIndex);
-        }
+            bool readOnly = guard.IsReadOnlyAt(version);
+            int slot = guard.MetaIndexAt(version);
+            for (; taken < claimCount - 1; taken++)
+            {
+                extras[taken] = readOnly ? _pool.GetRef(slot) : _pool.GetMutRef(slot);
+            }
 
-        _pool.CompleteSend(_seg, claimRings[0], claimPos[0], guard, version);
-        for (int i = 1; i < claimCount; i++)
+            firstTried = true; // from here on CompleteSend voids the first cell itself if it fails
+            _pool.CompleteSend(_seg, claimRings[0], claimPos[0], guard, version);
+            for (handed = 1; handed < claimCount; handed++)
+            {
+                BufferRef extra = extras[handed - 1];
+                _pool.CompleteSend(_seg, claimRings[handed], claimPos[handed], extra.Guard, extra.Version);
+            }
+        }
+        catch
         {
-            _pool.CompleteSend(_seg, claimRings[i], claimPos[i], extras[i - 1], extras[i - 1].Version);
+            // Nothing half-sent is left behind: the references not handed over go back, the cells not filled are
+            // voided (CompleteSend voided its own on failure). The caller's guard stays the caller's if it was not
+            // sent (handed == 0).
+            for (int i = Math.Max(handed - 1, 0); i < taken; i++)
+            {
+                extras[i].Dispose();
+            }
+
+            for (int i = Math.Max(handed + 1, 0); i < claimCount; i++)
+            {
+                _pool.Handover.VoidClaimedCell(_seg, claimRings[i], claimPos[i]);
+            }
+
+            if (!firstTried)
+            {
+                _pool.Handover.VoidClaimedCell(_seg, claimRings[0], claimPos[0]);
+            }
+
+            throw;
         }
 
         return true;
@@ -519,5 +551,12 @@ public sealed unsafe class BufferChannel : IDisposable
 
             _pool.Handover.Close(_seg);
         }
+    }
+
+    /// <summary>The extra references of one fan-out send, on the stack (at most one per subscriber but the first).</summary>
+    [System.Runtime.CompilerServices.InlineArray(ChannelLayout.MaxSubscribers)]
+    private struct ExtraReferences
+    {
+        private BufferRef _first;
     }
 }

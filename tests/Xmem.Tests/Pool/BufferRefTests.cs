@@ -235,6 +235,43 @@ public sealed class BufferRefTests : PoolTest
     }
 
     [Fact]
+    public void A_fan_out_send_to_three_subscribers_allocates_nothing_and_gives_each_its_reference()
+    {
+        using BufferPool pool = NewPool(8);
+        using BufferChannel ch = pool.Channel("fan", 4, ChannelMode.FanOut);
+        using ChannelSubscription a = ch.Subscribe(), b = ch.Subscribe(), c = ch.Subscribe();
+        void Round(byte mark)
+        {
+            BufferRef frame = pool.AcquireCpuRef(4096);
+            frame.Span[0] = mark;
+            ch.Send(frame);
+            using BufferRef ra = a.ReceiveRef(), rb = b.ReceiveRef(), rc = c.ReceiveRef();
+            if (ra.ReadOnlySpan[0] != mark || rb.ReadOnlySpan[0] != mark || rc.ReadOnlySpan[0] != mark || pool.RefCount(ra.MetaIndex) != 3)
+            {
+                throw new InvalidOperationException($"round {mark}: a subscriber got another buffer, or the count is not 3");
+            }
+        }
+
+        for (int i = 0; i < 500; i++)
+        {
+            Round((byte)i);
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 5000; i++)
+        {
+            Round((byte)i);
+        }
+
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated == 0, $"5,000 fan-out rounds allocated {allocated} bytes");
+        for (int i = 0; i < pool.Capacity; i++)
+        {
+            Assert.Equal(0, pool.RefCount(i));
+        }
+    }
+
+    [Fact]
     public void Racing_copies_across_threads_release_each_reference_exactly_once()
     {
         using BufferPool pool = NewPool(16);
