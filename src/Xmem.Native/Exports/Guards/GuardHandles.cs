@@ -28,28 +28,12 @@ internal static unsafe class GuardHandles
         }
     }
 
-    /// <summary>Releases the reference of a guard already removed from the table, ordered against a pool close.</summary>
-    internal static void Release(GuardHandle g)
-    {
-        if (g.Owner.TryEnter())
-        {
-            try
-            {
-                g.Ref.Dispose();
-            }
-            finally
-            {
-                g.Owner.Exit();
-            }
-        }
-        else
-        {
-            // The pool is being disposed (it takes this process's references back itself); let it finish, then
-            // drop the guard's mapping leases, which touches no shared state.
-            g.Owner.WaitDisposed();
-            g.Ref.Dispose();
-        }
-    }
+    /// <summary>Releases the reference of a guard already removed from the table. It needs no count on the pool
+    /// handle: the pool orders a guard's release against its own close (<c>DetachGate</c>: either the close waits for
+    /// the release, or the release leaves the reference to the close's release of all holdings), and what the release
+    /// touches after that (its mapping and control-segment leases, a CUDA lease) outlives the close by design. A
+    /// count here would be two more atomic operations on every release.</summary>
+    internal static void Release(GuardHandle g) => g.Ref.Dispose();
 
     /// <summary>XMEM_E_DISPOSED for a call that needs the guard's pool after that pool was closed.</summary>
     internal static int PoolClosed(GuardHandle g) =>
