@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the C ABI and the Python package against what scripts/build-native.sh built:
 #   1. tests/c/check_abi.py: xmem.h, `nm -D libxmem.so`, the C# entry points and the Python declarations agree
-#   2. tests/c/roundtrip.c, compiled with gcc against include/xmem.h only, runs a round trip
+#   2. tests/c/roundtrip.c, compiled with gcc against include/xmem.h only, runs a round trip; tests/c/guard_handle_race.c
+#      races guard handles between threads (stale handles never resolve, one release per acquire)
 #   3. builds the C# helper process (tests/Xmem.TestChild) for the cross-language tests, and the ONNX Runtime example
 #      examples/OnnxConsumer (NuGet: Microsoft.ML.OnnxRuntime) for tests/python/test_onnx_consumer.py
 #   4. a fresh venv (artifacts/venv-python, --system-site-packages for numpy/torch/pytest), the wheel installed
@@ -35,6 +36,9 @@ echo "test-python: [2/4] C round trip (gcc against include/xmem.h)"
 gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/roundtrip.c -L artifacts/native -lxmem -lpthread \
     -Wl,-rpath,'$ORIGIN' -o artifacts/native/roundtrip || fail "tests/c/roundtrip.c does not compile against include/xmem.h."
 timeout 120 artifacts/native/roundtrip || fail "tests/c/roundtrip failed."
+gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/guard_handle_race.c -L artifacts/native -lxmem -lpthread \
+    -Wl,-rpath,'$ORIGIN' -o artifacts/native/guard_handle_race || fail "tests/c/guard_handle_race.c does not compile."
+timeout 120 artifacts/native/guard_handle_race || fail "tests/c/guard_handle_race failed: a released guard handle resolved again, or a release counted twice."
 
 echo "test-python: [3/4] C# test child, examples/OnnxConsumer"
 dotnet build tests/Xmem.TestChild/Xmem.TestChild.csproj -c "$config" -nologo -v:q >artifacts/native/testchild-build.log 2>&1 \
