@@ -29,6 +29,14 @@ public sealed partial class BufferPool
     /// freed by any thread or process (sleeping in the kernel on a futex). False when none came in time.</summary>
     public bool TryAcquireCpu(long size, TimeSpan timeout, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out BufferGuard? guard)
     {
+        guard = TryAcquireCpuCore(size, timeout, pooled: false);
+        return guard is not null;
+    }
+
+    /// <summary><see cref="TryAcquireCpu(long, TimeSpan, out BufferGuard?)"/> for a plain or a pooled guard: null
+    /// when no slot came in time.</summary>
+    private BufferGuard? TryAcquireCpuCore(long size, TimeSpan timeout, bool pooled)
+    {
         ThrowIfDisposed();
         ValidateSize(size);
         long timeoutNs = timeout == Timeout.InfiniteTimeSpan ? -1 : (long)(timeout.TotalMilliseconds * 1_000_000);
@@ -41,8 +49,7 @@ public sealed partial class BufferPool
         try
         {
             int s = FreeSlotWait.Wait(_core, size, timeoutNs, CancellationToken.None, ref counted);
-            guard = s < 0 ? null : PublishCpu(s, size, attributed: true, pooled: false);
-            return guard is not null;
+            return s < 0 ? null : PublishCpu(s, size, attributed: true, pooled);
         }
         finally
         {

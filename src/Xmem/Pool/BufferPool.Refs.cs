@@ -30,28 +30,9 @@ public sealed partial class BufferPool
     /// (<c>default</c> when none came in time).</summary>
     public bool TryAcquireCpuRef(long size, TimeSpan timeout, out BufferRef buffer)
     {
-        ThrowIfDisposed();
-        ValidateSize(size);
-        long timeoutNs = timeout == Timeout.InfiniteTimeSpan ? -1 : (long)(timeout.TotalMilliseconds * 1_000_000);
-        if (timeoutNs < -1)
-        {
-            ThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "the timeout must be non-negative, or infinite to wait without limit.");
-        }
-
-        bool counted = false;
-        try
-        {
-            int s = FreeSlotWait.Wait(_core, size, timeoutNs, CancellationToken.None, ref counted);
-            buffer = s < 0 ? default : new BufferRef(PublishCpu(s, size, attributed: true, pooled: true)!);
-            return s >= 0;
-        }
-        finally
-        {
-            if (counted)
-            {
-                _core.Blocking.Exit();
-            }
-        }
+        BufferGuard? g = TryAcquireCpuCore(size, timeout, pooled: true);
+        buffer = g is null ? default : new BufferRef(g);
+        return g is not null;
     }
 
     /// <summary>Like <see cref="Get"/>, as a <see cref="BufferRef"/>: a read-only reference; the count goes up by one.</summary>
