@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Xmem.Interop;
 
 namespace Xmem.Core;
@@ -5,15 +6,15 @@ namespace Xmem.Core;
 /// <summary>
 /// The asynchronous waits of one pool in this process, and the threads that sleep for them: one watcher thread per
 /// futex word that has waits queued (the pool's FreeEpoch, a ring's DataEpoch), shared by every wait on that word
-/// however many there are, started by the first and gone when the last has ended. Each watcher is a blocking call of
+/// however many there are, started by the first and gone one idle slice (100 ms) after the last has ended. Each watcher is a blocking call of
 /// the pool (<see cref="BlockingCalls"/>): a close wakes it, it fails its waits with ObjectDisposedException and
 /// leaves, and the close waits for that. So N waits on W distinct words cost W threads, not N.
 /// </summary>
 /// <remarks>
 /// Invariants (all under <c>_lock</c>): a word has at most one watcher in <c>_watchers</c>; a watcher in it with
 /// waits queued is running (its thread started and not yet past its last look at the queue); a watcher leaves the
-/// map in the same locked step in which it finds its queue empty, so a wait is never queued on a watcher that will
-/// not look at it again. Only the watcher tries, cancels or completes its waits (see <see cref="AsyncWait"/>).
+/// map in the same locked step in which it finds its queue empty (for a whole idle slice), so a wait is never queued
+/// on a watcher that will not look at it again. Only the watcher tries, cancels or completes its waits (see <see cref="AsyncWait"/>).
 /// </remarks>
 internal sealed unsafe class WordWatchers(BlockingCalls blocking)
 {
@@ -22,6 +23,10 @@ internal sealed unsafe class WordWatchers(BlockingCalls blocking)
 
     private readonly Lock _lock = new();
     private readonly Dictionary<nint, Watcher> _watchers = [];
+    private int _started;
+
+    /// <summary>Watcher threads started so far (for tests and diagnostics).</summary>
+    internal int StartedCount => Volatile.Read(ref _started);
 
     /// <summary>Queues <paramref name="wait"/> on the watcher of <paramref name="word"/> (starting one if none) and
     /// returns the task that completes with it. The caller has already tried once without waiting.</summary>
@@ -58,6 +63,7 @@ internal sealed unsafe class WordWatchers(BlockingCalls blocking)
         {
             var thread = new Thread(static w => ((Watcher)w!).Run()) { IsBackground = true, Name = "xmem async waits" };
             thread.UnsafeStart(start); // no ExecutionContext: the thread serves many callers
+            _ = Interlocked.Increment(ref _started);
         }
         catch (Exception e)
         {
@@ -107,22 +113,42 @@ internal sealed unsafe class WordWatchers(BlockingCalls blocking)
                 closeReg = owner._blocking.WakeOnClose(word.Word);
                 word.BeginWatch();
                 watching = true;
+                long idleSince = 0; // Stopwatch timestamp of when the queue was last found empty; 0 while it is not
                 while (true)
                 {
                     uint seen = Volatile.Read(ref *word.Word); // before the attempts: a change after them ends the sleep
+                    long lingerNs = 0;
                     lock (owner._lock)
                     {
                         if (Waits.Count == 0)
                         {
-                            _ = owner._watchers.Remove((nint)word.Word);
-                            return;
+                            // Stay up to one slice with no wait before leaving: a consumer awaiting frame after frame
+                            // (a ReadAllAsync at 30 fps waits for every frame) then reuses this thread instead of
+                            // starting one per frame. A wait queued meanwhile wakes the word (Enqueue), so it is
+                            // looked at at once; a close wakes it too.
+                            idleSince = idleSince == 0 ? Stopwatch.GetTimestamp() : idleSince;
+                            lingerNs = SliceNs - (long)Stopwatch.GetElapsedTime(idleSince).TotalNanoseconds;
+                            if (lingerNs <= 0)
+                            {
+                                _ = owner._watchers.Remove((nint)word.Word);
+                                return;
+                            }
                         }
-
-                        batch.Clear();
-                        batch.AddRange(Waits);
+                        else
+                        {
+                            idleSince = 0;
+                            batch.Clear();
+                            batch.AddRange(Waits);
+                        }
                     }
 
                     owner._blocking.ThrowIfClosing();
+                    if (lingerNs > 0)
+                    {
+                        word.Sleep(seen, lingerNs);
+                        continue;
+                    }
+
                     if (!Attempt(batch))
                     {
                         word.Sleep(seen, SliceNs);

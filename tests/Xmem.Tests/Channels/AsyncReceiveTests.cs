@@ -198,6 +198,28 @@ public sealed class AsyncReceiveTests : PoolTest
     }
 
     [Fact]
+    public async Task A_consumer_awaiting_every_frame_keeps_one_watcher_thread_which_leaves_once_idle()
+    {
+        using BufferPool pool = NewPool(capacity: 4);
+        using BufferChannel ch = pool.Channel("paced");
+        using var cts = new CancellationTokenSource(TestChild.Watchdog);
+        int before = pool.Core.Watchers.StartedCount;
+        await using IAsyncEnumerator<BufferGuard> frames = ch.ReadAllAsync(cts.Token).GetAsyncEnumerator(cts.Token);
+        for (int i = 0; i < 5; i++)
+        {
+            ValueTask<bool> next = frames.MoveNextAsync(); // nothing sent yet: the wait is queued on the watcher
+            Shm.WaitUntil(() => pool.Core.Watchers.Count == 1, "the receive to wait");
+            await Task.Delay(20);
+            ch.Send(pool.AcquireCpu(8));
+            Assert.True(await next);
+            frames.Current.Dispose();
+        }
+
+        Assert.Equal(1, pool.Core.Watchers.StartedCount - before);
+        Shm.WaitUntil(() => pool.Core.Watchers.ThreadCount == 0, "the idle watcher to leave");
+    }
+
+    [Fact]
     public async Task Closing_the_pool_fails_every_waiting_async_call_and_waits_for_the_watchers()
     {
         BufferPool pool = NewPool(capacity: 1);
