@@ -16,7 +16,8 @@ Invariants
     sent back into the channel (where any receiver of any process can have it), a subscription's waits in the stash
     (served first by its next receive, released when it closes), and an acquired buffer is released.
   * At most one helper thread per source is running (``_thread``), under ``_lock``; it leaves in the same locked
-    step in which it finds no coroutine waiting, so no waiter is ever left without one.
+    step in which it finds no coroutine waiting (after staying one slice for the next, woken by its arrival), so no
+    waiter is ever left without one.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class AsyncSource(Generic[T]):
         name: the helper thread's name.
     """
 
-    __slots__ = ("_take", "_orphan", "_per_waiter", "_name", "_lock", "_waiters", "_stash", "_thread", "__weakref__")
+    __slots__ = ("_take", "_orphan", "_per_waiter", "_name", "_lock", "_idle", "_waiters", "_stash", "_thread",
+                 "__weakref__")
 
     def __init__(self, take: Callable[[Any, float], Optional[T]], orphan: Callable[[T], bool], per_waiter: bool,
                  name: str) -> None:
@@ -66,6 +68,7 @@ class AsyncSource(Generic[T]):
         self._per_waiter = per_waiter
         self._name = name
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # the helper, with no waiter, waits on it for one (one slice)
         self._waiters: Deque[_Waiter] = collections.deque()
         self._stash: Deque[T] = collections.deque()
         self._thread: Optional[threading.Thread] = None
@@ -88,6 +91,7 @@ class AsyncSource(Generic[T]):
         start = None
         with self._lock:
             self._waiters.append(waiter)
+            self._idle.notify()  # a helper staying on with no waiter takes this one at once
             if self._thread is None:
                 start = self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         if start is not None:
@@ -144,8 +148,15 @@ class AsyncSource(Generic[T]):
                 while self._waiters and self._waiters[0].future.done():
                     self._waiters.popleft()
                 if not self._waiters:
-                    self._thread = None
-                    return
+                    # Stay one slice with no waiter before leaving (taking nothing meanwhile: an item taken for
+                    # nobody would be kept from synchronous receivers): a coroutine awaiting frame after frame
+                    # (``async for`` at 30 fps) then reuses this thread instead of starting one per frame.
+                    self._idle.wait(SLICE)
+                    while self._waiters and self._waiters[0].future.done():
+                        self._waiters.popleft()
+                    if not self._waiters:
+                        self._thread = None
+                        return
                 args = self._waiters[0].args
             try:
                 item = self._take(args, SLICE)

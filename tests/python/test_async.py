@@ -84,6 +84,26 @@ def test_arecv_writable_and_timeouts_are_timeout_errors(pool):
     assert all_free(pool)
 
 
+def test_a_coroutine_awaiting_every_frame_keeps_one_helper_thread_which_leaves_once_idle(pool):
+    with pool.channel("paced", 4) as ch:
+        async def main():
+            loop = asyncio.get_running_loop()
+            helpers = []
+            for i in range(5):
+                # Nothing is there yet: each receive waits, and the frame comes 20 ms later.
+                loop.call_later(0.02, lambda i=i: ch.send(pool.acquire_cpu(8, seq=i)))
+                with await ch.arecv() as buf:
+                    assert buf.seq == i
+                helpers.append(ch._async[False]._thread)
+            return helpers
+
+        helpers = run(main())
+        assert helpers[0] is not None and all(h is helpers[0] for h in helpers), \
+            "a new helper thread was started for a later frame"
+        wait_until(lambda: helper_idle(ch), "the idle helper to leave")
+    assert all_free(pool)
+
+
 def test_150_waiting_coroutines_share_one_helper_thread_and_never_block_the_loop(unique_name):
     waiters, depth = 150, 8
     with xmem.BufferPool(unique_name(), 32) as pool, pool.channel("q", depth) as ch:
