@@ -13,8 +13,6 @@ internal sealed unsafe class FreeEpochWord(PoolCore core) : EventWord(&core.Cont
 
     internal override void Sleep(uint seen, long timeoutNs)
     {
-        bool outOfGate = ForkGate.LeaveForWait(); // a wait without a bound must not hold a fork back
-        _ = Libc.FutexWait((nint)Word, seen, timeoutNs);
-        ForkGate.ReturnFromWait(outOfGate);
+        _ = ForkGate.FutexWait((nint)Word, seen, timeoutNs); // out of the fork gate: a wait without a bound must not hold a fork back
     }
 }
