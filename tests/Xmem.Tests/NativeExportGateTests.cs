@@ -29,7 +29,7 @@ public sealed partial class NativeExportGateTests
     private static partial Regex EntryPointName();
 
     // A C function that enters the gate before anything else, then calls one managed implementation.
-    [GeneratedRegex(@"\)\s*\{\s*xmem_gate_enter\(\);\s*(?:[\w\s\*]+=\s*)?(?<impl>xmemi_\w+)\(")]
+    [GeneratedRegex(@"\)\s*\{\s*xmem_thread_gate \*gate = xmem_gate_enter\(\);\s*(?:[\w\s\*]+=\s*)?(?<impl>xmemi_\w+)\(")]
     private static partial Regex GatedCall();
 
     [Fact]

@@ -64,10 +64,10 @@ static atomic_int holder_inside, holder_leave, late_entered;
 static void *holder(void *arg)
 {
     (void)arg;
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     atomic_store(&holder_inside, 1);
     wait_flag(&holder_leave, WATCHDOG_S);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return NULL;
 }
 
@@ -81,9 +81,9 @@ static void *closer(void *arg)
 static void *late(void *arg)
 {
     (void)arg;
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     atomic_store(&late_entered, 1);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return NULL;
 }
 
@@ -111,13 +111,13 @@ static atomic_int sleeper_asleep, sleeper_done;
 static void *sleeper(void *arg)
 {
     (void)arg;
-    xmem_gate_enter(); /* as an export does, then a wait without a bound inside it */
+    xmem_thread_gate *gate = xmem_gate_enter(); /* as an export does, then a wait without a bound inside it */
     atomic_store(&sleeper_asleep, 1);
     while (__atomic_load_n(&sleep_word, __ATOMIC_SEQ_CST) == 0)
     {
         xmem_gate_futex_wait(&sleep_word, 0, -1);
     }
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     atomic_store(&sleeper_done, 1);
     return NULL;
 }
@@ -145,8 +145,8 @@ static atomic_int exiter_entered, exiter_go;
 static void *exiter(void *arg)
 {
     (void)arg;
-    xmem_gate_enter(); /* registers the thread: the runtime would attach it here */
-    xmem_gate_leave();
+    xmem_thread_gate *gate = xmem_gate_enter(); /* registers the thread: the runtime would attach it here */
+    xmem_gate_leave(gate);
     atomic_store(&exiter_entered, 1);
     wait_flag(&exiter_go, WATCHDOG_S);
     return NULL; /* its exit: our key's destructor counts it in, around where the runtime detaches it */

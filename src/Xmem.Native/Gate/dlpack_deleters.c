@@ -8,16 +8,16 @@ void xmemi_dlpack_delete_unversioned(void *managed);
 
 static void delete_versioned(void *managed)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmemi_dlpack_delete_versioned(managed);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
 }
 
 static void delete_unversioned(void *managed)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmemi_dlpack_delete_unversioned(managed);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
 }
 
 /* The deleter to store in a DLManagedTensorVersioned (versioned != 0) or a DLManagedTensor. */

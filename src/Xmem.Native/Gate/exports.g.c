@@ -6,502 +6,502 @@
 uint32_t xmemi_abi_version(void);
 __attribute__((visibility("default"))) uint32_t xmem_abi_version(void)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     uint32_t result = xmemi_abi_version();
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 const char * xmemi_version(void);
 __attribute__((visibility("default"))) const char * xmem_version(void)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     const char * result = xmemi_version();
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 const char * xmemi_last_error(void);
 __attribute__((visibility("default"))) const char * xmem_last_error(void)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     const char * result = xmemi_last_error();
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_last_status(void);
 __attribute__((visibility("default"))) xmem_status xmem_last_status(void)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_last_status();
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 int32_t xmemi_last_native_error(void);
 __attribute__((visibility("default"))) int32_t xmem_last_native_error(void)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     int32_t result = xmemi_last_native_error();
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 const char * xmemi_status_name(xmem_status status);
 __attribute__((visibility("default"))) const char * xmem_status_name(xmem_status status)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     const char * result = xmemi_status_name(status);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_create(const char *name, int32_t capacity, uint32_t mode, int32_t persistent, xmem_pool *out_pool);
 __attribute__((visibility("default"))) xmem_status xmem_pool_create(const char *name, int32_t capacity, uint32_t mode, int32_t persistent, xmem_pool *out_pool)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_create(name, capacity, mode, persistent, out_pool);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_open(const char *name, xmem_pool *out_pool);
 __attribute__((visibility("default"))) xmem_status xmem_pool_open(const char *name, xmem_pool *out_pool)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_open(name, out_pool);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_close(xmem_pool pool);
 __attribute__((visibility("default"))) xmem_status xmem_pool_close(xmem_pool pool)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_close(pool);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_remove(const char *name, int32_t *out_removed);
 __attribute__((visibility("default"))) xmem_status xmem_pool_remove(const char *name, int32_t *out_removed)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_remove(name, out_removed);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_exists(const char *name, int32_t *out_exists);
 __attribute__((visibility("default"))) xmem_status xmem_pool_exists(const char *name, int32_t *out_exists)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_exists(name, out_exists);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_name(xmem_pool pool, char *buf, size_t buf_size, size_t *out_length);
 __attribute__((visibility("default"))) xmem_status xmem_pool_name(xmem_pool pool, char *buf, size_t buf_size, size_t *out_length)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_name(pool, buf, buf_size, out_length);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_capacity(xmem_pool pool, int32_t *out_capacity);
 __attribute__((visibility("default"))) xmem_status xmem_pool_capacity(xmem_pool pool, int32_t *out_capacity)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_capacity(pool, out_capacity);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_acquire_cpu(xmem_pool pool, int64_t size, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_pool_acquire_cpu(xmem_pool pool, int64_t size, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_acquire_cpu(pool, size, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_acquire_cpu_wait(xmem_pool pool, int64_t size, int64_t timeout_ns, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_pool_acquire_cpu_wait(xmem_pool pool, int64_t size, int64_t timeout_ns, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_acquire_cpu_wait(pool, size, timeout_ns, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_acquire_cuda(xmem_pool pool, int64_t size, int32_t device_id, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_pool_acquire_cuda(xmem_pool pool, int64_t size, int32_t device_id, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_acquire_cuda(pool, size, device_id, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_preallocate_cpu(xmem_pool pool, int64_t size, int32_t count, int32_t *out_indexes);
 __attribute__((visibility("default"))) xmem_status xmem_pool_preallocate_cpu(xmem_pool pool, int64_t size, int32_t count, int32_t *out_indexes)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_preallocate_cpu(pool, size, count, out_indexes);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_preallocate_cuda(xmem_pool pool, int64_t size, int32_t count, int32_t device_id, int32_t *out_indexes);
 __attribute__((visibility("default"))) xmem_status xmem_pool_preallocate_cuda(xmem_pool pool, int64_t size, int32_t count, int32_t device_id, int32_t *out_indexes)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_preallocate_cuda(pool, size, count, device_id, out_indexes);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_set_cuda_get_waits(xmem_pool pool, int32_t on);
 __attribute__((visibility("default"))) xmem_status xmem_pool_set_cuda_get_waits(xmem_pool pool, int32_t on)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_set_cuda_get_waits(pool, on);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_cuda_get_waits(xmem_pool pool, int32_t *out_on);
 __attribute__((visibility("default"))) xmem_status xmem_pool_cuda_get_waits(xmem_pool pool, int32_t *out_on)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_cuda_get_waits(pool, out_on);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_get(xmem_pool pool, int32_t meta_index, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_pool_get(xmem_pool pool, int32_t meta_index, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_get(pool, meta_index, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_get_mut(xmem_pool pool, int32_t meta_index, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_pool_get_mut(xmem_pool pool, int32_t meta_index, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_get_mut(pool, meta_index, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_set_ref_count(xmem_pool pool, int32_t meta_index, int32_t count);
 __attribute__((visibility("default"))) xmem_status xmem_pool_set_ref_count(xmem_pool pool, int32_t meta_index, int32_t count)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_set_ref_count(pool, meta_index, count);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_add_ref(xmem_pool pool, int32_t meta_index, int32_t *out_count);
 __attribute__((visibility("default"))) xmem_status xmem_pool_add_ref(xmem_pool pool, int32_t meta_index, int32_t *out_count)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_add_ref(pool, meta_index, out_count);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_release(xmem_pool pool, int32_t meta_index, int32_t *out_count);
 __attribute__((visibility("default"))) xmem_status xmem_pool_release(xmem_pool pool, int32_t meta_index, int32_t *out_count)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_release(pool, meta_index, out_count);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_ref_count(xmem_pool pool, int32_t meta_index, int32_t *out_count);
 __attribute__((visibility("default"))) xmem_status xmem_pool_ref_count(xmem_pool pool, int32_t meta_index, int32_t *out_count)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_ref_count(pool, meta_index, out_count);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_trim(xmem_pool pool, int64_t *out_bytes);
 __attribute__((visibility("default"))) xmem_status xmem_pool_trim(xmem_pool pool, int64_t *out_bytes)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_trim(pool, out_bytes);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_info(xmem_guard guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_guard_info(xmem_guard guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_info(guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_cpu_ptr(xmem_guard guard, void **out_ptr);
 __attribute__((visibility("default"))) xmem_status xmem_guard_cpu_ptr(xmem_guard guard, void **out_ptr)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_cpu_ptr(guard, out_ptr);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_cpu_ptr_mut(xmem_guard guard, void **out_ptr);
 __attribute__((visibility("default"))) xmem_status xmem_guard_cpu_ptr_mut(xmem_guard guard, void **out_ptr)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_cpu_ptr_mut(guard, out_ptr);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_release(xmem_guard guard);
 __attribute__((visibility("default"))) xmem_status xmem_guard_release(xmem_guard guard)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_release(guard);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_forget(xmem_guard guard);
 __attribute__((visibility("default"))) xmem_status xmem_guard_forget(xmem_guard guard)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_forget(guard);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_lease_view(xmem_guard guard, xmem_lease *out_lease, void **out_ptr, int64_t *out_size);
 __attribute__((visibility("default"))) xmem_status xmem_guard_lease_view(xmem_guard guard, xmem_lease *out_lease, void **out_ptr, int64_t *out_size)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_lease_view(guard, out_lease, out_ptr, out_size);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_lease_release(xmem_lease lease);
 __attribute__((visibility("default"))) xmem_status xmem_lease_release(xmem_lease lease)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_lease_release(lease);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_export_dlpack(xmem_guard guard, const xmem_dlpack_request *request, void **out_managed);
 __attribute__((visibility("default"))) xmem_status xmem_guard_export_dlpack(xmem_guard guard, const xmem_dlpack_request *request, void **out_managed)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_export_dlpack(guard, request, out_managed);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_dlpack_init_python(void *py_capsule_is_valid, void *py_capsule_get_pointer);
 __attribute__((visibility("default"))) xmem_status xmem_dlpack_init_python(void *py_capsule_is_valid, void *py_capsule_get_pointer)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_dlpack_init_python(py_capsule_is_valid, py_capsule_get_pointer);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 void xmemi_dlpack_capsule_destructor(void *capsule);
 __attribute__((visibility("default"))) void xmem_dlpack_capsule_destructor(void *capsule)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmemi_dlpack_capsule_destructor(capsule);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
 }
 
 const char * xmemi_dlpack_capsule_name(int32_t versioned);
 __attribute__((visibility("default"))) const char * xmem_dlpack_capsule_name(int32_t versioned)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     const char * result = xmemi_dlpack_capsule_name(versioned);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_cuda_ptr(xmem_guard guard, uint64_t *out_ptr);
 __attribute__((visibility("default"))) xmem_status xmem_guard_cuda_ptr(xmem_guard guard, uint64_t *out_ptr)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_cuda_ptr(guard, out_ptr);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_cuda_ptr_mut(xmem_guard guard, uint64_t *out_ptr);
 __attribute__((visibility("default"))) xmem_status xmem_guard_cuda_ptr_mut(xmem_guard guard, uint64_t *out_ptr)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_cuda_ptr_mut(guard, out_ptr);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_record_writes_done(xmem_guard guard, uint64_t stream);
 __attribute__((visibility("default"))) xmem_status xmem_guard_record_writes_done(xmem_guard guard, uint64_t stream)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_record_writes_done(guard, stream);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_wait_writes_done(xmem_guard guard, uint64_t stream);
 __attribute__((visibility("default"))) xmem_status xmem_guard_wait_writes_done(xmem_guard guard, uint64_t stream)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_wait_writes_done(guard, stream);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_synchronize_writes(xmem_guard guard);
 __attribute__((visibility("default"))) xmem_status xmem_guard_synchronize_writes(xmem_guard guard)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_synchronize_writes(guard);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_copy_to_cuda(xmem_guard guard, int32_t device_id, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_guard_copy_to_cuda(xmem_guard guard, int32_t device_id, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_copy_to_cuda(guard, device_id, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_copy_to_cpu(xmem_guard guard, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_guard_copy_to_cpu(xmem_guard guard, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_copy_to_cpu(guard, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_copy_to_device(xmem_guard guard, int32_t device_id, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_guard_copy_to_device(xmem_guard guard, int32_t device_id, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_copy_to_device(guard, device_id, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_set_description(xmem_guard guard, const xmem_description *description);
 __attribute__((visibility("default"))) xmem_status xmem_guard_set_description(xmem_guard guard, const xmem_description *description)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_set_description(guard, description);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_guard_description(xmem_guard guard, xmem_description *out_description);
 __attribute__((visibility("default"))) xmem_status xmem_guard_description(xmem_guard guard, xmem_description *out_description)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_guard_description(guard, out_description);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_pool_channel(xmem_pool pool, const char *name, int32_t depth, int32_t mode, xmem_channel *out_channel);
 __attribute__((visibility("default"))) xmem_status xmem_pool_channel(xmem_pool pool, const char *name, int32_t depth, int32_t mode, xmem_channel *out_channel)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_pool_channel(pool, name, depth, mode, out_channel);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_channel_close(xmem_channel channel);
 __attribute__((visibility("default"))) xmem_status xmem_channel_close(xmem_channel channel)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_channel_close(channel);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_channel_info(xmem_channel channel, xmem_channel_properties *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_channel_info(xmem_channel channel, xmem_channel_properties *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_channel_info(channel, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_channel_send(xmem_channel channel, xmem_guard guard, int64_t timeout_ns);
 __attribute__((visibility("default"))) xmem_status xmem_channel_send(xmem_channel channel, xmem_guard guard, int64_t timeout_ns)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_channel_send(channel, guard, timeout_ns);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_channel_receive(xmem_channel channel, int64_t timeout_ns, uint32_t flags, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_channel_receive(xmem_channel channel, int64_t timeout_ns, uint32_t flags, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_channel_receive(channel, timeout_ns, flags, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_channel_subscribe(xmem_channel channel, xmem_subscription *out_subscription);
 __attribute__((visibility("default"))) xmem_status xmem_channel_subscribe(xmem_channel channel, xmem_subscription *out_subscription)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_channel_subscribe(channel, out_subscription);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_subscription_receive(xmem_subscription subscription, int64_t timeout_ns, uint32_t flags, xmem_guard *out_guard, xmem_buffer_info *out_info);
 __attribute__((visibility("default"))) xmem_status xmem_subscription_receive(xmem_subscription subscription, int64_t timeout_ns, uint32_t flags, xmem_guard *out_guard, xmem_buffer_info *out_info)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_subscription_receive(subscription, timeout_ns, flags, out_guard, out_info);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }
 
 xmem_status xmemi_subscription_close(xmem_subscription subscription);
 __attribute__((visibility("default"))) xmem_status xmem_subscription_close(xmem_subscription subscription)
 {
-    xmem_gate_enter();
+    xmem_thread_gate *gate = xmem_gate_enter();
     xmem_status result = xmemi_subscription_close(subscription);
-    xmem_gate_leave();
+    xmem_gate_leave(gate);
     return result;
 }

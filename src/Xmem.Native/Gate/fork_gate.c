@@ -24,7 +24,7 @@
  * Invariants:
  * - closed counts the forks under way in this process (prepare to parent handler); 0 in a new child.
  * - A stripe counts the threads inside that were assigned to it; a thread counts itself once, however deeply it
- *   nests (t_gate.depth), and not while it sleeps in xmem_gate_futex_wait or waits for the gate to open.
+ *   nests (xmem_gate_thread.depth), and not while it sleeps in xmem_gate_futex_wait or waits for the gate to open.
  * - Dekker: enter increments its stripe and then reads closed, both sequentially consistent (a full fence between);
  *   the preparer increments closed (a full fence) and then reads the stripes. So once the preparer saw every stripe
  *   at 0, every later enter sees closed and waits; no thread is inside (in the runtime) when fork() copies the
@@ -49,13 +49,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STRIPES 32
+#define STRIPES XMEM_GATE_STRIPES
 
-/* One counter per 128 bytes (two cache lines: the adjacent-line prefetcher would otherwise pair them). */
-typedef struct { _Alignas(128) atomic_int value; } padded_counter;
-
-static padded_counter s_stripes[STRIPES];
-static atomic_int s_closed;
+xmem_gate_counter xmem_gate_stripes[STRIPES];
+atomic_int xmem_gate_closed;
+__thread xmem_thread_gate xmem_gate_thread;
 static atomic_uint s_wake;        /* bumped by the parent handler: waiters sleep on it (a private futex) */
 static atomic_uint s_next_stripe;
 static pthread_key_t s_exit_key;  /* its destructor counts a registered thread in around the runtime's detach */
@@ -65,16 +63,10 @@ static int s_exit_key_made;
 #define EXIT_REGISTERED ((void *)1)
 #define EXIT_COUNTED    ((void *)2)
 
-typedef struct
-{
-    int depth;      /* nesting depth inside the gate */
-    int stripe;     /* 0 until the thread's first entry, then 1..STRIPES */
-    int registered; /* the exit key is set */
-} thread_gate;
+#define s_closed xmem_gate_closed
+typedef xmem_thread_gate thread_gate;
 
-static __thread thread_gate t_gate;
-
-static atomic_int *stripe_of(int i) { return &s_stripes[i - 1].value; }
+static atomic_int *stripe_of(int i) { return &xmem_gate_stripes[i - 1].value; }
 
 static long futex(atomic_uint *word, int op, uint32_t value, const struct timespec *timeout)
 {
@@ -82,7 +74,7 @@ static long futex(atomic_uint *word, int op, uint32_t value, const struct timesp
 }
 
 /* Out while waiting (the preparer must not wait for us), in again once open; returns counted in and seen open. */
-static void wait_while_closed(atomic_int *stripe)
+void xmem_gate_wait_while_closed(atomic_int *stripe)
 {
     for (;;)
     {
@@ -114,13 +106,13 @@ static void count_in(thread_gate *t)
     atomic_fetch_add_explicit(c, 1, memory_order_seq_cst); /* a full fence: closed is read after it is visible */
     if (atomic_load_explicit(&s_closed, memory_order_seq_cst) != 0)
     {
-        wait_while_closed(c);
+        xmem_gate_wait_while_closed(c);
     }
 }
 
 static void exit_destructor(void *value)
 {
-    thread_gate *t = &t_gate;
+    thread_gate *t = &xmem_gate_thread;
     if (value == EXIT_REGISTERED)
     {
         /* Round 1: in for the runtime's detach, which runs after this (its key is younger: a higher index). */
@@ -137,7 +129,7 @@ static void exit_destructor(void *value)
         /* No round 2 (cannot happen: the key's slot exists already): out now rather than never. */
     }
 
-    xmem_gate_leave();
+    xmem_gate_leave(t);
 }
 
 __attribute__((constructor)) static void make_exit_key(void)
@@ -147,37 +139,20 @@ __attribute__((constructor)) static void make_exit_key(void)
     s_exit_key_made = pthread_key_create(&s_exit_key, exit_destructor) == 0;
 }
 
-void xmem_gate_enter(void)
+void xmem_gate_first_entry(thread_gate *t)
 {
-    thread_gate *t = &t_gate;
-    if (t->depth++ != 0)
-    {
-        return;
-    }
-
+    /* Called with depth already 1. */
     if (t->stripe == 0)
     {
         t->stripe = 1 + (int)(atomic_fetch_add_explicit(&s_next_stripe, 1, memory_order_relaxed) % STRIPES);
     }
 
     count_in(t);
-    if (!t->registered)
+    /* Inside: the runtime attaches this thread now, and will detach it at its exit, in our key's cover. */
+    t->registered = 1;
+    if (s_exit_key_made)
     {
-        /* Inside: the runtime attaches this thread now, and will detach it at its exit, in our key's cover. */
-        t->registered = 1;
-        if (s_exit_key_made)
-        {
-            (void)pthread_setspecific(s_exit_key, EXIT_REGISTERED);
-        }
-    }
-}
-
-void xmem_gate_leave(void)
-{
-    thread_gate *t = &t_gate;
-    if (--t->depth == 0)
-    {
-        atomic_fetch_sub_explicit(stripe_of(t->stripe), 1, memory_order_release);
+        (void)pthread_setspecific(s_exit_key, EXIT_REGISTERED);
     }
 }
 
@@ -195,7 +170,7 @@ static int count_inside(void)
 void xmem_gate_close(void)
 {
     atomic_fetch_add_explicit(&s_closed, 1, memory_order_seq_cst); /* a full fence: stripes are read after it */
-    int own = t_gate.depth != 0 ? 1 : 0; /* a fork from inside a call (a callback): this thread's count stays */
+    int own = xmem_gate_thread.depth != 0 ? 1 : 0; /* a fork from inside a call (a callback): this thread's count stays */
     for (unsigned spins = 0; count_inside() != own; spins++)
     {
         /* Calls are short, and waits without a bound leave the gate; yield so a preempted caller can finish. */
@@ -222,9 +197,9 @@ void xmem_gate_reset_in_child(void)
         atomic_store_explicit(stripe_of(i), 0, memory_order_relaxed);
     }
 
-    if (t_gate.depth != 0)
+    if (xmem_gate_thread.depth != 0)
     {
-        atomic_store_explicit(stripe_of(t_gate.stripe), 1, memory_order_relaxed);
+        atomic_store_explicit(stripe_of(xmem_gate_thread.stripe), 1, memory_order_relaxed);
     }
 
     atomic_store_explicit(&s_closed, 0, memory_order_seq_cst);
@@ -240,7 +215,7 @@ int64_t xmem_gate_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_
         timeout = &ts;
     }
 
-    thread_gate *t = &t_gate;
+    thread_gate *t = &xmem_gate_thread;
     int inside = t->depth != 0;
     if (inside)
     {

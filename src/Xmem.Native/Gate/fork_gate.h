@@ -3,15 +3,67 @@
 #ifndef XMEM_FORK_GATE_H
 #define XMEM_FORK_GATE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define XMEM_GATE_HIDDEN __attribute__((visibility("hidden")))
 
-/* Counts the calling thread in (once, however deeply it nests); waits in the kernel while a fork is prepared. */
-XMEM_GATE_HIDDEN void xmem_gate_enter(void);
+/* The gate's state (fork_gate.c has the invariants); the hot path below is inline in every exported wrapper. */
+typedef struct
+{
+    int depth;      /* nesting depth inside the gate */
+    int stripe;     /* 0 until the thread's first entry, then 1..XMEM_GATE_STRIPES */
+    int registered; /* the exit key is set (fork_gate.c: the thread's exit is counted in too) */
+} xmem_thread_gate;
 
-/* Counts the calling thread out (the last of nested entries does). */
-XMEM_GATE_HIDDEN void xmem_gate_leave(void);
+#define XMEM_GATE_STRIPES 32
+
+/* One counter per 128 bytes (two cache lines: the adjacent-line prefetcher would otherwise pair them). */
+typedef struct { _Alignas(128) atomic_int value; } xmem_gate_counter;
+
+extern XMEM_GATE_HIDDEN xmem_gate_counter xmem_gate_stripes[XMEM_GATE_STRIPES];
+extern XMEM_GATE_HIDDEN atomic_int xmem_gate_closed;
+extern XMEM_GATE_HIDDEN __thread xmem_thread_gate xmem_gate_thread;
+
+/* The slow paths of xmem_gate_enter: a thread's first entry, and waiting while a fork is prepared. */
+XMEM_GATE_HIDDEN void xmem_gate_first_entry(xmem_thread_gate *t);
+XMEM_GATE_HIDDEN void xmem_gate_wait_while_closed(atomic_int *stripe);
+
+/* Counts the calling thread in (once, however deeply it nests); waits in the kernel while a fork is prepared.
+ * Returns the thread's gate state, for xmem_gate_leave (one TLS lookup per call, not two). */
+static inline xmem_thread_gate *xmem_gate_enter(void)
+{
+    xmem_thread_gate *t = &xmem_gate_thread;
+    if (t->depth++ == 0)
+    {
+        if (__builtin_expect(!t->registered, 0))
+        {
+            xmem_gate_first_entry(t);
+        }
+        else
+        {
+            atomic_int *c = &xmem_gate_stripes[t->stripe - 1].value;
+            /* Dekker with the preparer: a full fence (seq_cst) between counting in and reading closed. */
+            atomic_fetch_add_explicit(c, 1, memory_order_seq_cst);
+            if (__builtin_expect(atomic_load_explicit(&xmem_gate_closed, memory_order_seq_cst) != 0, 0))
+            {
+                xmem_gate_wait_while_closed(c);
+            }
+        }
+    }
+
+    return t;
+}
+
+/* Counts the calling thread out (the last of nested entries does). Release: everything it did inside, its return
+ * out of the runtime included, is done before a preparer's acquire read sees it out. */
+static inline void xmem_gate_leave(xmem_thread_gate *t)
+{
+    if (--t->depth == 0)
+    {
+        atomic_fetch_sub_explicit(&xmem_gate_stripes[t->stripe - 1].value, 1, memory_order_release);
+    }
+}
 
 /* The entry points below are called by the managed part of libxmem (DirectPInvoke "xmemgate"). */
 

@@ -52,13 +52,13 @@ def render(funcs):
         lines.append("%s %s(%s);" % (ret, impl, decl))
         lines.append("__attribute__((visibility(\"default\"))) %s %s(%s)" % (ret, name, decl))
         lines.append("{")
-        lines.append("    xmem_gate_enter();")
+        lines.append("    xmem_thread_gate *gate = xmem_gate_enter();")
         if ret == "void":
             lines.append("    %s(%s);" % (impl, args))
-            lines.append("    xmem_gate_leave();")
+            lines.append("    xmem_gate_leave(gate);")
         else:
             lines.append("    %s result = %s(%s);" % (ret, impl, args))
-            lines.append("    xmem_gate_leave();")
+            lines.append("    xmem_gate_leave(gate);")
             lines.append("    return result;")
         lines.append("}")
         lines.append("")
