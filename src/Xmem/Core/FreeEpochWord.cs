@@ -1,5 +1,3 @@
-using Xmem.Interop;
-
 namespace Xmem.Core;
 
 /// <summary>The pool header's FreeEpoch as an <see cref="EventWord"/> (docs/layout.md, "Waiting for a free slot"): a
