@@ -3,16 +3,17 @@ using System.Text.RegularExpressions;
 namespace Xmem.Tests;
 
 /// <summary>
-/// Every entry point of libxmem enters the fork gate before anything else (src/Xmem/Pool/ForkGate.cs): a call that
-/// races a fork() must wait until the fork is over, or the child inherits a half-done call. The behaviour is tested
-/// by ForkGateTests and tests/python/test_fork.py; this test keeps it true for every export, including one added
-/// later: an export is either one call to a skeleton of src/Xmem.Native/Exports/Export.cs, each of which enters the
-/// gate first, or a body whose first statement enters it.
+/// Every way into libxmem's managed code from outside passes the fork gate before the runtime is entered
+/// (src/Xmem.Native/Gate/fork_gate.c): a call that races a fork() must wait until the fork is over, before the
+/// runtime attaches its thread or allocates for it, or the child inherits a runtime mid-way. The gate is in C, so
+/// this test keeps the shape that guarantees it true for every entry point, including one added later: every
+/// [UnmanagedCallersOnly] method is named xmemi_* (never an exported name, which the library's export list would
+/// publish), and the only callers of an xmemi_* are C wrappers that enter the gate first: exports.g.c (generated from
+/// include/xmem.h; tests/c/check_abi.py checks it is current and that no xmemi_* is exported) and dlpack_deleters.c.
+/// The behaviour: tests/c/fork_gate_test.c, tests/c/fork_stress.c and tests/python/test_fork.py.
 /// </summary>
 public sealed partial class NativeExportGateTests
 {
-    private const string GateStatement = "using ForkGate.Scope fork = ForkGate.Enter();";
-
     private static string NativeDir => Path.Combine(BuildPaths.RepoRoot, "src", "Xmem.Native");
 
     private static IEnumerable<string> Sources() =>
@@ -20,64 +21,68 @@ public sealed partial class NativeExportGateTests
             .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)
                         && !f.Contains($"{Path.DirectorySeparatorChar}bin{Path.DirectorySeparatorChar}", StringComparison.Ordinal));
 
-    // An [UnmanagedCallersOnly] method: its name, then either "=> expression;" or the first statement of its block.
-    [GeneratedRegex(@"\[UnmanagedCallersOnly[^\]]*\]\s*(?:internal|private|public)\s+static\s+[\w\*<>, ]+?\s+(?<name>\w+)\s*\([^)]*\)\s*(?:=>\s*(?<expr>[^;]+);|\{\s*(?<first>[^;]*;))")]
+    // An [UnmanagedCallersOnly] method: its attribute's arguments and its name.
+    [GeneratedRegex(@"\[UnmanagedCallersOnly(?<args>[^\]]*)\]\s*(?:internal|private|public)\s+static\s+[\w\*<>, ]+?\s+(?<name>\w+)\s*\(")]
     private static partial Regex EntryPoint();
 
-    // A skeleton of Export.cs: an internal static int method, generic over its body, and its first statement (its
-    // constraints hold no "=", so the match never runs on through an expression-bodied alias into the next method).
-    [GeneratedRegex(@"internal\s+static\s+int\s+(?<name>\w+)<[^>]+>\([^)]*\)\s*(?:where[^{=]+)?\{\s*(?<first>[^;]*;)")]
-    private static partial Regex Skeleton();
+    [GeneratedRegex(@"EntryPoint\s*=\s*""(?<entry>\w+)""")]
+    private static partial Regex EntryPointName();
 
-    // A skeleton's alias: an internal static int method, generic over its body, that is one call of another skeleton
-    // (Export.OnPool(pool, body) => Run(new PoolCall<TBody>(pool, body))).
-    [GeneratedRegex(@"internal\s+static\s+int\s+(?<name>\w+)<[^>]+>\([^)]*\)\s*(?:where[^=]+)?=>\s*(?<target>\w+)[<(]")]
-    private static partial Regex SkeletonAlias();
-
-    [GeneratedRegex(@"^Export\.(?<skeleton>\w+)\(")]
-    private static partial Regex SkeletonCall();
+    // A C function that enters the gate before anything else, then calls one managed implementation.
+    [GeneratedRegex(@"\)\s*\{\s*xmem_thread_gate \*gate = xmem_gate_enter\(\);\s*(?:[\w\s\*]+=\s*)?(?<impl>xmemi_\w+)\(")]
+    private static partial Regex GatedCall();
 
     [Fact]
-    public void EveryExport_EntersTheForkGate_FirstThing()
+    public void EveryManagedEntryPoint_IsReachedOnlyThroughAWrapperThatEntersTheForkGateFirst()
     {
-        string exportCs = File.ReadAllText(Path.Combine(NativeDir, "Exports", "Export.cs"));
-        Dictionary<string, string> skeletons = Skeleton().Matches(exportCs).ToDictionary(m => m.Groups["name"].Value, m => m.Groups["first"].Value.Trim());
-        foreach (Match alias in SkeletonAlias().Matches(exportCs))
+        string gateDir = Path.Combine(NativeDir, "Gate");
+        var gated = new HashSet<string>();
+        var cCallers = new Dictionary<string, int>();
+        foreach (string c in Directory.EnumerateFiles(gateDir, "*.c"))
         {
-            // An alias enters the gate exactly when the skeleton it calls does.
-            Assert.True(skeletons.TryGetValue(alias.Groups["target"].Value, out string? first), $"Export.{alias.Groups["name"].Value} calls {alias.Groups["target"].Value}, which is no skeleton");
-            skeletons[alias.Groups["name"].Value] = first;
+            string text = File.ReadAllText(c);
+            foreach (Match m in GatedCall().Matches(text))
+            {
+                gated.Add(m.Groups["impl"].Value);
+            }
+
+            foreach (Match m in Regex.Matches(text, @"\b(xmemi_\w+)\("))
+            {
+                cCallers[m.Groups[1].Value] = cCallers.GetValueOrDefault(m.Groups[1].Value) + 1;
+            }
         }
 
-        Assert.Contains("OnPool", skeletons.Keys);
-        Assert.All(skeletons, s => Assert.True(s.Value == GateStatement, $"skeleton Export.{s.Key} starts with '{s.Value}', not the fork gate"));
-
         var problems = new List<string>();
-        int exports = 0;
-        // The pthread_atfork handlers are the gate's own closing and opening, called by fork(), not by a caller.
+        int entryPoints = 0;
+        // The pthread_atfork handlers run on the forking thread, called by fork() itself: the one thread a child has.
         foreach (string file in Sources().Where(f => Path.GetFileName(f) != "ForkHandlers.cs"))
         {
             foreach (Match m in EntryPoint().Matches(File.ReadAllText(file)))
             {
-                exports++;
+                entryPoints++;
                 string name = m.Groups["name"].Value;
-                if (m.Groups["expr"].Success)
+                Match entry = EntryPointName().Match(m.Groups["args"].Value);
+                if (!entry.Success || !entry.Groups["entry"].Value.StartsWith("xmemi_", StringComparison.Ordinal))
                 {
-                    Match call = SkeletonCall().Match(m.Groups["expr"].Value.Trim());
-                    if (!call.Success || !skeletons.ContainsKey(call.Groups["skeleton"].Value))
-                    {
-                        problems.Add($"{Path.GetFileName(file)}: {name} is '=> {m.Groups["expr"].Value.Trim()}', not a call to a skeleton of Export.cs");
-                    }
+                    problems.Add($"{Path.GetFileName(file)}: {name} is reachable as '{(entry.Success ? entry.Groups["entry"].Value : "a pointer")}', not only as an xmemi_* behind the gate");
+                    continue;
                 }
-                else if (m.Groups["first"].Value.Trim() != GateStatement)
+
+                string impl = entry.Groups["entry"].Value;
+                if (!gated.Contains(impl))
                 {
-                    problems.Add($"{Path.GetFileName(file)}: {name} starts with '{m.Groups["first"].Value.Trim()}', not the fork gate");
+                    problems.Add($"{Path.GetFileName(file)}: {impl} has no C wrapper that enters the fork gate first (src/Xmem.Native/Gate)");
+                }
+                else if (cCallers.GetValueOrDefault(impl) != 2)
+                {
+                    // Its declaration and its one gated call.
+                    problems.Add($"{impl} is named {cCallers.GetValueOrDefault(impl)} times in src/Xmem.Native/Gate, not twice (its declaration and its gated call)");
                 }
             }
         }
 
         Assert.Empty(problems);
         // The 56 functions of xmem.h and the two DLPack deleters: the pattern found every entry point.
-        Assert.True(exports == 58, $"found {exports} [UnmanagedCallersOnly] methods in {NativeDir}, not 58: a new one (update the count) or one the pattern no longer sees");
+        Assert.True(entryPoints == 58, $"found {entryPoints} [UnmanagedCallersOnly] methods in {NativeDir}, not 58: a new one (update the count) or one the pattern no longer sees");
     }
 }

@@ -4,7 +4,10 @@ declarations disagree.
 
 Checks:
   1. the functions declared in the header, the `xmem_*` symbols `nm -D` finds in the library and the
-     [UnmanagedCallersOnly(EntryPoint = "xmem_*")] methods in src/Xmem.Native are the same set;
+     [UnmanagedCallersOnly(EntryPoint = "xmemi_*")] methods in src/Xmem.Native (the managed implementations behind
+     the gated C wrappers of src/Xmem.Native/Gate/exports.g.c) are the same set, the wrappers are what
+     src/Xmem.Native/Gate/generate_exports.py makes of the header, and the library exports no xmemi_* or
+     xmem_gate_* symbol (so no caller can enter the runtime past the fork gate);
   2. each function takes as many parameters in the header, in C# and in python/xmem/_native.py (SIGNATURES);
   3. the header's XMEM_OK / XMEM_E_* numbers are exactly Xmem.XmemStatus (src/Xmem/Errors/XmemStatus.cs);
   4. XMEM_ABI_VERSION agrees with the C# AbiVersion and the Python ABI_VERSION;
@@ -68,11 +71,14 @@ def csharp_entry_points(native_dir):
                 continue
             text = read(os.path.join(root, n))
             for m in re.finditer(
-                    r'\[UnmanagedCallersOnly\(EntryPoint\s*=\s*"(xmem_\w+)"\)\]\s*(?:internal|public|private)\s+static\s+[\w\*\s<>,]+?\s+\w+\s*\(([^)]*)\)',
+                    r'\[UnmanagedCallersOnly\(EntryPoint\s*=\s*"xmemi_(\w+)"\)\]\s*(?:internal|public|private)\s+static\s+[\w\*\s<>,]+?\s+\w+\s*\(([^)]*)\)',
                     text):
-                if m.group(1) in funcs:
-                    raise SystemExit("check_abi: %s is exported twice in C#" % m.group(1))
-                funcs[m.group(1)] = count_params(m.group(2))
+                name = "xmem_" + m.group(1)
+                if name.startswith("xmem_dlpack_delete_"):
+                    continue  # the DLPack deleters: gated in dlpack_deleters.c, handed out as pointers, not exported
+                if name in funcs:
+                    raise SystemExit("check_abi: %s is exported twice in C#" % name)
+                funcs[name] = count_params(m.group(2))
     return funcs
 
 
@@ -122,7 +128,7 @@ def python_signatures(text):
 def library_exports(lib):
     res = subprocess.run(["nm", "-D", "--defined-only", lib], check=True, capture_output=True, text=True)
     names = (line.split()[-1].split("@")[0] for line in res.stdout.splitlines() if line.split())
-    return {n for n in names if n.startswith("xmem_")}
+    return {n for n in names if n.startswith("xmem")}
 
 
 def main(argv=None):
@@ -153,6 +159,10 @@ def main(argv=None):
     compare_sets("the C# entry points", cs_funcs, "the header", h_funcs)
     compare_sets("the header", h_funcs, "nm -D %s" % lib, exports)
     compare_sets("nm -D %s" % lib, exports, "the header", h_funcs)
+    gen = subprocess.run([sys.executable, os.path.join(root, "src", "Xmem.Native", "Gate", "generate_exports.py"), "--check"],
+                         capture_output=True, text=True)
+    if gen.returncode != 0:
+        problems.append("src/Xmem.Native/Gate/exports.g.c is stale: " + gen.stderr.strip())
     compare_sets("the header", h_funcs, "python/xmem/_native.py SIGNATURES", py_funcs)
     compare_sets("python/xmem/_native.py SIGNATURES", py_funcs, "the header", h_funcs)
     for n, k in sorted(h_funcs.items()):

@@ -20,14 +20,10 @@ internal static unsafe class DLPackCapsules
     private static readonly byte[] s_nameUnversioned = PinnedName("dltensor");
     private static readonly byte[] s_nameVersioned = PinnedName("dltensor_versioned");
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_capsule_name")]
-    internal static byte* CapsuleName(int versioned)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return AddressOf(versioned != 0 ? s_nameVersioned : s_nameUnversioned);
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_dlpack_capsule_name")]
+    internal static byte* CapsuleName(int versioned) => AddressOf(versioned != 0 ? s_nameVersioned : s_nameUnversioned);
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_init_python")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_dlpack_init_python")]
     internal static int InitPython(nint isValid, nint getPointer) => Export.Run(new Init(isValid, getPointer));
 
     private readonly struct Init(nint isValid, nint getPointer) : IExportBody
@@ -47,11 +43,9 @@ internal static unsafe class DLPackCapsules
     /// <summary>PyCapsule destructor: runs with the GIL held when a capsule dies. A consumer renames the capsules it
     /// takes ("used_dltensor…"), so a capsule that still has its first name was never consumed, and its tensor is
     /// freed here; otherwise the consumer owns it and calls the deleter itself.</summary>
-    [UnmanagedCallersOnly(EntryPoint = "xmem_dlpack_capsule_destructor")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_dlpack_capsule_destructor")]
     internal static void CapsuleDestructor(nint capsule)
     {
-        using ForkGate.Scope fork = ForkGate.Enter();
-
         try
         {
             if (capsule == 0 || s_capsuleIsValid is null)

@@ -2,6 +2,7 @@ using Xmem.Core;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Xmem.Native.Exports;
+using Xmem.Native.Gate;
 using Xmem.Native.Handles;
 using Xmem.Pool;
 
@@ -16,7 +17,7 @@ internal static unsafe class DLPackExports
 {
     private const int MaxDims = 32;
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_export_dlpack")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_export_dlpack")]
     internal static int GuardExportDLPack(ulong guard, DLPackRequest* request, nint* outManaged) =>
         Export.OnGuard(guard, new ExportTensor(request, outManaged));
 
@@ -116,7 +117,7 @@ internal static unsafe class DLPackExports
             m->Major = 1;
             m->Minor = 0;
             m->ManagerCtx = (nint)ctx;
-            m->Deleter = (nint)(delegate* unmanaged<DLManagedTensorVersioned*, void>)&DeleteVersioned;
+            m->Deleter = NativeGate.DlpackDeleter(1); // gated in C, then DeleteVersioned
             m->Flags = readOnly ? DLManagedTensorVersioned.FlagReadOnly : 0;
             t = &m->Tensor;
         }
@@ -124,7 +125,7 @@ internal static unsafe class DLPackExports
         {
             var m = (DLManagedTensor*)block;
             m->ManagerCtx = (nint)ctx;
-            m->Deleter = (nint)(delegate* unmanaged<DLManagedTensor*, void>)&DeleteUnversioned;
+            m->Deleter = NativeGate.DlpackDeleter(0); // gated in C, then DeleteUnversioned
             t = &m->Tensor;
         }
 
@@ -254,19 +255,12 @@ internal static unsafe class DLPackExports
         return LastError.Set(XmemStatus.InvalidArgument, $"the tensor (offset {r.ByteOffset}, shape [{string.Join(", ", shape)}], {elem}-byte elements) reaches past the end of the {size}-byte buffer; ask for a smaller shape.");
     }
 
-    [UnmanagedCallersOnly]
-    private static void DeleteVersioned(DLManagedTensorVersioned* m)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        Free((nint)m, m is null ? 0 : m->ManagerCtx);
-    }
+    // Called only by the gated deleters of src/Xmem.Native/Gate/dlpack_deleters.c (not exported).
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_dlpack_delete_versioned")]
+    private static void DeleteVersioned(DLManagedTensorVersioned* m) => Free((nint)m, m is null ? 0 : m->ManagerCtx);
 
-    [UnmanagedCallersOnly]
-    private static void DeleteUnversioned(DLManagedTensor* m)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        Free((nint)m, m is null ? 0 : m->ManagerCtx);
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_dlpack_delete_unversioned")]
+    private static void DeleteUnversioned(DLManagedTensor* m) => Free((nint)m, m is null ? 0 : m->ManagerCtx);
 
     /// <summary>Frees a managed tensor's block and lets go of its hold on the memory (lease or own reference).</summary>
     internal static void Free(nint block, nint managerCtx)

@@ -12,33 +12,33 @@ namespace Xmem.Native.Exports;
 /// guard for CUDA state is XMEM_E_INVALID_ARGUMENT.</summary>
 internal static unsafe class CudaExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_cuda_ptr")]
     internal static int GuardCudaPtr(ulong guard, ulong* outPtr) => Export.OnGuard(guard, new CudaPtr(outPtr, mutable: false));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cuda_ptr_mut")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_cuda_ptr_mut")]
     internal static int GuardCudaPtrMut(ulong guard, ulong* outPtr) => Export.OnGuard(guard, new CudaPtr(outPtr, mutable: true));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_record_writes_done")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_record_writes_done")]
     internal static int GuardRecordWritesDone(ulong guard, ulong stream) =>
         Export.OnGuardInPool(guard, new Ordering(stream, OrderingKind.Record));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_wait_writes_done")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_wait_writes_done")]
     internal static int GuardWaitWritesDone(ulong guard, ulong stream) =>
         Export.OnGuardInPool(guard, new Ordering(stream, OrderingKind.Wait));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_synchronize_writes")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_synchronize_writes")]
     internal static int GuardSynchronizeWrites(ulong guard) =>
         Export.OnGuardInPool(guard, new Ordering(0, OrderingKind.Synchronize));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cuda")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_copy_to_cuda")]
     internal static int GuardCopyToCuda(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnGuard(guard, new Copy(deviceId, outGuard, outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_cpu")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_copy_to_cpu")]
     internal static int GuardCopyToCpu(ulong guard, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnGuard(guard, new Copy(-1, outGuard, outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_copy_to_device")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_copy_to_device")]
     internal static int GuardCopyToDevice(ulong guard, int deviceId, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnGuard(guard, new Copy(deviceId, outGuard, outInfo));
 

@@ -12,11 +12,11 @@ namespace Xmem.Native.Exports;
 /// when it is read, so nothing read here can reach past the buffer.</summary>
 internal static unsafe class DescriptionExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_set_description")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_set_description")]
     internal static int GuardSetDescription(ulong guard, DescriptionInfo* description) =>
         Export.OnGuardInPool(guard, new SetDescription(description));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_description")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_description")]
     internal static int GuardDescription(ulong guard, DescriptionInfo* outDescription) =>
         Export.OnGuardInPool(guard, new GetDescription(outDescription));
 

@@ -17,47 +17,23 @@ internal static unsafe class ErrorExports
     private static readonly byte[] s_unknownStatus = Pinned("XMEM_E_UNKNOWN");
     private static readonly byte[] s_version = Pinned("0.1.0");
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_abi_version")]
-    internal static uint XmemAbiVersion()
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return AbiVersion;
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_abi_version")]
+    internal static uint XmemAbiVersion() => AbiVersion;
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_version")]
-    internal static byte* XmemVersion()
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return AddressOf(s_version);
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_version")]
+    internal static byte* XmemVersion() => AddressOf(s_version);
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_last_error")]
-    internal static byte* XmemLastError()
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return LastError.Message;
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_last_error")]
+    internal static byte* XmemLastError() => LastError.Message;
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_last_status")]
-    internal static int XmemLastStatus()
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return LastError.Status;
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_last_status")]
+    internal static int XmemLastStatus() => LastError.Status;
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_last_native_error")]
-    internal static int XmemLastNativeError()
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return LastError.Native;
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_last_native_error")]
+    internal static int XmemLastNativeError() => LastError.Native;
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_status_name")]
-    internal static byte* XmemStatusName(int status)
-    {
-        using ForkGate.Scope fork = ForkGate.Enter();
-        return AddressOf(s_statusNames.TryGetValue(status, out byte[]? name) ? name : s_unknownStatus);
-    }
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_status_name")]
+    internal static byte* XmemStatusName(int status) => AddressOf(s_statusNames.TryGetValue(status, out byte[]? name) ? name : s_unknownStatus);
 
     /// <summary>"InvalidArgument" → "XMEM_E_INVALID_ARGUMENT", "Ok" → "XMEM_OK": the header's spelling.</summary>
     internal static string HeaderName(XmemStatus status)

@@ -32,13 +32,12 @@ internal interface IExportBody<in T>
 }
 
 /// <summary>
-/// The skeleton of every export, written once: enter the fork gate (before anything else: a call that races a fork
-/// waits until the fork is over, and a forked child finds the gate reset), check the arguments, find the handle's
-/// object and count the call in (so a concurrent close cannot close it under the call), run the body, count out,
-/// and turn any exception into a status with the thread's last error: no exception ever crosses the C ABI.
+/// The skeleton of every export, written once: check the arguments, find the handle's object and count the call in
+/// (so a concurrent close cannot close it under the call), run the body, count out, and turn any exception into a
+/// status with the thread's last error: no exception ever crosses the C ABI. The fork gate is not here: the exported
+/// C function (src/Xmem.Native/Gate/exports.g.c) enters it before the runtime is entered, and leaves it after.
 /// An export is one line naming its skeleton and its body, e.g.
 /// <c>=&gt; Export.OnPool(pool, new CountOp(metaIndex, outCount, CountKind.AddRef));</c>.
-/// Exports that return no status (versions, the last error, DLPack deleters) enter the gate themselves.
 /// Every method here is generic over the body struct, hence specialised for each export, with the body's Check and
 /// Run inlined (docs/c-abi.md, rule 6, gives the instructions per call).
 /// </summary>
@@ -48,13 +47,12 @@ internal static unsafe class Export
     internal static int Run<TBody>(TBody body)
         where TBody : struct, IExportBody => Call(new PlainCall<TBody>(body));
 
-    /// <summary>The skeleton: the gate, the checks, the handle's object counted in, the body, counted out, and any
+    /// <summary>The skeleton: the checks, the handle's object counted in, the body, counted out, and any
     /// exception turned into a status. <typeparamref name="TCall"/> says how its kind of handle is found and counted
     /// (ExportCalls.cs); none of its members has an exception handler, so all of them inline here.</summary>
     internal static int Call<TCall>(TCall call)
         where TCall : struct, IExportCall
     {
-        using ForkGate.Scope fork = ForkGate.Enter();
         try
         {
             int rc = call.Check();
@@ -105,7 +103,6 @@ internal static unsafe class Export
     internal static int Removing<T, TBody>(HandleTable<T> table, string kind, ulong handle, TBody body)
         where TBody : struct, IExportBody<T>
     {
-        using ForkGate.Scope fork = ForkGate.Enter();
         try
         {
             int rc = body.Check();

@@ -3,16 +3,17 @@ using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Xmem.Interop;
-using Xmem.Pool;
+using Xmem.Native.Gate;
 
 namespace Xmem.Native.Exports;
 
 /// <summary>
-/// The pthread_atfork handlers that make fork() safe in a process using libxmem (see <see cref="ForkGate"/>):
-/// prepare closes the gate and drains it, the parent handler opens it, the child handler resets it and makes every
-/// pool opened before the fork inert in the child, closing its copies of their descriptors without unlocking them
-/// (so a child never keeps its parent's process entry alive). Registered once, when the runtime starts (on the
-/// first call into the library); a fork before that copies no managed state.
+/// The pthread_atfork handlers that make fork() safe in a process using libxmem (src/Xmem.Native/Gate/fork_gate.c):
+/// prepare closes the C gate and drains it, then waits for the finalizers queued so far; the parent handler opens the
+/// gate; the child handler resets it and makes every pool opened before the fork inert in the child, closing its
+/// copies of their descriptors without unlocking them (so a child never keeps its parent's process entry alive).
+/// Registered once, when the runtime starts (on the first call into the library), with the gate's futex wait; a fork
+/// before that copies no managed state. They run on the forking thread, the one thread a child has.
 /// Only the C ABI registers them: a .NET process cannot fork (its runtime would not survive it), and the handlers
 /// would otherwise run in the child of a fork-and-exec.
 /// </summary>
@@ -22,6 +23,7 @@ internal static unsafe class ForkHandlers
     [SuppressMessage("Usage", "CA2255:The 'ModuleInitializer' attribute should not be used in libraries", Justification = "libxmem is the process's C ABI: the handlers must be in place before any export runs.")]
     internal static void Register()
     {
+        ForkGate.SetGatedWait(&NativeGate.FutexWaitOutsideGate);
         // ENOMEM is the only failure; fork safety is then lost, but every call still works.
         _ = Libc.RegisterAtfork(&Prepare, &Parent, &Child, 0);
     }
@@ -29,32 +31,30 @@ internal static unsafe class ForkHandlers
     [UnmanagedCallersOnly]
     private static void Prepare()
     {
+        NativeGate.Close();
         try
         {
-            ForkGate.Close();
+            if (ForkGate.Generation == 0)
+            {
+                // Finalizers (xmem's SafeHandles) are managed code on the finalizer thread, outside the gate. A child
+                // of a fork has no finalizer thread (only the forking thread survives), so there is nothing to wait
+                // for there, and waiting would never end.
+                GC.WaitForPendingFinalizers();
+            }
         }
         catch (Exception)
         {
-            // Nothing may cross into fork(); the gate is closed before anything here can throw.
+            // Nothing may cross into fork().
         }
     }
 
     [UnmanagedCallersOnly]
-    private static void Parent()
-    {
-        try
-        {
-            ForkGate.Open();
-        }
-        catch (Exception)
-        {
-            // As above.
-        }
-    }
+    private static void Parent() => NativeGate.Open();
 
     [UnmanagedCallersOnly]
     private static void Child()
     {
+        NativeGate.ResetInChild();
         try
         {
             ForkGate.AfterForkInChild();

@@ -453,9 +453,7 @@ internal sealed unsafe class ChannelSegment : IDisposable
             seen |= 1;
         }
 
-        bool outOfGate = ForkGate.LeaveForWait(); // a sleep without a bound must not hold a fork back
-        _ = Libc.FutexWait((nint)epoch, seen, timeoutNs);
-        ForkGate.ReturnFromWait(outOfGate);
+        _ = ForkGate.FutexWait((nint)epoch, seen, timeoutNs); // out of the fork gate: a sleep without a bound must not hold a fork back
     }
 
     public void Dispose() => _region.Dispose();

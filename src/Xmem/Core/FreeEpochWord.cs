@@ -1,5 +1,3 @@
-using Xmem.Interop;
-
 namespace Xmem.Core;
 
 /// <summary>The pool header's FreeEpoch as an <see cref="EventWord"/> (docs/layout.md, "Waiting for a free slot"): a
@@ -13,8 +11,6 @@ internal sealed unsafe class FreeEpochWord(PoolCore core) : EventWord(&core.Cont
 
     internal override void Sleep(uint seen, long timeoutNs)
     {
-        bool outOfGate = ForkGate.LeaveForWait(); // a wait without a bound must not hold a fork back
-        _ = Libc.FutexWait((nint)Word, seen, timeoutNs);
-        ForkGate.ReturnFromWait(outOfGate);
+        _ = ForkGate.FutexWait((nint)Word, seen, timeoutNs); // out of the fork gate: a wait without a bound must not hold a fork back
     }
 }

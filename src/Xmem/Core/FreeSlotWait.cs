@@ -82,9 +82,7 @@ internal static unsafe class FreeSlotWait
                     continue; // look once more now that a close would wake us
                 }
 
-                bool outOfGate = ForkGate.LeaveForWait(); // a wait without a bound must not hold a fork back
-                _ = Libc.FutexWait((nint)epoch, seen, waitNs);
-                ForkGate.ReturnFromWait(outOfGate);
+                _ = ForkGate.FutexWait((nint)epoch, seen, waitNs); // out of the fork gate: a wait without a bound must not hold a fork back
             }
         }
         finally

@@ -14,24 +14,24 @@ internal static unsafe class ChannelExports
     internal const int ModeQueue = 0, ModeFanOut = 1;
     internal const uint ReceiveWritable = 0x1;
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_channel")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_channel")]
     internal static int PoolChannel(ulong pool, byte* name, int depth, int mode, ulong* outChannel) =>
         Export.OnPool(pool, new Open(name, depth, mode, outChannel));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_channel_close")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_channel_close")]
     internal static int ChannelClose(ulong channel) => Export.Removing(HandleTables.Channels, "channel", channel, default(Close));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_channel_info")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_channel_info")]
     internal static int ChannelInfo(ulong channel, ChannelInfoOut* outInfo) => Export.OnChannel(channel, new Info(outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_channel_send")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_channel_send")]
     internal static int ChannelSend(ulong channel, ulong guard, long timeoutNs) => Export.OnChannel(channel, new Send(guard, timeoutNs));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_channel_receive")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_channel_receive")]
     internal static int ChannelReceive(ulong channel, long timeoutNs, uint flags, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnChannel(channel, new Receive(timeoutNs, flags, outGuard, outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_channel_subscribe")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_channel_subscribe")]
     internal static int ChannelSubscribe(ulong channel, ulong* outSubscription) =>
         Export.OnChannel(channel, new Subscribe(channel, outSubscription));
 

@@ -9,11 +9,11 @@ namespace Xmem.Native.Exports;
 /// mapped until it closes.</summary>
 internal static unsafe class SubscriptionExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_subscription_receive")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_subscription_receive")]
     internal static int SubscriptionReceive(ulong subscription, long timeoutNs, uint flags, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnSubscription(subscription, new Receive(timeoutNs, flags, outGuard, outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_subscription_close")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_subscription_close")]
     internal static int SubscriptionClose(ulong subscription) =>
         Export.Removing(HandleTables.Subscriptions, "subscription", subscription, default(Close));
 

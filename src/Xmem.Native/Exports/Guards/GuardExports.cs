@@ -8,19 +8,19 @@ namespace Xmem.Native.Exports;
 /// reference goes back) and forget (the reference stays, in flight, for another process to take).</summary>
 internal static unsafe class GuardExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_info")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_info")]
     internal static int GuardInfo(ulong guard, BufferInfo* outInfo) => Export.OnGuard(guard, new Info(outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cpu_ptr")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_cpu_ptr")]
     internal static int GuardCpuPtr(ulong guard, nint* outPtr) => Export.OnGuard(guard, new CpuPtr(outPtr, mutable: false));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_cpu_ptr_mut")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_cpu_ptr_mut")]
     internal static int GuardCpuPtrMut(ulong guard, nint* outPtr) => Export.OnGuard(guard, new CpuPtr(outPtr, mutable: true));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_release")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_release")]
     internal static int GuardRelease(ulong guard) => Export.Removing(HandleTables.Guards, "guard", guard, default(Release));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_forget")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_forget")]
     internal static int GuardForget(ulong guard) => Export.Removing(HandleTables.Guards, "guard", guard, default(Forget));
 
     private readonly struct Info(BufferInfo* outInfo) : IExportBody<GuardHandle>

@@ -8,11 +8,11 @@ namespace Xmem.Native.Exports;
 /// independently of the guard (see <see cref="LeaseHandles"/>).</summary>
 internal static unsafe class LeaseExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_guard_lease_view")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_guard_lease_view")]
     internal static int GuardLeaseView(ulong guard, ulong* outLease, nint* outPtr, long* outSize) =>
         Export.OnGuard(guard, new LeaseView(outLease, outPtr, outSize));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_lease_release")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_lease_release")]
     internal static int LeaseRelease(ulong lease) => Export.Removing(HandleTables.Leases, "lease", lease, default(Release));
 
     private readonly struct LeaseView(ulong* outLease, nint* outPtr, long* outSize) : IExportBody<GuardHandle>

@@ -8,23 +8,23 @@ namespace Xmem.Native.Exports;
 /// slot to be released; and preallocating slots' memory ahead of use.</summary>
 internal static unsafe class AcquireExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_acquire_cpu")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_acquire_cpu")]
     internal static int PoolAcquireCpu(ulong pool, long size, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnPool(pool, new AcquireCpu(size, outGuard, outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_acquire_cpu_wait")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_acquire_cpu_wait")]
     internal static int PoolAcquireCpuWait(ulong pool, long size, long timeoutNs, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnPool(pool, new AcquireCpuWait(size, timeoutNs, outGuard, outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_acquire_cuda")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_acquire_cuda")]
     internal static int PoolAcquireCuda(ulong pool, long size, int deviceId, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnPool(pool, new AcquireCuda(size, deviceId, outGuard, outInfo));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_preallocate_cpu")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_preallocate_cpu")]
     internal static int PoolPreallocateCpu(ulong pool, long size, int count, int* outIndexes) =>
         Export.OnPool(pool, new Preallocate(size, count, cuda: false, 0, outIndexes));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_preallocate_cuda")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_preallocate_cuda")]
     internal static int PoolPreallocateCuda(ulong pool, long size, int count, int deviceId, int* outIndexes) =>
         Export.OnPool(pool, new Preallocate(size, count, cuda: true, deviceId, outIndexes));
 

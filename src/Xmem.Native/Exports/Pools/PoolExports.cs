@@ -9,33 +9,33 @@ namespace Xmem.Native.Exports;
 /// calls the .NET API, whose errors carry their status.</summary>
 internal static unsafe class PoolExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_create")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_create")]
     internal static int PoolCreate(byte* name, int capacity, uint mode, int persistent, ulong* outPool) =>
         Export.Run(new Create(name, capacity, mode, persistent, outPool));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_open")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_open")]
     internal static int PoolOpen(byte* name, ulong* outPool) => Export.Run(new Open(name, outPool));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_close")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_close")]
     internal static int PoolClose(ulong pool) => Export.Removing(HandleTables.Pools, "pool", pool, default(Close));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_remove")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_remove")]
     internal static int PoolRemove(byte* name, int* outRemoved) => Export.Run(new Remove(name, outRemoved));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_exists")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_exists")]
     internal static int PoolExists(byte* name, int* outExists) => Export.Run(new Exists(name, outExists));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_name")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_name")]
     internal static int PoolName(ulong pool, byte* buf, nuint bufSize, nuint* outLength) =>
         Export.OnPool(pool, new Name(buf, bufSize, outLength));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_capacity")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_capacity")]
     internal static int PoolCapacity(ulong pool, int* outCapacity) => Export.OnPool(pool, new Capacity(outCapacity));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_set_cuda_get_waits")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_set_cuda_get_waits")]
     internal static int PoolSetCudaGetWaits(ulong pool, int on) => Export.OnPool(pool, new SetCudaGetWaits(on));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_cuda_get_waits")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_cuda_get_waits")]
     internal static int PoolCudaGetWaits(ulong pool, int* outOn) => Export.OnPool(pool, new CudaGetWaits(outOn));
 
     private readonly struct Create(byte* name, int capacity, uint mode, int persistent, ulong* outPool) : IExportBody

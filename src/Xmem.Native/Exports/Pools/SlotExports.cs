@@ -8,31 +8,31 @@ namespace Xmem.Native.Exports;
 /// carried by its exception): nothing is checked twice here.</summary>
 internal static unsafe class SlotExports
 {
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_get")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_get")]
     internal static int PoolGet(ulong pool, int metaIndex, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnPool(pool, new Get(metaIndex, outGuard, outInfo, writable: false));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_get_mut")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_get_mut")]
     internal static int PoolGetMut(ulong pool, int metaIndex, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnPool(pool, new Get(metaIndex, outGuard, outInfo, writable: true));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_set_ref_count")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_set_ref_count")]
     internal static int PoolSetRefCount(ulong pool, int metaIndex, int count) =>
         Export.OnPool(pool, new SetRefCount(metaIndex, count));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_add_ref")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_add_ref")]
     internal static int PoolAddRef(ulong pool, int metaIndex, int* outCount) =>
         Export.OnPool(pool, new CountOp(metaIndex, outCount, CountKind.AddRef));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_release")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_release")]
     internal static int PoolRelease(ulong pool, int metaIndex, int* outCount) =>
         Export.OnPool(pool, new CountOp(metaIndex, outCount, CountKind.Release));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_ref_count")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_ref_count")]
     internal static int PoolRefCount(ulong pool, int metaIndex, int* outCount) =>
         Export.OnPool(pool, new CountOp(metaIndex, outCount, CountKind.Read));
 
-    [UnmanagedCallersOnly(EntryPoint = "xmem_pool_trim")]
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_trim")]
     internal static int PoolTrim(ulong pool, long* outBytes) => Export.OnPool(pool, new Trim(outBytes));
 
     private readonly struct Get(int metaIndex, ulong* outGuard, BufferInfo* outInfo, bool writable) : IExportBody<PoolHandle>
