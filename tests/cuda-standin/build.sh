@@ -12,6 +12,6 @@ if [[ -f "$lib" ]] && [[ -z "$(find "$src" -newer "$lib" -name '*.[ch]' -print -
     exit 0
 fi
 gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -pthread \
-    -Wl,-soname,libcuda.so.1 -o "$lib.tmp" "$src"/api.c "$src"/registry.c "$src"/log.c
+    -Wl,-soname,libcuda.so.1 -o "$lib.tmp" "$src"/api.c "$src"/vmm.c "$src"/registry.c "$src"/log.c
 mv -f "$lib.tmp" "$lib"
 echo "cuda-standin: $lib"
