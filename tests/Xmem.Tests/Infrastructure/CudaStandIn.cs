@@ -12,7 +12,9 @@ internal sealed class CudaStandIn : IDisposable
 {
     private static readonly Lazy<string> s_library = new(Build, LazyThreadSafetyMode.ExecutionAndPublication);
 
-    public CudaStandIn(int devices = 2, int deviceMiB = 256)
+    /// <param name="vmm">Whether the stand-in's devices report VMM with POSIX file descriptor handles
+    /// (XMEM_CUDA_STANDIN_VMM): then xmem allocates with cuMemCreate and shares by file descriptor.</param>
+    public CudaStandIn(int devices = 2, int deviceMiB = 256, bool vmm = false)
     {
         Library = s_library.Value;
         Directory = System.IO.Directory.CreateTempSubdirectory("xmem-cuda-standin.").FullName;
@@ -24,6 +26,7 @@ internal sealed class CudaStandIn : IDisposable
             ["XMEM_CUDA_STANDIN_LOG"] = LogPath,
             ["XMEM_CUDA_STANDIN_DEVICES"] = devices.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["XMEM_CUDA_STANDIN_DEVICE_MIB"] = deviceMiB.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["XMEM_CUDA_STANDIN_VMM"] = vmm ? "1" : "0",
         };
     }
 
