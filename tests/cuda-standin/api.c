@@ -281,6 +281,10 @@ static CUresult access_range(const char *fn, CUdeviceptr p, uint64_t n, int s, i
         standin_violation(fn, "allocation %llu vanished from the registry", (unsigned long long)m->id);
         return CUDA_ERROR_INVALID_VALUE;
     }
+    if (m->kind == MEM_IMPORT && a->state == REC_LIVE && !standin_alive(a->owner_pid, a->owner_start)) {
+        /* IPC memory dies with its exporter's context, at once (a GPU faults on it); only VMM memory outlives it. */
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    }
     if (m->kind == MEM_IMPORT && a->state != REC_LIVE) {
         if (standin_alive(a->owner_pid, a->owner_start)) {
             standin_violation(fn, "the %s 0x%llx is in allocation %llu, which its exporter (pid %d) freed while this process still had it open", what,
