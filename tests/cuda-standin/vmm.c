@@ -21,7 +21,8 @@
  *
  * XMEM_CUDA_STANDIN_VMM=1 makes the devices report VMM and POSIX-fd support (attributes 102 and 103); otherwise they
  * report 0 and cuMemCreate fails with CUDA_ERROR_NOT_SUPPORTED, as on a device without VMM, so both of xmem's paths
- * stay tested. VMM allocations are not counted against XMEM_CUDA_STANDIN_DEVICE_MIB. */
+ * stay tested. VMM allocations are not counted against XMEM_CUDA_STANDIN_DEVICE_MIB. Built with
+ * -DSTANDIN_NO_VMM_SYMBOLS, none of these is exported (a driver that predates VMM). */
 #define _GNU_SOURCE
 #include "standin.h"
 
@@ -34,7 +35,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifdef STANDIN_NO_VMM_SYMBOLS
+/* The variant of an old driver without the VMM entry points (build.sh: artifacts/cuda-standin/no-vmm/): they are not
+ * exported at all, so xmem must find them missing and keep to cuMemAlloc + IPC. */
+#define EXPORT static __attribute__((unused))
+#else
 #define EXPORT __attribute__((visibility("default")))
+#endif
 #define GRANULARITY (2ull << 20)
 #define TRAILER 4096ull
 #define TRAILER_MAGIC 0x4d4d5644545358ull /* "XSTDVMM" */

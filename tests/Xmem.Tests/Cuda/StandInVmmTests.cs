@@ -106,6 +106,26 @@ public sealed unsafe class StandInVmmTests : PoolTest
     }
 
     [Fact]
+    public void A_driver_without_the_vmm_entry_points_keeps_to_ipc()
+    {
+        using var old = new CudaStandIn(vmm: true, vmmSymbols: false); // would report VMM, but has no cuMemCreate
+        string name = NewName("vo");
+        TestChild a = Exporter(name, old);
+        TestChild b = Importer(name, old);
+        (string g, int idx) = Acquire(a);
+        Assert.Equal(LayoutConstants.KindCuda, KindOf(name, idx));
+        _ = a.AskOk($"fill {g} 6");
+        _ = a.AskOk($"forget {g}");
+        string r = b.AskOk($"get {idx}");
+        Assert.Equal("", b.AskOk($"verify {r} 6"));
+        _ = b.AskOk($"dispose {r}");
+        Assert.Equal("0", b.AskOk($"release {idx}"));
+        Exit(b);
+        Exit(a);
+        old.AssertNoViolations();
+    }
+
+    [Fact]
     public void A_channel_handoff_of_vmm_memory_delivers_every_byte_and_leaks_no_descriptor()
     {
         string name = NewName("vh");
