@@ -271,7 +271,6 @@ public sealed unsafe class StandInVmmTests : PoolTest
         ulong token = BitConverter.ToUInt64(rec, 72);
         uint memGen = BitConverter.ToUInt32(rec, 24);
         ulong instance = ControlInstance(name);
-        int fdsBefore = Directory.GetFiles("/proc/self/fd").Length;
 
         Assert.Equal((CudaFdProtocol.BadRequest, 0), Exchange(pid, token, [1, 2, 3, 4, 5])); // too short
         var wrongGen = new CudaFdProtocol.Request { Magic = CudaFdProtocol.RequestMagic, Version = CudaFdProtocol.Version, Instance = instance, Slot = idx, MemGen = memGen + 1 };
@@ -282,7 +281,6 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal((CudaFdProtocol.BadRequest, 0), Exchange(pid, token, Bytes(badMagic)));
         var good = wrongGen with { MemGen = memGen };
         Assert.Equal((CudaFdProtocol.Ok, 1), Exchange(pid, token, Bytes(good))); // the same user may: one descriptor
-        Assert.Equal(fdsBefore, Directory.GetFiles("/proc/self/fd").Length); // every received descriptor was closed
 
         string r = b.AskOk($"get {idx}"); // the server still serves
         Assert.Equal("", b.AskOk($"verify {r} 17"));
@@ -315,47 +313,38 @@ public sealed unsafe class StandInVmmTests : PoolTest
         return b;
     }
 
-    /// <summary>Sends one raw message to the fd server; returns the reply's status (-1: no reply, the server closed)
-    /// and how many descriptors came with it (each closed at once).</summary>
-    private static (int Status, int Fds) Exchange(int pid, ulong token, byte[] message)
+    /// <summary>Sends one raw message to the fd server from a test child (as <paramref name="user"/> when given);
+    /// returns the reply's status (-1: none) and how many descriptors came with it.</summary>
+    private static (int Status, int Fds) Exchange(int pid, ulong token, byte[] message, string? user = null)
     {
-        int c = Libc.Socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0);
-        Assert.True(c >= 0);
-        try
-        {
-            Assert.True(Libc.SetTimeouts(c, 30));
-            uint len = Libc.AbstractAddress(CudaFdProtocol.SocketName(pid, token), out Libc.SockaddrUn addr);
-            Assert.Equal(0, Libc.Connect(c, &addr, len));
-            fixed (byte* m = message)
-            {
-                Libc.IoVec siov = new() { Base = m, Length = (nuint)message.Length };
-                Libc.MsgHdr smsg = new() { Iov = &siov, IovLength = 1 };
-                Assert.Equal(message.Length, (int)Libc.SendMsg(c, &smsg, Libc.MSG_NOSIGNAL));
-            }
+        using TestChild c = TestChild.Start("fd-request", [pid.ToString(CultureInfo.InvariantCulture), token.ToString("x", CultureInfo.InvariantCulture), Convert.ToHexString(message)], runAsUser: user);
+        string[] w = c.ReadLine().Split(' ');
+        Assert.Equal(0, c.WaitForExit());
+        return w[0] == "status" ? (int.Parse(w[1], CultureInfo.InvariantCulture), int.Parse(w[3], CultureInfo.InvariantCulture)) : (-1, int.Parse(w[2], CultureInfo.InvariantCulture));
+    }
 
-            CudaFdProtocol.Reply reply;
-            int space = Libc.CmsgSpace(8 * sizeof(int));
-            byte* control = stackalloc byte[space];
-            new Span<byte>(control, space).Clear();
-            Libc.IoVec iov = new() { Base = &reply, Length = (nuint)sizeof(CudaFdProtocol.Reply) };
-            Libc.MsgHdr msg = new() { Iov = &iov, IovLength = 1, Control = control, ControlLength = (nuint)space };
-            nint n = Libc.RecvMsg(c, &msg, Libc.MSG_CMSG_CLOEXEC);
-            int fds = 0;
-            if (n > 0 && msg.ControlLength >= 16)
-            {
-                var h = (Libc.CmsgHdr*)control;
-                for (long k = 16; k + sizeof(int) <= (long)h->Length; k += sizeof(int))
-                {
-                    _ = Libc.Close(*(int*)(control + k));
-                    fds++;
-                }
-            }
-
-            return n == sizeof(CudaFdProtocol.Reply) ? (reply.Status, fds) : (-1, fds);
-        }
-        finally
+    [RootFact]
+    public void A_process_of_a_user_outside_the_pool_gets_no_descriptor_even_with_a_well_formed_request()
+    {
+        Users.EnsurePermissionUsers();
+        string name = NewName("vu");
+        TestChild a = Exporter(name); // mode 0600: only this user (and root) may use the pool's memory
+        (string g, int idx) = Acquire(a);
+        _ = a.AskOk($"forget {g}");
+        byte[] rec = Record(name, idx);
+        var req = new CudaFdProtocol.Request
         {
-            _ = Libc.Close(c);
-        }
+            Magic = CudaFdProtocol.RequestMagic,
+            Version = CudaFdProtocol.Version,
+            Instance = ControlInstance(name),
+            Slot = idx,
+            MemGen = BitConverter.ToUInt32(rec, 24),
+        };
+        // Abstract socket names are listed in /proc/net/unix: anyone may connect; the credentials decide.
+        Assert.Equal((CudaFdProtocol.Denied, 0), Exchange(BitConverter.ToInt32(rec, 64), BitConverter.ToUInt64(rec, 72), Bytes(req), Users.Outsider));
+        Assert.Equal((CudaFdProtocol.Ok, 1), Exchange(BitConverter.ToInt32(rec, 64), BitConverter.ToUInt64(rec, 72), Bytes(req)));
+        Assert.Equal("0", a.AskOk($"release {idx}"));
+        Exit(a);
+        _driver.AssertNoViolations();
     }
 }
