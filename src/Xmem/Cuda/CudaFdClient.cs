@@ -51,7 +51,7 @@ internal static unsafe class CudaFdClient
                 throw new CudaException($"process {pid} (the exporter of slot {slot}) closed its file-descriptor socket before the request went: it may just have exited (errno {Marshal.GetLastPInvokeError()})", CudaResult.InvalidHandle);
             }
 
-            return Receive(c, slot, pid, info);
+            return Receive(c, instance, slot, pid, info);
         }
         finally
         {
@@ -97,7 +97,7 @@ internal static unsafe class CudaFdClient
         return c;
     }
 
-    private static int Receive(int c, int slot, int pid, in CudaSlotInfo info)
+    private static int Receive(int c, ulong instance, int slot, int pid, in CudaSlotInfo info)
     {
         CudaFdProtocol.Reply reply = default;
         int space = Libc.CmsgSpace(MaxFds * sizeof(int));
@@ -129,7 +129,7 @@ internal static unsafe class CudaFdClient
             }
 
             reply = *(CudaFdProtocol.Reply*)buf;
-            if (reply.Magic != CudaFdProtocol.ReplyMagic || reply.Slot != slot || reply.MemGen != info.MemGen)
+            if (reply.Magic != CudaFdProtocol.ReplyMagic || reply.Instance != instance || reply.Slot != slot || reply.MemGen != info.MemGen)
             {
                 throw new CudaException($"process {pid} answered the request for slot {slot} generation {info.MemGen} with a reply for another request: refused", CudaResult.Unknown);
             }

@@ -61,7 +61,12 @@ internal sealed class CudaRuntime(ICudaDriver driver)
                 return;
             }
 
-            _server.Stop();
+            // A fork child inherited the object but not the thread (and its copy of the socket is closed already).
+            if (_server.Pid == Interop.Libc.GetPid())
+            {
+                _server.Stop();
+            }
+
             _server = null;
         }
     }

@@ -11,8 +11,8 @@ namespace Xmem.Cuda;
 /// (CudaIpcEventHandle), and says how to open the allocation: Kind 2, by IPC handle (CudaIpcMemHandle of the base);
 /// Kind 3, a VMM allocation, by asking its exporter's fd server for a POSIX file descriptor (the pid and token of
 /// <see cref="CudaVmmExport"/>, in the CudaIpcMemHandle bytes). Kind 3 is chosen when the device supports VMM with
-/// POSIX file descriptors (<see cref="ICudaDriver.SupportsVmm"/>). The slot protocol is the CPU one (claim, fill the record, publish
-/// Live with a release store: <see cref="SlotTable"/>). Only the exporting process can free an allocation, so a slot's
+/// POSIX file descriptors (<see cref="ICudaDriver.SupportsVmm"/>). The slot protocol is the CPU one (claim, fill the
+/// record, publish Live with a release store: <see cref="SlotTable"/>). Only the exporting process can free an allocation, so a slot's
 /// kept allocation is reused only by its exporter, and memory another process takes over is freed by the exporter
 /// when it next acquires, trims or detaches (<see cref="ReapOrphans"/>).
 /// Invariants: a record's Kind is written last when memory is set (a record that reads CUDA is complete) and first

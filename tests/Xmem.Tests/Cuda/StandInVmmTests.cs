@@ -191,6 +191,7 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Exit(late);
         Exit(consumer);
         _driver.AssertNoViolations();
+        Assert.Empty(Directory.GetFiles(_driver.Directory, "mem.*")); // VMM memory is a memfd: nothing left behind
     }
 
     [Fact]
