@@ -6,6 +6,7 @@ or count. Run by scripts/test-python.sh with both implementations (compiled and 
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -344,3 +345,25 @@ def test_vmm_close_in_either_order_and_a_killed_importer(standin_vmm):
     assert d.ok("release_index %d" % idx) in (["0"], ["1"])  # the dead importer's reference: recovered lazily
     d.exit()
     c.exit()
+
+
+def test_a_fork_child_of_the_exporter_does_not_keep_its_fd_socket_alive(standin_vmm):
+    """The exporter's fd server socket dies with the exporter even while a fork child of it lives: the child's
+    inherited copy of the listening socket is closed by xmem's atfork handler, so a later importer is told at once
+    that the exporter exited (with the copy open, its request would wait for an answer nobody gives)."""
+    a, b = standin_vmm(create=True), standin_vmm()
+    idx = produce(a, 16)
+    child = int(a.ok("fork_hold")[0])
+    try:
+        g = b.ok("get %d" % idx)[0]  # served by the parent
+        a.kill()
+        b.ok("verify %s 16" % g)  # the consumer keeps its copy
+        late = standin_vmm()
+        denied = late.ask("get %d" % idx)
+        assert denied.startswith("error CudaError") and "has exited" in denied, denied
+        b.ok("release " + g)
+        b.ok("drop " + g)
+        late.exit()
+        b.exit()
+    finally:
+        os.kill(child, signal.SIGKILL)
