@@ -367,3 +367,35 @@ def test_a_fork_child_of_the_exporter_does_not_keep_its_fd_socket_alive(standin_
         b.exit()
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_the_stand_in_reports_each_broken_vmm_rule():
+    """The contract checker itself: each VMM rule broken once (tests/python/_vmm_rules.py, through ctypes in a child)
+    is refused and logged; what the rules allow (a copy after cuMemSetAccess, cuMemRelease of a handle still mapped
+    and a copy through that mapping) is neither."""
+    directory = _cuda_standin.new_directory()
+    try:
+        env = _cuda_standin.environment(directory, vmm=True)
+        out = subprocess.run([sys.executable, os.path.join(HERE, "_vmm_rules.py")], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        rc = dict(line.split() for line in out.stdout.splitlines())
+        log = _cuda_standin.violations(directory)
+        expected = [  # step, CUresult, what the violation says
+            ("create-unaligned", "1", "cuMemCreate: VIOLATION: size 2097153 must be a non-zero multiple of the granularity"),
+            ("map-unreserved", "1", "cuMemMap: VIOLATION: 0x10000000000 + 2097152 is not inside one range reserved"),
+            ("copy-before-access", "1", "its access is 0: cuMemSetAccess"),
+            ("copy-unmapped-half", "1", "is reserved VA that is not mapped"),
+            ("free-while-mapped", "1", "cuMemAddressFree: VIOLATION:"),
+            ("copy-after-unmap", "1", "is reserved VA that is not mapped"),
+            ("map-released", "1", "was released (cuMemRelease) before this use"),
+            ("export-not-requested", "1", "created without CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR"),
+            ("double-release", "1", "cuMemRelease: VIOLATION: allocation handle"),
+        ]
+        for step, code, text in expected:
+            assert rc[step] == code, (step, rc[step])
+            assert any(text in line for line in log), (step, text, log)
+        assert (rc["copy-after-access"], rc["release-while-mapped"], rc["copy-after-release"]) == ("0", "0", "0")
+        assert len(log) == len(expected), log  # one line per broken rule, none for what is allowed
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
