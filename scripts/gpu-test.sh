@@ -66,5 +66,14 @@ rc=$?
 set -e
 [[ $rc -eq 0 ]] || exit $rc
 
-# A watchdog on the whole suite: a hang is a failure, never a stuck machine.
+# A watchdog on each suite: a hang is a failure (exit 1), never a stuck machine. The VMM suite checks that a buffer
+# outlives its producer (SIGKILLed while the consumer holds it); it passes as skipped on a device without VMM.
+set +e
 timeout --kill-after=10 600 "$py" "$here/tests/gpu/cuda_ipc_suite.py"
+ipc=$?
+timeout --kill-after=10 300 "$py" "$here/tests/gpu/vmm_outlive_suite.py"
+vmm=$?
+set -e
+[[ $ipc -eq 2 ]] && exit 2
+[[ $ipc -eq 0 && $vmm -eq 0 ]] && exit 0
+exit 1

@@ -72,6 +72,15 @@ public sealed partial class LayoutTests
     [Fact]
     public void SlotRecord_offsets_match_the_document() => AssertMatches<SlotRecord>("SlotRecord", LayoutConstants.SlotSize);
 
+    [Fact]
+    public void CudaVmmExport_offsets_match_the_document_and_fit_in_CudaIpcMemHandle()
+    {
+        AssertMatches<CudaVmmExport>("CudaVmmExport", 16);
+        Assert.Equal(64, (int)Marshal.OffsetOf<SlotRecord>(nameof(SlotRecord.CudaIpcMemHandle)));
+        Assert.True(Marshal.SizeOf<CudaVmmExport>() <= 64);
+        Assert.Equal(3, LayoutConstants.KindCudaVmm);
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(64)]

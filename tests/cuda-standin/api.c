@@ -113,6 +113,9 @@ static CUresult need_ctx(const char *fn)
     return CUDA_SUCCESS;
 }
 
+CUresult standin_need_init(const char *fn) { return need_init(fn); }
+int standin_devices(void) { return g_devices; }
+
 static int current_device(void) { return t_stack[t_depth - 1]->device; }
 
 static int valid_ctx(CUcontext c)
@@ -249,7 +252,16 @@ static CUresult access_range(const char *fn, CUdeviceptr p, uint64_t n, int s, i
         return CUDA_SUCCESS;
     }
     struct local_mem *m = find_mem(p, n, 1);
+    struct standin_point *w;
     if (!m) {
+        int in_vmm = 0;
+        w = standin_vmm_access(fn, p, n, write, what, &in_vmm);
+        if (in_vmm) {
+            if (!w) {
+                return CUDA_ERROR_INVALID_VALUE;
+            }
+            goto order;
+        }
         struct local_mem *dead = find_mem_any(p, 0);
         struct local_mem *part = find_mem_any(p, 1);
         if (dead && !part) {
@@ -269,6 +281,10 @@ static CUresult access_range(const char *fn, CUdeviceptr p, uint64_t n, int s, i
         standin_violation(fn, "allocation %llu vanished from the registry", (unsigned long long)m->id);
         return CUDA_ERROR_INVALID_VALUE;
     }
+    if (m->kind == MEM_IMPORT && a->state == REC_LIVE && !standin_alive(a->owner_pid, a->owner_start)) {
+        /* IPC memory dies with its exporter's context, at once (a GPU faults on it); only VMM memory outlives it. */
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    }
     if (m->kind == MEM_IMPORT && a->state != REC_LIVE) {
         if (standin_alive(a->owner_pid, a->owner_start)) {
             standin_violation(fn, "the %s 0x%llx is in allocation %llu, which its exporter (pid %d) freed while this process still had it open", what,
@@ -276,8 +292,9 @@ static CUresult access_range(const char *fn, CUdeviceptr p, uint64_t n, int s, i
         }
         return CUDA_ERROR_ILLEGAL_ADDRESS; /* an exporter that died took its memory with it: the documented fault */
     }
+    w = &a->last_write;
+order:;
     uint64_t my_start = standin_my_start();
-    struct standin_point *w = &a->last_write;
     if (w->pid != 0 && !(w->pid == getpid() && w->start == my_start) && !covered(s, w)) {
         standin_violation(fn, "%s allocation %llu on stream %d, but pid %d wrote it last (its stream %d, op %llu) and this process did not wait for an event recorded after that write (cuStreamWaitEvent or cuEventSynchronize): a race on a GPU",
                           write ? "writes" : "reads", (unsigned long long)m->id, s, w->pid, w->stream, (unsigned long long)w->seq);
@@ -575,6 +592,10 @@ EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdevic
     }
     standin_lock();
     struct local_mem *m = find_mem_any(p, 1);
+    if (!m && standin_vmm_address_range(p, base, size)) {
+        standin_unlock();
+        return CUDA_SUCCESS;
+    }
     if (!m) {
         struct local_mem *dead = find_mem_any(p, 0);
         if (dead) {
@@ -1045,6 +1066,7 @@ static const char *error_name(CUresult rc)
     case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
     case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
     case CUDA_ERROR_ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
+    case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
     case CUDA_ERROR_UNKNOWN: return "CUDA_ERROR_UNKNOWN";
     default: return NULL;
     }

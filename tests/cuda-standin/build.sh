@@ -11,7 +11,12 @@ mkdir -p "$out"
 if [[ -f "$lib" ]] && [[ -z "$(find "$src" -newer "$lib" -name '*.[ch]' -print -quit)" ]]; then
     exit 0
 fi
+# The second library is a driver that predates VMM: the same stand-in without the 11 VMM entry points.
+mkdir -p "$out/no-vmm"
+gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -pthread -DSTANDIN_NO_VMM_SYMBOLS \
+    -Wl,-soname,libcuda.so.1 -o "$out/no-vmm/libcuda.so.1.tmp" "$src"/api.c "$src"/vmm.c "$src"/registry.c "$src"/log.c
+mv -f "$out/no-vmm/libcuda.so.1.tmp" "$out/no-vmm/libcuda.so.1"
 gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -pthread \
-    -Wl,-soname,libcuda.so.1 -o "$lib.tmp" "$src"/api.c "$src"/registry.c "$src"/log.c
+    -Wl,-soname,libcuda.so.1 -o "$lib.tmp" "$src"/api.c "$src"/vmm.c "$src"/registry.c "$src"/log.c
 mv -f "$lib.tmp" "$lib"
-echo "cuda-standin: $lib"
+echo "cuda-standin: $lib (and $out/no-vmm/libcuda.so.1, without the VMM entry points)"

@@ -40,6 +40,7 @@ enum {
     CUDA_ERROR_INVALID_HANDLE = 400,
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_ILLEGAL_ADDRESS = 700,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
     CUDA_ERROR_UNKNOWN = 999,
 };
 
@@ -107,6 +108,15 @@ int standin_alive(int32_t pid, uint64_t start);
 uint64_t standin_my_start(void);
 const char *standin_dir(void);
 void standin_sweep_locked(void);               /* gives back memory nobody can reach any more */
+
+/* api.c, for vmm.c */
+CUresult standin_need_init(const char *fn);     /* cuInit first, and not in a fork child */
+int standin_devices(void);
+
+/* vmm.c (the VMM entry points); with the lock held */
+int standin_vmm_enabled(void);
+struct standin_point *standin_vmm_access(const char *fn, CUdeviceptr p, uint64_t n, int write, const char *what, int *in_vmm);
+int standin_vmm_address_range(CUdeviceptr p, CUdeviceptr *base, size_t *size);
 
 /* log.c */
 void standin_violation(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -6,6 +6,7 @@ capsules, interfaces) are kept under names (o1, o2, ...)."""
 import gc
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,6 +123,15 @@ def execute(pool, dev, objs, keep, ptr_of, w):
             msg = f.read().decode()
         os.waitpid(pid, 0)
         reply = "ok " + msg
+    elif op == "fork_hold":  # a fork child that keeps every descriptor it inherited, until killed: ok PID
+        pid = os.fork()
+        if pid == 0:
+            try:
+                while True:
+                    time.sleep(1)
+            finally:
+                os._exit(0)
+        reply = "ok %d" % pid
     elif op == "owners":  # which class defines the CUDA views this process uses
         g = objs[w[1]]
         owner = lambda a: next(c for c in type(g).__mro__ if a in c.__dict__).__name__  # noqa: E731
@@ -132,6 +142,8 @@ def execute(pool, dev, objs, keep, ptr_of, w):
     elif op == "recv":  # recv CHANNEL [w]
         g = channel_of(pool, objs, w[1]).recv(timeout=30, writable=len(w) > 2 and w[2] == "w")
         reply = "ok " + keep(g)
+    elif op == "fds":  # descriptors this process has open
+        return "ok %d" % len(os.listdir("/proc/self/fd"))
     elif op == "trim":
         reply = "ok %d" % pool.trim()
     elif op == "close":

@@ -20,14 +20,16 @@ def build():
     return LIBRARY
 
 
-def environment(directory, devices=2):
-    """The environment of a child that uses the stand-in with its registry in `directory`."""
+def environment(directory, devices=2, vmm=False):
+    """The environment of a child that uses the stand-in with its registry in `directory`; with `vmm`, its devices
+    report VMM with POSIX file descriptor handles, so xmem allocates with cuMemCreate and shares by descriptor."""
     env = dict(os.environ)
     env.update({
         "XMEM_LIBCUDA": build(),
         "XMEM_CUDA_STANDIN_DIR": directory,
         "XMEM_CUDA_STANDIN_LOG": os.path.join(directory, "violations.log"),
         "XMEM_CUDA_STANDIN_DEVICES": str(devices),
+        "XMEM_CUDA_STANDIN_VMM": "1" if vmm else "0",
     })
     return env
 

@@ -149,7 +149,7 @@ internal sealed unsafe class ChannelHandover(PoolCore core)
             if (SlotWord.State(w) == SlotWord.Live && SlotWord.Gen(w) == gen && SlotWord.Count(w) > 0)
             {
                 ResolveHandoverLocked(s);
-                cuda = r->Kind == LayoutConstants.KindCuda; // device memory: no CPU mapping to make
+                cuda = LayoutConstants.IsCuda(r->Kind); // device memory: no CPU mapping to make
                 try
                 {
                     if (!cuda)

@@ -51,7 +51,7 @@ internal sealed unsafe class FreeHints(ControlSegment control)
 
                 ushort kind = Volatile.Read(ref _slots[s].Kind);
                 long cap = Volatile.Read(ref _slots[s].DataCapacity);
-                if (kind == LayoutConstants.KindCuda)
+                if (LayoutConstants.IsCuda(kind))
                 {
                     firstCuda = firstCuda < 0 ? s : firstCuda;
                 }

@@ -261,7 +261,7 @@ internal sealed unsafe class SlotTable
 
     /// <summary>True when slot <paramref name="s"/>'s record says it holds CUDA memory (a choice only: whoever acts on
     /// it holds the slot locked or claimed).</summary>
-    internal bool HoldsCuda(int s) => Volatile.Read(ref _slots[s].Kind) == LayoutConstants.KindCuda;
+    internal bool HoldsCuda(int s) => LayoutConstants.IsCuda(Volatile.Read(ref _slots[s].Kind));
 
     /// <summary>With slot <paramref name="s"/> claimed and given CPU memory: its record says CPU memory of no device,
     /// then the common reset (<see cref="ResetRecord"/>).</summary>

@@ -19,10 +19,12 @@ internal sealed unsafe class CudaDriver : ICudaDriver
     private readonly nint[] _contexts;
     private readonly Lock _contextLock = new();
     private readonly int _pid;
+    private readonly int[] _vmm; // per device: 0 not asked yet, 1 supported, -1 not
 
     private CudaDriver()
     {
         _contexts = [];
+        _vmm = [];
         _pid = Libc.GetPid();
         if (!LibCuda.TryLoad(out _api, out string reason))
         {
@@ -53,7 +55,12 @@ internal sealed unsafe class CudaDriver : ICudaDriver
 
         _deviceCount = count;
         _contexts = new nint[count];
+        _vmm = new int[count];
     }
+
+    /// <summary>Environment variable that turns the VMM path off (<c>0</c>): every allocation then uses
+    /// <c>cuMemAlloc</c> and IPC handles, as on a driver without VMM.</summary>
+    internal const string VmmVariable = "XMEM_CUDA_VMM";
 
     /// <summary>The process's one driver binding.</summary>
     internal static CudaDriver Shared => s_shared.Value;
@@ -228,6 +235,128 @@ internal sealed unsafe class CudaDriver : ICudaDriver
     {
         using ContextScope scope = Enter(device);
         Check(Api.cuMemcpyDtoH((void*)destination, source, (nuint)bytes), $"cuMemcpyDtoH({bytes} bytes from device {device})");
+    }
+
+    // ---------------------------------------------------------------- virtual memory management (POSIX fds)
+
+    /// <inheritdoc />
+    public bool SupportsVmm(int device)
+    {
+        _ = Context(device); // validates the ordinal, throws when CUDA is unavailable
+        int known = Volatile.Read(ref _vmm[device]);
+        if (known != 0)
+        {
+            return known > 0;
+        }
+
+        bool yes = _api!.HasVmm && Environment.GetEnvironmentVariable(VmmVariable) != "0" &&
+                   Attribute(device, LibCuda.CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED) == 1 &&
+                   Attribute(device, LibCuda.CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED) == 1;
+        Volatile.Write(ref _vmm[device], yes ? 1 : -1);
+        return yes;
+    }
+
+    private int Attribute(int device, int attribute)
+    {
+        int dev, v = 0;
+        Check(_api!.cuDeviceGet(&dev, device), $"cuDeviceGet({device})");
+        // A driver that does not know the attribute answers an error: that is "not supported", not a failure.
+        return _api.cuDeviceGetAttribute(&v, attribute, dev) == LibCuda.CUDA_SUCCESS ? v : 0;
+    }
+
+    private static CuMemAllocationProp Prop(int device) => new()
+    {
+        Type = LibCuda.CU_MEM_ALLOCATION_TYPE_PINNED,
+        RequestedHandleTypes = LibCuda.CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+        Location = new CuMemLocation { Type = LibCuda.CU_MEM_LOCATION_TYPE_DEVICE, Id = device },
+    };
+
+    /// <inheritdoc />
+    public long VmmGranularity(int device)
+    {
+        using ContextScope scope = Enter(device);
+        CuMemAllocationProp prop = Prop(device);
+        nuint g;
+        Check(Api.cuMemGetAllocationGranularity(&g, &prop, LibCuda.CU_MEM_ALLOC_GRANULARITY_RECOMMENDED), $"cuMemGetAllocationGranularity(device {device})");
+        if (g == 0 || (g & (g - 1)) != 0)
+        {
+            throw new CudaException($"cuMemGetAllocationGranularity(device {device}) answered {g}, not a power of two", CudaResult.Unknown);
+        }
+
+        return (long)g;
+    }
+
+    /// <inheritdoc />
+    public ulong VmmCreate(int device, long bytes)
+    {
+        using ContextScope scope = Enter(device);
+        CuMemAllocationProp prop = Prop(device);
+        ulong h;
+        Check(Api.cuMemCreate(&h, (nuint)bytes, &prop, 0), $"cuMemCreate({bytes} bytes on device {device}, POSIX file descriptor handles)");
+        return h;
+    }
+
+    /// <inheritdoc />
+    public int VmmExportFd(int device, ulong handle)
+    {
+        using ContextScope scope = Enter(device);
+        int fd = -1;
+        Check(Api.cuMemExportToShareableHandle(&fd, handle, LibCuda.CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0), $"cuMemExportToShareableHandle(device {device})");
+        return fd;
+    }
+
+    /// <inheritdoc />
+    public ulong VmmImportFd(int device, int fd)
+    {
+        using ContextScope scope = Enter(device);
+        ulong h;
+        // cuda.h: for CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR the descriptor is passed as the pointer's value.
+        Check(Api.cuMemImportFromShareableHandle(&h, fd, LibCuda.CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR), $"cuMemImportFromShareableHandle(device {device})");
+        return h;
+    }
+
+    /// <inheritdoc />
+    public ulong VmmMap(int device, ulong handle, long bytes)
+    {
+        using ContextScope scope = Enter(device);
+        ulong va;
+        Check(Api.cuMemAddressReserve(&va, (nuint)bytes, 0, 0, 0), $"cuMemAddressReserve({bytes} bytes, device {device})");
+        int rc = Api.cuMemMap(va, (nuint)bytes, 0, handle, 0);
+        if (rc != LibCuda.CUDA_SUCCESS)
+        {
+            _ = Api.cuMemAddressFree(va, (nuint)bytes);
+            Check(rc, $"cuMemMap({bytes} bytes, device {device})");
+        }
+
+        CuMemAccessDesc access = new()
+        {
+            Location = new CuMemLocation { Type = LibCuda.CU_MEM_LOCATION_TYPE_DEVICE, Id = device },
+            Flags = LibCuda.CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+        };
+        rc = Api.cuMemSetAccess(va, (nuint)bytes, &access, 1);
+        if (rc != LibCuda.CUDA_SUCCESS)
+        {
+            _ = Api.cuMemUnmap(va, (nuint)bytes);
+            _ = Api.cuMemAddressFree(va, (nuint)bytes);
+            Check(rc, $"cuMemSetAccess({bytes} bytes, device {device})");
+        }
+
+        return va;
+    }
+
+    /// <inheritdoc />
+    public void VmmUnmap(int device, ulong address, long bytes)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuMemUnmap(address, (nuint)bytes), $"cuMemUnmap(0x{address:x}, {bytes} bytes, device {device})");
+        Check(Api.cuMemAddressFree(address, (nuint)bytes), $"cuMemAddressFree(0x{address:x}, {bytes} bytes, device {device})");
+    }
+
+    /// <inheritdoc />
+    public void VmmRelease(int device, ulong handle)
+    {
+        using ContextScope scope = Enter(device);
+        Check(Api.cuMemRelease(handle), $"cuMemRelease(device {device})");
     }
 
     // ---------------------------------------------------------------- contexts and errors

@@ -5,7 +5,10 @@ namespace Xmem.Cuda;
 /// <summary>
 /// One CUDA allocation as this process sees it, for one slot memory generation: either <em>exported</em> (this
 /// process allocated it, owns its interprocess event, and is the only one that may free it) or <em>imported</em>
-/// (opened from another process's IPC handles; closing unmaps it here and leaves the exporter's memory alone).
+/// (opened from another process's IPC handles; closing unmaps it here and leaves the exporter's memory alone). Either
+/// is of one of two kinds: <c>cuMemAlloc</c> memory shared by IPC handle, or a VMM allocation (<c>cuMemCreate</c>,
+/// <see cref="IsVmm"/>) shared by POSIX file descriptor, of which every holder keeps a handle of its own, so an
+/// import stays valid after its exporter died (docs/cuda.md, "Buffers that outlive their producer").
 /// <para>Guards (and through them DLPack tensors and CUDA Array Interface views) hold <em>leases</em> on it, as CPU
 /// guards and views hold leases on a mapping. <see cref="Release"/> asks for the memory to go; the driver calls
 /// (event destroyed, memory freed or closed) run exactly once, when the last lease is given back — so nothing a live
@@ -24,8 +27,9 @@ internal sealed class CudaMemory
     private Action? _onFreed;
     private readonly Lock _hookLock = new();
 
-    private CudaMemory(ICudaDriver driver, bool exported, int device, uint memGen, ulong basePointer, long offset, long allocSize, nint ev)
+    private CudaMemory(ICudaDriver driver, bool exported, int device, uint memGen, ulong basePointer, long offset, long allocSize, nint ev, ulong vmmHandle = 0)
     {
+        VmmHandle = vmmHandle;
         _driver = driver;
         IsExport = exported;
         Device = device;
@@ -35,6 +39,61 @@ internal sealed class CudaMemory
         AllocSize = allocSize;
         Event = ev;
     }
+
+    /// <summary>This process's VMM allocation handle (<c>CUmemGenericAllocationHandle</c>); 0 for IPC memory.</summary>
+    internal ulong VmmHandle { get; }
+
+    /// <summary>True for a VMM allocation shared by POSIX file descriptor (slot Kind 3).</summary>
+    internal bool IsVmm => VmmHandle != 0;
+
+    /// <summary>VMM imports: the exporter's pid and fd-server token, to tell whether it died.</summary>
+    internal int ExporterPid { get; private init; }
+
+    internal ulong ExporterToken { get; private init; }
+
+    /// <summary>Makes <paramref name="stream"/> wait for the slot's last recorded writes.</summary>
+    internal void WaitWrites(nint stream)
+    {
+        try
+        {
+            _driver.StreamWaitEvent(Device, stream, Event);
+        }
+        catch (CudaException) when (ExporterDied())
+        {
+            // The slot's event lived in the dead exporter's context; every write it recorded ended with that
+            // context, so there is nothing left to wait for.
+        }
+    }
+
+    /// <summary>Blocks until the slot's last recorded writes completed.</summary>
+    internal void SynchronizeWrites()
+    {
+        try
+        {
+            _driver.SynchronizeEvent(Device, Event);
+        }
+        catch (CudaException) when (ExporterDied())
+        {
+            // As in WaitWrites: the writes it recorded ended with the exporter's context.
+        }
+    }
+
+    /// <summary>Records this process's writes queued on <paramref name="stream"/> on the slot's event.</summary>
+    internal void RecordWrites(nint stream)
+    {
+        try
+        {
+            _driver.RecordEvent(Device, Event, stream);
+        }
+        catch (CudaException) when (ExporterDied())
+        {
+            // The event went with the exporter: no process can open this memory any more, and those that hold it
+            // order their own work (docs/cuda.md, "Buffers that outlive their producer").
+        }
+    }
+
+    /// <summary>True for a VMM import whose exporter is gone (its fd socket no longer listens).</summary>
+    private bool ExporterDied() => IsVmm && !IsExport && CudaFdClient.IsGone(ExporterPid, ExporterToken);
 
     /// <summary>True when this process allocated the memory (and must free it).</summary>
     internal bool IsExport { get; }
@@ -160,6 +219,84 @@ internal sealed class CudaMemory
         }
     }
 
+    /// <summary>Creates a VMM allocation of <paramref name="allocSize"/> bytes (rounded up to the device's
+    /// granularity) exportable as a POSIX file descriptor, maps it read-write here, and creates the slot's
+    /// interprocess event. All or nothing.</summary>
+    internal static CudaMemory ExportVmm(ICudaDriver driver, int device, long allocSize, uint memGen)
+    {
+        long g = driver.VmmGranularity(device);
+        long size = (allocSize + g - 1) / g * g;
+        ulong h = driver.VmmCreate(device, size);
+        ulong va = 0;
+        try
+        {
+            va = driver.VmmMap(device, h, size);
+            nint ev = driver.CreateInterprocessEvent(device, out CuIpcHandle evHandle);
+            return new CudaMemory(driver, exported: true, device, memGen, va, 0, size, ev, h) { EventHandle = evHandle };
+        }
+        catch
+        {
+            if (va != 0)
+            {
+                _ = TryOrIgnore(() => driver.VmmUnmap(device, va, size));
+            }
+
+            _ = TryOrIgnore(() => driver.VmmRelease(device, h));
+            throw;
+        }
+    }
+
+    /// <summary>Imports another process's VMM allocation from <paramref name="fd"/> (which the caller closes), maps
+    /// it read-write here and opens the slot's event. <paramref name="info"/> has been validated; the mapping covers
+    /// its AllocSize, which the driver refuses when the allocation is smaller.</summary>
+    internal static CudaMemory ImportVmm(ICudaDriver driver, in CudaSlotInfo info, int fd)
+    {
+        int device = info.Device;
+        long size = info.AllocSize;
+        ulong h = driver.VmmImportFd(device, fd);
+        ulong va = 0;
+        try
+        {
+            va = driver.VmmMap(device, h, size);
+            nint ev = driver.OpenEventHandle(device, info.EventHandle);
+            return new CudaMemory(driver, exported: false, device, info.MemGen, va, info.Offset, size, ev, h)
+            {
+                ExporterPid = info.ExporterPid,
+                ExporterToken = info.ExporterToken,
+            };
+        }
+        catch
+        {
+            if (va != 0)
+            {
+                _ = TryOrIgnore(() => driver.VmmUnmap(device, va, size));
+            }
+
+            _ = TryOrIgnore(() => driver.VmmRelease(device, h));
+            throw;
+        }
+    }
+
+    /// <summary>A new POSIX file descriptor of this exported VMM allocation, for an importer (the caller closes
+    /// it); -1 when the memory is being released (no lease can be taken). The lease keeps the handle valid
+    /// meanwhile.</summary>
+    internal int ExportFd()
+    {
+        if (!IsVmm || !IsExport || !TryLease())
+        {
+            return -1;
+        }
+
+        try
+        {
+            return _driver.VmmExportFd(Device, VmmHandle);
+        }
+        finally
+        {
+            Unlease();
+        }
+    }
+
     /// <summary>Opens another process's allocation and event. <paramref name="info"/> has been validated.</summary>
     internal static CudaMemory Import(ICudaDriver driver, in CudaSlotInfo info)
     {
@@ -214,7 +351,15 @@ internal sealed class CudaMemory
         // forgotten either way.
         _ = TryOrIgnore(() => _driver.DestroyEvent(Device, Event));
         long freed = 0;
-        if (IsExport)
+        if (IsVmm)
+        {
+            // The mapping first, then this process's handle: the physical memory goes when the last handle and
+            // mapping of any process are gone, so importers that still map it keep it.
+            _ = TryOrIgnore(() => _driver.VmmUnmap(Device, Base, AllocSize));
+            bool released = TryOrIgnore(() => _driver.VmmRelease(Device, VmmHandle));
+            freed = IsExport && released ? AllocSize : 0;
+        }
+        else if (IsExport)
         {
             freed = TryOrIgnore(() => _driver.Free(Device, Base)) ? AllocSize : 0;
         }
@@ -255,6 +400,14 @@ internal sealed class CudaMemory
 /// <summary>A slot's CUDA fields as read from shared memory (to be validated before use).</summary>
 internal readonly struct CudaSlotInfo
 {
+    /// <summary>The slot's Kind: <c>KindCuda</c> (IPC) or <c>KindCudaVmm</c> (POSIX file descriptor).</summary>
+    internal ushort Kind { get; init; }
+
+    /// <summary>VMM only: the exporter's pid and socket token (<see cref="Layout.CudaVmmExport"/>).</summary>
+    internal int ExporterPid { get; init; }
+
+    internal ulong ExporterToken { get; init; }
+
     internal uint MemGen { get; init; }
     internal int Device { get; init; }
     internal long Offset { get; init; }
@@ -266,6 +419,11 @@ internal readonly struct CudaSlotInfo
     /// <summary>Null when the fields are consistent, else what is wrong (never trust shared memory).</summary>
     internal string? Problem(int deviceCount)
     {
+        if (!Layout.LayoutConstants.IsCuda(Kind))
+        {
+            return $"its kind {Kind} is not CUDA memory";
+        }
+
         if ((uint)Device >= (uint)deviceCount)
         {
             return $"its CUDA device {Device} is not one of this process's {deviceCount} device(s) (is CUDA_VISIBLE_DEVICES the same in every process?)";
@@ -274,6 +432,11 @@ internal readonly struct CudaSlotInfo
         if (AllocSize <= 0 || Offset < 0 || Size < 1 || Size > AllocSize - Offset)
         {
             return $"it says it holds {Size} bytes at offset {Offset} of a {AllocSize}-byte CUDA allocation";
+        }
+
+        if (Kind == Layout.LayoutConstants.KindCudaVmm && (ExporterPid <= 0 || ExporterToken == 0))
+        {
+            return $"its VMM export names process {ExporterPid} with token {ExporterToken:x16}, which no exporter writes";
         }
 
         return null;

@@ -43,7 +43,7 @@ internal static class CudaRecycling
     /// memory generation, or 0 when it keeps none.</summary>
     internal static Rank Classify(ushort kind, int slotDevice, long dataCapacity, long ownAllocSize, long size, int device)
     {
-        if (kind == LayoutConstants.KindCuda)
+        if (LayoutConstants.IsCuda(kind))
         {
             if (ownAllocSize == 0)
             {

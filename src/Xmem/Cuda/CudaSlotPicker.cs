@@ -17,7 +17,7 @@ internal readonly unsafe struct CudaSlotPicker(FreeHints hints, SlotRecord* slot
             SlotRecord* r = &slots[s];
             ushort kind = r->Kind;
             CudaMemory? own = table.OwnExport(s);
-            long ownAlloc = own is not null && kind == LayoutConstants.KindCuda && own.MemGen == r->MemGen ? own.AllocSize : 0;
+            long ownAlloc = own is not null && LayoutConstants.IsCuda(kind) && own.MemGen == r->MemGen ? own.AllocSize : 0;
             CudaRecycling.Rank rank = CudaRecycling.Classify(kind, r->DeviceId, Volatile.Read(ref r->DataCapacity), ownAlloc, size, device);
             if (CudaRecycling.Better(rank, ownAlloc, bestRank, bestAlloc))
             {

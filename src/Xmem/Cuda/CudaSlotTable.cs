@@ -6,7 +6,7 @@ namespace Xmem.Cuda;
 /// it), or an export of another pool instance of this process that it borrows. A Get whose slot and generation are
 /// cached makes no driver call to resolve the pointer; a new generation replaces (and frees or closes) the old view.
 /// </summary>
-internal sealed class CudaSlotTable(CudaRuntime runtime, ulong instance, int capacity)
+internal sealed class CudaSlotTable(CudaRuntime runtime, ulong instance, int capacity, Xmem.SharedMemory.SegmentAccess access)
 {
     private readonly Entry?[] _entries = new Entry?[capacity];
     private readonly Lock _lock = new();
@@ -16,6 +16,9 @@ internal sealed class CudaSlotTable(CudaRuntime runtime, ulong instance, int cap
 
     /// <summary>The driver.</summary>
     internal ICudaDriver Driver => runtime.Driver;
+
+    /// <summary>The process's CUDA state (exports, fd server).</summary>
+    internal CudaRuntime Runtime => runtime;
 
     /// <summary>The view of slot <paramref name="s"/> for <paramref name="memGen"/>, if cached: no driver call.</summary>
     internal CudaMemory? Cached(int s, uint memGen)
@@ -93,7 +96,7 @@ internal sealed class CudaSlotTable(CudaRuntime runtime, ulong instance, int cap
             }
             else
             {
-                CudaMemory import = CudaMemory.Import(Driver, info);
+                CudaMemory import = info.Kind == Layout.LayoutConstants.KindCudaVmm ? ImportVmm(s, info) : CudaMemory.Import(Driver, info);
                 // An import stays open only while a guard of this process leases it: closed when the last one goes,
                 // before that guard's reference is released, so every importer has closed an allocation before its
                 // slot can be free and its exporter may free it (docs/cuda.md, "Who frees what").
@@ -103,6 +106,21 @@ internal sealed class CudaSlotTable(CudaRuntime runtime, ulong instance, int cap
 
             Replace(s, e);
             return e.Memory;
+        }
+    }
+
+    /// <summary>Gets the allocation's file descriptor from its exporter, imports and maps it, and closes the
+    /// descriptor (the driver's handle keeps the memory).</summary>
+    private CudaMemory ImportVmm(int s, in CudaSlotInfo info)
+    {
+        int fd = CudaFdClient.RequestFd(instance, s, info, access);
+        try
+        {
+            return CudaMemory.ImportVmm(Driver, info, fd);
+        }
+        finally
+        {
+            _ = Interop.Libc.Close(fd);
         }
     }
 

@@ -7,9 +7,12 @@ namespace Xmem.Cuda;
 
 /// <summary>
 /// CUDA device memory of a pool's slots (docs/cuda.md). A CUDA slot keeps no data segment (DataCapacity 0); its record
-/// names the exporter's allocation by IPC handle (CudaIpcMemHandle of the base, CudaOffset, CudaAllocSize, DeviceId)
-/// and its interprocess event (CudaIpcEventHandle). The slot protocol is the CPU one (claim, fill the record, publish
-/// Live with a release store: <see cref="SlotTable"/>). Only the exporting process can free an allocation, so a slot's
+/// names the exporter's allocation (CudaOffset, CudaAllocSize, DeviceId) and its interprocess event
+/// (CudaIpcEventHandle), and says how to open the allocation: Kind 2, by IPC handle (CudaIpcMemHandle of the base);
+/// Kind 3, a VMM allocation, by asking its exporter's fd server for a POSIX file descriptor (the pid and token of
+/// <see cref="CudaVmmExport"/>, in the CudaIpcMemHandle bytes). Kind 3 is chosen when the device supports VMM with
+/// POSIX file descriptors (<see cref="ICudaDriver.SupportsVmm"/>). The slot protocol is the CPU one (claim, fill the
+/// record, publish Live with a release store: <see cref="SlotTable"/>). Only the exporting process can free an allocation, so a slot's
 /// kept allocation is reused only by its exporter, and memory another process takes over is freed by the exporter
 /// when it next acquires, trims or detaches (<see cref="ReapOrphans"/>).
 /// Invariants: a record's Kind is written last when memory is set (a record that reads CUDA is complete) and first
@@ -54,7 +57,7 @@ internal sealed unsafe class CudaStore(PoolCore core)
             if (_table is null)
             {
                 _runtime ??= CudaRuntime.Shared;
-                Volatile.Write(ref _table, new CudaSlotTable(_runtime, core.Control.Instance, core.Control.Capacity));
+                Volatile.Write(ref _table, new CudaSlotTable(_runtime, core.Control.Instance, core.Control.Capacity, core.Control.Access));
             }
 
             return _table;
@@ -109,16 +112,16 @@ internal sealed unsafe class CudaStore(PoolCore core)
         CudaSlotTable table = Table;
         SlotRecord* r = &Slots[s];
         CudaMemory? own = table.OwnExport(s);
-        if (own is not null && r->Kind == LayoutConstants.KindCuda && r->MemGen == own.MemGen && own.Device == device && own.AllocSize - own.Offset >= size)
+        if (own is not null && LayoutConstants.IsCuda(r->Kind) && r->MemGen == own.MemGen && own.Device == device && own.AllocSize - own.Offset >= size)
         {
             // The last holder of the slot (maybe another process, through its guard's release) recorded its GPU
             // work on the slot's event: the new producer's work on the legacy stream must come after it, or its
             // kernels would overwrite bytes the previous holder's kernels still read or write.
-            table.Driver.StreamWaitEvent(own.Device, LibCuda.NullStream, own.Event);
+            own.WaitWrites(LibCuda.NullStream);
             return own;
         }
 
-        if (r->Kind == LayoutConstants.KindCuda || own is not null)
+        if (LayoutConstants.IsCuda(r->Kind) || own is not null)
         {
             _ = DropMemoryLocked(s);
         }
@@ -130,28 +133,46 @@ internal sealed unsafe class CudaStore(PoolCore core)
 
         long alloc = CudaRecycling.AllocationSize(size);
         uint memGen = r->MemGen + 1;
+        // VMM when the device can export POSIX file descriptors: the fd server runs before the allocation is made,
+        // so a socket failure leaves nothing to undo.
+        bool vmm = table.Driver.SupportsVmm(device);
+        (int Pid, ulong Token) server = vmm ? table.Runtime.ServeVmm(core.Control.Instance, core.Control.Access) : default;
         CudaMemory mem;
         try
         {
             _ = ReapOrphans(table); // memory other processes took over: give it back before allocating more
-            mem = CudaMemory.Export(table.Driver, device, alloc, memGen);
+            mem = Export(table.Driver, vmm, device, alloc, memGen);
         }
         catch (XmemOutOfMemoryException) when (TrimFreeSlots(table, except: s) > 0)
         {
-            mem = CudaMemory.Export(table.Driver, device, alloc, memGen);
+            mem = Export(table.Driver, vmm, device, alloc, memGen);
         }
 
         r->DeviceId = (short)device;
         r->CudaOffset = mem.Offset;
         r->CudaAllocSize = mem.AllocSize;
-        CuIpcHandle mh = mem.MemHandle, eh = mem.EventHandle;
-        mh.Bytes.CopyTo(new Span<byte>(r->CudaIpcMemHandle, CuIpcHandle.Size));
+        var handleBytes = new Span<byte>(r->CudaIpcMemHandle, CuIpcHandle.Size);
+        if (vmm)
+        {
+            handleBytes.Clear();
+            *(CudaVmmExport*)r->CudaIpcMemHandle = new CudaVmmExport { ExporterPid = server.Pid, ExporterToken = server.Token };
+        }
+        else
+        {
+            CuIpcHandle mh = mem.MemHandle;
+            mh.Bytes.CopyTo(handleBytes);
+        }
+
+        CuIpcHandle eh = mem.EventHandle;
         eh.Bytes.CopyTo(new Span<byte>(r->CudaIpcEventHandle, CuIpcHandle.Size));
         r->MemGen = memGen;
-        Volatile.Write(ref r->Kind, LayoutConstants.KindCuda);
+        Volatile.Write(ref r->Kind, vmm ? LayoutConstants.KindCudaVmm : LayoutConstants.KindCuda);
         table.SetExport(s, mem);
         return mem;
     }
+
+    private static CudaMemory Export(ICudaDriver driver, bool vmm, int device, long alloc, uint memGen) =>
+        vmm ? CudaMemory.ExportVmm(driver, device, alloc, memGen) : CudaMemory.Export(driver, device, alloc, memGen);
 
     /// <summary>With slot <paramref name="s"/> claimed (or its memory being replaced): clears its CUDA record (Kind
     /// first) and drops this process's view: its own allocation is freed, an import closed. Another process's
@@ -159,7 +180,7 @@ internal sealed unsafe class CudaStore(PoolCore core)
     internal long DropMemoryLocked(int s)
     {
         SlotRecord* r = &Slots[s];
-        if (r->Kind == LayoutConstants.KindCuda)
+        if (LayoutConstants.IsCuda(r->Kind))
         {
             Volatile.Write(ref r->Kind, LayoutConstants.KindNone);
             r->DeviceId = -1;
@@ -213,7 +234,7 @@ internal sealed unsafe class CudaStore(PoolCore core)
         {
             try
             {
-                table.Driver.StreamWaitEvent(mem.Device, LibCuda.NullStream, mem.Event);
+                mem.WaitWrites(LibCuda.NullStream);
             }
             catch
             {
@@ -232,8 +253,13 @@ internal sealed unsafe class CudaStore(PoolCore core)
         CuIpcHandle mh = default, eh = default;
         new ReadOnlySpan<byte>(r->CudaIpcMemHandle, CuIpcHandle.Size).CopyTo(mh.Bytes);
         new ReadOnlySpan<byte>(r->CudaIpcEventHandle, CuIpcHandle.Size).CopyTo(eh.Bytes);
+        ushort kind = Volatile.Read(ref r->Kind);
+        CudaVmmExport vx = kind == LayoutConstants.KindCudaVmm ? *(CudaVmmExport*)r->CudaIpcMemHandle : default;
         var info = new CudaSlotInfo
         {
+            Kind = kind,
+            ExporterPid = vx.ExporterPid,
+            ExporterToken = vx.ExporterToken,
             MemGen = r->MemGen,
             Device = r->DeviceId,
             Offset = r->CudaOffset,
@@ -261,7 +287,7 @@ internal sealed unsafe class CudaStore(PoolCore core)
             SlotRecord* r = &Slots[s];
             // MemGen only grows, so once it differs the slot never comes back to this allocation. Kind reads other
             // than CUDA with our generation mean a replacer (holding the slot claimed) dropped it already.
-            if (r->MemGen != m.MemGen || Volatile.Read(ref r->Kind) != LayoutConstants.KindCuda)
+            if (r->MemGen != m.MemGen || !LayoutConstants.IsCuda(Volatile.Read(ref r->Kind)))
             {
                 freed += table.DropIf(s, m);
             }
@@ -285,7 +311,7 @@ internal sealed unsafe class CudaStore(PoolCore core)
         foreach ((int s, CudaMemory m) in table.OtherViews())
         {
             SlotRecord* r = &Slots[s];
-            if (r->MemGen != m.MemGen || Volatile.Read(ref r->Kind) != LayoutConstants.KindCuda)
+            if (r->MemGen != m.MemGen || !LayoutConstants.IsCuda(Volatile.Read(ref r->Kind)))
             {
                 _ = table.DropIf(s, m); // a stale import: its memory was replaced
             }
@@ -366,5 +392,6 @@ internal sealed unsafe class CudaStore(PoolCore core)
 
         _ = Trim();
         table.Detach();
+        table.Runtime.StopServingIfIdle();
     }
 }

@@ -69,4 +69,33 @@ internal interface ICudaDriver
 
     /// <summary>Device to host; the data is in place on return.</summary>
     void CopyDeviceToHost(int device, nint destination, ulong source, long bytes);
+
+    /// <summary>True when <paramref name="device"/> supports virtual memory management with POSIX file descriptor
+    /// handles (both attributes) and the driver has every VMM entry point; false also when <c>XMEM_CUDA_VMM=0</c>.
+    /// Asked once per device.</summary>
+    bool SupportsVmm(int device);
+
+    /// <summary>Creates a physical allocation of <paramref name="bytes"/> (a multiple of the recommended granularity
+    /// is used: see <see cref="VmmGranularity"/>) exportable as a POSIX file descriptor. Returns its handle.</summary>
+    ulong VmmCreate(int device, long bytes);
+
+    /// <summary>The recommended allocation granularity of <paramref name="device"/> for <see cref="VmmCreate"/>.</summary>
+    long VmmGranularity(int device);
+
+    /// <summary>A new POSIX file descriptor for the allocation (the caller closes it).</summary>
+    int VmmExportFd(int device, ulong handle);
+
+    /// <summary>Imports an allocation from a descriptor another process exported; the caller still closes
+    /// <paramref name="fd"/>. Returns this process's handle.</summary>
+    ulong VmmImportFd(int device, int fd);
+
+    /// <summary>Reserves address space for <paramref name="bytes"/>, maps the allocation there and gives
+    /// <paramref name="device"/> read-write access; all or nothing. Returns the address.</summary>
+    ulong VmmMap(int device, ulong handle, long bytes);
+
+    /// <summary>Unmaps and frees the address range from <see cref="VmmMap"/>.</summary>
+    void VmmUnmap(int device, ulong address, long bytes);
+
+    /// <summary>Releases this process's handle; the memory goes when no process holds a handle or mapping of it.</summary>
+    void VmmRelease(int device, ulong handle);
 }

@@ -16,7 +16,7 @@ internal static class TableSnapshot
         int owner = SlotWord.Owner(w);
         long cap = r.DataCapacity;
         long size = r.Size;
-        string kind = r.Kind switch { LayoutConstants.KindCpu => "cpu", LayoutConstants.KindCuda => "cuda", LayoutConstants.KindNone => "none", _ => $"invalid ({r.Kind})" };
+        string kind = r.Kind switch { LayoutConstants.KindCpu => "cpu", LayoutConstants.KindCuda => "cuda", LayoutConstants.KindCudaVmm => "cuda", LayoutConstants.KindNone => "none", _ => $"invalid ({r.Kind})" };
         string? problem = null;
         if (state > SlotWord.Live)
         {
@@ -30,7 +30,7 @@ internal static class TableSnapshot
         {
             problem = $"memory size {cap} is not a page multiple within 0..64 TiB";
         }
-        else if (r.Kind > LayoutConstants.KindCuda)
+        else if (r.Kind > LayoutConstants.KindCudaVmm)
         {
             problem = $"memory kind {r.Kind} is not a known kind";
         }

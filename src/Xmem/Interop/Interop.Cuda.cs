@@ -23,6 +23,16 @@ internal static unsafe class LibCuda
     internal const uint CU_EVENT_DISABLE_TIMING = 0x2;
     internal const uint CU_EVENT_INTERPROCESS = 0x4;
 
+    // Virtual memory management (cuda.h, CUDA 10.2+): CUdevice_attribute, CUmemAllocationType,
+    // CUmemAllocationHandleType, CUmemLocationType, CUmemAccess_flags, CUmemAllocationGranularity_flags.
+    internal const int CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102;
+    internal const int CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED = 103;
+    internal const int CU_MEM_ALLOCATION_TYPE_PINNED = 0x1;
+    internal const int CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR = 0x1;
+    internal const int CU_MEM_LOCATION_TYPE_DEVICE = 0x1;
+    internal const int CU_MEM_ACCESS_FLAGS_PROT_READWRITE = 0x3;
+    internal const int CU_MEM_ALLOC_GRANULARITY_RECOMMENDED = 0x1;
+
     /// <summary>The legacy default stream (the NULL stream): what PyTorch and CuPy use unless told otherwise, and
     /// what the synchronous <c>cuMemcpy*</c> calls run on.</summary>
     internal const nint NullStream = 0;
@@ -58,6 +68,28 @@ internal static unsafe class LibCuda
         internal delegate* unmanaged<ulong, nint, ulong, nint, nuint, int> cuMemcpyPeer;
         internal delegate* unmanaged<int, byte**, int> cuGetErrorName;
         internal delegate* unmanaged<int, byte**, int> cuGetErrorString;
+
+        // Optional (null when the driver lacks them, and then xmem uses cuMemAlloc + IPC): virtual memory
+        // management, for allocations exported as POSIX file descriptors (docs/cuda.md, "Buffers that outlive
+        // their producer"). None has a _v2 variant in cuda.h.
+        internal delegate* unmanaged<int*, int, int, int> cuDeviceGetAttribute;
+        internal delegate* unmanaged<nuint*, CuMemAllocationProp*, int, int> cuMemGetAllocationGranularity;
+        internal delegate* unmanaged<ulong*, nuint, CuMemAllocationProp*, ulong, int> cuMemCreate;
+        internal delegate* unmanaged<ulong, int> cuMemRelease;
+        internal delegate* unmanaged<void*, ulong, int, ulong, int> cuMemExportToShareableHandle;
+        internal delegate* unmanaged<ulong*, nint, int, int> cuMemImportFromShareableHandle;
+        internal delegate* unmanaged<ulong*, nuint, nuint, ulong, ulong, int> cuMemAddressReserve;
+        internal delegate* unmanaged<ulong, nuint, int> cuMemAddressFree;
+        internal delegate* unmanaged<ulong, nuint, nuint, ulong, ulong, int> cuMemMap;
+        internal delegate* unmanaged<ulong, nuint, int> cuMemUnmap;
+        internal delegate* unmanaged<ulong, nuint, CuMemAccessDesc*, nuint, int> cuMemSetAccess;
+
+        /// <summary>True when every VMM entry point resolved.</summary>
+        internal bool HasVmm =>
+            cuDeviceGetAttribute is not null && cuMemGetAllocationGranularity is not null && cuMemCreate is not null &&
+            cuMemRelease is not null && cuMemExportToShareableHandle is not null && cuMemImportFromShareableHandle is not null &&
+            cuMemAddressReserve is not null && cuMemAddressFree is not null && cuMemMap is not null && cuMemUnmap is not null &&
+            cuMemSetAccess is not null;
     }
 
     /// <summary>Opens the driver library and resolves every entry point xmem uses. False with a reason that says what
@@ -107,6 +139,17 @@ internal static unsafe class LibCuda
         a.cuMemcpyPeer = (delegate* unmanaged<ulong, nint, ulong, nint, nuint, int>)Sym(lib, "cuMemcpyPeer", ref missing);
         a.cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Sym(lib, "cuGetErrorName", ref missing);
         a.cuGetErrorString = (delegate* unmanaged<int, byte**, int>)Sym(lib, "cuGetErrorString", ref missing);
+        a.cuDeviceGetAttribute = (delegate* unmanaged<int*, int, int, int>)OptionalSym(lib, "cuDeviceGetAttribute");
+        a.cuMemGetAllocationGranularity = (delegate* unmanaged<nuint*, CuMemAllocationProp*, int, int>)OptionalSym(lib, "cuMemGetAllocationGranularity");
+        a.cuMemCreate = (delegate* unmanaged<ulong*, nuint, CuMemAllocationProp*, ulong, int>)OptionalSym(lib, "cuMemCreate");
+        a.cuMemRelease = (delegate* unmanaged<ulong, int>)OptionalSym(lib, "cuMemRelease");
+        a.cuMemExportToShareableHandle = (delegate* unmanaged<void*, ulong, int, ulong, int>)OptionalSym(lib, "cuMemExportToShareableHandle");
+        a.cuMemImportFromShareableHandle = (delegate* unmanaged<ulong*, nint, int, int>)OptionalSym(lib, "cuMemImportFromShareableHandle");
+        a.cuMemAddressReserve = (delegate* unmanaged<ulong*, nuint, nuint, ulong, ulong, int>)OptionalSym(lib, "cuMemAddressReserve");
+        a.cuMemAddressFree = (delegate* unmanaged<ulong, nuint, int>)OptionalSym(lib, "cuMemAddressFree");
+        a.cuMemMap = (delegate* unmanaged<ulong, nuint, nuint, ulong, ulong, int>)OptionalSym(lib, "cuMemMap");
+        a.cuMemUnmap = (delegate* unmanaged<ulong, nuint, int>)OptionalSym(lib, "cuMemUnmap");
+        a.cuMemSetAccess = (delegate* unmanaged<ulong, nuint, CuMemAccessDesc*, nuint, int>)OptionalSym(lib, "cuMemSetAccess");
         if (missing is not null)
         {
             reason = $"the CUDA driver library {name} has no entry point {missing}: the NVIDIA driver is too old (xmem needs a driver for CUDA 11.0 or newer, R450+)";
@@ -117,6 +160,8 @@ internal static unsafe class LibCuda
         reason = "";
         return true;
     }
+
+    private static nint OptionalSym(nint lib, string name) => NativeLibrary.TryGetExport(lib, name, out nint p) ? p : 0;
 
     private static nint Sym(nint lib, string name, ref string? missing)
     {
@@ -142,4 +187,36 @@ internal unsafe struct CuIpcHandle
     /// <summary>The 64 bytes, as a span over this value (valid while the value is).</summary>
     [System.Diagnostics.CodeAnalysis.UnscopedRef]
     internal Span<byte> Bytes => MemoryMarshal.CreateSpan(ref Reserved[0], Size);
+}
+
+/// <summary><c>CUmemLocation</c>: <c>{ CUmemLocationType type; int id; }</c>, 8 bytes.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct CuMemLocation
+{
+    internal int Type;
+    internal int Id;
+}
+
+/// <summary><c>CUmemAllocationProp</c> (cuda.h): type, requestedHandleTypes, location at 8, win32HandleMetaData at
+/// 16, then <c>allocFlags { unsigned char compressionType, gpuDirectRDMACapable; unsigned short usage; unsigned char
+/// reserved[4]; }</c> at 24: 32 bytes. Unused members must be zero.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 32)]
+internal struct CuMemAllocationProp
+{
+    [FieldOffset(0)] internal int Type;
+    [FieldOffset(4)] internal int RequestedHandleTypes;
+    [FieldOffset(8)] internal CuMemLocation Location;
+    [FieldOffset(16)] internal nint Win32HandleMetaData;
+    [FieldOffset(24)] internal byte CompressionType;
+    [FieldOffset(25)] internal byte GpuDirectRdmaCapable;
+    [FieldOffset(26)] internal ushort Usage;
+    [FieldOffset(28)] internal uint Reserved;
+}
+
+/// <summary><c>CUmemAccessDesc</c>: <c>{ CUmemLocation location; CUmemAccess_flags flags; }</c>, 12 bytes.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct CuMemAccessDesc
+{
+    internal CuMemLocation Location;
+    internal int Flags;
 }

@@ -37,6 +37,13 @@ internal static class LayoutConstants
     internal const ushort KindCpu = 1;
     internal const ushort KindCuda = 2;
 
+    /// <summary>CUDA memory from <c>cuMemCreate</c>, shared by POSIX file descriptor from its exporter's socket
+    /// (docs/layout.md, "CudaVmmExport"); Kind 2 is <c>cuMemAlloc</c> memory shared by IPC handle.</summary>
+    internal const ushort KindCudaVmm = 3;
+
+    /// <summary>True for either kind of CUDA memory.</summary>
+    internal static bool IsCuda(ushort kind) => kind is KindCuda or KindCudaVmm;
+
     internal static long ProcessTableOffset => HeaderSize;
     internal static long FreeHintsOffset => ProcessTableOffset + (MaxProcesses * ProcessEntrySize);
     internal static long FreeHintsBytes(int capacity) => AlignUp(((capacity + 63) / 64) * 8L, 64);
@@ -122,6 +129,16 @@ internal unsafe struct SlotRecord
     [FieldOffset(288)] public fixed long Strides[8];
     [FieldOffset(352)] public fixed byte ContentType[32];
     [FieldOffset(384)] public fixed byte ProducerTag[32];
+}
+
+/// <summary>Where a Kind 3 slot's exporter serves its allocation's file descriptor: in the first 16 bytes of the
+/// slot's CudaIpcMemHandle field (docs/layout.md, "CudaVmmExport"); the field's other 48 bytes are zero.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 16)]
+internal struct CudaVmmExport
+{
+    [FieldOffset(0)] public int ExporterPid;
+    [FieldOffset(4)] public uint Reserved;
+    [FieldOffset(8)] public ulong ExporterToken;
 }
 
 /// <summary>

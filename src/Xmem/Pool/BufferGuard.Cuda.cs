@@ -50,7 +50,7 @@ public unsafe partial class BufferGuard
             ThrowHelper.ThrowReadOnly();
         }
 
-        Pool.CudaDriver.RecordEvent(m.Device, m.Event, stream);
+        m.RecordWrites(stream);
     }
 
     /// <summary>Makes later work on <paramref name="stream"/> wait (on the device, not the host) for the writes last
@@ -59,7 +59,7 @@ public unsafe partial class BufferGuard
     {
         ThrowIfInvalid();
         CudaMemory m = RequireCuda();
-        Pool.CudaDriver.StreamWaitEvent(m.Device, stream, m.Event);
+        m.WaitWrites(stream);
     }
 
     /// <summary>Blocks the calling thread until the writes last recorded on the slot's event completed.</summary>
@@ -67,7 +67,7 @@ public unsafe partial class BufferGuard
     {
         ThrowIfInvalid();
         CudaMemory m = RequireCuda();
-        Pool.CudaDriver.SynchronizeEvent(m.Device, m.Event);
+        m.SynchronizeWrites();
     }
 
     /// <summary>Copies the buffer into a new CUDA buffer of the same pool on <paramref name="deviceId"/> and returns
@@ -85,12 +85,12 @@ public unsafe partial class BufferGuard
             {
                 if (from.Device == deviceId)
                 {
-                    d.StreamWaitEvent(from.Device, LibCuda.NullStream, from.Event);
+                    from.WaitWrites(LibCuda.NullStream);
                     d.CopyDeviceToDevice(deviceId, to.Pointer, from.Pointer, Size);
                 }
                 else
                 {
-                    d.SynchronizeEvent(from.Device, from.Event);
+                    from.SynchronizeWrites();
                     d.CopyPeer(deviceId, to.Pointer, from.Device, from.Pointer, Size);
                 }
             }
@@ -120,7 +120,7 @@ public unsafe partial class BufferGuard
             if (_cudaMemory is { } from)
             {
                 ICudaDriver d = Pool.CudaDriver;
-                d.StreamWaitEvent(from.Device, LibCuda.NullStream, from.Event);
+                from.WaitWrites(LibCuda.NullStream);
                 d.CopyDeviceToHost(from.Device, dst.CpuPointer, from.Pointer, Size);
             }
             else
@@ -154,7 +154,7 @@ public unsafe partial class BufferGuard
 
         try
         {
-            Pool.CudaDriver.RecordEvent(_cudaMemory.Device, _cudaMemory.Event, LibCuda.NullStream);
+            _cudaMemory.RecordWrites(LibCuda.NullStream);
         }
         catch (XmemException)
         {

@@ -86,6 +86,7 @@ internal static class OpenPools
     /// </summary>
     internal static void AbandonInherited()
     {
+        Cuda.CudaFdServer.CloseInheritedListener(); // the parent's VMM fd socket must die with the parent
         foreach (BufferPool p in TakeAll())
         {
             p.AbandonInherited();

@@ -22,6 +22,7 @@ namespace Xmem.TestChild.Commands;
 /// send CHANNEL GUARD           ok                    recv CHANNEL [w]       ok GUARD
 /// waits on|off                 ok                    trim                   ok BYTES
 /// recover                      ok N                  (RecoverDeadProcesses)
+/// fds                          ok N                  (open descriptors of this process, /proc/self/fd)
 /// close                        ok                    (disposes the pool; guards stay in the table)
 /// exit                         ok
 /// </code>
@@ -173,6 +174,8 @@ internal static class CudaSessionCommand
             case "waits":
                 pool.CudaGetWaitsForWrites = w[1] == "on";
                 return "ok";
+            case "fds":
+                return $"ok {Directory.GetFiles("/proc/self/fd").Length}";
             case "recover":
                 return $"ok {pool.RecoverDeadProcesses()}";
             case "trim":

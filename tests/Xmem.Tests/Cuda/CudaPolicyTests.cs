@@ -63,8 +63,13 @@ public sealed class CudaPolicyTests
     [Fact]
     public void Slot_records_that_break_the_layout_are_named()
     {
-        var ok = new CudaSlotInfo { Device = 0, Offset = 0, AllocSize = 2 * MiB, Size = 2 * MiB };
+        var ok = new CudaSlotInfo { Kind = LayoutConstants.KindCuda, Device = 0, Offset = 0, AllocSize = 2 * MiB, Size = 2 * MiB };
         Assert.Null(ok.Problem(1));
+        Assert.Contains("kind 1", (ok with { Kind = LayoutConstants.KindCpu }).Problem(1));
+        var vmm = ok with { Kind = LayoutConstants.KindCudaVmm, ExporterPid = 42, ExporterToken = 7 };
+        Assert.Null(vmm.Problem(1));
+        Assert.Contains("VMM export", (vmm with { ExporterPid = 0 }).Problem(1));
+        Assert.Contains("VMM export", (vmm with { ExporterToken = 0 }).Problem(1));
         Assert.Contains("device 1", (ok with { Device = 1 }).Problem(1));
         Assert.NotNull((ok with { Size = (2 * MiB) + 1 }).Problem(1));
         Assert.NotNull((ok with { Offset = -1 }).Problem(1));

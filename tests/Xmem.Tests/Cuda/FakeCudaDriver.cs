@@ -366,6 +366,28 @@ internal sealed unsafe class FakeCudaDriver(FakeCudaWorld world, string name, st
         Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
     }
 
+    // The bookkeeping double models a driver without VMM: the pool takes the cuMemAlloc + IPC path with it. The VMM
+    // path is tested against the stand-in driver (StandInVmmTests).
+    public bool SupportsVmm(int device)
+    {
+        _ = DeviceCount;
+        return false;
+    }
+
+    public ulong VmmCreate(int device, long bytes) => throw new NotSupportedException("the bookkeeping double has no VMM");
+
+    public long VmmGranularity(int device) => throw new NotSupportedException("the bookkeeping double has no VMM");
+
+    public int VmmExportFd(int device, ulong handle) => throw new NotSupportedException("the bookkeeping double has no VMM");
+
+    public ulong VmmImportFd(int device, int fd) => throw new NotSupportedException("the bookkeeping double has no VMM");
+
+    public ulong VmmMap(int device, ulong handle, long bytes) => throw new NotSupportedException("the bookkeeping double has no VMM");
+
+    public void VmmUnmap(int device, ulong address, long bytes) => throw new NotSupportedException("the bookkeeping double has no VMM");
+
+    public void VmmRelease(int device, ulong handle) => throw new NotSupportedException("the bookkeeping double has no VMM");
+
     private void Copy(ulong dst, ulong src, long bytes, string call)
     {
         _ = Accessible(dst, bytes, call);

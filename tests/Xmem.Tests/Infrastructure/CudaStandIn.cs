@@ -12,9 +12,13 @@ internal sealed class CudaStandIn : IDisposable
 {
     private static readonly Lazy<string> s_library = new(Build, LazyThreadSafetyMode.ExecutionAndPublication);
 
-    public CudaStandIn(int devices = 2, int deviceMiB = 256)
+    /// <param name="vmm">Whether the stand-in's devices report VMM with POSIX file descriptor handles
+    /// (XMEM_CUDA_STANDIN_VMM): then xmem allocates with cuMemCreate and shares by file descriptor.</param>
+    /// <param name="vmmSymbols">False: the variant library without the VMM entry points (a driver that predates
+    /// VMM).</param>
+    public CudaStandIn(int devices = 2, int deviceMiB = 256, bool vmm = false, bool vmmSymbols = true)
     {
-        Library = s_library.Value;
+        Library = vmmSymbols ? s_library.Value : Path.Combine(Path.GetDirectoryName(s_library.Value)!, "no-vmm", "libcuda.so.1");
         Directory = System.IO.Directory.CreateTempSubdirectory("xmem-cuda-standin.").FullName;
         LogPath = Path.Combine(Directory, "violations.log");
         Environment = new Dictionary<string, string?>
@@ -24,6 +28,7 @@ internal sealed class CudaStandIn : IDisposable
             ["XMEM_CUDA_STANDIN_LOG"] = LogPath,
             ["XMEM_CUDA_STANDIN_DEVICES"] = devices.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["XMEM_CUDA_STANDIN_DEVICE_MIB"] = deviceMiB.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["XMEM_CUDA_STANDIN_VMM"] = vmm ? "1" : "0",
         };
     }
 
