@@ -67,10 +67,12 @@ if [[ $with_python -eq 1 ]]; then
             python_note="scripts/build-native.sh failed (artifacts/build-native-bench.log)"
         else
             shopt -s nullglob
-            wheels=(dist/xmem-*.whl)
+            wheels=(dist/xmem_shm-*.whl)
             shopt -u nullglob
             rm -rf "$venv"
-            if ! { "$python" -m venv --system-site-packages "$venv" &&
+            if [[ ${#wheels[@]} -ne 1 ]]; then
+                python_note="expected one dist/xmem_shm-*.whl after scripts/build-native.sh, found ${#wheels[@]}"
+            elif ! { "$python" -m venv --system-site-packages "$venv" &&
                 "$venv/bin/python" -m pip install --no-index --no-deps --force-reinstall --quiet \
                     --disable-pip-version-check "${wheels[0]}"; } >artifacts/venv-bench.log 2>&1; then
                 python_note="could not install ${wheels[0]:-the wheel} into $venv (artifacts/venv-bench.log)"
