@@ -51,6 +51,7 @@ internal static unsafe class HandoffProducer
         using var session = new ConsumerSession(o.Pin, o.ProducerCpu, o.ConsumerCpu, o.TimeoutS);
         o.Pin = session.Pinned;
         session.Replies.SpinDuration = TimeSpan.FromMicroseconds(o.SpinUs);
+        session.Pool.AcquireSpinDuration = TimeSpan.FromMicroseconds(o.SpinUs); // a stream's acquire waits for a slot
         var report = new Report();
         int seq = 0;
         GCSettings.LatencyMode = GCLatencyMode.SustainedLowLatency;

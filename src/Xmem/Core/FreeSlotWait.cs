@@ -17,14 +17,34 @@ internal static unsafe class FreeSlotWait
     /// <summary>Blocks until a CPU slot fitting <paramref name="size"/> is claimed (returns it), the timeout passes
     /// (-1) or the token is cancelled. Before its first sleep it counts itself in as a blocking call
     /// (<paramref name="counted"/>; the caller counts out once it has published the slot), and throws
-    /// ObjectDisposedException once the pool is closing.</summary>
-    internal static int Wait(PoolCore core, long size, long timeoutNs, CancellationToken token, ref bool counted)
+    /// ObjectDisposedException once the pool is closing. It looks once, then for up to <paramref name="spinNs"/>
+    /// (a spin on the slot table, with no system call), before it shows itself as a waiter: a release while a slot
+    /// was free anyway, or while this thread spins, then has nobody to wake (no futex call on the releasing side).</summary>
+    internal static int Wait(PoolCore core, long size, long timeoutNs, long spinNs, CancellationToken token, ref bool counted)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        long nextReclaim = start; // the first look reclaims
-        uint* epoch = &core.Control.Header->FreeEpoch;
         var picker = new CpuSlotPicker(core.Hints, size);
-        core.Registry.AddLocalWaiter(+1);
+        int early = core.Slots.Claim(picker, reclaim: true); // the common case: a slot is free
+        if (early >= 0)
+        {
+            return early;
+        }
+
+        while (spinNs > 0 && (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds < spinNs
+               && (timeoutNs < 0 || (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds < timeoutNs))
+        {
+            token.ThrowIfCancellationRequested();
+            Thread.SpinWait(8);
+            early = core.Slots.Claim(picker, reclaim: false);
+            if (early >= 0)
+            {
+                return early;
+            }
+        }
+
+        long nextReclaim = System.Diagnostics.Stopwatch.GetTimestamp() + (ReclaimIntervalMs * System.Diagnostics.Stopwatch.Frequency / 1000); // the early look reclaimed
+        uint* epoch = &core.Control.Header->FreeEpoch;
+        core.Registry.AddLocalWaiter(+1); // from here on a release wakes this process; the look below follows it
         bool waited = false; // counted in the pool's AcquireWaits
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         CancellationTokenRegistration closeReg = default;

@@ -9,6 +9,12 @@ namespace Xmem;
 // and commit, and the guard that owns the reference.
 public sealed partial class BufferPool
 {
+    /// <summary>How long a waiting <see cref="TryAcquireCpu(long, TimeSpan, out BufferGuard?)"/> (or
+    /// <see cref="TryAcquireCpuRef"/>) spins on the slot table, with no system call, before it sleeps in the kernel;
+    /// zero (the default) sleeps at once. As <see cref="BufferChannel.SpinDuration"/>: worth it only when the thread
+    /// has a CPU of its own and slots come back within the spin (a pipeline whose buffers are all in flight).</summary>
+    public TimeSpan AcquireSpinDuration { get; set; }
+
     /// <summary>Acquires a read-write buffer of <paramref name="size"/> bytes in the lowest free slot (one whose kept
     /// memory fits, if any). Its count is 1, held by the returned guard. Throws <see cref="PoolFullException"/> at
     /// once when every slot is live, and <see cref="XmemOutOfMemoryException"/> when the memory cannot be had.</summary>
@@ -48,7 +54,7 @@ public sealed partial class BufferPool
         bool counted = false;
         try
         {
-            int s = FreeSlotWait.Wait(_core, size, timeoutNs, CancellationToken.None, ref counted);
+            int s = FreeSlotWait.Wait(_core, size, timeoutNs, (long)AcquireSpinDuration.TotalNanoseconds, CancellationToken.None, ref counted);
             return s < 0 ? null : PublishCpu(s, size, attributed: true, pooled);
         }
         finally

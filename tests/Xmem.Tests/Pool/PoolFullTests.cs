@@ -29,6 +29,43 @@ public sealed class PoolFullTests : PoolTest
     }
 
     [Fact]
+    public void TryAcquireCpu_with_a_spin_takes_a_slot_released_during_the_spin_without_ever_waiting_in_the_kernel()
+    {
+        using BufferPool pool = NewPool(1);
+        pool.AcquireSpinDuration = TimeSpan.FromSeconds(5); // far longer than the release below takes
+        BufferGuard held = pool.AcquireCpu(8);
+        var release = new Thread(() =>
+        {
+            Thread.Sleep(50);
+            held.Dispose();
+        });
+        release.Start();
+        Assert.True(pool.TryAcquireCpu(8, TimeSpan.FromSeconds(30), out BufferGuard? g));
+        release.Join();
+        using (g)
+        {
+            Assert.Equal(1, pool.RefCount(g.MetaIndex));
+        }
+
+        // A spinning acquire never showed itself as a waiter: no acquire wait was counted, and no release had to wake it.
+        Assert.Equal(0UL, pool.Core.Control.Counters.Read().AcquireWaits);
+    }
+
+    [Fact]
+    public void TryAcquireCpu_with_a_spin_longer_than_its_timeout_still_gives_up_at_the_timeout()
+    {
+        using BufferPool pool = NewPool(1);
+        pool.AcquireSpinDuration = TimeSpan.FromSeconds(30);
+        using BufferGuard held = pool.AcquireCpu(8);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Assert.False(pool.TryAcquireCpu(8, TimeSpan.FromMilliseconds(50), out BufferGuard? g));
+        Assert.Null(g);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"the spin ran on past the timeout: {clock.Elapsed}");
+        Assert.False(pool.TryAcquireCpuRef(8, TimeSpan.Zero, out BufferRef none));
+        Assert.False(none.IsValid);
+    }
+
+    [Fact]
     public void TryAcquireCpu_WithRoom_SucceedsAtOnce()
     {
         using BufferPool pool = NewPool(1);
