@@ -30,10 +30,18 @@ internal static unsafe class FreeSlotWait
             return early;
         }
 
+        if (spinNs > 0 && timeoutNs != 0 && !counted)
+        {
+            // A spin is a blocking call of the pool like a sleep: a close waits for it, and it stops at the close.
+            core.Blocking.Enter();
+            counted = true;
+        }
+
         while (spinNs > 0 && (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds < spinNs
                && (timeoutNs < 0 || (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds < timeoutNs))
         {
             token.ThrowIfCancellationRequested();
+            core.Blocking.ThrowIfClosing();
             Thread.SpinWait(8);
             early = core.Slots.Claim(picker, reclaim: false);
             if (early >= 0)
@@ -48,6 +56,7 @@ internal static unsafe class FreeSlotWait
         bool waited = false; // counted in the pool's AcquireWaits
         CancellationTokenRegistration reg = token.CanBeCanceled ? token.Register(static p => Libc.FutexWakeAll((nint)p!), (nint)epoch) : default;
         CancellationTokenRegistration closeReg = default;
+        bool closeWakes = false; // closeReg is registered
         try
         {
             while (true)
@@ -94,11 +103,16 @@ internal static unsafe class FreeSlotWait
                     waitNs = Math.Min(waitNs, left);
                 }
 
-                if (!counted)
+                if (!closeWakes)
                 {
-                    core.Blocking.Enter();
-                    counted = true;
+                    if (!counted)
+                    {
+                        core.Blocking.Enter();
+                        counted = true;
+                    }
+
                     closeReg = core.Blocking.WakeOnClose(epoch);
+                    closeWakes = true;
                     continue; // look once more now that a close would wake us
                 }
 

@@ -1,21 +1,28 @@
 namespace Xmem.TestChild.Commands;
 
 /// <summary>
-/// <c>close-while-waiting POOL acquire|receive|send</c>: creates the pool, starts two threads that block in it — in
-/// TryAcquireCpu with no time limit (the only slot is held), in Receive on an empty channel, or in Send on a full one —
+/// <c>close-while-waiting POOL acquire|acquire-spinning|receive|send</c>: creates the pool, starts two threads that
+/// block in it — in TryAcquireCpu with no time limit (the only slot is held; acquire-spinning: spinning, with an
+/// AcquireSpinDuration of an hour, instead of sleeping), in Receive on an empty channel, or in Send on a full one —
 /// lets them fall asleep, then disposes the pool on the main thread. Replies <c>woke T1 T2</c> with the exception type
 /// each thread ended with (<c>none</c> when its call returned) and <c>exists=true|false</c> after Dispose returned,
 /// or <c>stuck</c> (exit 3) when a thread did not end within 20 s.
 /// </summary>
 internal static class CloseWhileWaitingCommand
 {
-    [ChildCommand("close-while-waiting", "POOL acquire|receive|send")]
+    [ChildCommand("close-while-waiting", "POOL acquire|acquire-spinning|receive|send")]
     internal static int Run(ChildContext ctx)
     {
         string kind = ctx.Arg(1);
         var pool = BufferPool.Create(ctx.Arg(0), 2);
         BufferChannel? channel = kind is "receive" or "send" ? pool.Channel("c", depth: 1) : null;
         var held = new List<BufferGuard>();
+        if (kind == "acquire-spinning")
+        {
+            pool.AcquireSpinDuration = TimeSpan.FromHours(1);
+            kind = "acquire";
+        }
+
         switch (kind)
         {
             case "acquire":

@@ -10,6 +10,7 @@ public sealed class PoolCloseWhileWaitingTests : PoolTest
 {
     [Theory]
     [InlineData("acquire")]
+    [InlineData("acquire-spinning")]
     [InlineData("receive")]
     [InlineData("send")]
     public void Dispose_wakes_every_blocked_thread_with_ObjectDisposedException_then_detaches(string kind)
