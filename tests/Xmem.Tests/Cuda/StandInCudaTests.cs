@@ -8,58 +8,15 @@ namespace Xmem.Tests.Cuda;
 /// byte or a count is wrong.
 /// </summary>
 [Collection(StandInCollection.Name)]
-public sealed class StandInCudaTests : PoolTest
+public sealed class StandInCudaTests : StandInSessionTest
 {
-    private const int Size = 3 << 20; // two 2 MiB units: the allocation is 4 MiB
-    private readonly CudaStandIn _driver = new();
-    private readonly List<TestChild> _children = [];
-
-    private TestChild Exporter(string name, int capacity = 4) => Keep(_driver.Session("--create", name, capacity.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-
-    private TestChild Importer(string name) => Keep(_driver.Session(name));
-
-    private TestChild Keep(TestChild c)
-    {
-        _children.Add(c);
-        return c;
-    }
-
-    private static (string Guard, int Index) Acquire(TestChild c, long size = Size, int device = 0)
-    {
-        string[] w = c.AskOk($"acquire {size} {device}").Split(' ');
-        return (w[0], int.Parse(w[1], System.Globalization.CultureInfo.InvariantCulture));
-    }
-
-    private static void Exit(TestChild c)
-    {
-        _ = c.AskOk("exit");
-        Assert.Equal(0, c.WaitForExit());
-    }
-
-    protected override void Dispose(bool disposing)
-    {
-        try
-        {
-            foreach (TestChild c in _children)
-            {
-                c.Dispose();
-            }
-
-            base.Dispose(disposing);
-        }
-        finally
-        {
-            _driver.Dispose();
-        }
-    }
-
     [Fact]
     public void The_stand_in_exports_exactly_the_entry_points_the_binding_resolves()
     {
         string interop = File.ReadAllText(Path.Combine(BuildPaths.RepoRoot, "src", "Xmem", "Interop", "Interop.Cuda.cs"));
         string[] bound = System.Text.RegularExpressions.Regex.Matches(interop, @"(?:Optional)?Sym\(lib, ""(\w+)""")
             .Select(m => m.Groups[1].Value).Order(StringComparer.Ordinal).ToArray();
-        var psi = new System.Diagnostics.ProcessStartInfo("nm", ["-D", "--defined-only", _driver.Library]) { RedirectStandardOutput = true };
+        var psi = new System.Diagnostics.ProcessStartInfo("nm", ["-D", "--defined-only", Driver.Library]) { RedirectStandardOutput = true };
         using var nm = System.Diagnostics.Process.Start(psi)!;
         string[] exported = nm.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(l => l.Split(' ')[^1]).Where(n => n.StartsWith("cu", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToArray();
@@ -80,15 +37,15 @@ public sealed class StandInCudaTests : PoolTest
         _ = b.AskOk("waits off"); // the caller orders work itself, and here does not
         string r = b.AskOk($"get {idx}");
         Assert.Equal("", b.AskOk($"verify {r} 13")); // the stand-in copies at once: the bytes are there...
-        string[] v = _driver.Violations();
+        string[] v = Driver.Violations();
         Assert.Single(v); // ...but a GPU could have run the read first
         Assert.Contains("did not wait for an event recorded after that write", v[0], StringComparison.Ordinal);
-        File.Delete(_driver.LogPath);
+        File.Delete(Driver.LogPath);
         _ = b.AskOk($"dispose {r}");
         Assert.Equal("0", b.AskOk($"release {idx}"));
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -112,19 +69,19 @@ public sealed class StandInCudaTests : PoolTest
         string answer = b.Ask($"get {idx}");
         Assert.StartsWith("error Xmem.CudaException", answer, StringComparison.Ordinal);
         Assert.Contains("cuIpcOpenMemHandle", answer, StringComparison.Ordinal);
-        string[] v = _driver.Violations();
+        string[] v = Driver.Violations();
         Assert.Single(v);
         Assert.Contains("differs from what cuIpcGetMemHandle gave at byte 40", v[0], StringComparison.Ordinal);
-        File.Delete(_driver.LogPath);
+        File.Delete(Driver.LogPath);
         Assert.Equal("1", b.AskOk($"refcount {idx}")); // the failed get gave its reference back
         Assert.Equal("0", a.AskOk($"release {idx}"));
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
-    public void Bytes_written_by_the_exporter_are_read_by_an_importer_within_the_driver_contract()
+    public void Bytes_written_by_the_exporter_are_read_by_an_importer_within_theDriver_contract()
     {
         string name = NewName("sx");
         TestChild a = Exporter(name);
@@ -141,7 +98,7 @@ public sealed class StandInCudaTests : PoolTest
         Assert.Equal("0", b.AskOk($"release {idx}"));
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -163,7 +120,7 @@ public sealed class StandInCudaTests : PoolTest
         _ = a.AskOk($"dispose {again}");
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -180,12 +137,12 @@ public sealed class StandInCudaTests : PoolTest
         _ = b.AskOk($"dispose {r}"); // the importer's last guard: it closes the mapping
         Assert.Equal("0", b.AskOk($"release {idx}"));
         Assert.Equal((4L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture), a.AskOk("trim"));
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
         string again = b.AskOk($"acquire {Size} 0").Split(' ')[0]; // the importer's own allocation now
         _ = b.AskOk($"dispose {again}");
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -203,10 +160,10 @@ public sealed class StandInCudaTests : PoolTest
         Assert.Equal("", b.AskOk($"verify {r} 5"));
         _ = b.AskOk($"dispose {r}");
         Assert.Equal("0", b.AskOk($"release {idx}"));
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
         Exit(a);
         Exit(b);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -221,7 +178,7 @@ public sealed class StandInCudaTests : PoolTest
         Assert.Equal("", a.AskOk($"verifyptr {p[1]} {p[0]} {Size} 6")); // still the guard's memory
         _ = a.AskOk($"dispose {g}"); // a writable guard records its writes: not on a destroyed event
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -244,7 +201,7 @@ public sealed class StandInCudaTests : PoolTest
         Exit(b);
         Assert.Equal((4L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture), a.AskOk("trim"));
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -265,7 +222,7 @@ public sealed class StandInCudaTests : PoolTest
         Assert.Equal("0", a.AskOk($"release {idx}"));
         Assert.Equal((4L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture), a.AskOk("trim"));
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -287,7 +244,7 @@ public sealed class StandInCudaTests : PoolTest
         Assert.Equal("", b.AskOk($"verify {mine} 11"));
         _ = b.AskOk($"dispose {mine}");
         Exit(b);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -319,7 +276,7 @@ public sealed class StandInCudaTests : PoolTest
 
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 }
 

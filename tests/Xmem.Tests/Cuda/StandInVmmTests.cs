@@ -13,34 +13,13 @@ namespace Xmem.Tests.Cuda;
 /// (granularity, map only into reserved VA, access before use, no use after unmap or release) or of stream order.
 /// </summary>
 [Collection(StandInCollection.Name)]
-public sealed unsafe class StandInVmmTests : PoolTest
+public sealed unsafe class StandInVmmTests : StandInSessionTest
 {
-    private const int Size = 3 << 20; // the allocation is 4 MiB (two 2 MiB granules)
     private const int Capacity = 4;
     private static readonly string AllocBytes = (4L << 20).ToString(CultureInfo.InvariantCulture);
-    private readonly CudaStandIn _driver = new(vmm: true);
-    private readonly List<TestChild> _children = [];
-
-    private TestChild Exporter(string name, CudaStandIn? driver = null) => Keep((driver ?? _driver).Session("--create", name, Capacity.ToString(CultureInfo.InvariantCulture)));
-
-    private TestChild Importer(string name, CudaStandIn? driver = null) => Keep((driver ?? _driver).Session(name));
-
-    private TestChild Keep(TestChild c)
+    public StandInVmmTests()
+        : base(vmm: true)
     {
-        _children.Add(c);
-        return c;
-    }
-
-    private static (string Guard, int Index) Acquire(TestChild c, long size = Size)
-    {
-        string[] w = c.AskOk($"acquire {size} 0").Split(' ');
-        return (w[0], int.Parse(w[1], CultureInfo.InvariantCulture));
-    }
-
-    private static void Exit(TestChild c)
-    {
-        _ = c.AskOk("exit");
-        Assert.Equal(0, c.WaitForExit());
     }
 
     /// <summary>Slot <paramref name="idx"/>'s record bytes from the control segment file.</summary>
@@ -56,23 +35,6 @@ public sealed unsafe class StandInVmmTests : PoolTest
 
     private static ushort KindOf(string name, int idx) => BitConverter.ToUInt16(Record(name, idx), 28);
 
-    protected override void Dispose(bool disposing)
-    {
-        try
-        {
-            foreach (TestChild c in _children)
-            {
-                c.Dispose();
-            }
-
-            base.Dispose(disposing);
-        }
-        finally
-        {
-            _driver.Dispose();
-        }
-    }
-
     [Fact]
     public void Vmm_is_chosen_when_the_device_supports_it_and_ipc_when_it_does_not()
     {
@@ -86,12 +48,12 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.All(rec[80..128], b => Assert.Equal(0, b));
         _ = a.AskOk($"dispose {g}");
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
 
         using var ipc = new CudaStandIn(vmm: false);
         string name2 = NewName("vi");
-        TestChild c = Exporter(name2, ipc);
-        TestChild d = Importer(name2, ipc);
+        TestChild c = Exporter(name2, driver: ipc);
+        TestChild d = Importer(name2, driver: ipc);
         (string g2, int idx2) = Acquire(c);
         Assert.Equal(LayoutConstants.KindCuda, KindOf(name2, idx2));
         _ = c.AskOk($"fill {g2} 3");
@@ -106,12 +68,12 @@ public sealed unsafe class StandInVmmTests : PoolTest
     }
 
     [Fact]
-    public void A_driver_without_the_vmm_entry_points_keeps_to_ipc()
+    public void ADriver_without_the_vmm_entry_points_keeps_to_ipc()
     {
         using var old = new CudaStandIn(vmm: true, vmmSymbols: false); // would report VMM, but has no cuMemCreate
         string name = NewName("vo");
-        TestChild a = Exporter(name, old);
-        TestChild b = Importer(name, old);
+        TestChild a = Exporter(name, driver: old);
+        TestChild b = Importer(name, driver: old);
         (string g, int idx) = Acquire(a);
         Assert.Equal(LayoutConstants.KindCuda, KindOf(name, idx));
         _ = a.AskOk($"fill {g} 6");
@@ -150,7 +112,7 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal(bFds[0], bFds[1]);
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -190,8 +152,8 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal("0", late.AskOk($"release {idx2}"));
         Exit(late);
         Exit(consumer);
-        _driver.AssertNoViolations();
-        Assert.Empty(Directory.GetFiles(_driver.Directory, "mem.*")); // VMM memory is a memfd: nothing left behind
+        Driver.AssertNoViolations();
+        Assert.Empty(Directory.GetFiles(Driver.Directory, "mem.*")); // VMM memory is a memfd: nothing left behind
     }
 
     [Fact]
@@ -212,7 +174,7 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal("0", b.AskOk($"release {idx}"));
         Exit(a);
         Exit(b);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -235,7 +197,7 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal(AllocBytes, a.AskOk("trim"));
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -255,7 +217,7 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal("0", a.AskOk($"release {idx}"));
         Assert.Equal(AllocBytes, a.AskOk("trim"));
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     [Fact]
@@ -289,7 +251,7 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal("0", b.AskOk($"release {idx}"));
         Exit(b);
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 
     private static ulong ControlInstance(string name)
@@ -346,6 +308,6 @@ public sealed unsafe class StandInVmmTests : PoolTest
         Assert.Equal((CudaFdProtocol.Ok, 1), Exchange(BitConverter.ToInt32(rec, 64), BitConverter.ToUInt64(rec, 72), Bytes(req)));
         Assert.Equal("0", a.AskOk($"release {idx}"));
         Exit(a);
-        _driver.AssertNoViolations();
+        Driver.AssertNoViolations();
     }
 }
