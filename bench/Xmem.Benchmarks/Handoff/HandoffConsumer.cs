@@ -86,7 +86,7 @@ internal static unsafe class HandoffConsumer
                         reply = ConsumeFromChannel(frames);
                         if (cmd.Meta == 1)
                         {
-                            BufferGuard r = ctl.AcquireCpu(ConsumerSession.ControlBytes);
+                            BufferRef r = ctl.AcquireCpuRef(ConsumerSession.ControlBytes);
                             *(Reply*)r.CpuPointer = reply;
                             replies.Send(r);
                         }
@@ -141,7 +141,7 @@ internal static unsafe class HandoffConsumer
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     private static Reply Consume(BufferPool pool, int meta, int seq)
     {
-        BufferGuard g = pool.Get(meta);
+        BufferRef g = pool.GetRef(meta);
         _ = pool.Release(meta);
         long tRecv = MonotonicClock.NowNs();
         ulong sum = Frame.Checksum((byte*)g.CpuPointer);
@@ -156,7 +156,7 @@ internal static unsafe class HandoffConsumer
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the protocol's work, compiled as C's -O2 is: see docs/benchmarks.md, "Tiered compilation"
     private static Reply ConsumeFromChannel(BufferChannel frames)
     {
-        BufferGuard g = frames.Receive();
+        BufferRef g = frames.ReceiveRef();
         int seq = (int)g.Description!.Value.Seq;
         long tRecv = MonotonicClock.NowNs();
         ulong sum = Frame.Checksum((byte*)g.CpuPointer);

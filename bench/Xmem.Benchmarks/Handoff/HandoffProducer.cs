@@ -10,9 +10,10 @@ namespace Xmem.Benchmarks.Handoff;
 /// <summary>
 /// The producer → consumer handoff benchmark of /work/shared/benchmark-protocol.md, with xmem: the producer
 /// acquires a frame-sized buffer from the pool, stamps it and hands it to a consumer process, either through a
-/// channel (<c>--transport channel</c>, the default: <see cref="BufferGuard.SetDescription(TensorSpec?, ulong, long?, string?, string?)"/>
-/// with the sequence number, then <see cref="BufferChannel.Send"/>) or through a pipe (<c>--transport pipe</c>:
-/// <see cref="BufferGuard.Forget"/> and the meta index in a 16-byte pipe write). The lockstep reply comes back over
+/// channel (<c>--transport channel</c>, the default: <see cref="BufferRef.SetDescription"/> with the sequence number,
+/// then <see cref="BufferChannel.Send(BufferRef)"/>) or through a pipe (<c>--transport pipe</c>:
+/// <see cref="BufferRef.Forget"/> and the meta index in a 16-byte pipe write). Both ends use the allocation-free
+/// references (<see cref="BufferRef"/>: <c>AcquireCpuRef</c>, <c>ReceiveRef</c>), the form for a per-frame loop. The lockstep reply comes back over
 /// the reply channel (a 64-byte buffer of a second pool) or the reply pipe (<c>--reply channel|pipe</c>; default:
 /// the transport's). Lockstep and stream modes, then the floors measured in the same run. Usage: <c>handoff
 /// [--transport channel|pipe] [--reply channel|pipe] [--spin-us U] [--runs N] [--frames N] [--stream-frames N]
@@ -149,14 +150,14 @@ internal static unsafe class HandoffProducer
         {
             int s = seq++;
             long t0 = MonotonicClock.NowNs();
-            BufferGuard g = pool.AcquireCpu(Frame.Bytes);
+            BufferRef g = pool.AcquireCpuRef(Frame.Bytes);
             long t1 = MonotonicClock.NowNs();
             Frame.Stamp((byte*)g.CpuPointer, s);
             long t2 = MonotonicClock.NowNs();
             long t2b;
             if (o.Channel)
             {
-                g.SetDescription(FrameSpec, (ulong)s);
+                g.SetDescription(new BufferDescription(FrameSpec, (ulong)s, BufferDescription.MonotonicNowNs()));
                 t2b = MonotonicClock.NowNs();
                 session.Frames.Send(g); // g is spent: its reference now belongs to the channel
             }
@@ -172,7 +173,7 @@ internal static unsafe class HandoffProducer
             long t3 = MonotonicClock.NowNs();
             if (o.Reply)
             {
-                using BufferGuard r = session.Replies.Receive();
+                using BufferRef r = session.Replies.ReceiveRef();
                 reply = *(Reply*)r.CpuPointer;
             }
             else
@@ -242,7 +243,7 @@ internal static unsafe class HandoffProducer
         {
             int s = seq++;
             long a0 = MonotonicClock.NowNs();
-            if (!pool.TryAcquireCpu(Frame.Bytes, TimeSpan.FromSeconds(10), out BufferGuard? g))
+            if (!pool.TryAcquireCpuRef(Frame.Bytes, TimeSpan.FromSeconds(10), out BufferRef g))
             {
                 throw new TimeoutException("stream: no slot came free in 10 s (the consumer stopped?)");
             }
@@ -259,7 +260,7 @@ internal static unsafe class HandoffProducer
             Frame.Stamp((byte*)g.CpuPointer, s);
             if (channel)
             {
-                g.SetDescription(FrameSpec, (ulong)s);
+                g.SetDescription(new BufferDescription(FrameSpec, (ulong)s, BufferDescription.MonotonicNowNs()));
                 session.Frames.Send(g);
             }
             else

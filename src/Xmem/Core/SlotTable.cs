@@ -275,19 +275,16 @@ internal sealed unsafe class SlotTable
         ResetRecord(s, size);
     }
 
-    /// <summary>With slot <paramref name="s"/> claimed: its size, and a description cleared for a new buffer (the one
-    /// record reset of every kind of acquire).</summary>
+    /// <summary>With slot <paramref name="s"/> claimed: its size, and no description for the new buffer (the one
+    /// record reset of every kind of acquire). DescVersion 0 alone says "none": no reader looks at the other
+    /// description fields then, and the next writer stores every field that differs from what is left there
+    /// (docs/layout.md, "Descriptions"), so the acquire does not dirty the four cache lines of the last buffer's
+    /// description that its consumer read.</summary>
     internal void ResetRecord(int s, long size)
     {
         SlotRecord* r = &_slots[s];
         r->Size = size;
         r->DescVersion = 0;
-        r->DType = 0;
-        r->NDim = 0;
-        r->Seq = 0;
-        r->TimestampNs = 0;
-        new Span<byte>(r->Shape, 8 * 8 * 2).Clear(); // shape and strides are adjacent
-        new Span<byte>(r->ContentType, 64).Clear();  // content type and producer tag are adjacent
     }
 
     /// <summary>Publishes claimed slot <paramref name="s"/> (<paramref name="claimed"/>: its word as claimed) Live

@@ -11,12 +11,32 @@ namespace Xmem.Description;
 /// seqlock: odd while the fields change. Readers take no lock: they copy the fields between two equal even versions,
 /// retry a bounded number of times (a writer that died mid-write leaves the version odd for ever), and validate the
 /// copy against the buffer's size before anything of it is used.
+/// <para>A pipeline describes every frame alike but for its sequence number and time, so both sides avoid the work
+/// of a description that did not change. The acquirer leaves the old fields in place (DescVersion 0 alone says
+/// "none"); a writer stores only the fields that differ from what is there, so the cache lines of shape, strides and
+/// tags stay shared with the consumer that read them, instead of moving to the writer's CPU and back every frame. A
+/// reader keeps, per slot, the last tensor spec and tags it decoded, and hands out the same immutable objects again
+/// when the bytes it copied are equal to the ones they were decoded from: a steady-state read allocates nothing. The
+/// cache is this process's memory and is used only after the copy passed the seqlock; equal bytes decode to an
+/// equal value, so it changes no result, and what is cached was validated when it was decoded (the size check is
+/// repeated: a spec that fits one buffer need not fit the next).</para>
 /// </summary>
 internal sealed unsafe class SlotDescriptions(SlotTable slots)
 {
     private const int DescriptionReadAttempts = 200;
 
+    /// <summary>Strict UTF-8 (throws on invalid bytes and lone surrogates), shared: the encoding holds no state.</summary>
+    private static readonly UTF8Encoding StrictUtf8 = new(false, true);
+
     private readonly SlotTable _slots = slots;
+
+    /// <summary>Per slot, the last tensor spec this process decoded from it (read and replaced whole: a reference
+    /// store is atomic, so racing readers each see one complete entry).</summary>
+    private readonly DecodedTensor?[] _tensors = new DecodedTensor?[slots.Capacity];
+
+    /// <summary>Per slot, the last content type and producer tag decoded (as <see cref="_tensors"/>).</summary>
+    private readonly DecodedTag?[] _contentTypes = new DecodedTag?[slots.Capacity];
+    private readonly DecodedTag?[] _producerTags = new DecodedTag?[slots.Capacity];
 
     /// <summary>Validates <paramref name="d"/> against a buffer of <paramref name="size"/> bytes and writes it into
     /// slot <paramref name="s"/> (generation <paramref name="gen"/>, which the caller holds a reference to).</summary>
@@ -41,6 +61,16 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
             }
         }
 
+        Span<long> shape = stackalloc long[8];
+        Span<long> strides = stackalloc long[8];
+        shape.Clear();
+        strides.Clear();
+        if (t is { } ts)
+        {
+            ts.Shape.AsSpan().CopyTo(shape);
+            ts.Strides.AsSpan().CopyTo(strides);
+        }
+
         SlotRecord* r = _slots.Record(s);
         ulong w = _slots.LockLive(s);
         try
@@ -55,22 +85,15 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
             // A full fence: no field store below may become visible before the odd version.
             Interlocked.Exchange(ref r->DescVersion, odd);
             r->DType = (byte)(t?.ElementType ?? ElementType.None);
-            int rank = t?.Rank ?? 0;
-            r->NDim = (byte)rank;
+            r->NDim = (byte)(t?.Rank ?? 0);
             r->Seq = d.Seq;
             r->TimestampNs = d.TimestampNs;
-            var shape = new Span<long>(r->Shape, 8);
-            var strides = new Span<long>(r->Strides, 8);
-            shape.Clear();
-            strides.Clear();
-            if (t is { } ts)
-            {
-                ts.Shape.AsSpan().CopyTo(shape);
-                ts.Strides.AsSpan().CopyTo(strides);
-            }
-
-            contentType.CopyTo(new Span<byte>(r->ContentType, 32));
-            producerTag.CopyTo(new Span<byte>(r->ProducerTag, 32));
+            // The rest only where it differs (what is there is whatever the last writer left, or garbage: the
+            // comparison decides nothing but whether to store; the lock keeps other writers out meanwhile).
+            StoreIfChanged(new Span<long>(r->Shape, 8), shape);
+            StoreIfChanged(new Span<long>(r->Strides, 8), strides);
+            StoreIfChanged(new Span<byte>(r->ContentType, 32), contentType);
+            StoreIfChanged(new Span<byte>(r->ProducerTag, 32), producerTag);
             // Release: every field above is visible before the even version.
             Volatile.Write(ref r->DescVersion, odd + 1);
         }
@@ -120,15 +143,24 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
                 continue;
             }
 
-            return Decode(dtype, ndim, seq, ts, shape, strides, ct, pt, size);
+            return Decode(s, dtype, ndim, seq, ts, shape, strides, ct, pt, size);
         }
 
         return null;
     }
 
-    private static BufferDescription? Decode(byte dtype, int ndim, ulong seq, long ts, ReadOnlySpan<long> shape, ReadOnlySpan<long> strides, ReadOnlySpan<byte> ct, ReadOnlySpan<byte> pt, long size)
+    /// <summary>Stores <paramref name="value"/> into <paramref name="field"/> unless it holds it already.</summary>
+    private static void StoreIfChanged<T>(Span<T> field, ReadOnlySpan<T> value) where T : unmanaged, IEquatable<T>
     {
-        if (ndim > TensorSpec.MaxDimensions || !TryDecodeTag(ct, out string contentType) || !TryDecodeTag(pt, out string producerTag))
+        if (!field.SequenceEqual(value))
+        {
+            value.CopyTo(field);
+        }
+    }
+
+    private BufferDescription? Decode(int s, byte dtype, int ndim, ulong seq, long ts, ReadOnlySpan<long> shape, ReadOnlySpan<long> strides, ReadOnlySpan<byte> ct, ReadOnlySpan<byte> pt, long size)
+    {
+        if (ndim > TensorSpec.MaxDimensions || !TryDecodeTag(ref _contentTypes[s], ct, out string contentType) || !TryDecodeTag(ref _producerTags[s], pt, out string producerTag))
         {
             return null;
         }
@@ -137,12 +169,27 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
         if (dtype != 0)
         {
             var type = (ElementType)dtype;
-            if (TensorSpec.Check(type, shape[..ndim], strides[..ndim], size, out _) is not null)
+            DecodedTensor? last = Volatile.Read(ref _tensors[s]);
+            if (last is not null && last.Matches(type, shape[..ndim], strides[..ndim]))
             {
-                return null;
-            }
+                if (last.Spec.RequiredBytes > size)
+                {
+                    return null; // valid, but not for this buffer
+                }
 
-            tensor = TensorSpec.WithStrides(type, shape[..ndim], strides[..ndim]);
+                tensor = last.Spec;
+            }
+            else
+            {
+                if (TensorSpec.Check(type, shape[..ndim], strides[..ndim], size, out _) is not null)
+                {
+                    return null;
+                }
+
+                TensorSpec spec = TensorSpec.WithStrides(type, shape[..ndim], strides[..ndim]);
+                Volatile.Write(ref _tensors[s], new DecodedTensor(spec));
+                tensor = spec;
+            }
         }
         else if (ndim != 0)
         {
@@ -168,7 +215,7 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
         int n;
         try
         {
-            n = new UTF8Encoding(false, true).GetByteCount(value);
+            n = StrictUtf8.GetByteCount(value);
         }
         catch (EncoderFallbackException)
         {
@@ -183,7 +230,9 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
         _ = Encoding.UTF8.GetBytes(value, dest);
     }
 
-    private static bool TryDecodeTag(ReadOnlySpan<byte> raw, out string value)
+    /// <summary>Decodes a stored tag (<paramref name="last"/>: this slot's last decoded one, reused when the bytes are
+    /// the same; replaced by a new decoding otherwise).</summary>
+    private static bool TryDecodeTag(ref DecodedTag? last, ReadOnlySpan<byte> raw, out string value)
     {
         value = "";
         int n = raw.IndexOf((byte)0);
@@ -192,14 +241,45 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
             return false; // not NUL terminated within 31 bytes, or garbage after the terminator
         }
 
+        if (n == 0)
+        {
+            return true;
+        }
+
+        DecodedTag? cached = Volatile.Read(ref last);
+        if (cached is not null && raw[..n].SequenceEqual(cached.Utf8))
+        {
+            value = cached.Value;
+            return true;
+        }
+
         try
         {
-            value = new UTF8Encoding(false, true).GetString(raw[..n]);
-            return true;
+            value = StrictUtf8.GetString(raw[..n]);
         }
         catch (DecoderFallbackException)
         {
             return false;
         }
+
+        Volatile.Write(ref last, new DecodedTag(raw[..n].ToArray(), value));
+        return true;
+    }
+
+    /// <summary>A tensor spec as decoded from a slot's fields (immutable: shared by every read that matches it).</summary>
+    private sealed class DecodedTensor(TensorSpec spec)
+    {
+        internal TensorSpec Spec { get; } = spec;
+
+        internal bool Matches(ElementType type, ReadOnlySpan<long> shape, ReadOnlySpan<long> strides) =>
+            Spec.ElementType == type && Spec.Shape.AsSpan().SequenceEqual(shape) && Spec.Strides.AsSpan().SequenceEqual(strides);
+    }
+
+    /// <summary>A tag's UTF-8 bytes and the string they decode to.</summary>
+    private sealed class DecodedTag(byte[] utf8, string value)
+    {
+        internal byte[] Utf8 { get; } = utf8;
+
+        internal string Value { get; } = value;
     }
 }

@@ -141,6 +141,93 @@ public sealed class DescriptionTests : PoolTest
     }
 
     [Fact]
+    public void A_reused_slot_describes_only_its_new_buffer()
+    {
+        // The acquirer leaves the last buffer's fields in place (DescVersion 0 alone says "none") and a writer stores
+        // only what differs: nothing of the old description may show through, in any field.
+        using BufferPool pool = NewPool(capacity: 1);
+        using (BufferGuard first = pool.AcquireCpu(4096))
+        {
+            first.SetDescription(TensorSpec.WithStrides(ElementType.UInt16, [4, 8, 2], [512, 4, 2]), 5, 50, "image/rgb8", "cam0");
+            Assert.Equal("cam0", first.Description!.Value.ProducerTag);
+        }
+
+        using BufferGuard g = pool.AcquireCpu(4096);
+        Assert.Equal(0, g.MetaIndex);
+        Assert.Null(g.Description);
+        g.SetDescription(new TensorSpec(ElementType.Float32, 16), 6, 60);
+        BufferDescription d = Assert.NotNull(g.Description);
+        Assert.Equal(new TensorSpec(ElementType.Float32, 16), d.Tensor);
+        Assert.Equal([16L], d.Tensor!.Value.Shape.ToArray());
+        Assert.Equal([4L], d.Tensor!.Value.Strides.ToArray());
+        Assert.Equal((6UL, 60L, "", ""), (d.Seq, d.TimestampNs, d.ContentType, d.ProducerTag));
+
+        // And back: the reader's per-slot cache of the last decoded spec and tags follows every change.
+        g.SetDescription(TensorSpec.WithStrides(ElementType.UInt16, [4, 8, 2], [512, 4, 2]), 7, 70, "image/rgb8", "cam1");
+        d = Assert.NotNull(g.Description);
+        Assert.Equal(TensorSpec.WithStrides(ElementType.UInt16, [4, 8, 2], [512, 4, 2]), d.Tensor);
+        Assert.Equal(("image/rgb8", "cam1"), (d.ContentType, d.ProducerTag));
+        g.SetDescription(null, 8, 80, "image/rgb8");
+        d = Assert.NotNull(g.Description);
+        Assert.Null(d.Tensor);
+        Assert.Equal(("image/rgb8", ""), (d.ContentType, d.ProducerTag));
+    }
+
+    [Fact]
+    public void A_decoded_spec_that_no_longer_fits_the_buffer_reads_as_none()
+    {
+        // The reader reuses its last decoded spec when the stored bytes match it, and still checks it against the
+        // size of the buffer it reads now.
+        using BufferPool pool = NewPool(capacity: 1);
+        var spec = new TensorSpec(ElementType.UInt8, 64);
+        using (BufferGuard big = pool.AcquireCpu(64))
+        {
+            big.SetDescription(spec, 1);
+            Assert.Equal(spec, big.Description!.Value.Tensor);
+        }
+
+        using BufferGuard small = pool.AcquireCpu(16);
+        Assert.Equal(0, small.MetaIndex);
+        long slot = LayoutConstants.SlotTableOffset(1) + (small.MetaIndex * LayoutConstants.SlotSize);
+        WriteControl(pool.Name, slot + 192, BitConverter.GetBytes(2u)); // a hostile "described" version over the old fields
+        Assert.Null(small.Description);
+    }
+
+    [Fact]
+    public void Describing_and_reading_the_same_kind_of_frame_again_allocates_nothing()
+    {
+        using BufferPool pool = NewPool(capacity: 2);
+        BufferRef g = pool.AcquireCpuRef(1920 * 1080 * 3);
+        try
+        {
+            var spec = new TensorSpec(ElementType.UInt8, 1080, 1920, 3);
+            ulong seen = 0;
+            for (int round = 0; round < 2; round++)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                for (int i = 0; i < 1000; i++)
+                {
+                    g.SetDescription(new BufferDescription(spec, (ulong)i, i, "image/rgb8", "cam0"));
+                    BufferDescription d = g.Description!.Value;
+                    seen += d.Seq + (ulong)d.ContentType.Length + (ulong)d.ProducerTag.Length + (ulong)d.Tensor!.Value.Rank;
+                }
+
+                long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+                if (round == 1)
+                {
+                    Assert.Equal(0, allocated); // round 0 decoded the spec and the tags once
+                }
+            }
+
+            Assert.Equal(2 * ((999 * 1000 / 2) + (1000 * (10 + 4 + 3))), (long)seen);
+        }
+        finally
+        {
+            g.Dispose();
+        }
+    }
+
+    [Fact]
     public void A_description_crosses_processes_with_the_buffer()
     {
         using BufferPool pool = NewPool(capacity: 8);
