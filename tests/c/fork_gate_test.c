@@ -1,19 +1,22 @@
 /* The C fork gate of libxmem (src/Xmem.Native/Gate/fork_gate.c), compiled in and driven the way fork()'s atfork
  * handlers drive it: close (prepare) waits for the threads inside and holds new ones back until open (parent); a
  * thread asleep in xmem_gate_futex_wait does not hold close back; a thread that entered once is counted in for its
- * exit (the runtime detaches it there), so its exit waits while the gate is closed. The forks themselves:
+ * exit (the runtime detaches it there), so its exit waits while the gate is closed; and, raced by threads entering
+ * and leaving as fast as they can, no thread is ever inside while the gate is closed (in the membarrier mode and in
+ * the fenced fallback: the Dekker of enter and close). The forks themselves:
  * tests/c/fork_stress.c and tests/python/test_fork.py.
  *
  *   gcc -std=c11 -pthread -I src/Xmem.Native/Gate tests/c/fork_gate_test.c src/Xmem.Native/Gate/fork_gate.c
  *
  * Every wait is bounded by a 60 s watchdog; the short waits where a wrong gate would let a thread through only give
  * a wrong gate the chance to show itself (a correct one never lets it through, however slow the machine).
- * Exits 0 and prints "fork_gate_test: 3 passed" when every check held.
+ * Exits 0 and prints "fork_gate_test: 5 passed" when every check held.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,12 +171,75 @@ static void a_thread_that_entered_once_is_counted_in_for_its_exit(void)
     if (closed) xmem_gate_open();
 }
 
+/* ---------------------------------------------------------------- no thread is inside while the gate is closed */
+
+#define CHURNERS 3
+static atomic_int churn_stop, in_calls, churn_started;
+
+static void *churner(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&churn_started, 1);
+    while (!atomic_load_explicit(&churn_stop, memory_order_relaxed))
+    {
+        xmem_thread_gate *gate = xmem_gate_enter();
+        atomic_fetch_add_explicit(&in_calls, 1, memory_order_relaxed); /* "inside the runtime" */
+        atomic_fetch_sub_explicit(&in_calls, 1, memory_order_relaxed);
+        xmem_gate_leave(gate);
+    }
+    return NULL;
+}
+
+/* The Dekker of enter and close, raced: threads entering and leaving as fast as they can, a closer that closes,
+   then looks for any of them inside for a while, and opens; in both the membarrier mode and the fenced fallback. */
+static void no_thread_is_inside_while_the_gate_is_closed(int membarrier)
+{
+    int mode = xmem_gate_use_membarrier(membarrier);
+    if (membarrier && !mode)
+    {
+        printf("fork_gate_test: membarrier() is not available here; the fenced mode is tested alone\n");
+        return;
+    }
+
+    atomic_store(&churn_stop, 0);
+    atomic_store(&churn_started, 0);
+    pthread_t t[CHURNERS];
+    for (int i = 0; i < CHURNERS; i++) t[i] = start(churner, NULL);
+    while (atomic_load(&churn_started) < CHURNERS) sched_yield();
+    int seen_inside = 0;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rounds = 0;
+    do
+    {
+        xmem_gate_close();
+        for (int k = 0; k < 200; k++)
+        {
+            if (atomic_load_explicit(&in_calls, memory_order_relaxed) != 0) seen_inside++;
+        }
+        xmem_gate_open();
+        for (volatile int k = 0; k < 2000; k++) { } /* let them in again */
+        rounds++;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (now.tv_sec - t0.tv_sec < 2);
+    atomic_store(&churn_stop, 1);
+    for (int i = 0; i < CHURNERS; i++) CHECK(join_within(t[i], WATCHDOG_S), "a churning thread did not end");
+    if (seen_inside)
+    {
+        fprintf(stderr, "fork_gate_test: %s mode: a thread was inside in %d looks while the gate was closed (%d rounds)\n",
+                membarrier ? "membarrier" : "fenced", seen_inside, rounds);
+    }
+    CHECK(seen_inside == 0, "a thread was inside while the gate was closed");
+}
+
 int main(void)
 {
     close_waits_for_a_thread_inside_and_holds_new_entries_back_until_open();
     a_thread_asleep_in_a_futex_wait_inside_the_gate_does_not_hold_close_back();
     a_thread_that_entered_once_is_counted_in_for_its_exit();
+    no_thread_is_inside_while_the_gate_is_closed(1);
+    no_thread_is_inside_while_the_gate_is_closed(0);
     if (failures) return 1;
-    printf("fork_gate_test: 3 passed\n");
+    printf("fork_gate_test: 5 passed\n");
     return 0;
 }

@@ -23,39 +23,52 @@
  *
  * Invariants:
  * - closed counts the forks under way in this process (prepare to parent handler); 0 in a new child.
- * - A stripe counts the threads inside that were assigned to it; a thread counts itself once, however deeply it
- *   nests (xmem_gate_thread.depth), and not while it sleeps in xmem_gate_futex_wait or waits for the gate to open.
- * - Dekker: enter increments its stripe and then reads closed, both sequentially consistent (a full fence between);
- *   the preparer increments closed (a full fence) and then reads the stripes. So once the preparer saw every stripe
- *   at 0, every later enter sees closed and waits; no thread is inside (in the runtime) when fork() copies the
- *   process.
- * - leave's decrement is a release: everything the thread did inside (its return out of the runtime included) is
- *   done before a preparer's acquire read sees it out.
+ * - Every thread that ever entered owns a node (xmem_gate_node) of a list that only grows; a node's inside is 1
+ *   while its thread is inside, and only that thread writes it (plain stores). A thread counts itself once, however
+ *   deeply it nests (xmem_gate_thread.depth), and not while it sleeps in xmem_gate_futex_wait or waits for the gate
+ *   to open. At its exit (round 2 of the key destructors) it gives the node up (owned = 0, inside already 0), and a
+ *   later thread's first entry takes it (a CAS on owned); the memory is never freed, so the preparer may read any
+ *   node at any time. A thread whose node could not be allocated shares the overflow node, a count updated with
+ *   atomic read-modify-writes.
+ * - Dekker, asymmetric: an entering thread stores inside = 1 and then loads closed, with nothing between them but
+ *   a compiler barrier; the preparer increments closed (a full fence), calls membarrier(PRIVATE_EXPEDITED), and then
+ *   reads the nodes. membarrier() returns only after every thread of the process has executed a full memory barrier
+ *   (an IPI to those running, a context switch for the others) at some point after closed was incremented. A thread
+ *   whose load came after its barrier sees closed and waits; one whose load came before it had its store made
+ *   visible by that barrier, so the preparer sees it inside and waits for it. Either way, once the preparer saw
+ *   every node at 0 no thread is inside (in the runtime) when fork() copies the process. This is how the .NET
+ *   runtime itself suspends threads for a GC (FlushProcessWriteBuffers) and how liburcu's readers stay fence-free.
+ *   Where membarrier() is missing (kernel < 4.14, or a seccomp filter refuses it: registration at load fails),
+ *   entries use a full fence of their own (an atomic increment, seq_cst) on their own node, as the overflow node
+ *   always does; the slow paths (first entry, waiting, the futex wait's return) always do.
+ * - leave's store is a release: everything the thread did inside (its return out of the runtime included) is done
+ *   before a preparer's acquire read sees it out.
  * - No lock: a thread that dies anywhere leaves the process with it (threads do not die alone); a fork leaves only
- *   the forking thread, whose own count the child handler keeps.
- * Cost per call: one TLS lookup, one uncontended atomic increment and one decrement on the thread's stripe (a cache
- * line pair of its own unless more than 32 threads call xmem), one read of closed.
+ *   the forking thread, whose own count the child handler keeps, and frees every other node there.
+ * Cost per call: one TLS descriptor lookup, a store and a load (no atomic read-modify-write, no fence) on entry,
+ * and a store on exit, all on the thread's own cache line but for the read-mostly gate word.
  */
 #define _GNU_SOURCE
 #include "fork_gate.h"
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#define STRIPES XMEM_GATE_STRIPES
-
-xmem_gate_counter xmem_gate_stripes[STRIPES];
+static xmem_gate_node *_Atomic s_nodes;   /* every node ever made, newest first; only grows */
+static xmem_gate_node s_overflow;  /* shared by the threads whose node could not be allocated */
 atomic_int xmem_gate_closed;
 __thread xmem_thread_gate xmem_gate_thread;
+static atomic_int s_membarrier;   /* 1: membarrier(PRIVATE_EXPEDITED) is registered, entries need no fence */
 static atomic_uint s_wake;        /* bumped by the parent handler: waiters sleep on it (a private futex) */
-static atomic_uint s_next_stripe;
 static pthread_key_t s_exit_key;  /* its destructor counts a registered thread in around the runtime's detach */
 static int s_exit_key_made;
 
@@ -66,19 +79,73 @@ static int s_exit_key_made;
 #define s_closed xmem_gate_closed
 typedef xmem_thread_gate thread_gate;
 
-static atomic_int *stripe_of(int i) { return &xmem_gate_stripes[i - 1].value; }
-
 static long futex(atomic_uint *word, int op, uint32_t value, const struct timespec *timeout)
 {
     return syscall(SYS_futex, word, op, value, timeout, NULL, 0);
 }
 
+static int register_membarrier(void)
+{
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return cmds >= 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 &&
+           syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+/* A full barrier on every thread of the process (see the invariants). */
+static void barrier_all_threads(void)
+{
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+    {
+        return;
+    }
+
+    /* Registered, so this does not happen; were it to, the global command gives the same guarantee, slower. */
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0)
+    {
+        return;
+    }
+
+    /* Last resort: a store buffer drains in far less than this, and a thread descheduled meanwhile has passed a
+       full barrier (the context switch). */
+    struct timespec ts = { 0, 10 * 1000 * 1000 };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    {
+    }
+}
+
+/* In, with a full fence between the store and the load of closed: correct with or without membarrier(). */
+static int count_in_fenced(thread_gate *t)
+{
+    if (t->fast)
+    {
+        atomic_store_explicit(&t->node->inside, 1, memory_order_seq_cst);
+    }
+    else
+    {
+        atomic_fetch_add_explicit(&t->node->inside, 1, memory_order_seq_cst);
+    }
+
+    return atomic_load_explicit(&s_closed, memory_order_seq_cst) == 0;
+}
+
+static void count_out(thread_gate *t)
+{
+    if (t->fast)
+    {
+        atomic_store_explicit(&t->node->inside, 0, memory_order_release);
+    }
+    else
+    {
+        atomic_fetch_sub_explicit(&t->node->inside, 1, memory_order_release);
+    }
+}
+
 /* Out while waiting (the preparer must not wait for us), in again once open; returns counted in and seen open. */
-void xmem_gate_wait_while_closed(atomic_int *stripe)
+void xmem_gate_wait_while_closed(thread_gate *t)
 {
     for (;;)
     {
-        atomic_fetch_sub_explicit(stripe, 1, memory_order_seq_cst);
+        count_out(t);
         for (;;)
         {
             uint32_t seen = atomic_load_explicit(&s_wake, memory_order_seq_cst);
@@ -92,8 +159,7 @@ void xmem_gate_wait_while_closed(atomic_int *stripe)
             futex(&s_wake, FUTEX_WAIT_PRIVATE, seen, NULL);
         }
 
-        atomic_fetch_add_explicit(stripe, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&s_closed, memory_order_seq_cst) == 0)
+        if (count_in_fenced(t))
         {
             return; /* in, and seen open after counting in: a later preparer waits for us */
         }
@@ -102,11 +168,60 @@ void xmem_gate_wait_while_closed(atomic_int *stripe)
 
 static void count_in(thread_gate *t)
 {
-    atomic_int *c = stripe_of(t->stripe);
-    atomic_fetch_add_explicit(c, 1, memory_order_seq_cst); /* a full fence: closed is read after it is visible */
-    if (atomic_load_explicit(&s_closed, memory_order_seq_cst) != 0)
+    if (!count_in_fenced(t))
     {
-        xmem_gate_wait_while_closed(c);
+        xmem_gate_wait_while_closed(t);
+    }
+}
+
+/* A node of its own for the calling thread: one a thread that exited gave up, or a new one; the overflow node
+   when none can be allocated. */
+static xmem_gate_node *take_node(void)
+{
+    for (xmem_gate_node *n = atomic_load_explicit(&s_nodes, memory_order_acquire); n != NULL;
+         n = atomic_load_explicit(&n->next, memory_order_acquire))
+    {
+        int free_ = 0;
+        if (atomic_load_explicit(&n->owned, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong_explicit(&n->owned, &free_, 1, memory_order_acquire, memory_order_relaxed))
+        {
+            return n; /* its last owner left it at inside 0 (release), seen by the acquire above */
+        }
+    }
+
+    xmem_gate_node *n = aligned_alloc(_Alignof(xmem_gate_node), sizeof(xmem_gate_node));
+    if (n == NULL)
+    {
+        return &s_overflow;
+    }
+
+    atomic_init(&n->inside, 0);
+    atomic_init(&n->owned, 1);
+    xmem_gate_node *head = atomic_load_explicit(&s_nodes, memory_order_relaxed);
+    do
+    {
+        atomic_store_explicit(&n->next, head, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak_explicit(&s_nodes, &head, n, memory_order_seq_cst, memory_order_relaxed));
+    /* seq_cst: a preparer that read the list before this push is ordered before it, so this thread's fenced
+       count-in (next) sees that preparer's closed. */
+    return n;
+}
+
+static void take_node_for(thread_gate *t)
+{
+    t->node = take_node();
+    t->fast = t->node != &s_overflow && atomic_load_explicit(&s_membarrier, memory_order_relaxed);
+}
+
+/* The thread has left for the last time (depth 0): its node goes back for a later thread. */
+static void give_node_back(thread_gate *t)
+{
+    xmem_gate_node *n = t->node;
+    t->node = NULL;
+    t->fast = 0;
+    if (n != NULL && n != &s_overflow)
+    {
+        atomic_store_explicit(&n->owned, 0, memory_order_release);
     }
 }
 
@@ -118,6 +233,11 @@ static void exit_destructor(void *value)
         /* Round 1: in for the runtime's detach, which runs after this (its key is younger: a higher index). */
         if (t->depth++ == 0)
         {
+            if (t->node == NULL)
+            {
+                take_node_for(t);
+            }
+
             count_in(t);
         }
 
@@ -130,6 +250,10 @@ static void exit_destructor(void *value)
     }
 
     xmem_gate_leave(t);
+    if (t->depth == 0)
+    {
+        give_node_back(t);
+    }
 }
 
 __attribute__((constructor)) static void make_exit_key(void)
@@ -137,19 +261,21 @@ __attribute__((constructor)) static void make_exit_key(void)
     /* Before the runtime starts (it does on the first call), so ours is the older key. EAGAIN (no key left) loses
        the exit's cover only: the calls are gated all the same. */
     s_exit_key_made = pthread_key_create(&s_exit_key, exit_destructor) == 0;
+    atomic_store_explicit(&s_membarrier, register_membarrier(), memory_order_relaxed);
+}
+
+int xmem_gate_use_membarrier(int on)
+{
+    atomic_store_explicit(&s_membarrier, on && register_membarrier(), memory_order_relaxed);
+    return atomic_load_explicit(&s_membarrier, memory_order_relaxed);
 }
 
 void xmem_gate_first_entry(thread_gate *t)
 {
     /* Called with depth already 1. */
-    if (t->stripe == 0)
-    {
-        t->stripe = 1 + (int)(atomic_fetch_add_explicit(&s_next_stripe, 1, memory_order_relaxed) % STRIPES);
-    }
-
+    take_node_for(t);
     count_in(t);
     /* Inside: the runtime attaches this thread now, and will detach it at its exit, in our key's cover. */
-    t->registered = 1;
     if (s_exit_key_made)
     {
         (void)pthread_setspecific(s_exit_key, EXIT_REGISTERED);
@@ -158,10 +284,11 @@ void xmem_gate_first_entry(thread_gate *t)
 
 static int count_inside(void)
 {
-    int n = 0;
-    for (int i = 1; i <= STRIPES; i++)
+    int n = atomic_load_explicit(&s_overflow.inside, memory_order_acquire);
+    for (xmem_gate_node *p = atomic_load_explicit(&s_nodes, memory_order_seq_cst); p != NULL;
+         p = atomic_load_explicit(&p->next, memory_order_acquire))
     {
-        n += atomic_load_explicit(stripe_of(i), memory_order_acquire);
+        n += atomic_load_explicit(&p->inside, memory_order_acquire);
     }
 
     return n;
@@ -169,7 +296,14 @@ static int count_inside(void)
 
 void xmem_gate_close(void)
 {
-    atomic_fetch_add_explicit(&s_closed, 1, memory_order_seq_cst); /* a full fence: stripes are read after it */
+    atomic_fetch_add_explicit(&s_closed, 1, memory_order_seq_cst); /* a full fence: the nodes are read after it */
+    /* Every thread's entry store is visible to us now, or that thread sees closed (the invariants). Only needed
+       when some entries went without their own fence; a barrier more is harmless either way. */
+    if (atomic_load_explicit(&s_membarrier, memory_order_relaxed))
+    {
+        barrier_all_threads();
+    }
+
     int own = xmem_gate_thread.depth != 0 ? 1 : 0; /* a fork from inside a call (a callback): this thread's count stays */
     for (unsigned spins = 0; count_inside() != own; spins++)
     {
@@ -192,14 +326,29 @@ void xmem_gate_open(void)
 
 void xmem_gate_reset_in_child(void)
 {
-    for (int i = 1; i <= STRIPES; i++)
+    /* The child has one thread, this one: every other node is free, and this thread's counts only itself. */
+    thread_gate *t = &xmem_gate_thread;
+    atomic_store_explicit(&s_overflow.inside, 0, memory_order_relaxed);
+    for (xmem_gate_node *p = atomic_load_explicit(&s_nodes, memory_order_relaxed); p != NULL;
+         p = atomic_load_explicit(&p->next, memory_order_relaxed))
     {
-        atomic_store_explicit(stripe_of(i), 0, memory_order_relaxed);
+        if (p != t->node)
+        {
+            atomic_store_explicit(&p->inside, 0, memory_order_relaxed);
+            atomic_store_explicit(&p->owned, 0, memory_order_relaxed);
+        }
     }
 
-    if (xmem_gate_thread.depth != 0)
+    if (t->node != NULL)
     {
-        atomic_store_explicit(stripe_of(xmem_gate_thread.stripe), 1, memory_order_relaxed);
+        atomic_store_explicit(&t->node->inside, t->depth != 0 ? 1 : 0, memory_order_relaxed);
+    }
+
+    /* A new process (mm): register again, so that the child's own preparers may rely on it. */
+    atomic_store_explicit(&s_membarrier, register_membarrier(), memory_order_relaxed);
+    if (t->node != NULL && t->node != &s_overflow && !atomic_load_explicit(&s_membarrier, memory_order_relaxed))
+    {
+        t->fast = 0; /* its count stays as it is: 0 or 1 either way */
     }
 
     atomic_store_explicit(&s_closed, 0, memory_order_seq_cst);
@@ -219,7 +368,7 @@ int64_t xmem_gate_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_
     int inside = t->depth != 0;
     if (inside)
     {
-        atomic_fetch_sub_explicit(stripe_of(t->stripe), 1, memory_order_release);
+        count_out(t);
     }
 
     /* Shared (no FUTEX_PRIVATE_FLAG): the word lives in memory shared between processes. */

@@ -4,50 +4,67 @@
 #define XMEM_FORK_GATE_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define XMEM_GATE_HIDDEN __attribute__((visibility("hidden")))
 
-/* The gate's state (fork_gate.c has the invariants); the hot path below is inline in every exported wrapper. */
+/* A thread's counter, read by fork()'s prepare handler (fork_gate.c has the invariants). Nodes are made on a
+ * thread's first entry, linked into a list that only grows, and handed to a later thread once their thread exits.
+ * Alone on its 128 bytes (two cache lines: the adjacent-line prefetcher would otherwise pair them). */
+typedef struct xmem_gate_node
+{
+    _Alignas(128) atomic_int inside;    /* 1 while its thread is inside (0/1; the shared overflow node: a count) */
+    atomic_int owned;                   /* 1 while a live thread owns it */
+    struct xmem_gate_node *_Atomic next;
+} xmem_gate_node;
+
+/* The gate's state of one thread. */
 typedef struct
 {
-    int depth;      /* nesting depth inside the gate */
-    int stripe;     /* 0 until the thread's first entry, then 1..XMEM_GATE_STRIPES */
-    int registered; /* the exit key is set (fork_gate.c: the thread's exit is counted in too) */
+    int depth;            /* nesting depth inside the gate */
+    int fast;             /* its node is its own and membarrier() backs the plain stores (fork_gate.c) */
+    xmem_gate_node *node; /* NULL until the thread's first entry (and again after its exit released it) */
 } xmem_thread_gate;
 
-#define XMEM_GATE_STRIPES 32
-
-/* One counter per 128 bytes (two cache lines: the adjacent-line prefetcher would otherwise pair them). */
-typedef struct { _Alignas(128) atomic_int value; } xmem_gate_counter;
-
-extern XMEM_GATE_HIDDEN xmem_gate_counter xmem_gate_stripes[XMEM_GATE_STRIPES];
 extern XMEM_GATE_HIDDEN atomic_int xmem_gate_closed;
 extern XMEM_GATE_HIDDEN __thread xmem_thread_gate xmem_gate_thread;
 
 /* The slow paths of xmem_gate_enter: a thread's first entry, and waiting while a fork is prepared. */
 XMEM_GATE_HIDDEN void xmem_gate_first_entry(xmem_thread_gate *t);
-XMEM_GATE_HIDDEN void xmem_gate_wait_while_closed(atomic_int *stripe);
+XMEM_GATE_HIDDEN void xmem_gate_wait_while_closed(xmem_thread_gate *t);
 
 /* Counts the calling thread in (once, however deeply it nests); waits in the kernel while a fork is prepared.
- * Returns the thread's gate state, for xmem_gate_leave (one TLS lookup per call, not two). */
+ * Returns the thread's gate state, for xmem_gate_leave (one TLS lookup per call, not two).
+ * Fast (the usual case): a plain store to the thread's own node and a plain load of the gate word, no atomic
+ * read-modify-write and no fence: the preparer's membarrier() orders them (fork_gate.c, "Dekker"). */
 static inline xmem_thread_gate *xmem_gate_enter(void)
 {
     xmem_thread_gate *t = &xmem_gate_thread;
     if (t->depth++ == 0)
     {
-        if (__builtin_expect(!t->registered, 0))
+        if (__builtin_expect(t->fast, 1))
+        {
+            atomic_store_explicit(&t->node->inside, 1, memory_order_relaxed);
+            /* The compiler keeps the store before the load; the CPU may not, and the preparer's membarrier() is
+               what makes that safe. */
+            atomic_signal_fence(memory_order_seq_cst);
+            if (__builtin_expect(atomic_load_explicit(&xmem_gate_closed, memory_order_relaxed) != 0, 0))
+            {
+                xmem_gate_wait_while_closed(t);
+            }
+        }
+        else if (t->node == NULL)
         {
             xmem_gate_first_entry(t);
         }
         else
         {
-            atomic_int *c = &xmem_gate_stripes[t->stripe - 1].value;
-            /* Dekker with the preparer: a full fence (seq_cst) between counting in and reading closed. */
-            atomic_fetch_add_explicit(c, 1, memory_order_seq_cst);
+            /* No membarrier() (or the shared overflow node): Dekker with a full fence of our own. */
+            atomic_fetch_add_explicit(&t->node->inside, 1, memory_order_seq_cst);
             if (__builtin_expect(atomic_load_explicit(&xmem_gate_closed, memory_order_seq_cst) != 0, 0))
             {
-                xmem_gate_wait_while_closed(c);
+                xmem_gate_wait_while_closed(t);
             }
         }
     }
@@ -56,14 +73,26 @@ static inline xmem_thread_gate *xmem_gate_enter(void)
 }
 
 /* Counts the calling thread out (the last of nested entries does). Release: everything it did inside, its return
- * out of the runtime included, is done before a preparer's acquire read sees it out. */
+ * out of the runtime included, is done before a preparer's acquire read sees it out (a plain store on x86). */
 static inline void xmem_gate_leave(xmem_thread_gate *t)
 {
     if (--t->depth == 0)
     {
-        atomic_fetch_sub_explicit(&xmem_gate_stripes[t->stripe - 1].value, 1, memory_order_release);
+        if (__builtin_expect(t->fast, 1))
+        {
+            atomic_store_explicit(&t->node->inside, 0, memory_order_release);
+        }
+        else
+        {
+            atomic_fetch_sub_explicit(&t->node->inside, 1, memory_order_release);
+        }
     }
 }
+
+/* Tests only (tests/c/fork_gate_test.c): threads whose first entry comes later use the fallback (a full fence per
+ * entry, no membarrier) when on is 0, the membarrier path when on is 1 and the kernel allows it; returns whether
+ * the membarrier path is in use. */
+XMEM_GATE_HIDDEN int xmem_gate_use_membarrier(int on);
 
 /* The entry points below are called by the managed part of libxmem (DirectPInvoke "xmemgate"). */
 
