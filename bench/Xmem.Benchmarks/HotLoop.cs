@@ -132,15 +132,22 @@ internal static unsafe class HotLoop
             var disposeLast = new double[n];
             var open = new double[n];
             var detach = new double[n];
+            long createBytes = 0, openBytes = 0;
             for (int round = -Math.Min(n, 50); round < n; round++)
             {
+                long a0 = GC.GetAllocatedBytesForCurrentThread();
                 long t0 = Stopwatch.GetTimestamp();
                 BufferPool p = BufferPool.Create(name, capacity);
                 long t1 = Stopwatch.GetTimestamp();
+                long a1 = GC.GetAllocatedBytesForCurrentThread();
                 p.Dispose();
+                long a2 = GC.GetAllocatedBytesForCurrentThread();
                 long t2 = Stopwatch.GetTimestamp();
                 BufferPool q = BufferPool.Open(openName);
                 long t3 = Stopwatch.GetTimestamp();
+                long a3 = GC.GetAllocatedBytesForCurrentThread();
+                createBytes = a1 - a0;
+                openBytes = a3 - a2;
                 q.Dispose();
                 long t4 = Stopwatch.GetTimestamp();
                 if (round >= 0)
@@ -152,7 +159,7 @@ internal static unsafe class HotLoop
                 }
             }
 
-            Console.WriteLine($"capacity {capacity}: median of {n}: Create {Handoff.RunStats.Median(create):F1} µs, Dispose (last process, removes) {Handoff.RunStats.Median(disposeLast):F1} µs, Open {Handoff.RunStats.Median(open):F1} µs, Dispose (detach) {Handoff.RunStats.Median(detach):F1} µs");
+            Console.WriteLine($"capacity {capacity}: median of {n}: Create {Handoff.RunStats.Median(create):F1} µs, Dispose (last process, removes) {Handoff.RunStats.Median(disposeLast):F1} µs, Open {Handoff.RunStats.Median(open):F1} µs, Dispose (detach) {Handoff.RunStats.Median(detach):F1} µs; allocated: Create {createBytes:N0} B, Open {openBytes:N0} B");
         }
 
         return 0;
