@@ -151,11 +151,10 @@ internal sealed unsafe class ControlSegment
         MappedRegion? region = null;
         try
         {
-            long size = WaitForSize(fd, obj, bare);
+            SegmentAccess access = WaitForSize(fd, obj, bare, out long size, out FileIdentity identity);
             region = MappedRegion.Map(fd.Fd, size, writable: true, PoolName.PathOf(obj));
             WaitForReady(fd, (PoolHeader*)region.Address, bare);
             int capacity = HeaderCheck.Validate((PoolHeader*)region.Address, size, bare);
-            SegmentAccess access = SegmentFile.AccessOf(fd, obj, out FileIdentity identity);
             return new ControlSegment(bare, fd, region, capacity, access, identity);
         }
         catch
@@ -173,16 +172,17 @@ internal sealed unsafe class ControlSegment
         Fd.Dispose();
     }
 
-    private static long WaitForSize(SafeFd fd, string obj, string bare)
+    /// <summary>The segment's access, identity and size (one statx), once its creator has sized it.</summary>
+    private static SegmentAccess WaitForSize(SafeFd fd, string obj, string bare, out long size, out FileIdentity identity)
     {
         // A creator sizes the file right after creating it; wait for it while it is alive, at most 2 s.
         long deadline = Environment.TickCount64 + 2000;
         while (true)
         {
-            long size = SegmentFile.SizeOf(fd, obj);
+            SegmentAccess access = SegmentFile.AccessOf(fd, obj, out identity, out size);
             if (size >= LayoutConstants.HeaderSize)
             {
-                return size;
+                return access;
             }
 
             if (!Libc.IsByteLockedByOther(fd.Fd, LayoutConstants.LivenessLockByte(0)) || Environment.TickCount64 > deadline)

@@ -73,13 +73,12 @@ internal sealed unsafe class DataSegments
             string obj = ObjectOf(s, memGen);
             using SafeFd fd = SegmentFile.TryOpen(obj, writable: true)
                 ?? throw new CorruptSegmentException($"pool '{Bare}': slot {s}'s data segment {obj} is missing (removed by hand, or the slot record is damaged).");
-            if (!SegmentFile.IsPoolFile(fd, _control.Access, obj))
+            if (!SegmentFile.IsPoolFile(fd, _control.Access, obj, out long fileSize))
             {
                 // Not made by the pool (the real one was removed by hand and a stranger took the name): never mapped.
                 ThrowHelper.ThrowCorrupt(Bare, $"slot {s}'s data segment {obj} does not have the pool's {_control.Access}: it was not made by this pool");
             }
 
-            long fileSize = SegmentFile.SizeOf(fd, obj);
             if (fileSize < cap)
             {
                 ThrowHelper.ThrowCorrupt(Bare, $"slot {s}'s data segment is {fileSize} bytes, less than the {cap} the slot claims");

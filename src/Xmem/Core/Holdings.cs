@@ -138,13 +138,12 @@ internal sealed unsafe class Holdings
         exists = false;
         string obj = ObjectName(c, entry);
         using SafeFd? fd = TryOpenPermitted(obj, out _);
-        if (fd is null || !SegmentFile.IsPoolFile(fd, c.Access, obj))
+        if (fd is null || !SegmentFile.IsPoolFile(fd, c.Access, obj, out long size))
         {
             return null;
         }
 
         exists = true;
-        long size = SegmentFile.SizeOf(fd, obj);
         return size >= 8L * c.Capacity ? new Holdings(MappedRegion.Map(fd.Fd, 8L * c.Capacity, writable: true, PoolName.PathOf(obj))) : null;
     }
 }

@@ -30,13 +30,9 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
 
     private readonly SlotTable _slots = slots;
 
-    /// <summary>Per slot, the last tensor spec this process decoded from it (read and replaced whole: a reference
-    /// store is atomic, so racing readers each see one complete entry).</summary>
-    private readonly DecodedTensor?[] _tensors = new DecodedTensor?[slots.Capacity];
-
-    /// <summary>Per slot, the last content type and producer tag decoded (as <see cref="_tensors"/>).</summary>
-    private readonly DecodedTag?[] _contentTypes = new DecodedTag?[slots.Capacity];
-    private readonly DecodedTag?[] _producerTags = new DecodedTag?[slots.Capacity];
+    /// <summary>The decode caches, made by the first description read (a process that reads none, and a pool while
+    /// it is created or opened, pays nothing for them: 24 bytes a slot).</summary>
+    private DecodeCache? _cache;
 
     /// <summary>Validates <paramref name="d"/> against a buffer of <paramref name="size"/> bytes and writes it into
     /// slot <paramref name="s"/> (generation <paramref name="gen"/>, which the caller holds a reference to).</summary>
@@ -158,9 +154,26 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
         }
     }
 
+    /// <summary>Makes the caches once; of racing first readers one's set is kept, and the others use it.</summary>
+    private DecodeCache MakeCache()
+    {
+        var made = new DecodeCache(_slots.Capacity);
+        return Interlocked.CompareExchange(ref _cache, made, null) ?? made;
+    }
+
+    /// <summary>Per slot, the last tensor spec and tags this process decoded from it (each read and replaced whole: a
+    /// reference store is atomic, so racing readers each see one complete entry).</summary>
+    private sealed class DecodeCache(int capacity)
+    {
+        internal readonly DecodedTensor?[] Tensors = new DecodedTensor?[capacity];
+        internal readonly DecodedTag?[] ContentTypes = new DecodedTag?[capacity];
+        internal readonly DecodedTag?[] ProducerTags = new DecodedTag?[capacity];
+    }
+
     private BufferDescription? Decode(int s, byte dtype, int ndim, ulong seq, long ts, ReadOnlySpan<long> shape, ReadOnlySpan<long> strides, ReadOnlySpan<byte> ct, ReadOnlySpan<byte> pt, long size)
     {
-        if (ndim > TensorSpec.MaxDimensions || !TryDecodeTag(ref _contentTypes[s], ct, out string contentType) || !TryDecodeTag(ref _producerTags[s], pt, out string producerTag))
+        DecodeCache cache = Volatile.Read(ref _cache) ?? MakeCache();
+        if (ndim > TensorSpec.MaxDimensions || !TryDecodeTag(ref cache.ContentTypes[s], ct, out string contentType) || !TryDecodeTag(ref cache.ProducerTags[s], pt, out string producerTag))
         {
             return null;
         }
@@ -169,7 +182,7 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
         if (dtype != 0)
         {
             var type = (ElementType)dtype;
-            DecodedTensor? last = Volatile.Read(ref _tensors[s]);
+            DecodedTensor? last = Volatile.Read(ref cache.Tensors[s]);
             if (last is not null && last.Matches(type, shape[..ndim], strides[..ndim]))
             {
                 if (last.Spec.RequiredBytes > size)
@@ -187,7 +200,7 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
                 }
 
                 TensorSpec spec = TensorSpec.WithStrides(type, shape[..ndim], strides[..ndim]);
-                Volatile.Write(ref _tensors[s], new DecodedTensor(spec));
+                Volatile.Write(ref cache.Tensors[s], new DecodedTensor(spec));
                 tensor = spec;
             }
         }

@@ -11,6 +11,7 @@ internal static partial class Libc
     internal const uint STATX_UID = 0x8;
     internal const uint STATX_GID = 0x10;
     internal const uint STATX_INO = 0x100;
+    internal const uint STATX_SIZE = 0x200;
     internal const uint S_IFMT = 0xF000;
     internal const uint S_IFREG = 0x8000;
 
@@ -24,6 +25,7 @@ internal static partial class Libc
         [FieldOffset(24)] public uint Gid;
         [FieldOffset(28)] public ushort Mode;
         [FieldOffset(32)] public ulong Ino;
+        [FieldOffset(40)] public ulong Size;
         [FieldOffset(136)] public uint DevMajor;  // always filled in
         [FieldOffset(140)] public uint DevMinor;
     }

@@ -121,14 +121,20 @@ internal static class SegmentFile
     internal static SegmentAccess AccessOf(SafeFd fd, string objectName) => AccessOf(fd, objectName, out _);
 
     /// <summary>As <see cref="AccessOf(SafeFd, string)"/>, and which file it is (the same system call).</summary>
-    internal static SegmentAccess AccessOf(SafeFd fd, string objectName, out FileIdentity identity)
+    internal static SegmentAccess AccessOf(SafeFd fd, string objectName, out FileIdentity identity) =>
+        AccessOf(fd, objectName, out identity, out _);
+
+    /// <summary>As <see cref="AccessOf(SafeFd, string, out FileIdentity)"/>, and the file's current size in bytes
+    /// (the same system call: an open needs no lseek as well).</summary>
+    internal static SegmentAccess AccessOf(SafeFd fd, string objectName, out FileIdentity identity, out long size)
     {
-        if (Libc.Statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_MODE | Libc.STATX_UID | Libc.STATX_GID | Libc.STATX_INO, out Libc.StatX st) != 0)
+        if (Libc.Statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_MODE | Libc.STATX_UID | Libc.STATX_GID | Libc.STATX_INO | Libc.STATX_SIZE, out Libc.StatX st) != 0)
         {
             ThrowHelper.ThrowOsError("fstat", Marshal.GetLastPInvokeError(), PoolName.PathOf(objectName));
         }
 
         identity = new FileIdentity(st.DevMajor, st.DevMinor, st.Ino);
+        size = SizeField(st);
         return new SegmentAccess(st.Uid, st.Gid, st.Mode & 0x1FFu);
     }
 
@@ -146,15 +152,25 @@ internal static class SegmentFile
     }
 
     /// <summary>True when an open segment is a regular file with the pool's group and mode (see <see cref="SegmentAccess"/>).</summary>
-    internal static bool IsPoolFile(SafeFd fd, SegmentAccess access, string objectName)
+    internal static bool IsPoolFile(SafeFd fd, SegmentAccess access, string objectName) => IsPoolFile(fd, access, objectName, out _);
+
+    /// <summary>As <see cref="IsPoolFile(SafeFd, SegmentAccess, string)"/>, and the file's current size in bytes (the
+    /// same system call: a caller that checks the size next needs no lseek).</summary>
+    internal static bool IsPoolFile(SafeFd fd, SegmentAccess access, string objectName, out long size)
     {
-        if (Libc.Statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_MODE | Libc.STATX_GID, out Libc.StatX st) != 0)
+        if (Libc.Statx(fd.Fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_MODE | Libc.STATX_GID | Libc.STATX_SIZE, out Libc.StatX st) != 0)
         {
             ThrowHelper.ThrowOsError("fstat", Marshal.GetLastPInvokeError(), PoolName.PathOf(objectName));
         }
 
+        size = SizeField(st);
         return (st.Mode & Libc.S_IFMT) == Libc.S_IFREG && access.Admits(st.Gid, st.Mode);
     }
+
+    /// <summary>The kernel's size of the file (at most 2^63 - 1 on Linux); 0, too small for any segment, when the
+    /// kernel did not fill it in.</summary>
+    private static long SizeField(in Libc.StatX st) =>
+        (st.Mask & Libc.STATX_SIZE) != 0 && st.Size <= long.MaxValue ? (long)st.Size : 0;
 
     /// <summary>What the name holds, without following a symbolic link. "Cannot tell" (any error but ENOENT) is
     /// Foreign: the pool then leaves the name alone.</summary>
