@@ -106,7 +106,11 @@ def fanout_subscriber(name, channel, count, ready, results):
 
 def blocked_receiver(name, channel):
     """Blocks in recv() for ever; Ctrl-C (SIGINT) must end it with KeyboardInterrupt (exit code 42)."""
+    import signal
     import sys
+    # A process started with SIGINT ignored (a background job, a CI runner) inherits that, and Python then leaves it
+    # ignored: install Python's own handler, as an interactive session has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with xmem.BufferPool.open(name) as pool, pool.channel(channel, 4) as ch:
         print("receiving", flush=True)
         try:

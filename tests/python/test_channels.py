@@ -192,14 +192,20 @@ def test_blocked_recv_leaves_the_gil_free_and_wakes_on_send(pool):
 
 def test_ctrl_c_interrupts_a_blocked_recv(pool):
     import _thread
-    with pool.channel("c", 2) as ch:
-        timer = threading.Timer(0.3, _thread.interrupt_main)
-        timer.start()
-        t0 = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            ch.recv()
-        assert time.monotonic() - t0 < 5
-        timer.join()
+    # Python's own Ctrl-C handler, even where this process was started with SIGINT ignored (a background job, a CI
+    # runner): interrupt_main() does nothing for an ignored signal, and the recv below would then never end.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pool.channel("c", 2) as ch:
+            timer = threading.Timer(0.3, _thread.interrupt_main)
+            timer.start()
+            t0 = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                ch.recv()
+            assert time.monotonic() - t0 < 5
+            timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_sigint_interrupts_a_blocked_recv_in_another_process(pool):
