@@ -433,11 +433,13 @@ internal sealed unsafe class SlotTable
     {
         _hints.Set(s);
         PoolHeader* header = _header;
-        Interlocked.Increment(ref header->FreeEpoch);
-        // The increments above are full fences, so a waiter that counted itself before reading the epoch is seen here.
+        // The hint's atomic OR is a full fence, so a waiter that showed itself (its WaitMask bit) before reading the
+        // epoch and looking is seen here; one that shows itself later finds this slot when it looks. So the epoch moves
+        // only when someone may sleep on it: a release with no waiter makes no atomic write to the header at all.
         ulong* mask = header->WaitMask;
         if ((Volatile.Read(ref mask[0]) | Volatile.Read(ref mask[1]) | Volatile.Read(ref mask[2]) | Volatile.Read(ref mask[3])) != 0)
         {
+            Interlocked.Increment(ref header->FreeEpoch);
             _ = Interop.Libc.FutexWakeAll((nint)(&header->FreeEpoch));
         }
     }

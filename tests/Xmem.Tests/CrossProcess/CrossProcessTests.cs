@@ -128,6 +128,34 @@ public sealed class CrossProcessTests : PoolTest
     }
 
     [Fact]
+    public unsafe void A_release_moves_the_free_epoch_only_while_a_process_waits_for_a_slot()
+    {
+        using BufferPool pool = NewPool(1);
+        uint* epoch = &pool.Core.Control.Header->FreeEpoch;
+        uint before = Volatile.Read(ref *epoch);
+        for (int i = 0; i < 100; i++)
+        {
+            pool.AcquireCpu(8).Dispose();
+        }
+
+        Assert.Equal(before, Volatile.Read(ref *epoch)); // nobody waits: a release writes nothing to the header
+
+        BufferGuard held = pool.AcquireCpu(8);
+        using TestChild child = TestChild.Start("session", pool.Name);
+        child.Expect("ready");
+        child.Send($"tryacquire 8 {(int)TestChild.Watchdog.TotalMilliseconds}");
+        Shm.WaitUntil(() => Shm.Waiters(pool.Name) > 0, "the child to wait for a slot");
+        held.Dispose(); // the child sleeps on the epoch: this release must move it and wake the child
+        (string g, int index) = GuardAndIndex(child.Expect("ok"));
+        Assert.Equal(0, index);
+        Assert.NotEqual(before, Volatile.Read(ref *epoch));
+        child.AskOk($"dispose {g}");
+        Assert.Equal(0, pool.RefCount(0));
+        child.AskOk("exit");
+        Assert.Equal(0, child.WaitForExit());
+    }
+
+    [Fact]
     public void BlockedTryAcquireInTheParent_WakesWhenAChildReleases()
     {
         using BufferPool pool = NewPool(1);
