@@ -40,7 +40,9 @@
  *   runtime itself suspends threads for a GC (FlushProcessWriteBuffers) and how liburcu's readers stay fence-free.
  *   Where membarrier() is missing (kernel < 4.14, or a seccomp filter refuses it: registration at load fails),
  *   entries use a full fence of their own (an atomic increment, seq_cst) on their own node, as the overflow node
- *   always does; the slow paths (first entry, waiting, the futex wait's return) always do.
+ *   always does; the slow paths (first entry, waiting, the futex wait's return) always do. A thread keeps the mode
+ *   of its first entry; once any thread was given fence-free entries (s_any_fast, set before its first, fenced,
+ *   count-in) every close calls membarrier().
  * - leave's store is a release: everything the thread did inside (its return out of the runtime included) is done
  *   before a preparer's acquire read sees it out.
  * - No lock: a thread that dies anywhere leaves the process with it (threads do not die alone); a fork leaves only
@@ -68,6 +70,7 @@ static xmem_gate_node s_overflow;  /* shared by the threads whose node could not
 atomic_int xmem_gate_closed;
 __thread xmem_thread_gate xmem_gate_thread;
 static atomic_int s_membarrier;   /* 1: membarrier(PRIVATE_EXPEDITED) is registered, entries need no fence */
+static atomic_int s_any_fast;     /* sticky: some thread was given fence-free entries, so close must barrier */
 static atomic_uint s_wake;        /* bumped by the parent handler: waiters sleep on it (a private futex) */
 static pthread_key_t s_exit_key;  /* its destructor counts a registered thread in around the runtime's detach */
 static int s_exit_key_made;
@@ -211,6 +214,12 @@ static void take_node_for(thread_gate *t)
 {
     t->node = take_node();
     t->fast = t->node != &s_overflow && atomic_load_explicit(&s_membarrier, memory_order_relaxed);
+    if (t->fast)
+    {
+        /* Before this thread's first (fenced) count-in, so a preparer that could miss one of its later fence-free
+           entries sees the flag (the invariants: the first entry is ordered with the preparer's increment). */
+        atomic_store_explicit(&s_any_fast, 1, memory_order_seq_cst);
+    }
 }
 
 /* The thread has left for the last time (depth 0): its node goes back for a later thread. */
@@ -266,6 +275,20 @@ __attribute__((constructor)) static void make_exit_key(void)
 
 int xmem_gate_use_membarrier(int on)
 {
+    /* With no thread registered (every node given back), nobody enters fence-free: close may skip the barrier
+       again, so that the fallback is tested as it runs where the kernel refuses membarrier(). */
+    int owned = 0;
+    for (xmem_gate_node *p = atomic_load_explicit(&s_nodes, memory_order_acquire); p != NULL;
+         p = atomic_load_explicit(&p->next, memory_order_acquire))
+    {
+        owned |= atomic_load_explicit(&p->owned, memory_order_acquire);
+    }
+
+    if (!owned)
+    {
+        atomic_store_explicit(&s_any_fast, 0, memory_order_seq_cst);
+    }
+
     atomic_store_explicit(&s_membarrier, on && register_membarrier(), memory_order_relaxed);
     return atomic_load_explicit(&s_membarrier, memory_order_relaxed);
 }
@@ -298,8 +321,9 @@ void xmem_gate_close(void)
 {
     atomic_fetch_add_explicit(&s_closed, 1, memory_order_seq_cst); /* a full fence: the nodes are read after it */
     /* Every thread's entry store is visible to us now, or that thread sees closed (the invariants). Only needed
-       when some entries went without their own fence; a barrier more is harmless either way. */
-    if (atomic_load_explicit(&s_membarrier, memory_order_relaxed))
+       once some thread enters without a fence of its own (whatever the mode is now: a thread keeps the mode of its
+       first entry); a barrier more is harmless either way. */
+    if (atomic_load_explicit(&s_any_fast, memory_order_seq_cst))
     {
         barrier_all_threads();
     }

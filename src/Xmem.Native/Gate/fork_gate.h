@@ -91,7 +91,8 @@ static inline void xmem_gate_leave(xmem_thread_gate *t)
 
 /* Tests only (tests/c/fork_gate_test.c): threads whose first entry comes later use the fallback (a full fence per
  * entry, no membarrier) when on is 0, the membarrier path when on is 1 and the kernel allows it; returns whether
- * the membarrier path is in use. */
+ * the membarrier path is in use. Threads that entered before keep their mode, and close keeps calling membarrier()
+ * for them as long as any of them lives. */
 XMEM_GATE_HIDDEN int xmem_gate_use_membarrier(int on);
 
 /* The entry points below are called by the managed part of libxmem (DirectPInvoke "xmemgate"). */
