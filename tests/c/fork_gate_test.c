@@ -173,7 +173,7 @@ static void a_thread_that_entered_once_is_counted_in_for_its_exit(void)
 
 /* ---------------------------------------------------------------- no thread is inside while the gate is closed */
 
-#define CHURNERS 3
+#define CHURNERS 2
 static atomic_int churn_stop, in_calls, churn_started;
 
 static void *churner(void *arg)
