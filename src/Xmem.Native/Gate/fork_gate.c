@@ -368,12 +368,16 @@ void xmem_gate_reset_in_child(void)
         atomic_store_explicit(&t->node->inside, t->depth != 0 ? 1 : 0, memory_order_relaxed);
     }
 
-    /* A new process (mm): register again, so that the child's own preparers may rely on it. */
+    /* A new process (mm). Linux carries the registration over to it (checked on 6.18: the child's first expedited
+       call succeeds unregistered); registering again costs two cheap system calls and says so for certain. */
     atomic_store_explicit(&s_membarrier, register_membarrier(), memory_order_relaxed);
     if (t->node != NULL && t->node != &s_overflow && !atomic_load_explicit(&s_membarrier, memory_order_relaxed))
     {
         t->fast = 0; /* its count stays as it is: 0 or 1 either way */
     }
+
+    /* This thread is the only one left: closes need membarrier() only if it enters fence-free. */
+    atomic_store_explicit(&s_any_fast, t->fast, memory_order_relaxed);
 
     atomic_store_explicit(&s_closed, 0, memory_order_seq_cst);
 }
