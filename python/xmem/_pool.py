@@ -174,6 +174,11 @@ class BufferPool(_accel.PoolBase):
         h = box.value
         if h:
             self._h = 0  # other threads' calls fail as "closed" from here on
+            # The compiled module's: buffer exports that borrow a guard's mapping move onto a lease while there is
+            # still a pool to give one.
+            settle = getattr(self, "_settle_exports", None)
+            if settle is not None:
+                settle()
             # Interrupted before the next line, the box still holds the handle (closed by __del__ or at exit); after
             # it, the close is done and a repeat of it is refused harmlessly (handles are never reused).
             _pool_close(h)

@@ -24,12 +24,18 @@ Invariants
     ``xmem._lifecycle.fork_gen[0]`` is this process's. A guard whose pool is of an older generation was inherited through
     fork(): its reference (and any lease) is the parent's, so its release/forget/exit/dealloc never call the
     library here, and using it raises PoolClosedError naming fork. Objects the child makes itself work normally.
-  * Every buffer export holds a native lease on the mapping (xmem_guard_lease_view) until ``__releasebuffer__``:
-    a view never outlives the mapping, whatever happens to the guard or the pool. ``memoryview()``, ``numpy()``
-    and the Python views share one ``Lease`` object per guard (cached in ``lease_obj``, let go with the
-    reference): the views made from it hold it, not the guard, so a view never keeps a reference alive. An export
-    of a guard that has that Lease holds the Lease (no C ABI call; the second export of a guard makes it); the
-    first export of a guard without it takes a native lease of its own. DLPack tensors hold a lease of their own, taken by the library.
+  * A view never outlives the mapping, whatever happens to the guard or the pool. ``memoryview()``, ``numpy()``
+    and the Python views share one ``Lease`` object per guard (a native lease, xmem_guard_lease_view; cached in
+    ``lease_obj``, let go with the reference): the views made from it hold it, not the guard, so a view never keeps
+    a reference alive. A buffer export (``memoryview(buf)``, ``numpy.asarray(buf)``) holds that Lease when the
+    guard has one; otherwise it *borrows* the guard's own mapping, which stays mapped while the guard holds its
+    reference (include/xmem.h), and makes no C ABI call: ``borrowed`` counts those exports, and the pool lists the
+    guard in ``exporting``. Before the guard gives its reference up (release, forget, ``with``, send) or its pool
+    is closed, ``settle_exports`` moves the borrowed exports onto a Lease (``export_lease``, kept until the last of
+    them goes). When no Lease can be had then, a release is deferred instead: the native reference is kept in
+    ``deferred`` until the last borrowed export goes (a view keeps the reference alive only in that failure);
+    forget and send raise, and the guard stays the caller's. DLPack tensors hold a lease of their own, taken by
+    the library.
   * Nothing here trusts the description read from shared memory: the core validates it against the buffer's size,
     and the export checks the extent again before handing out a pointer.
 """
@@ -370,7 +376,22 @@ cdef class PoolBase:
 
     cdef uint64_t ph
     cdef long long gen
+    cdef set exporting  # guards with buffer exports that borrow their mapping (GuardBase.borrowed); None: none yet
     cdef object __weakref__
+
+    def _settle_exports(self):
+        # BufferPool.close, before the native close: every export that borrows a guard's mapping moves onto a
+        # Lease while the pool can still give one (a guard whose lease fails keeps its views on its own mapping,
+        # which stays mapped while the guard holds its reference; its release then waits for them).
+        cdef GuardBase g
+        if not self.exporting:
+            return
+        for g in list(self.exporting):
+            try:
+                settle_exports(g)
+            except Exception:
+                pass
+        self.exporting = None
 
     @property
     def _h(self):
@@ -506,21 +527,66 @@ POOL_METHODS = ("add_ref", "release", "ref_count", "get", "get_mut", "_acquire_c
 
 ctypedef struct ExportState:
     PyObject *lease  # the guard's cached Lease (a strong reference), which holds the native lease; else NULL and:
-    uint64_t native  # a native lease of this export's own,
+    uint64_t native  # a native lease of this export's own (after the pool was closed: see __getbuffer__), or
+    bint borrowed  # the export borrows the guard's mapping (counted in GuardBase.borrowed)
     long long gen  # taken in this fork generation: released only in that process
     Py_ssize_t shape[8]
     Py_ssize_t strides[8]
 
 
-cdef void drop_export(ExportState *st):
-    # What an export held: the Lease (its last holder drops the native lease, in the process that took it), or its
-    # own native lease (a view inherited through fork holds the parent's: not released here).
+cdef void drop_export(GuardBase g, ExportState *st):
+    # What an export held: the Lease (its last holder drops the native lease, in the process that took it), its
+    # own native lease (a view inherited through fork holds the parent's: not released here), or a borrow of the
+    # guard's mapping (the last one lets go of the Lease the borrows were settled onto, or of a deferred release).
     cdef PyObject *lease = st.lease
+    cdef bint borrowed = st.borrowed
     if st.native and st.gen == current_gen():
         c_lease_release(st.native)
     free(st)
     if lease != NULL:
         Py_DECREF(<object>lease)
+    if borrowed:
+        g.borrowed -= 1
+        if g.borrowed == 0:
+            unlist_exporting(g)
+            g.export_lease = None
+            if g.deferred:
+                finish_deferred(g)
+
+
+cdef void unlist_exporting(GuardBase g):
+    cdef PoolBase pool = g.pool_obj
+    if pool is not None and pool.exporting is not None:
+        pool.exporting.discard(g)
+
+
+cdef void finish_deferred(GuardBase g):
+    # The release that waited for the last borrowed export (settle_exports could not take a lease).
+    cdef uint64_t h = g.deferred
+    g.deferred = 0
+    if h and not inherited(g):
+        c_guard_release(h)
+
+
+cdef int settle_exports(GuardBase g) except -1:
+    # Before the guard gives its reference up: the exports that borrow its mapping move onto a Lease (one C ABI
+    # call, only when such an export is still alive). Raises when no lease can be had (the guard is unchanged).
+    if g.borrowed == 0 or g.export_lease is not None or inherited(g):
+        return 0
+    g.export_lease = g.lease_obj if g.lease_obj is not None else new_lease(g)
+    unlist_exporting(g)
+    return 0
+
+
+cdef bint settle_or_defer(GuardBase g, uint64_t h):
+    # For a release: settles the borrowed exports, or, when that fails, keeps the native reference (in ``deferred``)
+    # until the last of them goes. True when the caller is to release ``h`` now.
+    try:
+        settle_exports(g)
+        return True
+    except Exception:
+        g.deferred = h
+        return False
 
 
 cdef const char *format_of(int32_t dtype, Py_ssize_t *itemsize):
@@ -708,7 +774,9 @@ cdef class GuardBase:
     cdef long long gen  # pool_obj's fork generation, kept here so that __dealloc__ never needs pool_obj (which a
                         # garbage collection of a cycle may have cleared first)
     cdef object lease_obj
-    cdef bint exported  # a buffer export was made: the next one makes (and caches) the Lease
+    cdef Py_ssize_t borrowed  # live buffer exports that borrow the guard's own mapping (no lease of their own)
+    cdef object export_lease  # the Lease those exports were settled onto when the reference was given up
+    cdef uint64_t deferred  # a release that waits for the last borrowed export (no lease could be had)
     cdef object out_obj
     cdef object __weakref__
 
@@ -718,6 +786,10 @@ cdef class GuardBase:
             h = self.out_obj.guard  # interrupted between the native call and taking its handle
         if h and not inherited(self):
             self.gh = 0
+            c_guard_release(h)
+        h = self.deferred  # no export is left once the guard goes (each holds it): a deferred release is due
+        if h and not inherited(self):
+            self.deferred = 0
             c_guard_release(h)
 
     # --- the fields the Python methods of BufferGuard use
@@ -813,7 +885,7 @@ cdef class GuardBase:
         cdef xmem_status rc = 0
         if not h:
             raise guard_invalid()
-        if not inherited(self):  # an inherited guard's reference is the parent's: nothing to do
+        if not inherited(self) and settle_or_defer(self, h):  # an inherited guard's reference is the parent's
             rc = c_guard_release(h)
         self.gh = 0
         self.lease_obj = None
@@ -829,6 +901,7 @@ cdef class GuardBase:
             self.gh = 0
             self.lease_obj = None
             raise pool_closed(inherited_message(self.pool_obj._name))
+        settle_exports(self)
         rc = c_guard_forget(h)
         self.gh = 0
         self.lease_obj = None
@@ -841,7 +914,7 @@ cdef class GuardBase:
     def __exit__(self, *exc):
         cdef uint64_t h = self.gh
         if h:
-            if not inherited(self):
+            if not inherited(self) and settle_or_defer(self, h):
                 c_guard_release(h)
             self.gh = 0
             self.lease_obj = None
@@ -873,23 +946,33 @@ cdef class GuardBase:
         rc = c_guard_description(h, &d)
         if rc:
             raise last_error_for(rc)
+        cdef PoolBase pool = self.pool_obj
         st = <ExportState *>malloc(sizeof(ExportState))
         if st == NULL:
             raise MemoryError()
         st.gen = current_gen()
-        # A guard that made a Lease (memoryview(), numpy(), an earlier export) lends it: the export holds it, and no
-        # C ABI call is needed; the second export of a guard makes it. A guard's first export (the handoff's case:
-        # one view per frame) takes a native lease of its own, one call, rather than a Lease object too.
+        st.native = 0
+        st.borrowed = False
+        # A guard that made a Lease (memoryview(), numpy()) lends it: the export holds it. Otherwise the export
+        # borrows the guard's mapping (no C ABI call; settle_exports moves it onto a Lease before the guard gives
+        # its reference up). After the pool's close there is nothing to settle onto, so an export takes a native
+        # lease of its own, which then fails as a new lease does ("take views before closing the pool").
         cdef Lease lease = self.lease_obj
-        if lease is None and self.exported:
-            lease = self.lease_obj = new_lease(self)
-        self.exported = True
         if lease is not None:
             st.lease = <PyObject *>lease
             Py_INCREF(lease)
-            st.native = 0
             ptr = lease.addr
             size = lease.nbytes
+        elif pool is not None and pool.ph and self.info.cpu_ptr != NULL and self.info.size >= 0:
+            st.lease = NULL
+            st.borrowed = True
+            if self.borrowed == 0:
+                if pool.exporting is None:
+                    pool.exporting = set()
+                pool.exporting.add(self)
+            self.borrowed += 1
+            ptr = self.info.cpu_ptr
+            size = self.info.size
         else:
             st.lease = NULL
             rc = c_guard_lease_view(h, &st.native, &ptr, &size)
@@ -963,14 +1046,14 @@ cdef class GuardBase:
             view.suboffsets = NULL
             view.internal = st
         except BaseException:
-            drop_export(st)
+            drop_export(self, st)
             raise
 
     def __releasebuffer__(self, Py_buffer *view):
         cdef ExportState *st = <ExportState *>view.internal
         if st != NULL:
             view.internal = NULL
-            drop_export(st)
+            drop_export(self, st)
 
 
     # --- views without ctypes (xmem._views.GuardViews has the docstrings and the rest)
@@ -1202,6 +1285,7 @@ cdef object send_guard(object channel, object buf, object timeout):
         if not h:
             h = channel._live()  # raises: closed, its pool closed (by close() meanwhile), or inherited through fork
         wait = 0 if (deadline >= 0 and timeout == 0) else slice_of(deadline)
+        settle_exports(gb)  # a view of the buffer keeps working after the send (on a lease), as before
         if wait == 0:
             rc = c_channel_send(h, g, 0)
         else:
