@@ -11,7 +11,9 @@ namespace Xmem.Benchmarks;
 /// the loop (scripts/strace-hot-loop.sh does this and divides by N). The loop is warmed up first (same N, before the
 /// begin marker) so that JIT work is not inside the window. Also prints ns/op from a Stopwatch.
 /// OP: acquire (AcquireCpu + Dispose of a recycled frame), get (Get + Dispose), addref (AddRef + Release),
-/// refcount, lifecycle (Create, Open, Dispose timed separately; N rounds, no strace window).
+/// refcount, acquire-ref/get-ref/send-receive-ref (the BufferRef forms), describe-send-receive-ref (a frame's steps in
+/// the handoff: AcquireCpuRef, SetDescription, Send, ReceiveRef, Description), lifecycle (Create, Open, Dispose timed
+/// separately, with the thread's minor page faults per call; N rounds, no strace window).
 /// </summary>
 internal static unsafe class HotLoop
 {
@@ -19,7 +21,7 @@ internal static unsafe class HotLoop
     {
         if (args.Length != 3 || !int.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out int n))
         {
-            Console.Error.WriteLine("usage: hot-loop acquire|get|acquire-ref|get-ref|send-receive-ref|addref|refcount|lifecycle N");
+            Console.Error.WriteLine("usage: hot-loop acquire|get|acquire-ref|get-ref|send-receive-ref|describe-send-receive-ref|addref|refcount|lifecycle N");
             return 2;
         }
 
@@ -73,6 +75,18 @@ internal static unsafe class HotLoop
                 {
                     channel.Send(pool.AcquireCpuRef(BenchNames.FrameBytes));
                     using BufferRef b = channel.ReceiveRef();
+                }
+            },
+            "describe-send-receive-ref" => count =>
+            {
+                var spec = new TensorSpec(ElementType.UInt8, 1080, 1920, 3); // the handoff's frame and per-frame steps
+                for (int i = 0; i < count; i++)
+                {
+                    BufferRef g = pool.AcquireCpuRef(BenchNames.FrameBytes);
+                    g.SetDescription(new BufferDescription(spec, (ulong)i, BufferDescription.MonotonicNowNs()));
+                    channel.Send(g);
+                    using BufferRef b = channel.ReceiveRef();
+                    _ = b.Description!.Value.Seq;
                 }
             },
             "addref" => count =>
@@ -133,25 +147,35 @@ internal static unsafe class HotLoop
             var open = new double[n];
             var detach = new double[n];
             long createBytes = 0, openBytes = 0;
+            var faults = new long[4];
             for (int round = -Math.Min(n, 50); round < n; round++)
             {
+                long f0 = BenchLibc.ThreadMinorFaults();
                 long a0 = GC.GetAllocatedBytesForCurrentThread();
                 long t0 = Stopwatch.GetTimestamp();
                 BufferPool p = BufferPool.Create(name, capacity);
                 long t1 = Stopwatch.GetTimestamp();
                 long a1 = GC.GetAllocatedBytesForCurrentThread();
+                long f1 = BenchLibc.ThreadMinorFaults();
                 p.Dispose();
+                long f2 = BenchLibc.ThreadMinorFaults();
                 long a2 = GC.GetAllocatedBytesForCurrentThread();
                 long t2 = Stopwatch.GetTimestamp();
                 BufferPool q = BufferPool.Open(openName);
                 long t3 = Stopwatch.GetTimestamp();
                 long a3 = GC.GetAllocatedBytesForCurrentThread();
+                long f3 = BenchLibc.ThreadMinorFaults();
                 createBytes = a1 - a0;
                 openBytes = a3 - a2;
                 q.Dispose();
                 long t4 = Stopwatch.GetTimestamp();
+                long f4 = BenchLibc.ThreadMinorFaults();
                 if (round >= 0)
                 {
+                    faults[0] += f1 - f0;
+                    faults[1] += f2 - f1;
+                    faults[2] += f3 - f2;
+                    faults[3] += f4 - f3;
                     create[round] = Stopwatch.GetElapsedTime(t0, t1).TotalMicroseconds;
                     disposeLast[round] = Stopwatch.GetElapsedTime(t1, t2).TotalMicroseconds;
                     open[round] = Stopwatch.GetElapsedTime(t2, t3).TotalMicroseconds;
@@ -159,7 +183,7 @@ internal static unsafe class HotLoop
                 }
             }
 
-            Console.WriteLine($"capacity {capacity}: median of {n}: Create {Handoff.RunStats.Median(create):F1} µs, Dispose (last process, removes) {Handoff.RunStats.Median(disposeLast):F1} µs, Open {Handoff.RunStats.Median(open):F1} µs, Dispose (detach) {Handoff.RunStats.Median(detach):F1} µs; allocated: Create {createBytes:N0} B, Open {openBytes:N0} B");
+            Console.WriteLine($"capacity {capacity}: median of {n}: Create {Handoff.RunStats.Median(create):F1} µs, Dispose (last process, removes) {Handoff.RunStats.Median(disposeLast):F1} µs, Open {Handoff.RunStats.Median(open):F1} µs, Dispose (detach) {Handoff.RunStats.Median(detach):F1} µs; allocated: Create {createBytes:N0} B, Open {openBytes:N0} B; minor page faults per call: Create {(double)faults[0] / n:F1}, Dispose (last) {(double)faults[1] / n:F1}, Open {(double)faults[2] / n:F1}, Dispose (detach) {(double)faults[3] / n:F1}");
         }
 
         return 0;

@@ -24,6 +24,16 @@ internal static unsafe partial class BenchLibc
     [LibraryImport(Libc, EntryPoint = "write", SetLastError = true)]
     internal static partial nint Write(int fd, void* buf, nuint count);
 
+    [LibraryImport(Libc, EntryPoint = "getrusage", SetLastError = true)]
+    private static partial int GetRusage(int who, long* usage);
+
+    /// <summary>The calling thread's minor page faults so far (getrusage(RUSAGE_THREAD): ru_minflt).</summary>
+    internal static long ThreadMinorFaults()
+    {
+        long* u = stackalloc long[18]; // struct rusage: two timevals, then 14 longs; ru_minflt is the 5th long
+        return GetRusage(1, u) == 0 ? u[8] : -1;
+    }
+
     /// <summary>close(2).</summary>
     [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
     internal static partial int Close(int fd);
