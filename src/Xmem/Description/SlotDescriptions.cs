@@ -38,10 +38,22 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
     /// slot <paramref name="s"/> (generation <paramref name="gen"/>, which the caller holds a reference to).</summary>
     internal void Write(int s, uint gen, long size, in BufferDescription d)
     {
+        // An empty tag, the common case, is all zeroes and costs no call (the clears of these fixed-size spans are
+        // inlined).
         Span<byte> contentType = stackalloc byte[32];
         Span<byte> producerTag = stackalloc byte[32];
-        EncodeTag(d.ContentType, contentType, "ContentType");
-        EncodeTag(d.ProducerTag, producerTag, "ProducerTag");
+        contentType.Clear();
+        producerTag.Clear();
+        if (d.ContentType is { Length: > 0 } ctText)
+        {
+            EncodeTag(ctText, contentType, "ContentType");
+        }
+
+        if (d.ProducerTag is { Length: > 0 } ptText)
+        {
+            EncodeTag(ptText, producerTag, "ProducerTag");
+        }
+
         TensorSpec? t = d.Tensor;
         if (t is { } spec)
         {
@@ -50,10 +62,12 @@ internal sealed unsafe class SlotDescriptions(SlotTable slots)
                 throw new ArgumentException("the tensor spec is empty (a default value); give it an element type and a shape.", nameof(d));
             }
 
-            string? error = TensorSpec.Check(spec.ElementType, spec.Shape.AsSpan(), spec.Strides.AsSpan(), size, out _);
-            if (error is not null)
+            // A TensorSpec is checked whole when it is made (its constructors are the only way to one that is not
+            // the default), RequiredBytes included; what is left is whether it fits this buffer.
+            if (spec.RequiredBytes > size)
             {
-                throw new ArgumentException($"the description does not fit this buffer: {error}", nameof(d));
+                string? error = TensorSpec.Check(spec.ElementType, spec.Shape.AsSpan(), spec.Strides.AsSpan(), size, out _);
+                throw new ArgumentException($"the description does not fit this buffer: {error ?? $"it reaches {spec.RequiredBytes} bytes; the buffer has {size}."}", nameof(d));
             }
         }
 

@@ -64,8 +64,10 @@ public sealed class DescriptionTests : PoolTest
         using BufferPool pool = NewPool();
         using BufferGuard g = pool.AcquireCpu(96);
         g.SetDescription(new TensorSpec(ElementType.Float32, 24), seq: 1);
-        Assert.Throws<ArgumentException>(() => g.SetDescription(new TensorSpec(ElementType.Float32, 25)));
+        ArgumentException tooBig = Assert.Throws<ArgumentException>(() => g.SetDescription(new TensorSpec(ElementType.Float32, 25)));
+        Assert.Contains("does not fit this buffer: the tensor reaches 100 bytes but the buffer has 96", tooBig.Message);
         Assert.Throws<ArgumentException>(() => g.SetDescription(TensorSpec.WithStrides(ElementType.Int32, [2, 3], [96, 4])));
+        Assert.Throws<ArgumentException>(() => g.SetDescription(default(TensorSpec)));
         Assert.Throws<ArgumentException>(() => g.SetDescription(null, contentType: new string('a', 32)));
         Assert.Throws<ArgumentException>(() => g.SetDescription(null, producerTag: "a\0b"));
         Assert.Throws<ArgumentException>(() => g.SetDescription(new TensorSpec(ElementType.Int64, long.MaxValue / 4, 8)));
