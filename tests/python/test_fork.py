@@ -212,6 +212,41 @@ def test_an_inherited_guard_refuses_new_views_in_a_forked_child_and_its_old_view
         assert pool.ref_count(index) == 0
 
 
+@pytest.mark.skipif(xmem.implementation != "compiled" and sys.version_info < (3, 12),
+                    reason="the ctypes implementation has no buffer protocol before Python 3.12")
+def test_a_borrowing_export_inherited_through_fork_is_the_parents_to_settle(unique_name):
+    """A ``memoryview(buf)`` that borrows the guard's mapping (no lease of its own) still reads the memory in a forked
+    child, and the child's release of the inherited guard and of the view touches nothing of the parent's: there the
+    view is moved onto a lease when the guard is released, and outlives the pool's close."""
+    name = unique_name("forkborrow")
+    pool = xmem.BufferPool(name, 4)
+    g = pool.acquire_cpu(4096)
+    index = g.meta_index
+    mv = memoryview(g)  # borrows: g.memoryview() was never called
+    mv[:6] = b"borrow"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        if bytes(mv[:6]) != b"borrow":
+            code = 50
+        try:
+            g.release()  # inherited: the parent's reference, nothing to do here
+        except BaseException:
+            code = 51
+        mv.release()
+        import gc
+        gc.collect()
+        os._exit(code)
+    assert _wait_child(pid) == 0
+    assert pool.ref_count(index) == 1
+    assert bytes(mv[:6]) == b"borrow"
+    g.release()
+    assert pool.ref_count(index) == 0
+    pool.close()
+    assert bytes(mv[:6]) == b"borrow"  # on the lease taken at the release
+    mv.release()
+
+
 def test_the_c_abi_makes_inherited_handles_inert_in_a_forked_child(unique_name):
     from ctypes import byref, c_int32
 
