@@ -55,7 +55,12 @@ internal sealed class HandleTable<T>(HandleKind kind)
     /// <summary>Stores <paramref name="value"/> and returns its new handle (never 0).</summary>
     internal ulong Add(T value)
     {
-        LocalFree local = t_local ?? MakeLocal(); // made here, where a failure may throw, so that removal never allocates
+        LocalFree? local = t_local;
+        if (local is null || local.Table != this)
+        {
+            local = MakeLocal(); // made here, where a failure may throw, so that removal never allocates
+        }
+
         int index = local.Count > 0 ? local.Slots[--local.Count] : PopFree();
         if (index < 0)
         {
@@ -114,7 +119,7 @@ internal sealed class HandleTable<T>(HandleKind kind)
                     e.Value = default!; // nothing keeps the object alive; only this thread writes the slot now
                     int index = (int)(handle & 0xFFFFFF) - 1;
                     LocalFree? local = t_local;
-                    if (local is not null && local.Count < LocalFree.Capacity)
+                    if (local is not null && local.Table == this && local.Count < LocalFree.Capacity)
                     {
                         local.Slots[local.Count++] = index; // this thread's now: its next Add takes it back
                     }
@@ -213,11 +218,13 @@ internal sealed class HandleTable<T>(HandleKind kind)
     }
 
     /// <summary>
-    /// A thread's own free slots of this table (each table has its own T, so one thread-static per table): a removal
-    /// keeps its slot here (up to <see cref="Capacity"/>) and the thread's next add takes it back, so that a thread
+    /// A thread's own free slots of a table: a removal keeps its slot here (up to <see cref="Capacity"/>) and the thread's next add takes it back, so that a thread
     /// that acquires and releases makes no compare-and-swap on the shared free list's head. A slot here is free
     /// (Handle 0) and reachable from no other list, so only this thread touches it, as a popped slot. When the thread
     /// is gone its list is unreachable, and its finalizer gives the slots to the shared list (lock-free, as any push).
+    /// The thread-static is per type argument, and the process has one table per type (HandleTables); a list is used
+    /// only by its own table all the same (<see cref="Table"/>: a second table of a type would make its own, and the
+    /// one it replaces gives its slots back when it is finalized).
     /// </summary>
     private sealed class LocalFree(HandleTable<T> table)
     {
@@ -225,11 +232,13 @@ internal sealed class HandleTable<T>(HandleKind kind)
         internal readonly int[] Slots = new int[Capacity];
         internal int Count;
 
+        internal HandleTable<T> Table { get; } = table;
+
         ~LocalFree()
         {
             for (int i = 0; i < Count; i++)
             {
-                table.PushFree(Slots[i]);
+                Table.PushFree(Slots[i]);
             }
         }
     }
