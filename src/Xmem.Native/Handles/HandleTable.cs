@@ -105,6 +105,7 @@ internal sealed class HandleTable<T>(HandleKind kind)
 
     /// <summary>Removes the entry and gives its value; false when the handle was not live (already removed, stale,
     /// wrong kind). Of several racing removals exactly one gets the value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // the value is copied into the caller's local, not through a byref
     internal bool TryRemove(ulong handle, out T value)
     {
         Slot[]? chunk = ChunkOf(handle, out int i);
@@ -182,15 +183,13 @@ internal sealed class HandleTable<T>(HandleKind kind)
         }
     }
 
-    private Slot[] ChunkFor(int index)
-    {
-        int c = index >> ChunkBits;
-        Slot[]? chunk = Volatile.Read(ref _chunks[c]);
-        if (chunk is not null)
-        {
-            return chunk;
-        }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // every add: the chunk exists but once per 1,024 slots
+    private Slot[] ChunkFor(int index) => Volatile.Read(ref _chunks[index >> ChunkBits]) ?? Grow(index >> ChunkBits);
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Slot[] Grow(int c)
+    {
+        Slot[]? chunk;
         lock (_growLock)
         {
             chunk = _chunks[c];
