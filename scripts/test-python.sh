@@ -5,7 +5,8 @@
 #      races guard handles between threads (stale handles never resolve, one release per acquire), and
 #      tests/c/handle_slot_reuse.c that exited threads' handle-table slots come back; tests/c/fork_gate_test.c
 #      tests the C fork gate, and tests/c/fork_stress.c forks 1000 times while 13 threads (12 of them starting threads
-#      new to the runtime) call libxmem: 0 hung, died or failed children
+#      new to the runtime) call libxmem: 0 hung, died or failed children; tests/c/fork_child_thread_gc.c that a
+#      forked child's own threads may call xmem and its collections complete
 #   3. builds the C# helper process (tests/Xmem.TestChild) for the cross-language tests, and the ONNX Runtime example
 #      examples/OnnxConsumer (NuGet: Microsoft.ML.OnnxRuntime) for tests/python/test_onnx_consumer.py
 #   4. a fresh venv (artifacts/venv-python, --system-site-packages for numpy/torch/pytest), the wheel installed
@@ -54,6 +55,10 @@ gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/fork_stress.c -L artif
     -Wl,-rpath,'$ORIGIN' -o artifacts/native/fork_stress || fail "tests/c/fork_stress.c does not compile against include/xmem.h."
 XMEM_FORK_STRESS_CHILD_THREAD=1 timeout 300 artifacts/native/fork_stress "/xmem-forkstress-$$-$RANDOM" 1000 1 12 \
     || fail "tests/c/fork_stress: a forked child hung, died or failed (its line above says which)."
+gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/fork_child_thread_gc.c -L artifacts/native -lxmem -lpthread \
+    -Wl,-rpath,'$ORIGIN' -o artifacts/native/fork_child_thread_gc || fail "tests/c/fork_child_thread_gc.c does not compile."
+timeout 300 artifacts/native/fork_child_thread_gc 4 \
+    || fail "tests/c/fork_child_thread_gc: a forked child whose own threads called xmem hung or failed (the runtime's thread list after fork: src/Xmem.Native/Gate/runtime_threads.c)."
 
 echo "test-python: [3/4] C# test child, examples/OnnxConsumer"
 dotnet build tests/Xmem.TestChild/Xmem.TestChild.csproj -c "$config" -nologo -v:q >artifacts/native/testchild-build.log 2>&1 \

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -111,6 +112,70 @@ def test_a_forked_child_opens_the_pool_uses_it_and_gives_everything_back(unique_
             os._exit(_use_in_child(name, pool, guard, capacity))
         assert _wait_child(pid) == 0
         _check_parent_after(pool, guard, capacity)
+
+
+def _threads_then_collections(name):
+    """In a forked child: three threads of its own use a pool of its own one after another (each takes a stack a
+    parent thread had), then enough managed garbage for many collections. Returns an exit code; never raises."""
+    try:
+        with xmem.BufferPool(name, 4) as mine:
+            errors = []
+
+            def use():
+                try:
+                    with mine.acquire_cpu(4096) as g:
+                        g.memoryview()[0] = 1
+                except BaseException as e:  # pragma: no cover - reported through the exit code
+                    errors.append(e)
+
+            for _ in range(3):
+                t = threading.Thread(target=use)
+                t.start()
+                t.join()
+            if errors:
+                return 10
+            for _ in range(60000):  # each open leaves managed garbage: many collections (about 1.5 s)
+                xmem.BufferPool.open(name).close()
+            if [mine.ref_count(i) for i in range(4)] != [0, 0, 0, 0]:
+                return 11
+        return 0
+    except BaseException:  # pragma: no cover - reported through the exit code
+        import traceback
+
+        traceback.print_exc()
+        return 20
+
+
+def test_a_forked_childs_own_threads_use_xmem_and_its_collections_complete(unique_name):
+    """The child's runtime kept listing the parent's threads; a thread the child started was given one's stack (and
+    the runtime's record of it in its TLS), and the child's next collection hung for ever (docs/robustness.md)."""
+    with xmem.BufferPool(unique_name("forkthreads-parent"), 4) as pool:
+        ready = threading.Barrier(3)
+        stop = threading.Event()
+
+        def parent_thread():
+            with pool.acquire_cpu(4096):
+                pass
+            ready.wait()
+            stop.wait()
+
+        threads = [threading.Thread(target=parent_thread) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            ready.wait()  # both called xmem and are alive at the fork
+            child_name = unique_name("forkthreads-child")
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                os._exit(_threads_then_collections(child_name))
+            code = _wait_child(pid, timeout=60)
+            if code is None:
+                xmem.BufferPool.remove(child_name)
+            assert code == 0, "the forked child hung (None) or failed"
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
 
 
 def test_a_multiprocessing_fork_child_opens_the_pool_uses_it_and_gives_everything_back(unique_name):

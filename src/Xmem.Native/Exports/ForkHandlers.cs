@@ -57,6 +57,10 @@ internal static unsafe class ForkHandlers
         NativeGate.ResetInChild();
         try
         {
+            // The child's runtime still lists the parent's threads, whose stacks (and the Thread objects in their
+            // TLS) glibc gives to the child's new threads: left listed, they corrupt the list and the child's next
+            // collection hangs. Before the child can start a thread, they are detached (Gate/runtime_threads.c).
+            _ = NativeGate.ForgetRuntimeParentThreads();
             ForkGate.AfterForkInChild();
         }
         catch (Exception)

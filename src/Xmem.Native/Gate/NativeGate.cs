@@ -24,6 +24,11 @@ internal static unsafe partial class NativeGate
     [LibraryImport(Library, EntryPoint = "xmem_gate_reset_in_child")]
     internal static partial void ResetInChild();
 
+    /// <summary>fork()'s child handler: detaches the parent's threads from the runtime and leaves the forking thread
+    /// alone on its thread list (runtime_threads.c); the number dropped, or -1 (nothing changed).</summary>
+    [LibraryImport(Library, EntryPoint = "xmem_gate_runtime_forget_parent_threads")]
+    internal static partial int ForgetRuntimeParentThreads();
+
     /// <summary>futex(FUTEX_WAIT) on a word shared between processes, out of the gate for the sleep only: the
     /// thread is counted in again before it returns into the runtime. Returns syscall(2)'s result.</summary>
     [LibraryImport(Library, EntryPoint = "xmem_gate_futex_wait")]
