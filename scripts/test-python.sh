@@ -3,7 +3,8 @@
 #   1. tests/c/check_abi.py: xmem.h, `nm -D libxmem.so`, the C# entry points and the Python declarations agree
 #   2. tests/c/roundtrip.c, compiled with gcc against include/xmem.h only, runs a round trip; tests/c/guard_handle_race.c
 #      races guard handles between threads (stale handles never resolve, one release per acquire), and
-#      tests/c/handle_slot_reuse.c that exited threads' handle-table slots come back; tests/c/fork_gate_test.c
+#      tests/c/handle_slot_reuse.c that exited threads' handle-table slots come back; tests/c/pool_close_race.c
+#      closes pools under calls in flight (the close's grace period); tests/c/fork_gate_test.c
 #      tests the C fork gate, and tests/c/fork_stress.c forks 1000 times while 13 threads (12 of them starting threads
 #      new to the runtime) call libxmem: 0 hung, died or failed children; tests/c/fork_child_thread_gc.c that a
 #      forked child's own threads may call xmem and its collections complete
@@ -46,6 +47,9 @@ timeout 120 artifacts/native/guard_handle_race || fail "tests/c/guard_handle_rac
 gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/handle_slot_reuse.c -L artifacts/native -lxmem -lpthread \
     -Wl,-rpath,'$ORIGIN' -o artifacts/native/handle_slot_reuse || fail "tests/c/handle_slot_reuse.c does not compile."
 timeout 120 artifacts/native/handle_slot_reuse || fail "tests/c/handle_slot_reuse failed: the handle-table slots of exited threads did not come back."
+gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/pool_close_race.c -L artifacts/native -lxmem -lpthread \
+    -Wl,-rpath,'$ORIGIN' -o artifacts/native/pool_close_race || fail "tests/c/pool_close_race.c does not compile."
+timeout 300 artifacts/native/pool_close_race 300 || fail "tests/c/pool_close_race failed: a pool was closed under a call in flight, or a call ended with a status other than OK or closed."
 # The fork gate (src/Xmem.Native/Gate/fork_gate.c) on its own, then libxmem forked under load by threads new to the
 # runtime: every child must end well (hung children were the bug; docs/robustness.md, "fork").
 gcc -std=c11 -O1 -Wall -Wextra -Werror -pthread -I src/Xmem.Native/Gate tests/c/fork_gate_test.c \

@@ -3,14 +3,16 @@
  * thread asleep in xmem_gate_futex_wait does not hold close back; a thread that entered once is counted in for its
  * exit (the runtime detaches it there), so its exit waits while the gate is closed; and, raced by threads entering
  * and leaving as fast as they can, no thread is ever inside while the gate is closed (in the membarrier mode and in
- * the fenced fallback: the Dekker of enter and close). The forks themselves:
+ * the fenced fallback: the Dekker of enter and close). A handle close's grace period (xmem_gate_wait_calls_in_flight)
+ * waits for a call in flight and not for calls that begin after it, and two at once do not wait for each other.
+ * The forks themselves:
  * tests/c/fork_stress.c and tests/python/test_fork.py.
  *
  *   gcc -std=c11 -pthread -I src/Xmem.Native/Gate tests/c/fork_gate_test.c src/Xmem.Native/Gate/fork_gate.c
  *
  * Every wait is bounded by a 60 s watchdog; the short waits where a wrong gate would let a thread through only give
  * a wrong gate the chance to show itself (a correct one never lets it through, however slow the machine).
- * Exits 0 and prints "fork_gate_test: 5 passed" when every check held.
+ * Exits 0 and prints "fork_gate_test: 7 passed" when every check held.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -232,6 +234,69 @@ static void no_thread_is_inside_while_the_gate_is_closed(int membarrier)
     CHECK(seen_inside == 0, "a thread was inside while the gate was closed");
 }
 
+/* ---------------------------------------------------------------- a close's grace period (handles) */
+
+static atomic_int grace_holder_inside, grace_holder_leave, grace_done, grace_waiter_inside, grace_waiters_done;
+
+static void *grace_holder(void *arg)
+{
+    (void)arg;
+    xmem_thread_gate *gate = xmem_gate_enter();
+    atomic_store(&grace_holder_inside, 1);
+    wait_flag(&grace_holder_leave, WATCHDOG_S);
+    xmem_gate_leave(gate);
+    return NULL;
+}
+
+static void *grace_waiter(void *arg)
+{
+    (void)arg;
+    xmem_thread_gate *gate = xmem_gate_enter(); /* a close runs inside a call of its own */
+    xmem_gate_wait_calls_in_flight();
+    atomic_store(&grace_done, 1);
+    xmem_gate_leave(gate);
+    return NULL;
+}
+
+static void a_grace_period_waits_for_the_calls_in_flight_and_not_for_later_ones(void)
+{
+    pthread_t h = start(grace_holder, NULL);
+    CHECK(wait_flag(&grace_holder_inside, WATCHDOG_S), "the holder never entered the gate");
+    pthread_t w = start(grace_waiter, NULL);
+    CHECK(!wait_flag(&grace_done, 0.3), "a grace period ended while a call that was in flight had not returned");
+    atomic_store(&grace_holder_leave, 1);
+    CHECK(join_within(w, WATCHDOG_S), "a grace period did not end once the call in flight returned");
+    CHECK(join_within(h, WATCHDOG_S), "the holder did not end");
+    /* A thread that keeps entering and leaving (its calls begin after the grace period did) never holds one up. */
+    atomic_store(&churn_stop, 0);
+    pthread_t c = start(churner, NULL);
+    CHECK(wait_flag(&churn_started, WATCHDOG_S), "the churner never started");
+    atomic_store(&grace_done, 0);
+    pthread_t w2 = start(grace_waiter, NULL);
+    CHECK(join_within(w2, WATCHDOG_S), "a grace period waited for calls that began after it");
+    atomic_store(&churn_stop, 1);
+    CHECK(join_within(c, WATCHDOG_S), "the churner did not end");
+}
+
+static void *grace_mutual(void *arg)
+{
+    (void)arg;
+    xmem_thread_gate *gate = xmem_gate_enter();
+    atomic_fetch_add(&grace_waiter_inside, 1);
+    while (atomic_load(&grace_waiter_inside) < 2) { } /* both inside before either waits */
+    xmem_gate_wait_calls_in_flight();
+    xmem_gate_leave(gate);
+    atomic_fetch_add(&grace_waiters_done, 1);
+    return NULL;
+}
+
+static void two_grace_periods_at_once_do_not_wait_for_each_other(void)
+{
+    pthread_t a = start(grace_mutual, NULL), b = start(grace_mutual, NULL);
+    CHECK(join_within(a, WATCHDOG_S) && join_within(b, WATCHDOG_S), "two threads waiting in grace periods at once waited for each other");
+    CHECK(atomic_load(&grace_waiters_done) == 2, "a grace-period waiter did not finish");
+}
+
 int main(void)
 {
     close_waits_for_a_thread_inside_and_holds_new_entries_back_until_open();
@@ -239,7 +304,9 @@ int main(void)
     a_thread_that_entered_once_is_counted_in_for_its_exit();
     no_thread_is_inside_while_the_gate_is_closed(1);
     no_thread_is_inside_while_the_gate_is_closed(0);
+    a_grace_period_waits_for_the_calls_in_flight_and_not_for_later_ones();
+    two_grace_periods_at_once_do_not_wait_for_each_other();
     if (failures) return 1;
-    printf("fork_gate_test: 5 passed\n");
+    printf("fork_gate_test: 7 passed\n");
     return 0;
 }

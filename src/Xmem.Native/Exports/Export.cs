@@ -76,16 +76,22 @@ internal static unsafe class Export
         }
     }
 
-    /// <summary>An export on a pool handle: the pool is counted in for the call.</summary>
+    /// <summary>An export on a pool handle that never sleeps: the pool's close waits for it (no count; see
+    /// <see cref="CountedTarget"/>).</summary>
     internal static int OnPool<TBody>(ulong pool, TBody body)
         where TBody : struct, IExportBody<PoolHandle> => Call(new PoolCall<TBody>(pool, body));
+
+    /// <summary>An export on a pool handle that may sleep (it steps out of the fork gate meanwhile): the pool is
+    /// counted in for the call.</summary>
+    internal static int OnPoolBlocking<TBody>(ulong pool, TBody body)
+        where TBody : struct, IExportBody<PoolHandle> => Call(new BlockingPoolCall<TBody>(pool, body));
 
     /// <summary>An export on a guard handle that needs nothing of its pool beyond the guard's own state.</summary>
     internal static int OnGuard<TBody>(ulong guard, TBody body)
         where TBody : struct, IExportBody<GuardHandle> => Call(new GuardCall<TBody>(guard, body));
 
-    /// <summary>An export on a guard handle that works through its pool (driver calls, the slot's description): the
-    /// guard's pool handle is counted in for the call, and a closed pool is XMEM_E_DISPOSED.</summary>
+    /// <summary>An export on a guard handle that works through its pool (driver calls, the slot's description; none
+    /// sleeps): the pool's close waits for it, and a closed pool is XMEM_E_DISPOSED.</summary>
     internal static int OnGuardInPool<TBody>(ulong guard, TBody body)
         where TBody : struct, IExportBody<GuardHandle> => Call(new GuardInPoolCall<TBody>(guard, body));
 

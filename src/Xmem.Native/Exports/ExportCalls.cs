@@ -49,8 +49,39 @@ internal struct PlainCall<TBody>(TBody body) : IExportCall
     }
 }
 
-/// <summary>A pool handle: the pool is counted in.</summary>
+/// <summary>A pool handle, for a call that never sleeps: the pool is open, and its close waits for the call in its
+/// grace period (<see cref="CountedTarget"/>); nothing is counted.</summary>
 internal struct PoolCall<TBody>(ulong handle, TBody body) : IExportCall
+    where TBody : struct, IExportBody<PoolHandle>
+{
+    private TBody _body = body;
+    private PoolHandle? _pool;
+
+    public int Check() => _body.Check();
+
+    public bool Enter(out int rc)
+    {
+        PoolHandle? p = HandleTables.Pools.Get(handle);
+        if (p is null || !p.IsOpen)
+        {
+            rc = LastError.InvalidHandle("pool", handle);
+            return false;
+        }
+
+        _pool = p;
+        rc = 0;
+        return true;
+    }
+
+    public int Run() => _body.Run(_pool!);
+
+    public readonly void Leave()
+    {
+    }
+}
+
+/// <summary>A pool handle, for a call that may sleep: the pool is counted in.</summary>
+internal struct BlockingPoolCall<TBody>(ulong handle, TBody body) : IExportCall
     where TBody : struct, IExportBody<PoolHandle>
 {
     private TBody _body = body;
@@ -93,8 +124,8 @@ internal struct GuardCall<TBody>(ulong handle, TBody body) : IExportCall
     }
 }
 
-/// <summary>A guard handle whose call works through its pool: the guard's pool handle is counted in; a closed pool is
-/// XMEM_E_DISPOSED.</summary>
+/// <summary>A guard handle whose call works through its pool (never sleeping): the guard's pool is open, and its close
+/// waits for the call in its grace period; a closed pool is XMEM_E_DISPOSED.</summary>
 internal struct GuardInPoolCall<TBody>(ulong handle, TBody body) : IExportCall
     where TBody : struct, IExportBody<GuardHandle>
 {
@@ -111,7 +142,7 @@ internal struct GuardInPoolCall<TBody>(ulong handle, TBody body) : IExportCall
             return false;
         }
 
-        if (!g.Owner.TryEnter())
+        if (!g.Owner.IsOpen)
         {
             rc = GuardHandles.PoolClosed(g);
             return false;
@@ -124,7 +155,9 @@ internal struct GuardInPoolCall<TBody>(ulong handle, TBody body) : IExportCall
 
     public int Run() => _body.Run(_guard);
 
-    public readonly void Leave() => _guard.Owner.Exit();
+    public readonly void Leave()
+    {
+    }
 }
 
 /// <summary>A channel handle: the channel and its pool are counted in.</summary>

@@ -29,6 +29,11 @@ internal static unsafe partial class NativeGate
     [LibraryImport(Library, EntryPoint = "xmem_gate_runtime_forget_parent_threads")]
     internal static partial int ForgetRuntimeParentThreads();
 
+    /// <summary>A handle destroy's grace period: returns once every other thread that was inside a call has left it
+    /// (or stepped out to sleep); the calling thread steps out meanwhile (fork_gate.c).</summary>
+    [LibraryImport(Library, EntryPoint = "xmem_gate_wait_calls_in_flight")]
+    internal static partial void WaitCallsInFlight();
+
     /// <summary>futex(FUTEX_WAIT) on a word shared between processes, out of the gate for the sleep only: the
     /// thread is counted in again before it returns into the runtime. Returns syscall(2)'s result.</summary>
     [LibraryImport(Library, EntryPoint = "xmem_gate_futex_wait")]

@@ -133,13 +133,16 @@ static int count_in_fenced(thread_gate *t)
 
 static void count_out(thread_gate *t)
 {
+    xmem_gate_node *n = t->node;
     if (t->fast)
     {
-        atomic_store_explicit(&t->node->inside, 0, memory_order_release);
+        atomic_store_explicit(&n->inside, 0, memory_order_release);
+        atomic_store_explicit(&n->leaves, atomic_load_explicit(&n->leaves, memory_order_relaxed) + 1, memory_order_release);
     }
     else
     {
-        atomic_fetch_sub_explicit(&t->node->inside, 1, memory_order_release);
+        atomic_fetch_sub_explicit(&n->inside, 1, memory_order_release);
+        atomic_fetch_add_explicit(&n->leaves, 1, memory_order_release);
     }
 }
 
@@ -199,6 +202,7 @@ static xmem_gate_node *take_node(void)
     }
 
     atomic_init(&n->inside, 0);
+    atomic_init(&n->leaves, 0);
     atomic_init(&n->owned, 1);
     xmem_gate_node *head = atomic_load_explicit(&s_nodes, memory_order_relaxed);
     do
@@ -336,6 +340,59 @@ void xmem_gate_close(void)
         {
             sched_yield();
         }
+    }
+}
+
+void xmem_gate_wait_calls_in_flight(void)
+{
+    thread_gate *t = &xmem_gate_thread;
+    int inside = t->depth != 0;
+    if (inside)
+    {
+        count_out(t); /* another thread waiting here meanwhile does not wait for us */
+    }
+
+    /* After the caller's store (the handle refusing new calls): a thread that enters after this sees it; one that
+       entered before is seen inside below (the same asymmetric Dekker as xmem_gate_close). */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&s_any_fast, memory_order_seq_cst))
+    {
+        barrier_all_threads();
+    }
+
+    for (xmem_gate_node *p = atomic_load_explicit(&s_nodes, memory_order_seq_cst); p != NULL;
+         p = atomic_load_explicit(&p->next, memory_order_acquire))
+    {
+        if (atomic_load_explicit(&p->inside, memory_order_acquire) == 0)
+        {
+            continue;
+        }
+
+        unsigned left = atomic_load_explicit(&p->leaves, memory_order_acquire);
+        for (unsigned spins = 0; atomic_load_explicit(&p->inside, memory_order_acquire) != 0 &&
+                                 atomic_load_explicit(&p->leaves, memory_order_acquire) == left;
+             spins++)
+        {
+            if (spins > 64)
+            {
+                sched_yield(); /* a preempted caller finishes its call */
+            }
+        }
+    }
+
+    /* The shared overflow node counts several threads (those whose node could not be allocated): it must be seen
+       at 0. Under constant use by several such threads that can take long; it only exists when memory ran out. */
+    for (unsigned spins = 0; atomic_load_explicit(&s_overflow.inside, memory_order_acquire) != 0; spins++)
+    {
+        if (spins > 64)
+        {
+            sched_yield();
+        }
+    }
+
+    if (inside)
+    {
+        count_in(t);
     }
 }
 

@@ -15,6 +15,7 @@
 typedef struct xmem_gate_node
 {
     _Alignas(128) atomic_int inside;    /* 1 while its thread is inside (0/1; the shared overflow node: a count) */
+    atomic_uint leaves;                 /* +1 after each time its thread is counted out (xmem_gate_wait_calls_in_flight) */
     atomic_int owned;                   /* 1 while a live thread owns it */
     struct xmem_gate_node *_Atomic next;
 } xmem_gate_node;
@@ -78,13 +79,19 @@ static inline void xmem_gate_leave(xmem_thread_gate *t)
 {
     if (--t->depth == 0)
     {
+        xmem_gate_node *n = t->node;
         if (__builtin_expect(t->fast, 1))
         {
-            atomic_store_explicit(&t->node->inside, 0, memory_order_release);
+            atomic_store_explicit(&n->inside, 0, memory_order_release);
+            /* Only this thread writes it (a plain increment), after the release above: a reader that sees it move
+               knows the call it waited for is over. */
+            atomic_store_explicit(&n->leaves, atomic_load_explicit(&n->leaves, memory_order_relaxed) + 1,
+                                  memory_order_release);
         }
         else
         {
-            atomic_fetch_sub_explicit(&t->node->inside, 1, memory_order_release);
+            atomic_fetch_sub_explicit(&n->inside, 1, memory_order_release);
+            atomic_fetch_add_explicit(&n->leaves, 1, memory_order_release); /* shared by several on the overflow node */
         }
     }
 }
@@ -105,6 +112,12 @@ XMEM_GATE_HIDDEN void xmem_gate_open(void);
 
 /* fork()'s child handler: the gate open and empty but for the forking thread's own count. */
 XMEM_GATE_HIDDEN void xmem_gate_reset_in_child(void);
+
+/* The grace period of a handle's close (Handles/CountedTarget.cs): returns once every other thread that was inside
+ * a call when it began has left that call (or stepped out to sleep, as blocking waits do). The caller steps out of
+ * the gate while it waits, so two threads waiting at once never wait for each other. Ordered like the fork gate's
+ * close: a call that enters after the barrier here sees what the caller stored before calling this. */
+XMEM_GATE_HIDDEN void xmem_gate_wait_calls_in_flight(void);
 
 /* futex(FUTEX_WAIT) on a word shared between processes, stepped out of the gate while it sleeps when the caller is
  * inside it: syscall(2)'s result (-1 with errno: EAGAIN, ETIMEDOUT, EINTR). timeout_ns < 0: no limit. */

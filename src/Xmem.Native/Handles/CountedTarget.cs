@@ -2,9 +2,16 @@ namespace Xmem.Native.Handles;
 
 /// <summary>
 /// An object behind a C handle that may be destroyed while other threads are inside calls on it, with a count of
-/// its users: the handle table holds one, and every call in flight one more. Destroying the handle removes it from
-/// its table and drops the table's count; whoever drops the last one closes the object. A call that races a destroy
-/// therefore either runs on the whole object or finds the handle gone — never a half-closed object.
+/// its users: the handle table holds one, and every call in flight that may sleep one more. Destroying the handle
+/// removes it from its table, refuses new calls, waits out the calls that do not sleep (<see cref="AwaitBriefCalls"/>),
+/// and drops the table's count; whoever drops the last one closes the object. A call that races a destroy therefore
+/// either runs on the whole object or finds the handle gone — never a half-closed object.
+/// <para>Calls that never sleep take no count (<see cref="IsOpen"/>): they are inside the fork gate for their whole
+/// length (every export enters it in C before the runtime), and the destroy's grace period waits until every thread
+/// that was inside then has left once (<c>xmem_gate_wait_calls_in_flight</c>, the fork gate's asymmetric Dekker: a
+/// call that entered later sees the refusal). That is two atomic read-modify-writes fewer per call, and no cache
+/// line written by every thread that uses the object. A call that may sleep steps out of the gate while it sleeps,
+/// so it holds a count instead (<see cref="TryEnter"/>/<see cref="Exit"/>).</para>
 /// </summary>
 internal abstract class CountedTarget
 {
@@ -16,7 +23,15 @@ internal abstract class CountedTarget
     /// are only waited out (a blocking one re-entering every slice must not keep the object alive).</summary>
     internal void RefuseNewCalls() => _closing = true;
 
-    /// <summary>Counts a call in; false once the object is (being) closed.</summary>
+    /// <summary>For a call that never sleeps, on a thread inside the fork gate: true until the handle is being
+    /// destroyed. No count: the destroy waits for such calls in <see cref="AwaitBriefCalls"/>.</summary>
+    internal bool IsOpen => !_closing;
+
+    /// <summary>The destroy's grace period, after <see cref="RefuseNewCalls"/>: returns once every call that could
+    /// have seen the object open without a count (<see cref="IsOpen"/>) has returned.</summary>
+    internal static void AwaitBriefCalls() => Gate.NativeGate.WaitCallsInFlight();
+
+    /// <summary>Counts a call that may sleep in; false once the object is (being) closed.</summary>
     internal bool TryEnter()
     {
         if (_closing)

@@ -14,7 +14,7 @@ internal static unsafe class AcquireExports
 
     [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_acquire_cpu_wait")]
     internal static int PoolAcquireCpuWait(ulong pool, long size, long timeoutNs, ulong* outGuard, BufferInfo* outInfo) =>
-        Export.OnPool(pool, new AcquireCpuWait(size, timeoutNs, outGuard, outInfo));
+        Export.OnPoolBlocking(pool, new AcquireCpuWait(size, timeoutNs, outGuard, outInfo));
 
     [UnmanagedCallersOnly(EntryPoint = "xmemi_pool_acquire_cuda")]
     internal static int PoolAcquireCuda(ulong pool, long size, int deviceId, ulong* outGuard, BufferInfo* outInfo) =>

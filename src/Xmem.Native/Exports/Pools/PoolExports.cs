@@ -95,7 +95,8 @@ internal static unsafe class PoolExports
                 // Waking is a courtesy: the waiters still end within one slice; the close itself goes on.
             }
 
-            p.Exit(); // drops the table's count: disposes now, or when the last call in flight returns
+            CountedTarget.AwaitBriefCalls(); // the calls that took no count (they never sleep) are over
+            p.Exit(); // drops the table's count: disposes now, or when the last blocking call in flight returns
             return 0;
         }
     }
