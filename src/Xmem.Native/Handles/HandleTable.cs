@@ -75,7 +75,15 @@ internal sealed class HandleTable<T>(HandleKind kind)
         ref Slot e = ref ChunkFor(index)[index & (ChunkSize - 1)];
         uint gen = unchecked(++e.Generation); // this thread alone owns the free slot
         ulong handle = _kindBits | ((ulong)gen << 24) | (uint)(index + 1);
-        e.Value = value;
+        if (typeof(T) == typeof(GuardHandle)) // folded by the JIT: a guard slot keeps its last objects (GuardHandle.Store)
+        {
+            GuardHandle.Store(ref Unsafe.As<T, GuardHandle>(ref e.Value), in Unsafe.As<T, GuardHandle>(ref value));
+        }
+        else
+        {
+            e.Value = value;
+        }
+
         Volatile.Write(ref e.Handle, handle); // release: a reader that sees the handle sees the value
         return handle;
     }
@@ -117,15 +125,22 @@ internal sealed class HandleTable<T>(HandleKind kind)
                 value = e.Value; // the value of this handle: it cannot change before the CAS below moves the handle on
                 if (Interlocked.CompareExchange(ref e.Handle, 0, handle) == handle)
                 {
-                    e.Value = default!; // nothing keeps the object alive; only this thread writes the slot now
                     int index = (int)(handle & 0xFFFFFF) - 1;
                     LocalFree? local = t_local;
                     if (local is not null && local.Table == this && local.Count < LocalFree.Capacity)
                     {
-                        local.Slots[local.Count++] = index; // this thread's now: its next Add takes it back
+                        // This thread's now: its next Add takes it back. A guard slot keeps its objects for that Add
+                        // (GuardHandle.Store: no write barrier when they are the same); at most 16 per thread.
+                        if (typeof(T) != typeof(GuardHandle))
+                        {
+                            e.Value = default!; // nothing keeps the object alive; only this thread writes the slot now
+                        }
+
+                        local.Slots[local.Count++] = index;
                     }
                     else
                     {
+                        e.Value = default!;
                         PushFree(index, ref e);
                     }
 
@@ -141,7 +156,12 @@ internal sealed class HandleTable<T>(HandleKind kind)
     private LocalFree MakeLocal() => t_local = new LocalFree(this);
 
     /// <summary>Pushes a free slot that no list holds on the shared free list (a dead thread's local ones).</summary>
-    private void PushFree(int index) => PushFree(index, ref _chunks[index >> ChunkBits]![index & (ChunkSize - 1)]);
+    private void PushFree(int index)
+    {
+        ref Slot e = ref _chunks[index >> ChunkBits]![index & (ChunkSize - 1)];
+        e.Value = default!; // a guard slot kept its objects while the thread's own list held it
+        PushFree(index, ref e);
+    }
 
     /// <summary>Pushes a removed slot on the free list: lock-free, allocation-free.</summary>
     private void PushFree(int index, ref Slot e)

@@ -29,6 +29,13 @@ public readonly struct BufferRef : IDisposable, IEquatable<BufferRef>
         _version = guard.Version;
     }
 
+    /// <summary>The reference of <paramref name="guard"/> at <paramref name="version"/>, as a C ABI handle stores it.</summary>
+    internal BufferRef(BufferGuard guard, long version)
+    {
+        _guard = guard;
+        _version = version;
+    }
+
     /// <summary>True while this reference is owned (not yet disposed, forgotten or sent). False for <c>default</c>.</summary>
     public bool IsValid => _guard is not null && _guard.IsValidAt(_version);
 
