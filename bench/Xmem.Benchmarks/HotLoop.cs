@@ -21,11 +21,34 @@ internal static unsafe class HotLoop
     {
         if (args.Length != 3 || !int.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out int n))
         {
-            Console.Error.WriteLine("usage: hot-loop acquire|get|acquire-ref|get-ref|send-receive-ref|describe-send-receive-ref|addref|refcount|lifecycle N");
+            Console.Error.WriteLine("usage: hot-loop acquire|get|acquire-ref|get-ref|send-receive-ref|describe-send-receive-ref|addref|refcount|lifecycle|open N");
             return 2;
         }
 
         string op = args[1];
+        if (op == "open")
+        {
+            // Open + Dispose (detach) of a pool another handle keeps, N times: for perf and strace of Open alone.
+            string openName = BenchNames.Pool("hotopen");
+            using BufferPool keeper = BufferPool.Create(openName, 16);
+            for (int i = 0; i < Math.Min(n, 100); i++)
+            {
+                BufferPool.Open(openName).Dispose();
+            }
+
+            Marker("xmem-hot-loop:start\n");
+            long s0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < n; i++)
+            {
+                BufferPool.Open(openName).Dispose();
+            }
+
+            TimeSpan took = Stopwatch.GetElapsedTime(s0);
+            Marker("xmem-hot-loop:end\n");
+            Console.WriteLine($"hot-loop open: {n} Open + Dispose at capacity 16, {took.TotalMicroseconds / Math.Max(n, 1):F1} µs each");
+            return 0;
+        }
+
         if (op == "lifecycle")
         {
             return Lifecycle(n);
