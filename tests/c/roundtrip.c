@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,8 @@ typedef struct DLManagedTensorVersioned {
     DLTensor dl_tensor;
 } DLManagedTensorVersioned;
 
-struct race { xmem_pool pool; int32_t index; volatile int stop; long ok, closed; };
+/* Counted by 4 threads at once: atomic (a plain ++ loses counts when they see the close together). */
+struct race { xmem_pool pool; int32_t index; volatile int stop; atomic_long ok, closed; };
 
 static void *hammer(void *arg)
 {
@@ -60,9 +62,9 @@ static void *hammer(void *arg)
             s = xmem_pool_release(r->pool, r->index, &n);
         }
         if (s == XMEM_OK) {
-            r->ok++;
+            atomic_fetch_add(&r->ok, 1);
         } else if (s == XMEM_E_INVALID_HANDLE) {
-            r->closed++;
+            atomic_fetch_add(&r->closed, 1);
             break;
         } else {
             fprintf(stderr, "roundtrip: racing call failed with %d: %s\n", s, xmem_last_error());
@@ -350,7 +352,8 @@ int main(void)
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
     }
-    CHECK(race.ok > 0 && race.closed == 4, "race: %ld ok, %ld saw the close", race.ok, race.closed);
+    CHECK(atomic_load(&race.ok) > 0 && atomic_load(&race.closed) == 4, "race: %ld ok, %ld saw the close",
+          atomic_load(&race.ok), atomic_load(&race.closed));
     OK(xmem_guard_release(keep)); /* a guard outliving its pool's handle is released harmlessly */
 
     /* Close the pool; the lease and the DLPack tensor still read the memory. */
