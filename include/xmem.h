@@ -362,6 +362,14 @@ xmem_status xmem_channel_send(xmem_channel channel, xmem_guard guard, int64_t ti
 xmem_status xmem_channel_receive(xmem_channel channel, int64_t timeout_ns, uint32_t flags, xmem_guard *out_guard,
                                  xmem_buffer_info *out_info);
 
+/* How long a receive that finds this channel empty (and a send that finds it full) spins on its CPU, looking again
+   every few hundred nanoseconds, before it sleeps in the kernel. 0, the default, sleeps at once. Spinning sees a
+   message within about a microsecond instead of the tens of microseconds a kernel wake-up takes, and keeps its CPU
+   busy meanwhile: for a consumer that has a CPU of its own and frames coming faster than the spin. Applies to calls
+   through this handle and its subscriptions; spin_ns 0..1,000,000,000 (rounded down to 100 ns), else
+   XMEM_E_INVALID_ARGUMENT. */
+xmem_status xmem_channel_set_spin(xmem_channel channel, int64_t spin_ns);
+
 /* Joins a fan-out channel: the subscription receives every buffer sent from now on (at most 16 subscribers;
    XMEM_E_TOO_MANY_PROCESSES beyond). XMEM_E_INVALID_ARGUMENT on a queue channel. */
 xmem_status xmem_channel_subscribe(xmem_channel channel, xmem_subscription *out_subscription);

@@ -102,10 +102,11 @@ def open_pool(name):
 # ---------------------------------------------------------------------------------------------------- consumers
 
 
-def xmem_consumer(name, conn):
+def xmem_consumer(name, conn, spin=0.0):
     pin(1)
     pool = open_pool(name)
     ch = pool.channel("frames", depth=NBUF)
+    ch.spin = spin  # --spin-us: the receive spins that long before it sleeps (Channel.spin)
     conn.send("ready")
     while True:
         buf = ch.recv(timeout=120)
@@ -229,9 +230,14 @@ def lockstep_samples(one, reply, n, seq):
 class XmemFrames:
     name = "xmem." + xmem.implementation
 
+    def __init__(self, spin=0.0):
+        self.spin = spin
+        if spin:
+            self.name = "xmem.%s.spin" % xmem.implementation
+
     def start(self):
         ctx = get_context("spawn")
-        self.pool_name = "bench-handoff-%d" % os.getpid()
+        self.pool_name = "bench-handoff-%d%s" % (os.getpid(), "-spin" if self.spin else "")
         self.conn, cconn = ctx.Pipe()
         self.pool = xmem.BufferPool(self.pool_name, NBUF)
         self.ch = self.pool.channel("frames", depth=NBUF)
@@ -239,7 +245,7 @@ class XmemFrames:
         for b in bufs:
             b.memoryview()[:] = bytes(FRAME)
             b.release()
-        self.proc = ctx.Process(target=xmem_consumer, args=(self.pool_name, cconn))
+        self.proc = ctx.Process(target=xmem_consumer, args=(self.pool_name, cconn, self.spin))
         self.proc.start()
         assert self.conn.recv() == "ready"
         self.seq = 0
@@ -506,6 +512,8 @@ def main(argv=None):
     p.add_argument("--gap-ms", type=float, default=1.0, help="pause before each paced message")
     p.add_argument("--no-torch", action="store_true", help="leave torch.multiprocessing out")
     p.add_argument("--xmem-only", action="store_true", help="the xmem frame handoff alone (no peers, no paced)")
+    p.add_argument("--spin-us", type=float, default=0.0,
+                   help="also run xmem with the consumer's receive spinning this long before it sleeps (Channel.spin)")
     p.add_argument("--result-lines", action="store_true",
                    help="also print xmem's figures as the peers' RESULT lines (xmem-python.<implementation>.*)")
     args = p.parse_args(argv)
@@ -514,6 +522,8 @@ def main(argv=None):
              " ".join("%.2f" % x for x in os.getloadavg()), args.runs), flush=True)
 
     peers = [XmemFrames()] if args.xmem_only else [XmemFrames(), ShmPipe()]
+    if args.spin_us:
+        peers.insert(1, XmemFrames(args.spin_us * 1e-6))
     if not args.no_torch and not args.xmem_only:
         try:
             import torch  # noqa: F401
@@ -564,12 +574,14 @@ def main(argv=None):
         xmem_peer = peers[0]
         peer_result_lines("xmem-python." + xmem.implementation, stages[xmem_peer.name], fps[xmem_peer.name])
 
-    x = out[peers[0].name]
-    for other in peers[1:]:
-        s = out[other.name]
-        print("SUMMARY %s/%s: one-way %.2fx (%.1f vs %.1f us), round trip %.2fx, stream %.2fx (%.0f vs %.0f "
-              "frames/s)" % (peers[0].name, other.name, x["one_way"] / s["one_way"], x["one_way"], s["one_way"],
-                             x["round_trip"] / s["round_trip"], x["fps"] / s["fps"], x["fps"], s["fps"]))
+    mine = [p for p in peers if isinstance(p, XmemFrames)]  # xmem, and xmem spinning with --spin-us
+    for me in mine:
+        x = out[me.name]
+        for other in (p for p in peers if not isinstance(p, XmemFrames)):
+            s = out[other.name]
+            print("SUMMARY %s/%s: one-way %.2fx (%.1f vs %.1f us), round trip %.2fx, stream %.2fx (%.0f vs %.0f "
+                  "frames/s)" % (me.name, other.name, x["one_way"] / s["one_way"], x["one_way"], s["one_way"],
+                                 x["round_trip"] / s["round_trip"], x["fps"] / s["fps"], x["fps"], s["fps"]))
     if not paced:
         return 0
     a, b = out[paced[0].name], out[paced[1].name]

@@ -162,6 +162,7 @@ SIGNATURES = {
     "xmem_channel_info": (_S, [_P, POINTER(ChannelProperties)]),
     "xmem_channel_send": (_S, [_P, _P, c_int64]),
     "xmem_channel_receive": (_S, [_P, c_int64, c_uint32, _OUT, _OUT]),
+    "xmem_channel_set_spin": (_S, [_P, c_int64]),
     "xmem_channel_subscribe": (_S, [_P, POINTER(_P)]),
     "xmem_subscription_receive": (_S, [_P, c_int64, c_uint32, _OUT, _OUT]),
     "xmem_subscription_close": (_S, [_P]),

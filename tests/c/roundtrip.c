@@ -151,6 +151,14 @@ static void channels_and_descriptions(void)
     FAILS_WITH(xmem_pool_channel(pool, "odd", 3, XMEM_CHANNEL_QUEUE, &(xmem_channel){0}), XMEM_E_INVALID_ARGUMENT);
     FAILS_WITH(xmem_channel_receive(ch, 0, 0, &(xmem_guard){0}, NULL), XMEM_E_WOULD_BLOCK);
     FAILS_WITH(xmem_channel_receive(ch, 10 * 1000 * 1000, 0, &(xmem_guard){0}, NULL), XMEM_E_TIMEOUT);
+    /* A spin of 0..1 s; a receive with timeout 0 still returns at once, and one that spins then sleeps still times out. */
+    FAILS_WITH(xmem_channel_set_spin(ch, -1), XMEM_E_INVALID_ARGUMENT);
+    FAILS_WITH(xmem_channel_set_spin(ch, 1000000001LL), XMEM_E_INVALID_ARGUMENT);
+    FAILS_WITH(xmem_channel_set_spin(0, 1000), XMEM_E_INVALID_HANDLE);
+    OK(xmem_channel_set_spin(ch, 2 * 1000 * 1000));
+    FAILS_WITH(xmem_channel_receive(ch, 0, 0, &(xmem_guard){0}, NULL), XMEM_E_WOULD_BLOCK);
+    FAILS_WITH(xmem_channel_receive(ch, 5 * 1000 * 1000, 0, &(xmem_guard){0}, NULL), XMEM_E_TIMEOUT);
+    OK(xmem_channel_set_spin(ch, 0));
     OK(xmem_channel_send(ch, g, -1));
     FAILS_WITH(xmem_guard_release(g), XMEM_E_INVALID_HANDLE); /* spent by the send */
     xmem_channel_properties props;

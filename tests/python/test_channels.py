@@ -103,6 +103,41 @@ def test_bad_arguments_are_value_errors(pool):
             ch.subscribe()  # a queue has no subscribers
 
 
+def test_spin_is_a_number_of_seconds_from_0_to_1(pool):
+    with pool.channel("c", 4) as ch:
+        assert ch.spin == 0.0  # sleeps at once by default
+        ch.spin = 200e-6
+        assert ch.spin == pytest.approx(200e-6)
+        ch.spin = 0
+        assert ch.spin == 0.0
+        for bad in (-1e-9, 1.5, math.nan, math.inf):
+            with pytest.raises(ValueError):
+                ch.spin = bad
+        for bad in ("0.1", None, True):
+            with pytest.raises(TypeError):
+                ch.spin = bad
+        assert ch.spin == 0.0  # a refused value changed nothing
+    with pytest.raises(xmem.XmemError):
+        ch.spin = 0.001  # the handle is closed
+
+
+def test_a_spinning_receive_gets_what_another_process_sends(unique_name):
+    with xmem.BufferPool(unique_name("spin"), 4) as pool, pool.channel("s", 4) as ch:
+        ch.spin = 0.05  # longer than the producer's pause: the receive is spinning when the buffer comes
+        producer = CTX.Process(target=_children.channel_producer, args=(pool.name, "s", 7, 3, 4))
+        producer.start()
+        try:
+            got = []
+            for _ in range(3):
+                with ch.recv(timeout=TIMEOUT) as buf:
+                    got.append((buf.seq & 0xFFFFFFFF, int(buf.numpy()[0])))
+            assert got == [(0, 0), (1, 1), (2, 2)]
+        finally:
+            producer.join(TIMEOUT)
+        assert producer.exitcode == 0
+        assert [pool.ref_count(i) for i in range(4)] == [0, 0, 0, 0]
+
+
 def test_a_buffer_of_another_pool_object_is_refused(pool):
     other = xmem.BufferPool.open(pool.name)
     try:

@@ -479,6 +479,15 @@ __attribute__((visibility("default"))) xmem_status xmem_channel_receive(xmem_cha
     return result;
 }
 
+xmem_status xmemi_channel_set_spin(xmem_channel channel, int64_t spin_ns);
+__attribute__((visibility("default"))) xmem_status xmem_channel_set_spin(xmem_channel channel, int64_t spin_ns)
+{
+    xmem_thread_gate *gate = xmem_gate_enter();
+    xmem_status result = xmemi_channel_set_spin(channel, spin_ns);
+    xmem_gate_leave(gate);
+    return result;
+}
+
 xmem_status xmemi_channel_subscribe(xmem_channel channel, xmem_subscription *out_subscription);
 __attribute__((visibility("default"))) xmem_status xmem_channel_subscribe(xmem_channel channel, xmem_subscription *out_subscription)
 {

@@ -31,6 +31,9 @@ internal static unsafe class ChannelExports
     internal static int ChannelReceive(ulong channel, long timeoutNs, uint flags, ulong* outGuard, BufferInfo* outInfo) =>
         Export.OnChannel(channel, new Receive(timeoutNs, flags, outGuard, outInfo));
 
+    [UnmanagedCallersOnly(EntryPoint = "xmemi_channel_set_spin")]
+    internal static int ChannelSetSpin(ulong channel, long spinNs) => Export.OnChannel(channel, new SetSpin(spinNs));
+
     [UnmanagedCallersOnly(EntryPoint = "xmemi_channel_subscribe")]
     internal static int ChannelSubscribe(ulong channel, ulong* outSubscription) =>
         Export.OnChannel(channel, new Subscribe(channel, outSubscription));
@@ -84,6 +87,22 @@ internal static unsafe class ChannelExports
             outInfo->Mode = c.Channel.Mode == ChannelMode.FanOut ? ModeFanOut : ModeQueue;
             outInfo->Count = c.Channel.Count;
             outInfo->Reserved = 0;
+            return 0;
+        }
+    }
+
+    /// <summary>The handle's <see cref="BufferChannel.SpinDuration"/> (its subscriptions receive through it too).</summary>
+    private readonly struct SetSpin(long spinNs) : IExportBody<ChannelHandle>
+    {
+        internal const long MaxSpinNs = 1_000_000_000;
+
+        public int Check() => spinNs is >= 0 and <= MaxSpinNs
+            ? 0
+            : LastError.Set(XmemStatus.InvalidArgument, $"spin_ns is {spinNs}; it must be 0 (sleep at once) to {MaxSpinNs} (one second).");
+
+        public int Run(ChannelHandle c)
+        {
+            c.Channel.SpinDuration = TimeSpan.FromTicks(spinNs / 100);
             return 0;
         }
     }
