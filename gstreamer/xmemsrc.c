@@ -32,6 +32,7 @@ struct _GstXmemSrc {
     gint depth;
     gint mode;
     gboolean keep_timestamps;
+    guint spin_us;
 
     /* between start and stop */
     XmemGstPool *pool;
@@ -52,6 +53,7 @@ enum {
     PROP_DEPTH,
     PROP_MODE,
     PROP_KEEP_TIMESTAMPS,
+    PROP_SPIN_US,
     PROP_FRAMES_RECEIVED,
     PROP_FRAMES_COPIED,
     N_PROPS
@@ -286,6 +288,7 @@ static gboolean gst_xmem_src_start(GstBaseSrc *bsrc)
     GST_OBJECT_LOCK(self);
     gchar *pool_name = g_strdup(self->pool_name), *channel_name = g_strdup(self->channel_name);
     gint depth = self->depth, mode = self->mode;
+    guint spin_us = self->spin_us;
     GST_OBJECT_UNLOCK(self);
     gboolean ok = FALSE;
     GError *error = NULL;
@@ -299,6 +302,8 @@ static gboolean gst_xmem_src_start(GstBaseSrc *bsrc)
         goto out;
     }
     xmem_status st = xmem_pool_channel(self->pool->pool, channel_name, depth, mode, &self->channel);
+    if (st == XMEM_OK && spin_us != 0)
+        st = xmem_channel_set_spin(self->channel, (int64_t)spin_us * 1000);
     if (st == XMEM_OK && mode == XMEM_CHANNEL_FANOUT)
         st = xmem_channel_subscribe(self->channel, &self->subscription);
     if (st != XMEM_OK) {
@@ -359,6 +364,7 @@ static void gst_xmem_src_set_property(GObject *object, guint id, const GValue *v
     case PROP_DEPTH: self->depth = g_value_get_int(value); break;
     case PROP_MODE: self->mode = g_value_get_enum(value); break;
     case PROP_KEEP_TIMESTAMPS: self->keep_timestamps = g_value_get_boolean(value); break;
+    case PROP_SPIN_US: self->spin_us = g_value_get_uint(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
     }
     GST_OBJECT_UNLOCK(self);
@@ -374,6 +380,7 @@ static void gst_xmem_src_get_property(GObject *object, guint id, GValue *value, 
     case PROP_DEPTH: g_value_set_int(value, self->depth); break;
     case PROP_MODE: g_value_set_enum(value, self->mode); break;
     case PROP_KEEP_TIMESTAMPS: g_value_set_boolean(value, self->keep_timestamps); break;
+    case PROP_SPIN_US: g_value_set_uint(value, self->spin_us); break;
     case PROP_FRAMES_RECEIVED:
         g_value_set_uint64(value, __atomic_load_n(&self->frames_received, __ATOMIC_RELAXED));
         break;
@@ -420,6 +427,12 @@ static void gst_xmem_src_class_init(GstXmemSrcClass *klass)
         "keep-timestamps", "Keep timestamps",
         "Give buffers the PTS, duration and flags the producing xmemsink sent (else: the running time on arrival)",
         TRUE, rw);
+    props[PROP_SPIN_US] = g_param_spec_uint(
+        "spin-us", "Spin (µs)",
+        "Microseconds a receive that finds the channel empty spins on its CPU before it sleeps in the kernel (0: sleep "
+        "at once). Spinning sees a frame within about a microsecond instead of a kernel wake-up's tens, and keeps "
+        "the streaming thread's CPU busy meanwhile",
+        0, 1000000, 0, rw);
     props[PROP_FRAMES_RECEIVED] = g_param_spec_uint64("frames-received", "Frames received",
                                                       "Buffers received (end markers not counted)", 0, G_MAXUINT64, 0,
                                                       G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);

@@ -360,6 +360,31 @@ def test_xmemsrc_turns_python_frames_into_video_with_caps_from_the_description(g
         assert len(ch) == 0
 
 
+def test_xmemsrc_with_spin_us_receives_every_frame(gst_env, unique_name, tmp_path):
+    """spin-us sets the channel's spin (xmem_channel_set_spin); the frames come through as without it."""
+    name = unique_name("gst")
+    rng = np.random.default_rng(12)
+    frames = [rng.integers(0, 256, (4, 6, 3), dtype=np.uint8) for _ in range(4)]
+    out_path = tmp_path / "out.raw"
+    with xmem.BufferPool(name, 16) as pool, pool.channel("frames", depth=8) as ch:
+        for i, f in enumerate(frames):
+            _send_rgb(pool, ch, f, i + 1)
+        _send_eos(pool, ch)
+        out = run(gst_env, "xmemsrc pool=%s spin-us=200 ! videoconvert ! video/x-raw,format=RGB ! filesink location=%s"
+                  % (name, out_path))
+        assert "video/x-raw, format=(string)RGB, width=(int)6, height=(int)4" in out, out[-3000:]
+        stride = ru(6 * 3, 4)
+        expect = b""
+        for f in frames:
+            rows = np.zeros((4, stride), np.uint8)
+            rows[:, :18] = f.reshape(4, 18)
+            expect += rows.tobytes()
+        assert out_path.read_bytes() == expect
+        assert len(ch) == 0
+    inspect = subprocess.run(["gst-inspect-1.0", "xmemsrc"], env=gst_env, capture_output=True, text=True, timeout=60)
+    assert "spin-us" in inspect.stdout, inspect.stdout[-2000:]
+
+
 def test_xmemsrc_renegotiates_when_the_description_changes(gst_env, unique_name, tmp_path):
     name = unique_name("gst")
     rgb = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
