@@ -7,7 +7,8 @@
 #      closes pools under calls in flight (the close's grace period); tests/c/fork_gate_test.c
 #      tests the C fork gate, and tests/c/fork_stress.c forks 1000 times while 13 threads (12 of them starting threads
 #      new to the runtime) call libxmem: 0 hung, died or failed children; tests/c/fork_child_thread_gc.c that a
-#      forked child's own threads may call xmem and its collections complete
+#      forked child's own threads may call xmem and its collections complete; tests/c/two_runtimes.c that two copies
+#      of libxmem (two .NET runtimes) work side by side in one process, and through a fork
 #   3. builds the C# helper process (tests/Xmem.TestChild) for the cross-language tests, and the ONNX Runtime example
 #      examples/OnnxConsumer (NuGet: Microsoft.ML.OnnxRuntime) for tests/python/test_onnx_consumer.py
 #   4. a fresh venv (artifacts/venv-python, --system-site-packages for numpy/torch/pytest), the wheel installed
@@ -59,6 +60,10 @@ gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/fork_stress.c -L artif
     -Wl,-rpath,'$ORIGIN' -o artifacts/native/fork_stress || fail "tests/c/fork_stress.c does not compile against include/xmem.h."
 XMEM_FORK_STRESS_CHILD_THREAD=1 timeout 300 artifacts/native/fork_stress "/xmem-forkstress-$$-$RANDOM" 1000 1 12 \
     || fail "tests/c/fork_stress: a forked child hung, died or failed (its line above says which)."
+gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/two_runtimes.c -ldl -lpthread \
+    -o artifacts/native/two_runtimes || fail "tests/c/two_runtimes.c does not compile."
+timeout 120 artifacts/native/two_runtimes artifacts/native/libxmem.so 5 \
+    || fail "tests/c/two_runtimes: two copies of libxmem (two .NET runtimes) in one process failed or hung."
 gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/fork_child_thread_gc.c -L artifacts/native -lxmem -lpthread \
     -Wl,-rpath,'$ORIGIN' -o artifacts/native/fork_child_thread_gc || fail "tests/c/fork_child_thread_gc.c does not compile."
 timeout 300 artifacts/native/fork_child_thread_gc 4 \
