@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child_wait.h"
 #include "xmem.h"
 
 #define PARENT_THREADS 3
@@ -100,22 +101,15 @@ static int end_blocked(pthread_t *threads, int n)
 static int wait_for(pid_t pid, const char *who)
 {
     int status = 0;
-    time_t deadline = time(NULL) + 60;
-    while (waitpid(pid, &status, WNOHANG) == 0)
+    if (wait_child_within(pid, 60, &status))
     {
-        if (time(NULL) > deadline)
-        {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            char name[64];
-            snprintf(name, sizeof name, "/xmem-fork-thread-gc-%d", (int)pid);
-            int32_t removed = 0;
-            (void)xmem_pool_remove(name, &removed);
-            fprintf(stderr, "fork_child_thread_gc: FAILED: the %s hung (its runtime's collections after threads of "
-                            "its own called xmem)\n", who);
-            return 1;
-        }
-        usleep(20000);
+        char name[64];
+        snprintf(name, sizeof name, "/xmem-fork-thread-gc-%d", (int)pid);
+        int32_t removed = 0;
+        (void)xmem_pool_remove(name, &removed);
+        fprintf(stderr, "fork_child_thread_gc: FAILED: the %s hung (its runtime's collections after threads of its "
+                        "own called xmem)\n", who);
+        return 1;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     {

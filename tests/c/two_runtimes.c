@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child_wait.h"
 #include "xmem.h"
 
 typedef struct
@@ -158,17 +159,10 @@ static int fork_and_use_both(void)
         _exit(0);
     }
     int status = 0;
-    time_t deadline = time(NULL) + 60;
-    while (waitpid(pid, &status, WNOHANG) == 0)
+    if (wait_child_within(pid, 60, &status))
     {
-        if (time(NULL) > deadline)
-        {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            fprintf(stderr, "two_runtimes: the forked child hung\n");
-            return 1;
-        }
-        usleep(10000);
+        fprintf(stderr, "two_runtimes: the forked child hung\n");
+        return 1;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     {
