@@ -1,7 +1,7 @@
 /*
  * Two .NET runtimes in one process: libxmem.so and a copy of it (another file, so the loader maps it again: its own
  * runtime, GC, thread store and fork gate), as when a process loads xmem beside another NativeAOT library. Both
- * install the same signal handlers (the GC's activation signal, SIGSEGV); each chains to the one before it. Two
+ * install handlers for the same signals (the GC's activation signal, SIGSEGV), the second over the first. Two
  * threads per copy loop over pool open + close (managed garbage: many collections in each runtime, each suspending its
  * own threads with that signal) and acquire + release, for SECONDS; every call must succeed and the process must end
  * (a runtime that swallowed the other's signal would leave that one's collection waiting for ever). Then the process
