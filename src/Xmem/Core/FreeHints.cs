@@ -31,11 +31,87 @@ internal sealed unsafe class FreeHints(ControlSegment control)
     /// <summary>The hinted slots, lowest first.</summary>
     internal HintedSlots Hinted() => new(_hints, _words, _capacity);
 
-    /// <summary>The lowest hinted slot whose kept CPU memory fits, else the lowest with no memory, else the lowest
-    /// with CPU memory (replaced), else the lowest CUDA slot (its device memory is given back first). After 64
-    /// candidates the best so far is taken. -1 when nothing is hinted.</summary>
+    /// <summary>Where this process's next CPU pick starts looking for a slot whose memory fits: the slot after the
+    /// one it picked last. A plain field: only a search order, never trusted (any value is range-checked), and racing
+    /// threads of the process may overwrite each other's.</summary>
+    private int _next;
+
+    /// <summary>The hinted slot to try for a CPU buffer of <paramref name="size"/> bytes; -1 when nothing is hinted.
+    /// <para>First, next fit among the slots that keep fitting CPU memory: the first such hinted slot from where this
+    /// process's last pick left off. In a pipeline this hands out the free slot released longest ago rather than the
+    /// one the consumer read a moment ago: a producer's writes into the slot just read ran at about half the speed
+    /// (docs/benchmarks.md, "Which free slot"; the C peers show the same). The look ahead stops at the first slot
+    /// with no memory (made slots sit at the low end, since those are made lowest first), so a pool used with fewer
+    /// buffers in flight than its capacity makes no more buffers than before.</para>
+    /// <para>Then, from slot 0: the lowest hinted slot whose kept CPU memory fits, else the lowest with no memory,
+    /// else the lowest with CPU memory (replaced), else the lowest CUDA slot (its device memory is given back first).
+    /// After 64 candidates the best so far is taken.</para></summary>
     internal int PickCpu(long size)
     {
+        int from = _next;
+        if (from > 0 && from < _capacity)
+        {
+            int ahead = PickFittingFrom(from, size);
+            if (ahead >= 0)
+            {
+                _next = ahead + 1;
+                return ahead;
+            }
+        }
+
+        int s = PickCpuFromStart(size, out bool fits);
+        if (fits)
+        {
+            _next = s + 1;
+        }
+
+        return s;
+    }
+
+    /// <summary>The first hinted slot at or after <paramref name="from"/> that keeps CPU memory of at least
+    /// <paramref name="size"/> bytes; -1 at the first slot with no memory, after 64 candidates, or at the end.</summary>
+    private int PickFittingFrom(int from, long size)
+    {
+        int looked = 0;
+        for (int wi = from >> 6; wi < _words; wi++)
+        {
+            ulong bits = Volatile.Read(ref _hints[wi]);
+            if (wi == from >> 6)
+            {
+                bits &= ~0UL << (from & 63); // the slots below from in its word
+            }
+
+            while (bits != 0)
+            {
+                int s = (wi << 6) + BitOperations.TrailingZeroCount(bits);
+                bits &= bits - 1;
+                if (s >= _capacity)
+                {
+                    return -1; // a hint past the end (written by someone else): ignore it
+                }
+
+                ushort kind = Volatile.Read(ref _slots[s].Kind);
+                long cap = Volatile.Read(ref _slots[s].DataCapacity);
+                if (cap >= size && kind == LayoutConstants.KindCpu)
+                {
+                    return s;
+                }
+
+                if ((cap == 0 && kind == LayoutConstants.KindNone) || ++looked >= 64)
+                {
+                    return -1; // past the slots that were made, or looked long enough: start from slot 0
+                }
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>The ranking from slot 0 (see <see cref="PickCpu"/>); <paramref name="fits"/> says the slot keeps CPU
+    /// memory that fits.</summary>
+    private int PickCpuFromStart(long size, out bool fits)
+    {
+        fits = false;
         int firstEmpty = -1, firstCpu = -1, firstCuda = -1, looked = 0;
         for (int wi = 0; wi < _words; wi++)
         {
@@ -57,6 +133,7 @@ internal sealed unsafe class FreeHints(ControlSegment control)
                 }
                 else if (cap >= size && kind == LayoutConstants.KindCpu)
                 {
+                    fits = true;
                     return s;
                 }
                 else if (cap == 0 && kind == LayoutConstants.KindNone)

@@ -15,8 +15,8 @@ public sealed partial class BufferPool
     /// has a CPU of its own and slots come back within the spin (a pipeline whose buffers are all in flight).</summary>
     public TimeSpan AcquireSpinDuration { get; set; }
 
-    /// <summary>Acquires a read-write buffer of <paramref name="size"/> bytes in the lowest free slot (one whose kept
-    /// memory fits, if any). Its count is 1, held by the returned guard. Throws <see cref="PoolFullException"/> at
+    /// <summary>Acquires a read-write buffer of <paramref name="size"/> bytes in a free slot, one whose kept memory fits
+    /// if any (docs/layout.md, "Acquire"). Its count is 1, held by the returned guard. Throws <see cref="PoolFullException"/> at
     /// once when every slot is live, and <see cref="XmemOutOfMemoryException"/> when the memory cannot be had.</summary>
     public BufferGuard AcquireCpu(long size)
     {

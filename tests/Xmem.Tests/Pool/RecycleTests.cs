@@ -70,6 +70,60 @@ public sealed class RecycleTests : PoolTest
     }
 
     [Fact]
+    public void Acquire_TakesTheFreeSlotReleasedLongestAgo_NotTheOneJustReleased()
+    {
+        // A pipeline's shape: each buffer is released before the next acquire. All four slots have memory that fits,
+        // so each acquire takes the slot after the last one taken (next fit), which is the one released longest ago.
+        using BufferPool pool = NewPool(4);
+        var made = new BufferGuard[4];
+        for (int i = 0; i < 4; i++)
+        {
+            made[i] = pool.AcquireCpu(1000);
+        }
+
+        foreach (BufferGuard g in made)
+        {
+            g.Dispose();
+        }
+
+        var taken = new List<int>();
+        for (int i = 0; i < 8; i++)
+        {
+            using BufferGuard g = pool.AcquireCpu(1000);
+            taken.Add(g.MetaIndex);
+        }
+
+        Assert.Equal(4, Shm.DataSegmentsOf(pool.Name).Length);
+        for (int i = 1; i < taken.Count; i++)
+        {
+            Assert.Equal((taken[i - 1] + 1) % 4, taken[i]); // never the slot just given back
+        }
+    }
+
+    [Fact]
+    public void Acquire_MakesNoMoreBuffersThanAreInFlight_InALargePool()
+    {
+        // The next fit looks ahead only over slots that have memory: a pool of 64 used with two buffers in flight
+        // keeps using those two (and their two data segments), never making a third.
+        using BufferPool pool = NewPool(64);
+        BufferGuard a = pool.AcquireCpu(4096);
+        BufferGuard b = pool.AcquireCpu(4096);
+        var seen = new HashSet<int> { a.MetaIndex, b.MetaIndex };
+        for (int i = 0; i < 100; i++)
+        {
+            a.Dispose();
+            a = b;
+            b = pool.AcquireCpu(4096);
+            seen.Add(b.MetaIndex);
+        }
+
+        a.Dispose();
+        b.Dispose();
+        Assert.Equal(2, seen.Count);
+        Assert.Equal(2, Shm.DataSegmentsOf(pool.Name).Length);
+    }
+
+    [Fact]
     public void AcquireLargerThanAnyKeptMemory_ReplacesTheSegment()
     {
         using BufferPool pool = NewPool(1);
