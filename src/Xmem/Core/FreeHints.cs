@@ -39,10 +39,11 @@ internal sealed unsafe class FreeHints(ControlSegment control)
     /// <summary>The hinted slot to try for a CPU buffer of <paramref name="size"/> bytes; -1 when nothing is hinted.
     /// <para>First, next fit among the slots that keep fitting CPU memory: the first such hinted slot from where this
     /// process's last pick left off. In a pipeline this hands out the free slot released longest ago rather than the
-    /// one the consumer read a moment ago: a producer's writes into the slot just read ran at about half the speed
-    /// (docs/benchmarks.md, "Which free slot"; the C peers show the same). The look ahead stops at the first slot
-    /// with no memory (made slots sit at the low end, since those are made lowest first), so a pool used with fewer
-    /// buffers in flight than its capacity makes no more buffers than before.</para>
+    /// one the consumer read a moment ago: measured, the producer's writes into the slot just read took 1.7–1.8× as
+    /// long, more than the consumer then gains by reading the same slot again (docs/benchmarks.md, "Which free slot";
+    /// plain C shows the same, bench/c/slot_order.c). The look ahead stops at the first slot with no memory (made
+    /// slots sit at the low end, since those are made lowest first), so a pool used with fewer buffers in flight than
+    /// its capacity makes no more buffers than before.</para>
     /// <para>Then, from slot 0: the lowest hinted slot whose kept CPU memory fits, else the lowest with no memory,
     /// else the lowest with CPU memory (replaced), else the lowest CUDA slot (its device memory is given back first).
     /// After 64 candidates the best so far is taken.</para></summary>
