@@ -31,8 +31,8 @@ internal sealed unsafe class FreeHints(ControlSegment control)
     /// <summary>The hinted slots, lowest first.</summary>
     internal HintedSlots Hinted() => new(_hints, _words, _capacity);
 
-    /// <summary>Where this process's next CPU pick starts looking for a slot whose memory fits: the slot after the
-    /// one it picked last. A plain field: only a search order, never trusted (any value is range-checked), and racing
+    /// <summary>Where this process's next CPU pick starts looking for a slot whose memory fits: the slot after its last
+    /// pick of such a slot. A plain field: only a search order, never trusted (any value is range-checked), and racing
     /// threads of the process may overwrite each other's.</summary>
     private int _next;
 
@@ -40,8 +40,8 @@ internal sealed unsafe class FreeHints(ControlSegment control)
     /// <para>First, next fit among the slots that keep fitting CPU memory: the first such hinted slot from where this
     /// process's last pick left off. In a pipeline this hands out the free slot released longest ago rather than the
     /// one the consumer read a moment ago: measured, the producer's writes into the slot just read took 1.7–1.8× as
-    /// long, more than the consumer then gains by reading the same slot again (docs/benchmarks.md, "Which free slot";
-    /// plain C shows the same, bench/c/slot_order.c). The look ahead stops at the first slot with no memory (made
+    /// long, more than the consumer then gains by reading the same slot again (docs/benchmarks.md, "Session 9: which
+    /// free slot a pipeline gets"; plain C shows the same, bench/c/slot_order.c). The look ahead stops at the first slot with no memory (made
     /// slots sit at the low end, since those are made lowest first), so a pool used with fewer buffers in flight than
     /// its capacity makes no more buffers than before.</para>
     /// <para>Then, from slot 0: the lowest hinted slot whose kept CPU memory fits, else the lowest with no memory,

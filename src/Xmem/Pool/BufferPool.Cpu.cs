@@ -16,8 +16,9 @@ public sealed partial class BufferPool
     public TimeSpan AcquireSpinDuration { get; set; }
 
     /// <summary>Acquires a read-write buffer of <paramref name="size"/> bytes in a free slot, one whose kept memory fits
-    /// if any (docs/layout.md, "Acquire"). Its count is 1, held by the returned guard. Throws <see cref="PoolFullException"/> at
-    /// once when every slot is live, and <see cref="XmemOutOfMemoryException"/> when the memory cannot be had.</summary>
+    /// if any (docs/layout.md, "Acquire"). Its count is 1, held by the returned guard. Throws
+    /// <see cref="PoolFullException"/> at once when every slot is live, and <see cref="XmemOutOfMemoryException"/> when
+    /// the memory cannot be had.</summary>
     public BufferGuard AcquireCpu(long size)
     {
         ThrowIfDisposed();
