@@ -13,7 +13,8 @@ peer's value that round) and its median and spread over rounds are given, so tha
 machine cancel. "Best peer" is the peer with the best median over rounds in that row (lowest time, most frames/s).
 
 Prints Markdown: the side-by-side table (issue 10), the stage table (xmem against the C pool + socket, sleeping, and
-against the C spin ring, spinning) and xmem's floors. The plot (python3-matplotlib: scripts/install-deps.sh --bench)
+against the C spin ring, spinning), the Python table (issue 16: xmem's compiled module against ``shared_memory`` +
+``Pipe``, with every round's ratio) and xmem's floors. The plot (python3-matplotlib: scripts/install-deps.sh --bench)
 shows one-way latency and stream frames/s of every contender, bars at the median with min–max error bars.
 Exit status: 0, also when a contender is absent (its column says "not installed", "failed" or "no data");
 1 when the file has no round; 2 for a bad command line.
@@ -62,6 +63,13 @@ STAGES = (
 )
 STAGE_PAIRS = (("xmem", "xmem.block", "C pool + socket", "c.shm_uds"),
                ("xmem spinning", "xmem.spin", "C spin ring", "c.shm_spin"))
+
+# The Python table (issue 16): xmem's compiled module against shared_memory + Pipe, per round.
+PY_MINE, PY_PEER = "xmem-python.compiled", "py.shm_pipe"
+PY_ROWS = (
+    ("one-way, lockstep (µs)", ONE_WAY, "≤ 0.8×"),
+    ("stream ≤ 4 in flight (frames/s)", FPS, "≥ 1.3×"),
+) + tuple((label, metric, "") for label, metric in STAGES[:5])
 
 FLOORS = (
     ("atomic increment on shared memory", "floor.shared_atomic_increment"),
@@ -245,6 +253,28 @@ def stage_table(res):
     return out
 
 
+def python_table(res):
+    """xmem's Python handoff ÷ shared_memory + Pipe: medians, the ratio's median (min–max) and every round's ratio."""
+    out = ["| Python, xmem compiled ÷ shm+Pipe | xmem Python | py shm+Pipe | ÷ | ÷ per round | target |",
+           "|---|---:|---:|---:|---|---:|"]
+    rows = 0
+    for label, metric, target in PY_ROWS:
+        mine, theirs = res.series(PY_MINE, metric), res.series(PY_PEER, metric)
+        if not mine or not theirs:
+            continue
+        fps = metric == FPS
+        per_round = " / ".join("%.2f" % (mine[r] / theirs[r]) for r in sorted(mine) if r in theirs and theirs[r] > 0)
+        out.append("| %s | %s | %s | %s | %s | %s |" % (label, cell(mine, len(res.rounds), fps),
+                                                        cell(theirs, len(res.rounds), fps), ratio_cell(mine, theirs),
+                                                        per_round or "—", target))
+        rows += 1
+    if not rows:
+        return []
+    out.append("")
+    out.append("÷ per round: rounds in order; below 1× is ahead in the time rows, above 1× in the stream row.")
+    return out
+
+
 def floor_table(res):
     rows = []
     for label, metric in FLOORS:
@@ -350,7 +380,9 @@ def main(argv=None):
         print("compare.py: %s has no ROUND line: not a results file of bench/compare.sh" % args.results,
               file=sys.stderr)
         return 1
-    for part in header(res) + [""] + side_by_side(res) + [""] + stage_table(res) + [""] + floor_table(res):
+    py = python_table(res)
+    for part in header(res) + [""] + side_by_side(res) + [""] + stage_table(res) + [""] + (py + [""] if py else []) + \
+            floor_table(res):
         print(part)
 
     if args.no_plot:

@@ -99,6 +99,31 @@ def test_stage_table_pairs_xmem_with_the_c_peer_stage_by_stage():
         assert stage in stages
 
 
+def test_python_table_gives_the_ratio_to_shared_memory_and_every_rounds_ratio():
+    p = run_compare(SAMPLE, "--no-plot")
+    rows = table_rows(p.stdout, "Python, xmem compiled ÷ shm+Pipe")
+    one_way = rows["one-way, lockstep (µs)"]
+    assert one_way["xmem Python"] == "95.0 (90.0–100.0)"
+    assert one_way["py shm+Pipe"] == "94.0 (94.0–94.0)"
+    assert one_way["÷"] == "1.01× (0.96–1.06)"  # 90/94, 95/94, 100/94
+    assert one_way["÷ per round"] == "0.96 / 1.01 / 1.06"
+    assert one_way["target"] == "≤ 0.8×"
+    stream = rows["stream ≤ 4 in flight (frames/s)"]
+    assert stream["÷"] == "1.27× (1.18–1.37)"  # 6000/5100, 6500/5100, 7000/5100
+    assert stream["target"] == "≥ 1.3×"
+    assert rows["send"]["÷"] == "0.52× (0.52–0.52)"  # 12 / 23
+
+
+def test_without_python_figures_there_is_no_python_table(tmp_path):
+    path = tmp_path / "no-python.txt"
+    with open(SAMPLE, encoding="utf-8") as f:
+        path.write_text("".join(line for line in f if " RESULT xmem-python." not in line), encoding="utf-8")
+    p = run_compare(str(path), "--no-plot")
+    assert p.returncode == 0, p.stderr
+    assert "Python, xmem compiled ÷ shm+Pipe" not in p.stdout
+    assert "one-way, sleeping (µs)" in p.stdout
+
+
 def test_header_names_the_machine_and_the_load_of_every_round():
     out = run_compare(SAMPLE, "--no-plot").stdout
     assert "3 interleaved round(s), 2026-12-02T03:00:00Z; 2 CPUs (AMD EPYC), Linux 6.18.44" in out
