@@ -41,9 +41,9 @@ internal sealed unsafe class FreeHints(ControlSegment control)
     /// process's last pick left off. In a pipeline this hands out the free slot released longest ago rather than the
     /// one the consumer read a moment ago: measured, the producer's writes into the slot just read took 1.7–1.8× as
     /// long, more than the consumer then gains by reading the same slot again (docs/benchmarks.md, "Session 9: which
-    /// free slot a pipeline gets"; plain C shows the same, bench/c/slot_order.c). The look ahead stops at the first slot with no memory (made
-    /// slots sit at the low end, since those are made lowest first), so a pool used with fewer buffers in flight than
-    /// its capacity makes no more buffers than before.</para>
+    /// free slot a pipeline gets"; plain C shows the same, bench/c/slot_order.c). The look ahead stops at the first
+    /// slot with no memory (made slots sit at the low end, since those are made lowest first), so a pool used with
+    /// fewer buffers in flight than its capacity makes no more buffers than before.</para>
     /// <para>Then, from slot 0: the lowest hinted slot whose kept CPU memory fits, else the lowest with no memory,
     /// else the lowest with CPU memory (replaced), else the lowest CUDA slot (its device memory is given back first).
     /// After 64 candidates the best so far is taken.</para></summary>
