@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "two_cpus.h"
+
 #define FRAME 6220800L
 #define PAGE 4096L
 #define PAGES 1519
@@ -35,30 +37,9 @@ struct ring { /* one SPSC ring each way; the reply carries the buffer back and t
     _Alignas(64) _Atomic int quit;
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void pin(int cpu)
-{
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(cpu % (int)sysconf(_SC_NPROCESSORS_ONLN), &s);
-    sched_setaffinity(0, sizeof s, &s);
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
     return v[n / 2];
 }
 

@@ -26,31 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "two_cpus.h"
+
 #define FRAME 6220800L
 #define PAGE 4096L
 #define STAMP_OFF 128
 #define NBUF 4
-
-static long now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000000000L + t.tv_nsec;
-}
-
-static void pin(int cpu)
-{
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(cpu % (int)sysconf(_SC_NPROCESSORS_ONLN), &s);
-    sched_setaffinity(0, sizeof s, &s);
-}
-
-static int cmp(const void *a, const void *b)
-{
-    long x = *(const long *)a, y = *(const long *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void xread(int fd)
 {
@@ -132,8 +113,8 @@ int main(int argc, char **argv)
     }
     waitpid(pid, NULL, 0);
     long switches = ran[0];
-    qsort(call + 1, (size_t)n - 1, sizeof(long), cmp);
-    qsort(hop + 1, (size_t)n - 1, sizeof(long), cmp);
+    qsort(call + 1, (size_t)n - 1, sizeof(long), cmp_long);
+    qsort(hop + 1, (size_t)n - 1, sizeof(long), cmp_long);
     static const char *names[] = {"futex", "pipe", "one socket pair", "two socket pairs"};
     printf("%-17s wake call p50 %5.1f us; wake start -> consumer runs p50 %5.1f us (p10 %5.1f, p90 %5.1f); "
            "consumer slept %ld times in %d frames\n",
