@@ -2,7 +2,8 @@
 # Tests the C ABI and the Python package against what scripts/build-native.sh built:
 #   1. tests/c/check_abi.py: xmem.h, `nm -D libxmem.so`, the C# entry points and the Python declarations agree
 #   2. tests/c/roundtrip.c, compiled with gcc against include/xmem.h only, runs a round trip; tests/c/guard_handle_race.c
-#      races guard handles between threads (stale handles never resolve, one release per acquire), and
+#      races guard handles between threads (stale handles never resolve, one release per acquire, a read racing
+#      with a release is OK or gone), and
 #      tests/c/handle_slot_reuse.c that exited threads' handle-table slots come back; tests/c/pool_close_race.c
 #      closes pools under calls in flight (the close's grace period); tests/c/fork_gate_test.c
 #      tests the C fork gate, and tests/c/fork_stress.c forks 1000 times while 13 threads (12 of them starting threads

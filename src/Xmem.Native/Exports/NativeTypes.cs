@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Xmem.Pool;
 
 namespace Xmem.Native.Exports;
 
@@ -16,30 +17,22 @@ internal struct BufferInfo
     [FieldOffset(32)] internal uint Flags;
     [FieldOffset(36)] internal uint Reserved;
 
+    /// <summary>Fills <paramref name="info"/> (if set) from reference <paramref name="r"/>, read at once: a release
+    /// racing on another thread throws <see cref="BufferGuardInvalidException"/> (XMEM_E_GUARD_INVALID).</summary>
     internal static unsafe void Fill(BufferInfo* info, BufferRef r)
-    {
-        Fill(info, r.Guard);
-        if (!r.IsValid)
-        {
-            // Ended while being read (a release racing on another thread): the fields may be a later reference's.
-            throw new BufferGuardInvalidException("this buffer guard was released or sent while its info was read; get the slot again for a new one.");
-        }
-    }
-
-    internal static unsafe void Fill(BufferInfo* info, BufferGuard g)
     {
         if (info is null)
         {
             return;
         }
 
-        bool cuda = g.IsCuda;
-        info->Size = g.Size;
-        info->CpuPtr = cuda ? 0 : g.CpuPointer;
-        info->CudaPtr = cuda ? g.CudaPointer : 0;
-        info->MetaIndex = g.MetaIndex;
-        info->DeviceId = g.DeviceId;
-        info->Flags = (g.IsReadOnly ? FlagReadOnly : 0) | (cuda ? FlagCuda : 0);
+        BufferFacts f = r.Guard.FactsAt(r.Version);
+        info->Size = f.Size;
+        info->CpuPtr = f.CpuPointer;
+        info->CudaPtr = f.CudaPointer;
+        info->MetaIndex = f.MetaIndex;
+        info->DeviceId = f.DeviceId;
+        info->Flags = (f.IsReadOnly ? FlagReadOnly : 0) | (f.IsCuda ? FlagCuda : 0);
         info->Reserved = 0;
     }
 }

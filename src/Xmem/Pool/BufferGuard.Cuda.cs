@@ -96,7 +96,7 @@ public unsafe partial class BufferGuard
             }
             else
             {
-                d.CopyHostToDevice(deviceId, to.Pointer, _map!.Address, Size);
+                d.CopyHostToDevice(deviceId, to.Pointer, CpuMapping().Address, Size);
             }
 
             d.RecordEvent(deviceId, to.Event, LibCuda.NullStream);
@@ -125,7 +125,7 @@ public unsafe partial class BufferGuard
             }
             else
             {
-                Buffer.MemoryCopy((void*)_map!.Address, (void*)dst.CpuPointer, Size, Size);
+                Buffer.MemoryCopy((void*)CpuMapping().Address, (void*)dst.CpuPointer, Size, Size);
             }
 
             return dst;
@@ -166,11 +166,13 @@ public unsafe partial class BufferGuard
 
     private CudaMemory RequireCuda()
     {
-        if (_cudaMemory is null)
+        CudaMemory? m = Volatile.Read(ref _cudaMemory); // once: a pooled guard that ends meanwhile lets go of it
+        if (m is null)
         {
+            ThrowIfInvalid(); // ended (and recycled) since the caller's check: an invalid guard, not a CPU buffer
             throw new XmemException(XmemStatus.InvalidArgument, $"slot {MetaIndex} is a CPU buffer: it has no CUDA device pointer. Use its CPU memory, or copy it to a CUDA device first.");
         }
 
-        return _cudaMemory;
+        return m;
     }
 }

@@ -18,12 +18,11 @@ namespace Xmem
         /// when the pool already unmapped the memory.</summary>
         internal MappingLease LeaseMapping()
         {
-            ThrowIfInvalid();
-            ThrowIfCuda();
+            DataMapping map = CpuMapping();
             // Safe against a racing Dispose of this guard or of the pool: SafeHandle's count is atomic, and a region
             // already closed refuses the lease (ObjectDisposedException) instead of handing out an unmapped address.
-            _map!.Region.DangerousAddRefChecked();
-            return new MappingLease(_map.Region, _map.Address, Size);
+            map.Region.DangerousAddRefChecked();
+            return new MappingLease(map.Region, map.Address, Size);
         }
     }
 }

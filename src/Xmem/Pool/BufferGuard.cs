@@ -79,9 +79,7 @@ public unsafe partial class BufferGuard : IDisposable
     {
         get
         {
-            ThrowIfInvalid();
-            ThrowIfCuda();
-            return _map!.Address;
+            return CpuMapping().Address;
         }
     }
 
@@ -90,14 +88,13 @@ public unsafe partial class BufferGuard : IDisposable
     {
         get
         {
-            ThrowIfInvalid();
-            ThrowIfCuda();
+            DataMapping map = CpuMapping();
             if (IsReadOnly)
             {
                 ThrowHelper.ThrowReadOnly();
             }
 
-            return new Span<byte>((void*)_map!.Address, checked((int)Size));
+            return new Span<byte>((void*)map.Address, checked((int)Size));
         }
     }
 
@@ -106,9 +103,7 @@ public unsafe partial class BufferGuard : IDisposable
     {
         get
         {
-            ThrowIfInvalid();
-            ThrowIfCuda();
-            return new ReadOnlySpan<byte>((void*)_map!.Address, checked((int)Size));
+            return new ReadOnlySpan<byte>((void*)CpuMapping().Address, checked((int)Size));
         }
     }
 
@@ -250,6 +245,32 @@ public unsafe partial class BufferGuard : IDisposable
         size = Volatile.Read(ref _size);
         ThrowIfInvalidAt(version);
         return m;
+    }
+
+    /// <summary>Slot, size, memory and mode of incarnation <paramref name="version"/>, read between two checks of the
+    /// state: a release racing with the read throws <see cref="BufferGuardInvalidException"/>, where reading the
+    /// fields one by one could find a mapping a recycled guard already let go of (null), or another reference's.</summary>
+    internal BufferFacts FactsAt(long version)
+    {
+        ThrowIfInvalidAt(version);
+        int m = Volatile.Read(ref _metaIndex);
+        long size = Volatile.Read(ref _size);
+        bool ro = Volatile.Read(ref _readOnly);
+        DataMapping? map = Volatile.Read(ref _map);
+        CudaMemory? cuda = Volatile.Read(ref _cudaMemory);
+        ThrowIfInvalidAt(version);
+        // Valid at both checks: the fields are this incarnation's (a CPU buffer has its mapping, a CUDA one its memory).
+        if (cuda is not null)
+        {
+            return new BufferFacts(m, size, 0, cuda.Pointer, cuda.Device, ro);
+        }
+
+        if (map is null)
+        {
+            ThrowHelper.ThrowGuardInvalid(); // not reached: a valid guard has its mapping or its CUDA memory
+        }
+
+        return new BufferFacts(m, size, map.Address, 0, -1, ro);
     }
 
     /// <summary>The CUDA memory of incarnation <paramref name="version"/> (null for a CPU buffer).</summary>
@@ -400,6 +421,23 @@ public unsafe partial class BufferGuard : IDisposable
         _pool.ReleaseControlLease();
     }
 
+    /// <summary>The mapping of this valid CPU guard. The mapping is read once, after the check: a pooled guard that ends
+    /// meanwhile lets go of it (<see cref="Recycle"/>), which is an invalid guard here, never a null dereference.
+    /// Throws for an ended guard and for a CUDA one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private DataMapping CpuMapping()
+    {
+        ThrowIfInvalid();
+        ThrowIfCuda();
+        DataMapping? map = Volatile.Read(ref _map);
+        if (map is null)
+        {
+            ThrowHelper.ThrowGuardInvalid(); // ended (and recycled) since the check
+        }
+
+        return map;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ThrowIfCuda()
     {
@@ -424,9 +462,7 @@ public unsafe partial class BufferGuard : IDisposable
 
         public override MemoryHandle Pin(int elementIndex = 0)
         {
-            guard.ThrowIfInvalid();
-            guard.ThrowIfCuda();
-            return new MemoryHandle((byte*)guard._map!.Address + elementIndex);
+            return new MemoryHandle((byte*)guard.CpuMapping().Address + elementIndex);
         }
 
         public override void Unpin()

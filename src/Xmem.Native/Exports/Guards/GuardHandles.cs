@@ -17,7 +17,7 @@ internal static unsafe class GuardHandles
     {
         try
         {
-            BufferInfo.Fill(outInfo, reference.Guard); // just taken, not yet in the table: nobody else can end it
+            BufferInfo.Fill(outInfo, reference); // just taken, not yet in the table: nobody else can end it
             *outGuard = HandleTables.Guards.Add(new GuardHandle(reference, owner));
             return 0;
         }
