@@ -27,9 +27,9 @@ internal static unsafe class DescriptionExports
         public int Run(GuardHandle g)
         {
             DescriptionInfo d = *description;
-            if (g.Guard.IsReadOnly)
+            if (g.Ref.IsReadOnly)
             {
-                return LastError.Set(XmemStatus.ReadOnly, $"the guard on slot {g.Guard.MetaIndex} is read-only (from get); describe a buffer through a read-write guard (acquire or get_mut).");
+                return LastError.Set(XmemStatus.ReadOnly, $"the guard on slot {g.Ref.MetaIndex} is read-only (from get); describe a buffer through a read-write guard (acquire or get_mut).");
             }
 
             uint unknown = d.Flags & ~(DescriptionInfo.FlagContiguous | DescriptionInfo.FlagTimestampNow);
@@ -46,7 +46,7 @@ internal static unsafe class DescriptionExports
             long ts = (d.Flags & DescriptionInfo.FlagTimestampNow) != 0 ? BufferDescription.MonotonicNowNs() : d.TimestampNs;
             string contentType = DecodeTag(d.ContentType, "content_type");
             string producerTag = DecodeTag(d.ProducerTag, "producer_tag");
-            g.Guard.SetDescription(new BufferDescription(tensor, d.Seq, ts, contentType, producerTag));
+            g.Ref.SetDescription(new BufferDescription(tensor, d.Seq, ts, contentType, producerTag));
             return 0;
         }
     }
@@ -57,7 +57,7 @@ internal static unsafe class DescriptionExports
 
         public int Run(GuardHandle g)
         {
-            BufferDescription? d = g.Guard.Description;
+            BufferDescription? d = g.Ref.Description; // of this handle's reference: a racing release is GuardInvalid
             DescriptionInfo o = default;
             if (d is { } desc)
             {
