@@ -54,12 +54,12 @@ internal static unsafe class CudaExports
                 return rc;
             }
 
-            if (mutable && g.Guard.IsReadOnly)
+            if (mutable && g.Ref.IsReadOnly)
             {
-                return LastError.Set(XmemStatus.ReadOnly, $"the guard on slot {g.Guard.MetaIndex} is read-only (from get); take it with get_mut for write access.");
+                return LastError.Set(XmemStatus.ReadOnly, $"the guard on slot {g.Ref.MetaIndex} is read-only (from get); take it with get_mut for write access.");
             }
 
-            *outPtr = g.Guard.CudaPointer;
+            *outPtr = g.Ref.CudaPointer; // this handle's reference: a racing release is GuardInvalid, not another's pointer
             return 0;
         }
     }
