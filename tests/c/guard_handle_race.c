@@ -16,9 +16,10 @@
  * At the end every slot's count is 0.
  *
  * Then, since the window between a lookup and the read of a guard's fields is a few instructions: one thread acquires
- * and releases, publishing each handle and holding it a varying moment, while another reads whatever handle is published
- * (xmem_guard_info and xmem_guard_cpu_ptr, for PHASE2_SECONDS). Every read is OK (with this handle's slot and size) or
- * says the handle is gone; a release racing with the read is never another status (an internal error was the bug).
+ * and releases, publishing each handle and holding it a varying moment, while another reads whatever handle is
+ * published (xmem_guard_info, xmem_guard_cpu_ptr and xmem_guard_lease_view, for PHASE2_SECONDS) until it is gone.
+ * Every read is OK (with this handle's slot and size) or says the handle is gone; a release racing with the read is
+ * never another status (an internal error was the bug).
  *
  *   gcc -std=c11 -O1 -Wall -Wextra -Werror -I include tests/c/guard_handle_race.c -L artifacts/native -lxmem \
  *       -lpthread -Wl,-rpath,'$ORIGIN' -o artifacts/native/guard_handle_race && artifacts/native/guard_handle_race
@@ -172,7 +173,24 @@ static void *read_published(void *arg)
                 fail("phase 2: cpu_ptr racing with a release", h, c);
                 break;
             }
+            xmem_lease lease = 0;
+            void *lp = NULL;
+            int64_t len = 0;
+            xmem_status l = xmem_guard_lease_view(h, &lease, &lp, &len);
+            if (l == XMEM_OK) {
+                if (lp == NULL || len != 64) {
+                    fail("phase 2: the lease of a live handle is not its buffer's", h, l);
+                }
+                xmem_status lr = xmem_lease_release(lease);
+                if (lr != XMEM_OK) {
+                    fail("phase 2: release of a lease", lease, lr);
+                }
+            } else if (l != XMEM_E_INVALID_HANDLE && l != XMEM_E_GUARD_INVALID) {
+                fail("phase 2: lease_view racing with a release", h, l);
+                break;
+            }
             s = s == XMEM_OK ? c : s;
+            s = s == XMEM_OK ? l : s;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
         elapsed_ns = (now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec);

@@ -12,14 +12,14 @@ internal static class LeaseHandles
     {
         try
         {
-            if (g.Guard.IsCuda)
+            if (g.Ref.IsCuda)
             {
-                rc = LastError.Set(XmemStatus.InvalidArgument, $"the buffer in slot {g.Guard.MetaIndex} is CUDA device memory: it has no CPU mapping to view. Use its CUDA pointer (cuda_ptr, __cuda_array_interface__, DLPack), or copy_to_cpu().");
+                rc = LastError.Set(XmemStatus.InvalidArgument, $"the buffer in slot {g.Ref.MetaIndex} is CUDA device memory: it has no CPU mapping to view. Use its CUDA pointer (cuda_ptr, __cuda_array_interface__, DLPack), or copy_to_cpu().");
                 return null!;
             }
 
             rc = 0;
-            return g.Guard.LeaseMapping();
+            return g.Guard.LeaseMappingAt(g.Ref.Version); // this handle's reference, not whatever the guard holds now
         }
         catch (ObjectDisposedException)
         {
